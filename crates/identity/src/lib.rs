@@ -1,0 +1,31 @@
+//! Custody's identity domain: who the end user is.
+//!
+//! This crate holds the rules for an app's identity provider (IdP): recognising its kind from the
+//! issuer URL, the claim mappings that turn a verified JWT into a user and the lock that freezes
+//! them after the first sign-in, the time checks on JWT claims, and the user lifecycle. It does no
+//! I/O and reads no clock: storage, token verification, discovery and time come in through the
+//! port traits in [`ports`], implemented by the adapter crates.
+
+pub mod app;
+pub mod audit;
+pub mod page;
+pub mod claims;
+pub mod idp;
+pub mod ids;
+pub mod issuer;
+pub mod jwt;
+pub mod ports;
+pub mod secret;
+pub mod service;
+pub mod time;
+pub mod user;
+
+pub use app::{ApiKeyRecord, App, AppName};
+pub use claims::{ClaimMappings, ClaimPath, ExtractedIdentity, IdentityClaimError};
+pub use idp::{IdpConfig, IdpKind, IdpPatch, NewIdpConfig, RequestedClaims};
+pub use ids::{ApiKeyId, AppId, IdpId, InvalidId, UserId};
+pub use issuer::{InvalidIssuerUrl, Issuer, IssuerUrl, IssuerUrlPolicy};
+pub use jwt::{ClaimExpectations, TokenRejection, VerifiedClaims};
+pub use time::UnixTime;
+pub use user::{User, UserStatus};
+pub use secret::Secret;

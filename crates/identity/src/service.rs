@@ -1,0 +1,349 @@
+//! Identity use cases: apps and API keys, the IdP configuration life cycle, and turning a user
+//! token into a known, active user. The server calls these; they reach the world only through
+//! the ports they are built with.
+
+use crate::app::{api_key_prefix, ApiKeyRecord, App, AppName, API_KEY_PREFIX_LEN};
+use crate::audit::{AuditEntry, AuditOutcome};
+use crate::claims::ClaimMappings;
+use crate::idp::{ClaimMappingsLocked, IdpConfig, IdpEndpoints, IdpKind, IdpPatch, RequestedClaims};
+use crate::ids::{ApiKeyId, AppId, IdpId, UserId};
+use crate::issuer::{InvalidIssuerUrl, Issuer, IssuerUrl, IssuerUrlPolicy};
+use crate::jwt::{validate_claims, ClaimExpectations, TokenRejection, VerifiedClaims};
+use crate::ports::{
+    Clock, CreateIdpError, Discovery, DiscoveryDocument, DiscoveryError, IdentityStore, LockGuard, Random,
+    ResolveUserError, SecretHasher, StoreError, TokenVerifier, UpdateIdpError,
+};
+use crate::user::{User, UserRefused};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use std::fmt;
+use std::sync::Arc;
+
+/// Hash purpose for API keys, so an API key hash can never stand in for another secret's.
+pub const API_KEY_PURPOSE: &str = "api-key";
+
+/// A freshly generated API key: shown once, then only its hash exists.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewApiKey {
+    pub record: ApiKeyRecord,
+    /// The whole key, to return in the creating response and nowhere else.
+    pub secret: String,
+}
+
+impl fmt::Debug for NewApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewApiKey").field("record", &self.record).field("secret", &"[redacted]").finish()
+    }
+}
+
+/// The outcome of discovering an issuer: what would be stored, plus what the operator can do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveredIdp {
+    pub kind: IdpKind,
+    pub document: DiscoveryDocument,
+    pub claims: ClaimMappings,
+}
+
+/// Errors of [`IdentityService::discover`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiscoverError {
+    #[error(transparent)]
+    InvalidIssuerUrl(#[from] InvalidIssuerUrl),
+    #[error(transparent)]
+    Failed(#[from] DiscoveryError),
+}
+
+/// Errors of [`IdentityService::add_idp`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddIdpError {
+    #[error(transparent)]
+    Discover(#[from] DiscoverError),
+    #[error("the app already has an identity provider")]
+    AlreadyConfigured,
+    #[error("the app does not exist")]
+    AppNotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Errors of [`IdentityService::patch_idp`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatchIdpError {
+    #[error("the app has no identity provider")]
+    NotConfigured,
+    #[error(transparent)]
+    Locked(#[from] ClaimMappingsLocked),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Errors of [`IdentityService::resolve_user`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("the app has no identity provider")]
+    NotConfigured,
+    #[error(transparent)]
+    InvalidToken(#[from] TokenRejection),
+    #[error(transparent)]
+    Refused(#[from] UserRefused),
+    /// The configuration changed between verification and resolution; verify again.
+    #[error("the identity provider configuration changed while resolving the user")]
+    ConfigChanged,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A request to add an IdP to an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddIdp {
+    pub issuer_url: String,
+    pub audience: Option<String>,
+    pub kind: Option<IdpKind>,
+    pub claims: RequestedClaims,
+}
+
+/// Settings of the identity use cases.
+#[derive(Debug, Clone, Copy)]
+pub struct IdentitySettings {
+    pub issuer_policy: IssuerUrlPolicy,
+    pub leeway_secs: i64,
+}
+
+/// The identity use cases over their ports.
+#[derive(Clone)]
+pub struct IdentityService {
+    store: Arc<dyn IdentityStore>,
+    discovery: Arc<dyn Discovery>,
+    verifier: Arc<dyn TokenVerifier>,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn Random>,
+    hasher: Arc<dyn SecretHasher>,
+    settings: IdentitySettings,
+}
+
+impl fmt::Debug for IdentityService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentityService").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// Who performed an audited action.
+pub const OPERATOR: &str = "operator";
+
+impl IdentityService {
+    pub fn new(
+        store: Arc<dyn IdentityStore>,
+        discovery: Arc<dyn Discovery>,
+        verifier: Arc<dyn TokenVerifier>,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn Random>,
+        hasher: Arc<dyn SecretHasher>,
+        settings: IdentitySettings,
+    ) -> Self {
+        Self { store, discovery, verifier, clock, random, hasher, settings }
+    }
+
+    pub fn store(&self) -> &Arc<dyn IdentityStore> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn random(&self) -> &Arc<dyn Random> {
+        &self.random
+    }
+
+    fn new_id(&self) -> String {
+        self.random.uuid()
+    }
+
+    /// An audit entry for an operator's action on `app`, stamped now.
+    pub fn audit(&self, app: &AppId, action: &str, actor: &str, detail: Option<String>) -> AuditEntry {
+        AuditEntry {
+            id: self.new_id(),
+            app_id: app.clone(),
+            at: self.clock.now(),
+            action: action.to_owned(),
+            actor: actor.to_owned(),
+            user_id: None,
+            grant_id: None,
+            provider: None,
+            outcome: AuditOutcome::Success,
+            detail,
+        }
+    }
+
+    fn generate_api_key(&self, app: &AppId) -> NewApiKey {
+        let prefix: String = self.random.bytes(API_KEY_PREFIX_LEN / 2).iter().map(|b| format!("{b:02x}")).collect();
+        let secret_part = URL_SAFE_NO_PAD.encode(self.random.bytes(32));
+        let secret = format!("ck_{prefix}_{secret_part}");
+        let hash = self.hasher.hash(API_KEY_PURPOSE, secret.as_bytes());
+        let id = ApiKeyId::parse(&self.new_id()).unwrap_or_else(|_| unreachable_uuid());
+        NewApiKey {
+            record: ApiKeyRecord { id, app_id: app.clone(), prefix, hash, created_at: self.clock.now(), last_used_at: None },
+            secret,
+        }
+    }
+
+    /// Creates an app and its first API key.
+    pub async fn create_app(&self, name: AppName) -> Result<(App, NewApiKey), StoreError> {
+        let id = AppId::parse(&self.new_id()).unwrap_or_else(|_| unreachable_uuid());
+        let app = App { id: id.clone(), name, created_at: self.clock.now() };
+        let key = self.generate_api_key(&id);
+        let audit = self.audit(&id, "app.create", OPERATOR, Some(format!("app `{}` created", app.name.as_str())));
+        self.store.create_app(&app, &key.record, &audit).await?;
+        Ok((app, key))
+    }
+
+    /// Adds an API key; `None` when the app does not exist.
+    pub async fn create_api_key(&self, app: &AppId) -> Result<Option<NewApiKey>, StoreError> {
+        let key = self.generate_api_key(app);
+        let audit = self.audit(app, "api_key.create", OPERATOR, Some(format!("key {} created", key.record.prefix)));
+        Ok(self.store.create_api_key(&key.record, &audit).await?.then_some(key))
+    }
+
+    /// Deletes an API key; `false` when the app has no such key.
+    pub async fn delete_api_key(&self, app: &AppId, key: &ApiKeyId) -> Result<bool, StoreError> {
+        let audit = self.audit(app, "api_key.delete", OPERATOR, Some(format!("key {key} deleted")));
+        self.store.delete_api_key(app, key, &audit).await
+    }
+
+    /// The key record a presented API key belongs to, or `None` when it is not a live key.
+    pub async fn authenticate_api_key(&self, presented: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let Some(prefix) = api_key_prefix(presented) else { return Ok(None) };
+        let Some(record) = self.store.find_api_key(prefix).await? else { return Ok(None) };
+        Ok(self.hasher.verify(API_KEY_PURPOSE, presented.as_bytes(), &record.hash).then_some(record))
+    }
+
+    /// Fetches and checks an issuer's discovery document; stores nothing.
+    pub async fn discover(&self, issuer_url: &str, kind_override: Option<IdpKind>) -> Result<DiscoveredIdp, DiscoverError> {
+        let url = IssuerUrl::parse(issuer_url, self.settings.issuer_policy)?;
+        let document = self.discovery.discover(&url).await?;
+        let kind = kind_override.unwrap_or_else(|| IdpKind::detect(&url));
+        Ok(DiscoveredIdp { kind, claims: kind.default_claims(), document })
+    }
+
+    /// Discovers the issuer again and stores the app's IdP configuration; nothing is stored if
+    /// discovery fails.
+    pub async fn add_idp(&self, app: &AppId, request: AddIdp) -> Result<IdpConfig, AddIdpError> {
+        if self.store.get_app(app).await?.is_none() {
+            return Err(AddIdpError::AppNotFound);
+        }
+        if self.store.get_idp(app).await?.is_some() {
+            return Err(AddIdpError::AlreadyConfigured);
+        }
+        let discovered = self.discover(&request.issuer_url, request.kind).await?;
+        let config = IdpConfig {
+            id: IdpId::parse(&self.new_id()).unwrap_or_else(|_| unreachable_uuid()),
+            app_id: app.clone(),
+            kind: discovered.kind,
+            issuer: Issuer::new(discovered.document.issuer.clone()),
+            jwks_uri: discovered.document.jwks_uri.clone(),
+            audience: request.audience,
+            claims: request.claims.over(&discovered.claims),
+            claims_locked_at: None,
+            version: 1,
+            created_at: self.clock.now(),
+            endpoints: IdpEndpoints {
+                authorization_endpoint: discovered.document.authorization_endpoint,
+                token_endpoint: discovered.document.token_endpoint,
+                end_session_endpoint: discovered.document.end_session_endpoint,
+            },
+        };
+        let audit = self.audit(app, "idp.create", OPERATOR, Some(format!("{} identity provider {} added", config.kind.as_str(), config.issuer)));
+        match self.store.create_idp(&config, &audit).await {
+            Ok(()) => Ok(config),
+            Err(CreateIdpError::AlreadyConfigured) => Err(AddIdpError::AlreadyConfigured),
+            Err(CreateIdpError::AppNotFound) => Err(AddIdpError::AppNotFound),
+            Err(CreateIdpError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    /// Applies an operator's change, refusing changes to locked mappings. A concurrent change
+    /// (including the first sign-in locking the mappings) makes it re-read and re-decide.
+    pub async fn patch_idp(&self, app: &AppId, patch: &IdpPatch) -> Result<IdpConfig, PatchIdpError> {
+        for _ in 0..8 {
+            let current = self.store.get_idp(app).await?.ok_or(PatchIdpError::NotConfigured)?;
+            let next = patch.apply(&current)?;
+            if next == current {
+                return Ok(current);
+            }
+            let audit = self.audit(app, "idp.update", OPERATOR, Some("identity provider settings changed".into()));
+            match self.store.update_idp(&next, current.version, &audit).await {
+                Ok(()) => {
+                    self.verifier.forget(&current).await;
+                    return Ok(next);
+                }
+                Err(UpdateIdpError::VersionConflict) => continue,
+                Err(UpdateIdpError::NotConfigured) => return Err(PatchIdpError::NotConfigured),
+                Err(UpdateIdpError::Store(e)) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Unavailable("the identity provider kept changing concurrently".into()).into())
+    }
+
+    /// Removes the app's IdP configuration; `false` when there was none.
+    pub async fn delete_idp(&self, app: &AppId) -> Result<bool, StoreError> {
+        let current = self.store.get_idp(app).await?;
+        let audit = self.audit(app, "idp.delete", OPERATOR, Some("identity provider removed".into()));
+        let deleted = self.store.delete_idp(app, &audit).await?;
+        if let Some(config) = current {
+            self.verifier.forget(&config).await;
+        }
+        Ok(deleted)
+    }
+
+    /// Verifies a user token for `config` and checks its registered claims at the current time.
+    pub async fn verify_token(&self, config: &IdpConfig, token: &str) -> Result<VerifiedClaims, TokenRejection> {
+        self.verify_token_for_audience(config, token, config.audience.as_deref()).await
+    }
+
+    /// As [`Self::verify_token`], with an explicit audience (sign-in ID tokens name the client).
+    pub async fn verify_token_for_audience(&self, config: &IdpConfig, token: &str, audience: Option<&str>) -> Result<VerifiedClaims, TokenRejection> {
+        let claims = self.verifier.verify_signature(config, token).await?;
+        let expect = ClaimExpectations { issuer: &config.issuer, audience, leeway_secs: self.settings.leeway_secs };
+        validate_claims(claims, &expect, self.clock.now())
+    }
+
+    /// Resolves the user a token names: verify, map claims, find or create the user (locking the
+    /// mappings on first sight), sync profile and memberships, and refuse users who may not act.
+    pub async fn resolve_user(&self, app: &AppId, token: &str) -> Result<User, ResolveError> {
+        let user = self.resolve_user_any_status(app, token).await?;
+        user.ensure_active()?;
+        Ok(user)
+    }
+
+    /// As [`Self::resolve_user`] but returns users of any status.
+    pub async fn resolve_user_any_status(&self, app: &AppId, token: &str) -> Result<User, ResolveError> {
+        // A configuration change between verification and resolution makes the store refuse;
+        // verifying again under the new configuration is always correct, and changes are rare.
+        for _ in 0..4 {
+            let config = self.store.get_idp(app).await?.ok_or(ResolveError::NotConfigured)?;
+            let verified = self.verify_token(&config, token).await?;
+            match self.resolve_verified(&config, &verified).await {
+                Err(ResolveError::ConfigChanged) => continue,
+                other => return other,
+            }
+        }
+        Err(StoreError::Unavailable("the identity provider kept changing concurrently".into()).into())
+    }
+
+    /// Resolves the user named by claims already verified under `config`.
+    pub async fn resolve_verified(&self, config: &IdpConfig, verified: &VerifiedClaims) -> Result<User, ResolveError> {
+        let identity = config.claims.extract(&verified.claims).map_err(TokenRejection::from)?;
+        let lock = LockGuard { idp_version: config.version, already_locked: config.claims_locked() };
+        let new_id = UserId::parse(&self.new_id()).unwrap_or_else(|_| unreachable_uuid());
+        match self.store.resolve_user(&config.app_id, lock, &identity, verified.issued_at, &new_id, self.clock.now()).await {
+            Ok(user) => Ok(user),
+            Err(ResolveUserError::ConfigChanged) => Err(ResolveError::ConfigChanged),
+            Err(ResolveUserError::Store(e)) => Err(e.into()),
+        }
+    }
+}
+
+fn unreachable_uuid<T>() -> T {
+    // The Random port promises canonical UUIDs; a broken adapter is a programming error.
+    panic!("the Random port returned a malformed UUID")
+}

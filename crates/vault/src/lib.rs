@@ -1,0 +1,8 @@
+//! Custody's grant vault domain: grants of third-party OAuth access, their sealed credentials,
+//! the policies that decide who may use a provider, token hand-out and refresh, revocation and
+//! deprovisioning. Like the identity domain it does no I/O and reads no clock; its ports are in
+//! [`ports`].
+
+pub mod cipher;
+
+pub use cipher::{Cipher, CipherError, SealedBox};
