@@ -4,5 +4,13 @@
 //! [`ports`].
 
 pub mod cipher;
+pub mod grant;
+pub mod policy;
+pub mod ports;
+pub mod provider;
+pub mod service;
 
 pub use cipher::{Cipher, CipherError, SealedBox};
+pub use grant::{Grant, GrantId, GrantStatus};
+pub use policy::{Policy, PolicyDecision};
+pub use provider::{ProviderConfig, ProviderName};

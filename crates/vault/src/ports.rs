@@ -1,0 +1,190 @@
+//! The ports the vault needs: storage of providers, policies, grants, credentials, connect
+//! states and the revocation outbox; a cross-process refresh lock; and an OAuth 2.0 client.
+
+use crate::cipher::SealedBox;
+use crate::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind, TokenSet};
+use crate::policy::{Policy, PolicyLookup};
+use crate::provider::{ProviderConfig, ProviderName};
+use async_trait::async_trait;
+use custody_identity::audit::AuditEntry;
+use custody_identity::page::{Page, PageRequest};
+use custody_identity::ports::StoreError;
+use custody_identity::{AppId, Secret, UnixTime, UserId};
+
+/// Filters for the operator's grant listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantFilter {
+    pub user_id: Option<UserId>,
+    pub provider: Option<ProviderName>,
+    pub status: Option<GrantStatus>,
+}
+
+/// Which grants a revocation covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeScope {
+    /// One grant of the app.
+    Grant(GrantId),
+    /// Every grant of one provider of the app.
+    Provider(ProviderName),
+    /// Every grant of one user of the app.
+    User(UserId),
+}
+
+/// A pending connect flow, keyed by the hash of its `state` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectState {
+    /// SHA-256 of the state value, hex; the value itself is never stored.
+    pub state_hash: String,
+    pub app_id: AppId,
+    pub user_id: UserId,
+    pub provider: ProviderName,
+    pub return_url: String,
+    pub scopes: Vec<String>,
+    /// The PKCE code verifier, sealed with associated data `connect:<state_hash>`.
+    pub pkce_verifier: SealedBox,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+}
+
+/// A token waiting to be revoked at its provider (RFC 7009) after its grant was revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxItem {
+    pub id: String,
+    pub app_id: AppId,
+    /// The grant the token belonged to; its sealed box is still bound to this id.
+    pub grant_id: GrantId,
+    pub provider: ProviderName,
+    pub token_kind: TokenKind,
+    pub token: SealedBox,
+    pub revocation_url: String,
+    pub client_id: String,
+    /// Sealed with the provider's associated data ([`ProviderConfig::secret_aad`]).
+    pub client_secret: SealedBox,
+    pub attempts: i32,
+    pub next_attempt_at: UnixTime,
+}
+
+/// Saving a connected or imported grant raced with another save for the same user and
+/// provider; the caller re-reads and tries again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SaveGrantError {
+    #[error("the user's grant for this provider changed concurrently")]
+    Conflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Persistence for the vault. Every mutating method is one transaction together with the audit
+/// rows it is given: it applies completely or changes nothing.
+#[async_trait]
+pub trait VaultStore: Send + Sync {
+    /// Appends an audit row on its own (for outcomes that change no state, such as a failed
+    /// connect flow).
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+
+    /// Creates or replaces a provider (keeping `created_at` of an existing one).
+    async fn put_provider(&self, provider: &ProviderConfig, audit: &AuditEntry) -> Result<(), StoreError>;
+    async fn get_provider(&self, app: &AppId, name: &ProviderName) -> Result<Option<ProviderConfig>, StoreError>;
+    /// Providers by name.
+    async fn list_providers(&self, app: &AppId, page: &PageRequest) -> Result<Page<ProviderConfig>, StoreError>;
+    /// Deletes a provider and its policy, revoking its grants as [`VaultStore::revoke_grants`]
+    /// does, in one transaction. `None` when there was no such provider, else the grants revoked.
+    async fn delete_provider(&self, app: &AppId, name: &ProviderName, now: UnixTime, audit: &AuditEntry) -> Result<Option<Vec<Grant>>, StoreError>;
+
+    async fn put_policy(&self, policy: &Policy, audit: &AuditEntry) -> Result<(), StoreError>;
+    /// The provider's policy; [`PolicyLookup::Unreadable`] when a stored policy cannot be decoded.
+    async fn get_policy(&self, app: &AppId, provider: &ProviderName) -> Result<PolicyLookup, StoreError>;
+    async fn list_policies(&self, app: &AppId, page: &PageRequest) -> Result<Page<Policy>, StoreError>;
+    /// `false` when there was none.
+    async fn delete_policy(&self, app: &AppId, provider: &ProviderName, audit: &AuditEntry) -> Result<bool, StoreError>;
+
+    async fn get_grant(&self, app: &AppId, grant: &GrantId) -> Result<Option<Grant>, StoreError>;
+    /// The user's grant for the provider: the active one if any, else the most recently
+    /// updated one of any status.
+    async fn current_grant(&self, app: &AppId, user: &UserId, provider: &ProviderName) -> Result<Option<Grant>, StoreError>;
+    /// Grants, newest first.
+    async fn list_grants(&self, app: &AppId, filter: &GrantFilter, page: &PageRequest) -> Result<Page<Grant>, StoreError>;
+    /// Stores a grant and its credential. When `is_new`, inserts the grant (conflict if the
+    /// user already has an active grant for the provider); otherwise updates the grant, which
+    /// must still be active (conflict if not), and replaces its credential.
+    async fn save_grant(&self, grant: &Grant, credential: &Credential, is_new: bool, audit: &AuditEntry) -> Result<(), SaveGrantError>;
+    async fn load_credential(&self, grant: &GrantId) -> Result<Option<Credential>, StoreError>;
+    /// Replaces a credential if its stored version is still `expected_version` (the new
+    /// credential carries the next version). `false` when the version moved on or it is gone.
+    async fn replace_credential(&self, credential: &Credential, expected_version: i64, audit: &AuditEntry) -> Result<bool, StoreError>;
+    /// Marks an active grant `expired` (its refresh token was rejected) and deletes its
+    /// credential.
+    async fn expire_grant(&self, grant: &GrantId, now: UnixTime, audit: &AuditEntry) -> Result<(), StoreError>;
+    /// Records a hand-out: the audit row, and `last_used_at` when `touch` is given.
+    async fn record_handout(&self, grant: &GrantId, touch: Option<UnixTime>, audit: &AuditEntry) -> Result<(), StoreError>;
+    /// Revokes every non-revoked grant in `scope` of `app`: status `revoked`, `revoked_at`,
+    /// credentials deleted, and for providers with a revocation URL one outbox item per stored
+    /// token (the sealed boxes move as they are). Returns the grants revoked.
+    async fn revoke_grants(&self, app: &AppId, scope: &RevokeScope, now: UnixTime, audit: &AuditEntry) -> Result<Vec<Grant>, StoreError>;
+
+    async fn create_connect_state(&self, state: &ConnectState) -> Result<(), StoreError>;
+    /// Reads a connect state without consuming it.
+    async fn peek_connect_state(&self, state_hash: &str) -> Result<Option<ConnectState>, StoreError>;
+    /// Deletes and returns a connect state: a state can be consumed once.
+    async fn consume_connect_state(&self, state_hash: &str) -> Result<Option<ConnectState>, StoreError>;
+
+    /// Outbox items due at `now`, oldest first.
+    async fn due_revocations(&self, now: UnixTime, limit: u32) -> Result<Vec<OutboxItem>, StoreError>;
+    /// Removes an item (done, or given up, with its audit row).
+    async fn finish_revocation(&self, id: &str, audit: Option<&AuditEntry>) -> Result<(), StoreError>;
+    /// Schedules another attempt.
+    async fn retry_revocation(&self, id: &str, attempts: i32, next_attempt_at: UnixTime) -> Result<(), StoreError>;
+}
+
+/// Holds a grant's refresh lock until released.
+#[async_trait]
+pub trait RefreshGuard: Send {
+    /// Releases the lock. Dropping the guard without calling this must also release it (for
+    /// example by discarding the database session that holds it).
+    async fn release(self: Box<Self>);
+}
+
+/// Mutual exclusion of refreshes of one grant, within this process and across every process
+/// that shares the database, so a refresh token is never spent twice.
+#[async_trait]
+pub trait RefreshLock: Send + Sync {
+    /// Waits for and takes the grant's refresh lock.
+    async fn lock(&self, grant: &GrantId) -> Result<Box<dyn RefreshGuard>, StoreError>;
+}
+
+/// A provider's OAuth endpoints and client credentials, opened for one call.
+#[derive(Debug, Clone)]
+pub struct OAuthEndpoint<'a> {
+    pub authorization_url: &'a str,
+    pub token_url: &'a str,
+    pub client_id: &'a str,
+    pub client_secret: &'a Secret,
+}
+
+/// Why an OAuth call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OAuthError {
+    /// RFC 6749 `invalid_grant`: the code or refresh token is no longer good.
+    #[error("the provider rejected the grant (invalid_grant)")]
+    InvalidGrant,
+    /// Another OAuth error the provider returned (`error` code only; descriptions may echo input).
+    #[error("the provider answered with error `{0}`")]
+    Rejected(String),
+    /// Network failure, timeout, 5xx, or an answer that is not a token response.
+    #[error("the provider could not be reached or answered badly: {0}")]
+    Transient(String),
+}
+
+/// An OAuth 2.0 client (RFC 6749, PKCE RFC 7636, revocation RFC 7009).
+#[async_trait]
+pub trait OAuthClient: Send + Sync {
+    /// The URL to send the user to: response_type=code, client_id, redirect_uri, scope, state,
+    /// code_challenge (S256 of `pkce_verifier`), code_challenge_method=S256.
+    fn authorization_url(&self, endpoint: &OAuthEndpoint<'_>, redirect_uri: &str, scopes: &[String], state: &str, pkce_verifier: &str) -> Result<String, OAuthError>;
+    /// Exchanges an authorization code.
+    async fn exchange_code(&self, endpoint: &OAuthEndpoint<'_>, code: &str, redirect_uri: &str, pkce_verifier: &str) -> Result<TokenSet, OAuthError>;
+    /// Uses a refresh token.
+    async fn refresh(&self, endpoint: &OAuthEndpoint<'_>, refresh_token: &Secret) -> Result<TokenSet, OAuthError>;
+    /// Revokes a token at `revocation_url` (RFC 7009).
+    async fn revoke(&self, revocation_url: &str, client_id: &str, client_secret: &Secret, token: &Secret, kind: TokenKind) -> Result<(), OAuthError>;
+}

@@ -1,0 +1,729 @@
+//! Vault use cases: providers and policies for the operator; connecting, listing, revoking and
+//! using grants for a user; importing and revoking for the operator; and draining the
+//! revocation outbox. They reach the world only through the ports they are built with.
+
+use crate::cipher::{Cipher, CipherError, SealedBox};
+use crate::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind, TokenSet};
+use crate::policy::{evaluate, Policy, PolicyDecision};
+use crate::ports::{
+    ConnectState, GrantFilter, OAuthClient, OAuthEndpoint, OAuthError, RefreshLock, RevokeScope, SaveGrantError, VaultStore,
+};
+use crate::provider::{is_valid_scope, preset, ProviderConfig, ProviderName};
+use custody_identity::audit::{AuditEntry, AuditOutcome};
+use custody_identity::page::{Page, PageRequest};
+use custody_identity::ports::{Clock, Random, StoreError};
+use custody_identity::{AppId, Secret, UnixTime, User, UserId};
+use std::fmt;
+use std::sync::Arc;
+
+/// How long a connect flow may take.
+pub const CONNECT_STATE_TTL_SECS: i64 = 600;
+/// `last_used_at` is written at most this often per grant.
+pub const LAST_USED_GRANULARITY_SECS: i64 = 60;
+/// Revocation attempts before an outbox item is given up (with an audit row).
+pub const MAX_REVOCATION_ATTEMPTS: i32 = 12;
+
+/// Settings of the vault use cases.
+#[derive(Debug, Clone)]
+pub struct VaultSettings {
+    /// Refresh when the access token expires within this many seconds.
+    pub refresh_window_secs: i64,
+    /// The public base URL, for the connect start and callback URLs.
+    pub public_url: String,
+}
+
+/// Errors of the vault use cases, each mapped to one HTTP answer by the server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VaultError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("provider `{0}` is not configured")]
+    ProviderNotFound(String),
+    #[error("no policy for provider `{0}`")]
+    PolicyNotFound(String),
+    #[error("grant not found")]
+    GrantNotFound,
+    #[error("the grant has been revoked")]
+    GrantRevoked,
+    #[error("the grant needs the user to connect again")]
+    ReauthRequired,
+    #[error("{0}")]
+    PolicyDenied(String),
+    #[error("the provider failed: {0}")]
+    ProviderError(String),
+    #[error("the connect session is unknown or already used")]
+    UnknownConnectState,
+    #[error("a stored secret could not be opened")]
+    Sealing,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<CipherError> for VaultError {
+    fn from(_: CipherError) -> Self {
+        VaultError::Sealing
+    }
+}
+
+/// An operator's provider settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProviderInput {
+    pub preset: Option<String>,
+    pub authorization_url: Option<String>,
+    pub token_url: Option<String>,
+    /// `Some(None)` clears it.
+    pub revocation_url: Option<Option<String>>,
+    pub client_id: String,
+    /// Required when the provider is new; kept when omitted on an update.
+    pub client_secret: Option<Secret>,
+    pub scopes: Option<Vec<String>>,
+}
+
+impl fmt::Debug for ProviderInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderInput").field("preset", &self.preset).field("client_id", &self.client_id).finish_non_exhaustive()
+    }
+}
+
+/// Which grant a hand-out is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantSelector {
+    Provider(ProviderName),
+    Id(GrantId),
+}
+
+/// An access token handed out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handout {
+    pub access_token: Secret,
+    pub token_type: String,
+    pub expires_at: Option<UnixTime>,
+    pub grant_id: GrantId,
+    pub provider: ProviderName,
+    pub scopes: Vec<String>,
+}
+
+/// A started connect flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectSession {
+    pub connect_url: String,
+    pub expires_at: UnixTime,
+}
+
+/// A grant to import (operator), tokens in the clear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportGrant {
+    pub provider: ProviderName,
+    pub tokens: TokenSet,
+    pub account: Option<String>,
+}
+
+/// The vault use cases over their ports.
+#[derive(Clone)]
+pub struct VaultService {
+    store: Arc<dyn VaultStore>,
+    locks: Arc<dyn RefreshLock>,
+    oauth: Arc<dyn OAuthClient>,
+    cipher: Arc<dyn Cipher>,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn Random>,
+    settings: VaultSettings,
+}
+
+impl fmt::Debug for VaultService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultService").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks that a URL is absolute http(s) without credentials or fragment.
+fn check_url(field: &str, value: &str) -> Result<(), VaultError> {
+    let bad = || VaultError::Invalid(format!("{field}: expected an absolute http(s) URL"));
+    let url = url::Url::parse(value).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+fn check_scopes(field: &str, scopes: &[String]) -> Result<(), VaultError> {
+    if scopes.len() > 100 || !scopes.iter().all(|s| is_valid_scope(s)) {
+        return Err(VaultError::Invalid(format!("{field}: each scope is 1 to 256 printable characters without spaces, quotes or backslashes")));
+    }
+    Ok(())
+}
+
+impl VaultService {
+    pub fn new(
+        store: Arc<dyn VaultStore>,
+        locks: Arc<dyn RefreshLock>,
+        oauth: Arc<dyn OAuthClient>,
+        cipher: Arc<dyn Cipher>,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn Random>,
+        settings: VaultSettings,
+    ) -> Self {
+        Self { store, locks, oauth, cipher, clock, random, settings }
+    }
+
+    pub fn store(&self) -> &Arc<dyn VaultStore> {
+        &self.store
+    }
+
+    fn audit(&self, app: &AppId, action: &str, actor: String) -> AuditEntry {
+        AuditEntry {
+            id: self.random.uuid(),
+            app_id: app.clone(),
+            at: self.clock.now(),
+            action: action.to_owned(),
+            actor,
+            user_id: None,
+            grant_id: None,
+            provider: None,
+            outcome: AuditOutcome::Success,
+            detail: None,
+        }
+    }
+
+    fn grant_audit(&self, grant: &Grant, action: &str, actor: String) -> AuditEntry {
+        AuditEntry {
+            user_id: Some(grant.user_id.clone()),
+            grant_id: Some(grant.id.to_string()),
+            provider: Some(grant.provider.to_string()),
+            ..self.audit(&grant.app_id, action, actor)
+        }
+    }
+
+    fn new_grant_id(&self) -> GrantId {
+        GrantId::parse(&self.random.uuid()).unwrap_or_else(|_| panic!("the Random port returned a malformed UUID"))
+    }
+
+    fn random_token(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.random.bytes(32))
+    }
+
+    // ----- providers and policies (operator) -----
+
+    /// Creates or updates a provider. A `preset` fills the endpoints the body leaves out.
+    pub async fn put_provider(&self, app: &AppId, name: &ProviderName, input: ProviderInput) -> Result<ProviderConfig, VaultError> {
+        let preset = match &input.preset {
+            None => None,
+            Some(p) => Some(preset(p).ok_or_else(|| VaultError::Invalid(format!("preset: unknown preset `{p}` (google, github, slack, microsoft)")))?),
+        };
+        let existing = self.store.get_provider(app, name).await?;
+        let authorization_url = input
+            .authorization_url
+            .or_else(|| preset.map(|p| p.authorization_url.to_owned()))
+            .ok_or_else(|| VaultError::Invalid("authorization_url: required (or name a preset)".into()))?;
+        let token_url = input
+            .token_url
+            .or_else(|| preset.map(|p| p.token_url.to_owned()))
+            .ok_or_else(|| VaultError::Invalid("token_url: required (or name a preset)".into()))?;
+        let revocation_url = match input.revocation_url {
+            Some(explicit) => explicit,
+            None => preset.and_then(|p| p.revocation_url.map(str::to_owned)),
+        };
+        check_url("authorization_url", &authorization_url)?;
+        check_url("token_url", &token_url)?;
+        if let Some(r) = &revocation_url {
+            check_url("revocation_url", r)?;
+        }
+        if input.client_id.is_empty() || input.client_id.len() > 512 {
+            return Err(VaultError::Invalid("client_id: must be 1 to 512 characters".into()));
+        }
+        let scopes = input.scopes.unwrap_or_else(|| preset.map(|p| p.default_scopes.iter().map(|s| s.to_string()).collect()).unwrap_or_default());
+        check_scopes("scopes", &scopes)?;
+        let aad = ProviderConfig::secret_aad(app, name);
+        let client_secret = match (input.client_secret, &existing) {
+            (Some(secret), _) => {
+                if secret.expose().is_empty() || secret.expose().len() > 4096 {
+                    return Err(VaultError::Invalid("client_secret: must be 1 to 4096 characters".into()));
+                }
+                self.cipher.seal_secret(&secret, &aad)?
+            }
+            (None, Some(existing)) => existing.client_secret.clone(),
+            (None, None) => return Err(VaultError::Invalid("client_secret: required".into())),
+        };
+        let now = self.clock.now();
+        let config = ProviderConfig {
+            app_id: app.clone(),
+            name: name.clone(),
+            authorization_url,
+            token_url,
+            revocation_url,
+            client_id: input.client_id,
+            client_secret,
+            scopes,
+            created_at: existing.as_ref().map(|e| e.created_at).unwrap_or(now),
+            updated_at: now,
+        };
+        let mut audit = self.audit(app, if existing.is_some() { "provider.update" } else { "provider.create" }, "operator".into());
+        audit.provider = Some(name.to_string());
+        self.store.put_provider(&config, &audit).await?;
+        Ok(config)
+    }
+
+    /// Deletes a provider and revokes its grants. `false` when there was none.
+    pub async fn delete_provider(&self, app: &AppId, name: &ProviderName) -> Result<bool, VaultError> {
+        let mut audit = self.audit(app, "provider.delete", "operator".into());
+        audit.provider = Some(name.to_string());
+        audit.detail = Some("provider deleted; its grants are revoked".into());
+        let revoked = self.store.delete_provider(app, name, self.clock.now(), &audit).await?;
+        Ok(revoked.is_some())
+    }
+
+    /// Sets a provider's policy; the provider must exist.
+    pub async fn put_policy(&self, app: &AppId, provider: &ProviderName, allow_groups: Vec<String>, allow_roles: Vec<String>) -> Result<Policy, VaultError> {
+        if self.store.get_provider(app, provider).await?.is_none() {
+            return Err(VaultError::ProviderNotFound(provider.to_string()));
+        }
+        let clean = |field: &str, values: Vec<String>| -> Result<_, VaultError> {
+            if values.len() > 256 || values.iter().any(|v| v.is_empty() || v.len() > 255) {
+                return Err(VaultError::Invalid(format!("{field}: at most 256 names of 1 to 255 characters")));
+            }
+            Ok(values.into_iter().collect())
+        };
+        let policy = Policy {
+            app_id: app.clone(),
+            provider: provider.clone(),
+            allow_groups: clean("allow_groups", allow_groups)?,
+            allow_roles: clean("allow_roles", allow_roles)?,
+            updated_at: self.clock.now(),
+        };
+        let mut audit = self.audit(app, "policy.put", "operator".into());
+        audit.provider = Some(provider.to_string());
+        self.store.put_policy(&policy, &audit).await?;
+        Ok(policy)
+    }
+
+    /// Deletes a provider's policy. `false` when there was none.
+    pub async fn delete_policy(&self, app: &AppId, provider: &ProviderName) -> Result<bool, VaultError> {
+        let mut audit = self.audit(app, "policy.delete", "operator".into());
+        audit.provider = Some(provider.to_string());
+        Ok(self.store.delete_policy(app, provider, &audit).await?)
+    }
+
+    async fn check_policy(&self, user: &User, provider: &ProviderName) -> Result<(), VaultError> {
+        let lookup = self.store.get_policy(&user.app_id, provider).await?;
+        match evaluate(&lookup, user) {
+            PolicyDecision::Allow => Ok(()),
+            PolicyDecision::Deny(reason) => Err(VaultError::PolicyDenied(reason)),
+        }
+    }
+
+    fn endpoint<'a>(provider: &'a ProviderConfig, secret: &'a Secret) -> OAuthEndpoint<'a> {
+        OAuthEndpoint { authorization_url: &provider.authorization_url, token_url: &provider.token_url, client_id: &provider.client_id, client_secret: secret }
+    }
+
+    fn open_client_secret(&self, provider: &ProviderConfig) -> Result<Secret, VaultError> {
+        Ok(self.cipher.open_secret(&provider.client_secret, &ProviderConfig::secret_aad(&provider.app_id, &provider.name))?)
+    }
+
+    // ----- connect flow -----
+
+    fn callback_url(&self) -> String {
+        format!("{}/v1/connect/callback", self.settings.public_url)
+    }
+
+    /// Starts a connect flow for `user`: checks the policy, stores a single-use state with a
+    /// sealed PKCE verifier, and returns the URL that sends the browser to the provider.
+    pub async fn start_connect(&self, user: &User, provider: &ProviderName, return_url: &str, scopes: Option<Vec<String>>) -> Result<ConnectSession, VaultError> {
+        check_url("return_url", return_url)?;
+        let config = self.store.get_provider(&user.app_id, provider).await?.ok_or_else(|| VaultError::ProviderNotFound(provider.to_string()))?;
+        self.check_policy(user, provider).await?;
+        let scopes = scopes.unwrap_or_else(|| config.scopes.clone());
+        check_scopes("scopes", &scopes)?;
+        let state = self.random_token();
+        let state_hash = state_hash(&state);
+        let verifier = self.random_token();
+        let now = self.clock.now();
+        let record = ConnectState {
+            state_hash: state_hash.clone(),
+            app_id: user.app_id.clone(),
+            user_id: user.id.clone(),
+            provider: provider.clone(),
+            return_url: return_url.to_owned(),
+            scopes,
+            pkce_verifier: self.cipher.seal(verifier.as_bytes(), format!("connect:{state_hash}").as_bytes())?,
+            created_at: now,
+            expires_at: now.plus_seconds(CONNECT_STATE_TTL_SECS),
+        };
+        self.store.create_connect_state(&record).await?;
+        Ok(ConnectSession { connect_url: format!("{}/v1/connect/start?state={state}", self.settings.public_url), expires_at: record.expires_at })
+    }
+
+    /// The provider authorization URL for a pending connect flow (opening `connect_url`).
+    pub async fn connect_redirect(&self, state: &str) -> Result<String, VaultError> {
+        let record = self.store.peek_connect_state(&state_hash(state)).await?.ok_or(VaultError::UnknownConnectState)?;
+        if record.expires_at <= self.clock.now() {
+            return Err(VaultError::UnknownConnectState);
+        }
+        let provider = self.store.get_provider(&record.app_id, &record.provider).await?.ok_or_else(|| VaultError::ProviderNotFound(record.provider.to_string()))?;
+        let secret = self.open_client_secret(&provider)?;
+        let verifier = self.cipher.open(&record.pkce_verifier, format!("connect:{}", record.state_hash).as_bytes())?;
+        let verifier = String::from_utf8(verifier).map_err(|_| VaultError::Sealing)?;
+        self.oauth
+            .authorization_url(&Self::endpoint(&provider, &secret), &self.callback_url(), &record.scopes, state, &verifier)
+            .map_err(|e| VaultError::ProviderError(e.to_string()))
+    }
+
+    /// Completes a connect flow at the callback. Returns the URL to send the browser to:
+    /// `return_url` with `grant_id` and `status=connected`, or `status=error&error=...`.
+    /// `Err` only when the state is unknown (there is no return URL to go back to).
+    pub async fn complete_connect(&self, state: &str, code: Option<&str>, provider_error: Option<&str>) -> Result<String, VaultError> {
+        let record = self.store.consume_connect_state(&state_hash(state)).await?.ok_or(VaultError::UnknownConnectState)?;
+        let back = |pairs: &[(&str, &str)]| {
+            let mut url = url::Url::parse(&record.return_url).map_err(|_| VaultError::Invalid("return_url".into()))?;
+            url.query_pairs_mut().extend_pairs(pairs);
+            Ok::<String, VaultError>(url.into())
+        };
+        let mut audit = AuditEntry { user_id: Some(record.user_id.clone()), provider: Some(record.provider.to_string()), ..self.audit(&record.app_id, "grant.connect", format!("user:{}", record.user_id)) };
+        let outcome = self.finish_connect(&record, code, provider_error).await;
+        match outcome {
+            Ok(grant) => back(&[("grant_id", grant.id.as_str()), ("status", "connected")]),
+            Err(error) => {
+                audit.outcome = AuditOutcome::Failure;
+                audit.detail = Some(format!("connect failed: {error}"));
+                // The failure is reported to the browser either way; the audit row is best effort.
+                let _ = self.store.append_audit(&audit).await;
+                back(&[("status", "error"), ("error", error.as_str())])
+            }
+        }
+    }
+
+    async fn finish_connect(&self, record: &ConnectState, code: Option<&str>, provider_error: Option<&str>) -> Result<Grant, ConnectFailure> {
+        if record.expires_at <= self.clock.now() {
+            return Err(ConnectFailure::Expired);
+        }
+        if let Some(e) = provider_error {
+            return Err(if e == "access_denied" { ConnectFailure::AccessDenied } else { ConnectFailure::Provider });
+        }
+        let code = code.filter(|c| !c.is_empty()).ok_or(ConnectFailure::Provider)?;
+        let provider = self.store.get_provider(&record.app_id, &record.provider).await.map_err(|_| ConnectFailure::Server)?.ok_or(ConnectFailure::Provider)?;
+        let secret = self.open_client_secret(&provider).map_err(|_| ConnectFailure::Server)?;
+        let verifier = self.cipher.open(&record.pkce_verifier, format!("connect:{}", record.state_hash).as_bytes()).map_err(|_| ConnectFailure::Server)?;
+        let verifier = String::from_utf8(verifier).map_err(|_| ConnectFailure::Server)?;
+        let tokens = self
+            .oauth
+            .exchange_code(&Self::endpoint(&provider, &secret), code, &self.callback_url(), &verifier)
+            .await
+            .map_err(|_| ConnectFailure::Provider)?;
+        let actor = format!("user:{}", record.user_id);
+        self.save_tokens(&record.app_id, &record.user_id, &record.provider, tokens, None, Some(record.scopes.clone()), "grant.connect", actor)
+            .await
+            .map_err(|_| ConnectFailure::Server)
+    }
+
+    /// Seals tokens and stores them as the user's active grant for the provider, creating it or
+    /// updating the existing one.
+    #[allow(clippy::too_many_arguments)]
+    async fn save_tokens(
+        &self,
+        app: &AppId,
+        user: &UserId,
+        provider: &ProviderName,
+        tokens: TokenSet,
+        account: Option<String>,
+        requested_scopes: Option<Vec<String>>,
+        action: &str,
+        actor: String,
+    ) -> Result<Grant, VaultError> {
+        for _ in 0..4 {
+            let now = self.clock.now();
+            let existing = self.store.current_grant(app, user, provider).await?.filter(|g| g.status == GrantStatus::Active);
+            let id = existing.as_ref().map(|g| g.id.clone()).unwrap_or_else(|| self.new_grant_id());
+            let scopes = tokens.scopes.clone().or_else(|| requested_scopes.clone()).unwrap_or_default();
+            let grant = Grant {
+                id: id.clone(),
+                app_id: app.clone(),
+                user_id: user.clone(),
+                provider: provider.clone(),
+                status: GrantStatus::Active,
+                scopes,
+                account: account.clone().or_else(|| existing.as_ref().and_then(|g| g.account.clone())),
+                created_at: existing.as_ref().map(|g| g.created_at).unwrap_or(now),
+                updated_at: now,
+                last_used_at: existing.as_ref().and_then(|g| g.last_used_at),
+                revoked_at: None,
+            };
+            let credential = self.seal_credential(&id, &tokens, now, 1)?;
+            let audit = self.grant_audit(&grant, action, actor.clone());
+            match self.store.save_grant(&grant, &credential, existing.is_none(), &audit).await {
+                Ok(()) => return Ok(grant),
+                Err(SaveGrantError::Conflict) => continue,
+                Err(SaveGrantError::Store(e)) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Unavailable("the grant kept changing concurrently".into()).into())
+    }
+
+    fn seal_credential(&self, grant: &GrantId, tokens: &TokenSet, now: UnixTime, version: i64) -> Result<Credential, VaultError> {
+        Ok(Credential {
+            grant_id: grant.clone(),
+            access_token: self.cipher.seal_secret(&tokens.access_token, &Credential::aad(grant, TokenKind::Access))?,
+            refresh_token: match &tokens.refresh_token {
+                Some(rt) => Some(self.cipher.seal_secret(rt, &Credential::aad(grant, TokenKind::Refresh))?),
+                None => None,
+            },
+            token_type: if tokens.token_type.is_empty() { "Bearer".into() } else { tokens.token_type.clone() },
+            expires_at: tokens.expires_in.map(|s| now.plus_seconds(s)),
+            version,
+        })
+    }
+
+    // ----- grants for the user -----
+
+    /// The user's grants, newest first.
+    pub async fn user_grants(&self, user: &User, page: &PageRequest) -> Result<Page<Grant>, VaultError> {
+        let filter = GrantFilter { user_id: Some(user.id.clone()), ..GrantFilter::default() };
+        Ok(self.store.list_grants(&user.app_id, &filter, page).await?)
+    }
+
+    /// The user's own grant, or `GrantNotFound` (also for another user's grant).
+    pub async fn user_grant(&self, user: &User, id: &GrantId) -> Result<Grant, VaultError> {
+        self.store.get_grant(&user.app_id, id).await?.filter(|g| g.user_id == user.id).ok_or(VaultError::GrantNotFound)
+    }
+
+    /// Revokes the user's own grant.
+    pub async fn revoke_user_grant(&self, user: &User, id: &GrantId) -> Result<Grant, VaultError> {
+        let grant = self.user_grant(user, id).await?;
+        self.revoke(grant, format!("user:{}", user.id), None).await
+    }
+
+    /// Revokes a grant of the app (operator).
+    pub async fn revoke_grant(&self, app: &AppId, id: &GrantId, reason: Option<String>) -> Result<Grant, VaultError> {
+        let grant = self.store.get_grant(app, id).await?.ok_or(VaultError::GrantNotFound)?;
+        self.revoke(grant, "operator".into(), reason).await
+    }
+
+    async fn revoke(&self, grant: Grant, actor: String, reason: Option<String>) -> Result<Grant, VaultError> {
+        if grant.status == GrantStatus::Revoked {
+            return Ok(grant);
+        }
+        let mut audit = self.grant_audit(&grant, "grant.revoke", actor);
+        audit.detail = reason;
+        let revoked = self.store.revoke_grants(&grant.app_id, &RevokeScope::Grant(grant.id.clone()), self.clock.now(), &audit).await?;
+        // Revoked concurrently by someone else: read the final state.
+        match revoked.into_iter().next() {
+            Some(g) => Ok(g),
+            None => self.store.get_grant(&grant.app_id, &grant.id).await?.ok_or(VaultError::GrantNotFound),
+        }
+    }
+
+    /// Imports tokens obtained elsewhere as the user's grant (operator).
+    pub async fn import_grant(&self, app: &AppId, user: &UserId, import: ImportGrant) -> Result<Grant, VaultError> {
+        if self.store.get_provider(app, &import.provider).await?.is_none() {
+            return Err(VaultError::ProviderNotFound(import.provider.to_string()));
+        }
+        if let Some(scopes) = &import.tokens.scopes {
+            check_scopes("scopes", scopes)?;
+        }
+        self.save_tokens(app, user, &import.provider, import.tokens, import.account, None, "grant.import", "operator".into()).await
+    }
+
+    /// Operator's grant listing.
+    pub async fn list_grants(&self, app: &AppId, filter: &GrantFilter, page: &PageRequest) -> Result<Page<Grant>, VaultError> {
+        Ok(self.store.list_grants(app, filter, page).await?)
+    }
+
+    // ----- hand-out -----
+
+    /// Hands out an access token of the user's grant: grant found (the caller's own), policy,
+    /// refresh when it expires within the window, audit row, answer.
+    pub async fn hand_out(&self, user: &User, selector: &GrantSelector) -> Result<Handout, VaultError> {
+        user.ensure_active().map_err(|e| VaultError::PolicyDenied(e.to_string()))?;
+        let grant = match selector {
+            GrantSelector::Provider(p) => self.store.current_grant(&user.app_id, &user.id, p).await?,
+            GrantSelector::Id(id) => self.store.get_grant(&user.app_id, id).await?.filter(|g| g.user_id == user.id),
+        }
+        .ok_or(VaultError::GrantNotFound)?;
+        match grant.status {
+            GrantStatus::Active => {}
+            GrantStatus::Revoked => return Err(VaultError::GrantRevoked),
+            GrantStatus::Expired => return Err(VaultError::ReauthRequired),
+        }
+        let actor = format!("user:{}", user.id);
+        if let Err(denied) = self.check_policy(user, &grant.provider).await {
+            let mut audit = self.grant_audit(&grant, "token.handout", actor);
+            audit.outcome = AuditOutcome::Denied;
+            audit.detail = Some(denied.to_string());
+            self.store.record_handout(&grant.id, None, &audit).await?;
+            return Err(denied);
+        }
+        let mut credential = self.store.load_credential(&grant.id).await?.ok_or(VaultError::ReauthRequired)?;
+        let now = self.clock.now();
+        if credential.needs_refresh(now, self.settings.refresh_window_secs) {
+            if credential.refresh_token.is_some() {
+                credential = self.refresh(&grant, credential).await?;
+            } else if credential.expires_at.is_some_and(|exp| exp <= now) {
+                return Err(VaultError::ReauthRequired);
+            }
+        }
+        let access_token = self.cipher.open_secret(&credential.access_token, &Credential::aad(&grant.id, TokenKind::Access))?;
+        let touch = grant.last_used_at.is_none_or(|t| now.seconds() - t.seconds() >= LAST_USED_GRANULARITY_SECS).then_some(now);
+        let audit = self.grant_audit(&grant, "token.handout", actor);
+        self.store.record_handout(&grant.id, touch, &audit).await?;
+        Ok(Handout {
+            access_token,
+            token_type: credential.token_type,
+            expires_at: credential.expires_at,
+            grant_id: grant.id,
+            provider: grant.provider,
+            scopes: grant.scopes,
+        })
+    }
+
+    /// Refreshes under the grant's lock. Whoever holds the lock first refreshes; everyone who
+    /// waited finds the new credential when they re-read it.
+    async fn refresh(&self, grant: &Grant, seen: Credential) -> Result<Credential, VaultError> {
+        let guard = self.locks.lock(&grant.id).await?;
+        let result = self.refresh_locked(grant, seen).await;
+        guard.release().await;
+        result
+    }
+
+    async fn refresh_locked(&self, grant: &Grant, seen: Credential) -> Result<Credential, VaultError> {
+        let current = self.store.load_credential(&grant.id).await?.ok_or(VaultError::ReauthRequired)?;
+        let now = self.clock.now();
+        if current.version != seen.version || !current.needs_refresh(now, self.settings.refresh_window_secs) {
+            return Ok(current);
+        }
+        let Some(refresh_box) = &current.refresh_token else { return Ok(current) };
+        let provider = self.store.get_provider(&grant.app_id, &grant.provider).await?.ok_or(VaultError::GrantRevoked)?;
+        let secret = self.open_client_secret(&provider)?;
+        let refresh_token = self.cipher.open_secret(refresh_box, &Credential::aad(&grant.id, TokenKind::Refresh))?;
+        match self.oauth.refresh(&Self::endpoint(&provider, &secret), &refresh_token).await {
+            Ok(mut tokens) => {
+                // RFC 6749 section 6: the provider may keep the old refresh token.
+                if tokens.refresh_token.is_none() {
+                    tokens.refresh_token = Some(refresh_token);
+                }
+                let next = self.seal_credential(&grant.id, &tokens, now, current.version + 1)?;
+                let audit = self.grant_audit(grant, "token.refresh", "system".into());
+                if self.store.replace_credential(&next, current.version, &audit).await? {
+                    Ok(next)
+                } else {
+                    self.store.load_credential(&grant.id).await?.ok_or(VaultError::ReauthRequired)
+                }
+            }
+            Err(OAuthError::InvalidGrant) => {
+                let mut audit = self.grant_audit(grant, "token.refresh", "system".into());
+                audit.outcome = AuditOutcome::Failure;
+                audit.detail = Some("the provider rejected the refresh token; the grant is expired".into());
+                self.store.expire_grant(&grant.id, now, &audit).await?;
+                Err(VaultError::ReauthRequired)
+            }
+            Err(e) => Err(VaultError::ProviderError(e.to_string())),
+        }
+    }
+
+    // ----- revocation outbox -----
+
+    /// Attempts the due provider revocations once. Returns how many were completed.
+    pub async fn drain_outbox(&self, limit: u32) -> Result<usize, VaultError> {
+        let now = self.clock.now();
+        let mut done = 0;
+        for item in self.store.due_revocations(now, limit).await? {
+            let opened = self
+                .cipher
+                .open_secret(&item.token, &Credential::aad(&item.grant_id, item.token_kind))
+                .and_then(|token| Ok((token, self.cipher.open_secret(&item.client_secret, &ProviderConfig::secret_aad(&item.app_id, &item.provider))?)));
+            let result = match &opened {
+                Ok((token, secret)) => self.oauth.revoke(&item.revocation_url, &item.client_id, secret, token, item.token_kind).await,
+                Err(_) => Err(OAuthError::Rejected("unopenable".into())),
+            };
+            let mut audit = AuditEntry {
+                grant_id: Some(item.grant_id.to_string()),
+                provider: Some(item.provider.to_string()),
+                ..self.audit(&item.app_id, "grant.provider_revoke", "system".into())
+            };
+            match result {
+                // RFC 7009 section 2.2: an invalid token also answers 200; a rejected token is
+                // as good as revoked for us.
+                Ok(()) | Err(OAuthError::InvalidGrant) => {
+                    self.store.finish_revocation(&item.id, Some(&audit)).await?;
+                    done += 1;
+                }
+                Err(e) if item.attempts + 1 >= MAX_REVOCATION_ATTEMPTS || opened.is_err() => {
+                    audit.outcome = AuditOutcome::Failure;
+                    audit.detail = Some(format!("gave up revoking at the provider: {e}"));
+                    self.store.finish_revocation(&item.id, Some(&audit)).await?;
+                }
+                Err(_) => {
+                    let attempts = item.attempts + 1;
+                    // Exponential backoff from 30 s, capped at one hour.
+                    let delay = (30i64 << attempts.min(7)).min(3600);
+                    self.store.retry_revocation(&item.id, attempts, now.plus_seconds(delay)).await?;
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Re-seals one credential box if it was sealed by an old key. Returns the new box, or
+    /// `None` when it is current.
+    pub fn reseal(&self, sealed: &SealedBox, aad: &[u8]) -> Result<Option<SealedBox>, VaultError> {
+        if !self.cipher.is_stale(sealed) {
+            return Ok(None);
+        }
+        let plain = self.cipher.open(sealed, aad)?;
+        Ok(Some(self.cipher.seal(&plain, aad)?))
+    }
+}
+
+/// How a connect flow failed, as reported to `return_url` in `error=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnectFailure {
+    Expired,
+    AccessDenied,
+    Provider,
+    Server,
+}
+
+impl ConnectFailure {
+    fn as_str(self) -> &'static str {
+        match self {
+            ConnectFailure::Expired => "expired",
+            ConnectFailure::AccessDenied => "access_denied",
+            ConnectFailure::Provider => "provider_error",
+            ConnectFailure::Server => "server_error",
+        }
+    }
+}
+
+impl fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The stored form of a state value: SHA-256, hex. A state is 32 random bytes, so a plain hash
+/// is enough to make the stored value useless to a reader of the database.
+pub fn state_hash(state: &str) -> String {
+    hex(&sha256(state.as_bytes()))
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(data).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_vectors() {
+        assert_eq!(hex(&sha256(b"")), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(hex(&sha256(b"abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hex(&sha256(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+        );
+    }
+}
