@@ -143,6 +143,10 @@ pub trait IdentityStore: Send + Sync {
         new_user_id: &UserId,
         now: UnixTime,
     ) -> Result<User, ResolveUserError>;
+    /// Finds the user (app, `subject`) or creates it as `active` with `new_user_id`, without
+    /// touching the claim lock (an operator's import is not a sign-in). Returns the user as
+    /// stored, of any status.
+    async fn ensure_user(&self, app: &AppId, subject: &str, new_user_id: &UserId, now: UnixTime) -> Result<User, StoreError>;
     async fn get_user(&self, app: &AppId, user: &UserId) -> Result<Option<User>, StoreError>;
     /// The app's users, oldest first, optionally only those with `status`.
     async fn list_users(&self, app: &AppId, status: Option<UserStatus>, page: &PageRequest) -> Result<Page<User>, StoreError>;

@@ -1,1 +1,39 @@
-//! placeholder
+//! Custody's persistence adapter: diesel + diesel-async on SQLite (the embedded default for one
+//! machine) and PostgreSQL (the shared production store behind many stateless instances).
+//!
+//! [`Store`] implements the identity domain's port, [`custody_identity::ports::IdentityStore`].
+//! It picks the backend from the database URL, applies the embedded migrations
+//! (`migrations/sqlite` and `migrations/postgres`, same version names) at connect, and keeps
+//! diesel inside this crate: every error crosses as the port's error type.
+//!
+//! How it is put together:
+//! - `schema.rs`: one hand-written diesel schema with portable types, for both backends.
+//! - `pool.rs`: [`DbPool`] (one deadpool per backend) and per-connection setup (SQLite: WAL,
+//!   `foreign_keys`, `busy_timeout`, `synchronous=NORMAL`).
+//! - `macros.rs`: `with_conn!` and `transaction!`, which run one diesel query text on either
+//!   backend; write transactions are `BEGIN IMMEDIATE` on SQLite.
+//! - `identity.rs`: the [`custody_identity::ports::IdentityStore`] implementation.
+//! - `testing` (feature `testing`): a fresh database per test on every configured backend.
+//!
+//! New tables and port implementations follow the same pattern: a migration in both folders, a
+//! `table!` in `schema.rs`, row types in `models.rs`, and methods whose queries run inside
+//! `with_conn!`/`transaction!`.
+
+#[macro_use]
+mod macros;
+
+mod cursor;
+mod error;
+mod identity;
+mod migrate;
+mod models;
+mod pool;
+mod schema;
+mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{ConnectError, MigrationError};
+pub use migrate::MigrationStatus;
+pub use pool::{Backend, DbPool, PgConn, SqliteConn};
+pub use store::{Store, StoreOptions};

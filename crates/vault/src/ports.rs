@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use custody_identity::audit::AuditEntry;
 use custody_identity::page::{Page, PageRequest};
 use custody_identity::ports::StoreError;
-use custody_identity::{AppId, Secret, UnixTime, UserId};
+use custody_identity::{AppId, Secret, UnixTime, User, UserId};
 
 /// Filters for the operator's grant listing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,6 +46,18 @@ pub struct ConnectState {
     pub expires_at: UnixTime,
 }
 
+impl ConnectState {
+    /// The associated data of a connect state's sealed PKCE verifier.
+    pub fn verifier_aad(state_hash: &str) -> Vec<u8> {
+        format!("connect:{state_hash}").into_bytes()
+    }
+}
+
+/// The associated data of an instance secret (a server-wide secret sealed in the database).
+pub fn instance_secret_aad(name: &str) -> Vec<u8> {
+    format!("instance-secret:{name}").into_bytes()
+}
+
 /// A token waiting to be revoked at its provider (RFC 7009) after its grant was revoked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxItem {
@@ -62,6 +74,71 @@ pub struct OutboxItem {
     pub client_secret: SealedBox,
     pub attempts: i32,
     pub next_attempt_at: UnixTime,
+}
+
+/// What an identity-provider lifecycle event does to a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LifecycleChange {
+    /// Status `deprovisioned` (final), every grant revoked as [`RevokeScope::User`] does.
+    Deprovision,
+    /// Status `suspended`, grants kept. Never out of `deprovisioned`.
+    Suspend,
+    /// Status `active`. Never out of `deprovisioned`.
+    Reactivate,
+    /// Removes a token-sourced group and records the removal (at `occurred_at`), so a token
+    /// issued before it cannot restore the group.
+    RemoveGroup(String),
+    /// Refreshes email and name (each only when `Some`).
+    Profile { email: Option<String>, name: Option<String> },
+}
+
+/// One lifecycle event from an identity provider's webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleEvent {
+    /// The IdP's id for the event (`svix-id`, Auth0 `log_id`, native `id`), unique per app.
+    pub event_id: String,
+    /// The user's subject at the IdP.
+    pub subject: String,
+    /// When the IdP says the change happened.
+    pub occurred_at: UnixTime,
+    pub change: LifecycleChange,
+}
+
+/// What applying a lifecycle event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LifecycleOutcome {
+    /// The change was applied (with the grants it revoked, for a deprovision).
+    Applied { user: User, revoked: Vec<Grant> },
+    /// Acknowledged and ignored: the subject was never seen (nothing is created), the change
+    /// is not allowed from the user's status (nothing leaves `deprovisioned`), or a status change
+    /// is older than the user's last applied status change (by `occurred_at`), so a late
+    /// "unblock" cannot undo a later block. The event id is recorded all the same.
+    Ignored(String),
+    /// The event id was seen before; nothing was applied.
+    Duplicate,
+}
+
+/// A kind of sealed value, for re-sealing under a new key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedKind {
+    CredentialAccess,
+    CredentialRefresh,
+    ProviderSecret,
+    OutboxToken,
+    OutboxClientSecret,
+    ConnectVerifier,
+    InstanceSecret,
+}
+
+/// One sealed value, with what identifies its row and so its associated data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedValue {
+    pub kind: SealedKind,
+    /// Opaque position for [`VaultStore::sealed_values`]' `after`.
+    pub cursor: String,
+    /// The associated data the value was sealed with.
+    pub associated_data: Vec<u8>,
+    pub sealed: SealedBox,
 }
 
 /// Saving a connected or imported grant raced with another save for the same user and
@@ -121,6 +198,23 @@ pub trait VaultStore: Send + Sync {
     /// credentials deleted, and for providers with a revocation URL one outbox item per stored
     /// token (the sealed boxes move as they are). Returns the grants revoked.
     async fn revoke_grants(&self, app: &AppId, scope: &RevokeScope, now: UnixTime, audit: &AuditEntry) -> Result<Vec<Grant>, StoreError>;
+
+    /// Deprovisions a user in one transaction: status `deprovisioned` (final), every grant
+    /// revoked exactly as [`VaultStore::revoke_grants`] with [`RevokeScope::User`] does (outbox
+    /// items included), the audit row. `None` when the app has no such user. Deprovisioning an
+    /// already deprovisioned user changes nothing and returns it with no grants.
+    async fn deprovision_user(&self, app: &AppId, user: &UserId, now: UnixTime, audit: &AuditEntry) -> Result<Option<(User, Vec<Grant>)>, StoreError>;
+
+    /// Applies one identity-provider lifecycle event in one transaction, see [`LifecycleEvent`].
+    async fn apply_lifecycle_event(&self, app: &AppId, event: &LifecycleEvent, now: UnixTime, audit: &AuditEntry) -> Result<LifecycleOutcome, StoreError>;
+    /// Forgets webhook event ids received before `before` (they are kept at least 7 days).
+    async fn prune_webhook_events(&self, before: UnixTime) -> Result<u64, StoreError>;
+
+    /// Up to `limit` sealed values of one kind, in a stable order, after the `after` cursor
+    /// (the `cursor` of the last value of the previous batch).
+    async fn sealed_values(&self, kind: SealedKind, after: Option<&str>, limit: u32) -> Result<Vec<SealedValue>, StoreError>;
+    /// Replaces one sealed value if it still equals `old` (compare-and-set). `false` otherwise.
+    async fn replace_sealed(&self, value: &SealedValue, new: &SealedBox) -> Result<bool, StoreError>;
 
     async fn create_connect_state(&self, state: &ConnectState) -> Result<(), StoreError>;
     /// Reads a connect state without consuming it.

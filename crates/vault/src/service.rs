@@ -349,7 +349,7 @@ impl VaultService {
             provider: provider.clone(),
             return_url: return_url.to_owned(),
             scopes,
-            pkce_verifier: self.cipher.seal(verifier.as_bytes(), format!("connect:{state_hash}").as_bytes())?,
+            pkce_verifier: self.cipher.seal(verifier.as_bytes(), &ConnectState::verifier_aad(&state_hash))?,
             created_at: now,
             expires_at: now.plus_seconds(CONNECT_STATE_TTL_SECS),
         };
@@ -365,7 +365,7 @@ impl VaultService {
         }
         let provider = self.store.get_provider(&record.app_id, &record.provider).await?.ok_or_else(|| VaultError::ProviderNotFound(record.provider.to_string()))?;
         let secret = self.open_client_secret(&provider)?;
-        let verifier = self.cipher.open(&record.pkce_verifier, format!("connect:{}", record.state_hash).as_bytes())?;
+        let verifier = self.cipher.open(&record.pkce_verifier, &ConnectState::verifier_aad(&record.state_hash))?;
         let verifier = String::from_utf8(verifier).map_err(|_| VaultError::Sealing)?;
         self.oauth
             .authorization_url(&Self::endpoint(&provider, &secret), &self.callback_url(), &record.scopes, state, &verifier)
@@ -406,7 +406,7 @@ impl VaultService {
         let code = code.filter(|c| !c.is_empty()).ok_or(ConnectFailure::Provider)?;
         let provider = self.store.get_provider(&record.app_id, &record.provider).await.map_err(|_| ConnectFailure::Server)?.ok_or(ConnectFailure::Provider)?;
         let secret = self.open_client_secret(&provider).map_err(|_| ConnectFailure::Server)?;
-        let verifier = self.cipher.open(&record.pkce_verifier, format!("connect:{}", record.state_hash).as_bytes()).map_err(|_| ConnectFailure::Server)?;
+        let verifier = self.cipher.open(&record.pkce_verifier, &ConnectState::verifier_aad(&record.state_hash)).map_err(|_| ConnectFailure::Server)?;
         let verifier = String::from_utf8(verifier).map_err(|_| ConnectFailure::Server)?;
         let tokens = self
             .oauth

@@ -1,0 +1,60 @@
+//! The two macros that run one diesel query text on either backend.
+//!
+//! Each expands to a `match` over [`crate::pool::DbPool`] whose arms bind `$conn` to a pooled
+//! connection of the concrete type ([`crate::pool::SqliteConn`] or [`crate::pool::PgConn`]) and
+//! then evaluate the same body. Writing queries once and instantiating them per backend keeps
+//! diesel's compile-time checks (every query must type-check on both) without the trait-bound
+//! soup of functions generic over the connection.
+//!
+//! Both macros check a connection out with `?`, so the enclosing function's error type must
+//! implement `From<StoreError>` (every port error does).
+
+/// Runs `$body` with `$conn` bound to a pooled connection, outside any explicit transaction
+/// (a single statement is its own transaction). `$body`'s value is the macro's value.
+macro_rules! with_conn {
+    ($store:expr, |$conn:ident| $body:expr) => {{
+        let store: &$crate::Store = $store;
+        match store.pool() {
+            $crate::pool::DbPool::Sqlite(pool) => {
+                let mut pooled = $crate::pool::checkout_sqlite(pool, store.acquire_timeout()).await?;
+                let $conn: &mut $crate::pool::SqliteConn = &mut pooled;
+                $body
+            }
+            $crate::pool::DbPool::Postgres(pool) => {
+                let mut pooled = $crate::pool::checkout_postgres(pool, store.acquire_timeout()).await?;
+                let $conn: &mut $crate::pool::PgConn = &mut pooled;
+                $body
+            }
+        }
+    }};
+}
+
+/// Runs `$body` in one read-write transaction and evaluates to its `Result` (type `$ret`, whose
+/// error must implement `From<diesel::result::Error>`, e.g. [`crate::error::TxError`]). An `Err`
+/// rolls everything back.
+///
+/// SQLite starts it with `BEGIN IMMEDIATE`, taking the write lock up front: a deferred
+/// transaction that reads and then writes fails with `SQLITE_BUSY` (no waiting) when another
+/// connection wrote in between, whereas an immediate one waits for `busy_timeout` and then sees
+/// the latest data. PostgreSQL uses a plain `BEGIN` (READ COMMITTED); bodies that need row
+/// locks take them explicitly.
+macro_rules! transaction {
+    ($store:expr, |$conn:ident| -> $ret:ty $body:block) => {{
+        let store: &$crate::Store = $store;
+        match store.pool() {
+            $crate::pool::DbPool::Sqlite(pool) => {
+                let mut pooled = $crate::pool::checkout_sqlite(pool, store.acquire_timeout()).await?;
+                let conn: &mut $crate::pool::SqliteConn = &mut pooled;
+                conn.immediate_transaction(async |$conn: &mut $crate::pool::SqliteConn| -> $ret { $body }).await
+            }
+            $crate::pool::DbPool::Postgres(pool) => {
+                let mut pooled = $crate::pool::checkout_postgres(pool, store.acquire_timeout()).await?;
+                let conn: &mut $crate::pool::PgConn = &mut pooled;
+                ::diesel_async::AsyncConnection::transaction(conn, async |$conn: &mut $crate::pool::PgConn| -> $ret {
+                    $body
+                })
+                .await
+            }
+        }
+    }};
+}

@@ -1,0 +1,281 @@
+//! The connection pool: one enum over the two backends, picked from the database URL, and the
+//! per-connection setup each backend needs.
+//!
+//! Queries are written once with diesel's DSL and run on either variant through the `with_conn!`
+//! and `transaction!` macros (see `macros.rs`): each macro arm binds a connection of the concrete
+//! type, so the same query text is type-checked against both backends at compile time.
+
+use crate::error::ConnectError;
+use crate::models::UserRow;
+use crate::schema::users;
+use custody_identity::ports::StoreError;
+use diesel::prelude::*;
+use diesel::result::ConnectionError;
+use diesel::SqliteConnection;
+use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// An async SQLite connection: diesel's synchronous connection driven on tokio's blocking pool.
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+/// An async PostgreSQL connection.
+pub type PgConn = AsyncPgConnection;
+
+/// Which database a [`crate::Store`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend's name as used in logs and test output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The pool behind a [`crate::Store`], one variant per backend.
+#[derive(Clone)]
+pub enum DbPool {
+    Sqlite(Pool<SqliteConn>),
+    Postgres(Pool<PgConn>),
+}
+
+impl DbPool {
+    /// The backend of this pool.
+    pub fn backend(&self) -> Backend {
+        match self {
+            DbPool::Sqlite(_) => Backend::Sqlite,
+            DbPool::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+impl fmt::Debug for DbPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = match self {
+            DbPool::Sqlite(p) => p.status(),
+            DbPool::Postgres(p) => p.status(),
+        };
+        f.debug_struct("DbPool")
+            .field("backend", &self.backend())
+            .field("size", &status.size)
+            .field("available", &status.available)
+            .finish()
+    }
+}
+
+/// Where a database URL points. The PostgreSQL URL may hold a password: never log or print it.
+#[derive(Clone)]
+pub(crate) enum Target {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Target::Postgres(_) => f.write_str("Postgres([redacted])"),
+        }
+    }
+}
+
+/// Parses a database URL: `sqlite://path` or `sqlite:path` (relative or absolute path to a
+/// file), `postgres://…` or `postgresql://…`. Anything else is refused.
+pub(crate) fn parse_url(url: &str) -> Result<Target, ConnectError> {
+    let (scheme, rest) =
+        url.split_once(':').ok_or(ConnectError::InvalidUrl("missing scheme (expected sqlite:// or postgres://)"))?;
+    // Only echo something that looks like a scheme, never a fragment of credentials.
+    let plausible_scheme = !scheme.is_empty()
+        && scheme.len() <= 32
+        && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !plausible_scheme {
+        return Err(ConnectError::InvalidUrl("missing scheme (expected sqlite:// or postgres://)"));
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "sqlite" => {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            if path.is_empty() {
+                return Err(ConnectError::InvalidUrl("the SQLite URL has no file path"));
+            }
+            // Each pooled connection to `:memory:` would open its own, empty database.
+            if path.starts_with(":memory:") || path.contains("mode=memory") {
+                return Err(ConnectError::InvalidUrl("in-memory SQLite is not supported; use a file path"));
+            }
+            if path.contains('?') {
+                return Err(ConnectError::InvalidUrl("SQLite URLs take no query parameters"));
+            }
+            Ok(Target::Sqlite(PathBuf::from(path)))
+        }
+        "postgres" | "postgresql" => Ok(Target::Postgres(url.to_owned())),
+        other => Err(ConnectError::UnsupportedScheme(other.to_owned())),
+    }
+}
+
+/// The statements run on every new SQLite connection. `busy_timeout` comes first so the others
+/// wait for locks too; WAL lets readers proceed while one writer writes; `synchronous=NORMAL` is
+/// durable across application crashes in WAL mode (a power loss may drop the last commits);
+/// foreign keys are off by default in SQLite and the cascades depend on them.
+pub(crate) fn sqlite_pragmas(busy_timeout: Duration) -> String {
+    format!(
+        "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        busy_timeout.as_millis().min(i32::MAX as u128)
+    )
+}
+
+/// The SQLite file path as the string diesel opens.
+pub(crate) fn sqlite_path_str(path: &std::path::Path) -> Result<String, ConnectError> {
+    path.to_str().map(str::to_owned).ok_or(ConnectError::InvalidUrl("the SQLite path is not valid UTF-8"))
+}
+
+/// Builds the SQLite pool; every new connection gets [`sqlite_pragmas`].
+pub(crate) fn sqlite_pool(
+    path: &str,
+    max_size: usize,
+    busy_timeout: Duration,
+) -> Result<Pool<SqliteConn>, ConnectError> {
+    let pragmas = sqlite_pragmas(busy_timeout);
+    let mut config = ManagerConfig::<SqliteConn>::default();
+    // A file connection cannot go away underneath us; skip the extra `SELECT 1` per checkout.
+    config.recycling_method = RecyclingMethod::Fast;
+    config.custom_setup = Box::new(move |url| {
+        let url = url.to_owned();
+        let pragmas = pragmas.clone();
+        Box::pin(async move {
+            let mut conn = SqliteConn::establish(&url).await?;
+            conn.batch_execute(&pragmas).await.map_err(ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        })
+    });
+    let manager = AsyncDieselConnectionManager::new_with_config(path, config);
+    Pool::builder(manager).max_size(max_size).build().map_err(|e| ConnectError::Pool(e.to_string()))
+}
+
+/// Builds the PostgreSQL pool.
+pub(crate) fn postgres_pool(url: &str, max_size: usize) -> Result<Pool<PgConn>, ConnectError> {
+    let mut config = ManagerConfig::<PgConn>::default();
+    // `Fast` still discards connections whose socket closed or that hold a dangling transaction
+    // (diesel-async's `is_broken`), without a round trip per checkout on the hot path.
+    config.recycling_method = RecyclingMethod::Fast;
+    let manager = AsyncDieselConnectionManager::new_with_config(url, config);
+    Pool::builder(manager).max_size(max_size).build().map_err(|e| ConnectError::Pool(e.to_string()))
+}
+
+fn pool_error(e: PoolError) -> StoreError {
+    // Connection errors may name the host; that is fine for logs, not for callers.
+    tracing::warn!(error = %e, "database pool error");
+    match e {
+        PoolError::Timeout(_) => StoreError::Unavailable("timed out waiting for a database connection".into()),
+        PoolError::Closed => StoreError::Unavailable("the database pool is closed".into()),
+        _ => StoreError::Unavailable("could not connect to the database".into()),
+    }
+}
+
+async fn checkout<T, F>(get: F, timeout: Duration) -> Result<T, StoreError>
+where
+    F: Future<Output = Result<T, PoolError>>,
+{
+    // deadpool waits forever without a runtime-backed timeout; bound the wait here instead, so an
+    // exhausted pool turns into a retryable error rather than a hung request.
+    match tokio::time::timeout(timeout, get).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(pool_error(e)),
+        Err(_) => Err(StoreError::Unavailable("timed out waiting for a database connection".into())),
+    }
+}
+
+/// A pooled SQLite connection, waiting at most `timeout`.
+pub(crate) async fn checkout_sqlite(
+    pool: &Pool<SqliteConn>,
+    timeout: Duration,
+) -> Result<Object<SqliteConn>, StoreError> {
+    checkout(pool.get(), timeout).await
+}
+
+/// A pooled PostgreSQL connection, waiting at most `timeout`.
+pub(crate) async fn checkout_postgres(pool: &Pool<PgConn>, timeout: Duration) -> Result<Object<PgConn>, StoreError> {
+    checkout(pool.get(), timeout).await
+}
+
+/// The few queries whose text must differ per backend, implemented on each connection type so
+/// macro bodies call them by the same name.
+pub(crate) trait BackendQueries {
+    /// The user (app, subject), locked until the end of the transaction where the backend has
+    /// row locks. SQLite needs none: its write transactions start with `BEGIN IMMEDIATE`, which
+    /// already excludes every other writer.
+    fn user_for_update(
+        &mut self,
+        app: &str,
+        subject: &str,
+    ) -> impl Future<Output = QueryResult<Option<UserRow>>> + Send;
+}
+
+impl BackendQueries for SqliteConn {
+    async fn user_for_update(&mut self, app: &str, subject: &str) -> QueryResult<Option<UserRow>> {
+        users::table
+            .filter(users::app_id.eq(app))
+            .filter(users::subject.eq(subject))
+            .select(UserRow::as_select())
+            .first(self)
+            .await
+            .optional()
+    }
+}
+
+impl BackendQueries for PgConn {
+    async fn user_for_update(&mut self, app: &str, subject: &str) -> QueryResult<Option<UserRow>> {
+        users::table
+            .filter(users::app_id.eq(app))
+            .filter(users::subject.eq(subject))
+            .select(UserRow::as_select())
+            .for_update()
+            .first(self)
+            .await
+            .optional()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes() {
+        assert!(
+            matches!(parse_url("sqlite://data/custody.db"), Ok(Target::Sqlite(p)) if p == std::path::Path::new("data/custody.db"))
+        );
+        assert!(
+            matches!(parse_url("sqlite:///var/lib/c.db"), Ok(Target::Sqlite(p)) if p == std::path::Path::new("/var/lib/c.db"))
+        );
+        assert!(matches!(parse_url("sqlite:c.db"), Ok(Target::Sqlite(p)) if p == std::path::Path::new("c.db")));
+        assert!(matches!(parse_url("postgres://u:p@h/db"), Ok(Target::Postgres(_))));
+        assert!(matches!(parse_url("postgresql://h/db"), Ok(Target::Postgres(_))));
+        assert_eq!(parse_url("mysql://h/db").err(), Some(ConnectError::UnsupportedScheme("mysql".into())));
+        assert!(matches!(parse_url("sqlite::memory:"), Err(ConnectError::InvalidUrl(_))));
+        assert!(matches!(parse_url("sqlite://"), Err(ConnectError::InvalidUrl(_))));
+        assert!(matches!(parse_url("no-scheme"), Err(ConnectError::InvalidUrl(_))));
+        assert!(matches!(parse_url("user@host:secret"), Err(ConnectError::InvalidUrl(_))));
+    }
+
+    #[test]
+    fn target_debug_hides_postgres_url() {
+        let t = parse_url("postgres://u:hunter2@h/db").unwrap();
+        assert!(!format!("{t:?}").contains("hunter2"));
+    }
+}

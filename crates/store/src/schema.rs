@@ -1,0 +1,112 @@
+//! The database schema, written by hand with portable types only so one definition serves SQLite
+//! and PostgreSQL: text ids (UUID strings), `BigInt` unix seconds, `Binary` (BLOB/BYTEA) and text
+//! JSON. It mirrors `migrations/{sqlite,postgres}/*/up.sql`; the contract tests exercise every
+//! column on both backends, so a drift shows up there.
+
+diesel::table! {
+    /// Apps (tenants).
+    apps (id) {
+        id -> Text,
+        name -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// API keys: the public prefix and a keyed hash, never the key.
+    api_keys (id) {
+        id -> Text,
+        app_id -> Text,
+        prefix -> Text,
+        hash -> Binary,
+        created_at -> BigInt,
+        last_used_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// One IdP configuration per app, with its claim mappings, their lock and a version.
+    idp_configs (id) {
+        id -> Text,
+        app_id -> Text,
+        kind -> Text,
+        issuer -> Text,
+        jwks_uri -> Text,
+        audience -> Nullable<Text>,
+        claim_user_id -> Text,
+        claim_group -> Nullable<Text>,
+        claim_role -> Nullable<Text>,
+        claims_locked_at -> Nullable<BigInt>,
+        version -> BigInt,
+        created_at -> BigInt,
+        authorization_endpoint -> Nullable<Text>,
+        token_endpoint -> Nullable<Text>,
+        end_session_endpoint -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// Users of an app, unique per (app, subject). Groups and roles are JSON arrays of strings.
+    users (id) {
+        id -> Text,
+        app_id -> Text,
+        subject -> Text,
+        status -> Text,
+        email -> Nullable<Text>,
+        name -> Nullable<Text>,
+        groups_json -> Text,
+        roles_json -> Text,
+        created_at -> BigInt,
+        last_seen_at -> Nullable<BigInt>,
+        status_changed_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// Groups removed from a user by a lifecycle event, and when.
+    membership_removals (user_id, group_name) {
+        user_id -> Text,
+        group_name -> Text,
+        removed_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// The audit log, listed newest first per app.
+    audit_log (id) {
+        id -> Text,
+        app_id -> Text,
+        at -> BigInt,
+        action -> Text,
+        actor -> Text,
+        user_id -> Nullable<Text>,
+        grant_id -> Nullable<Text>,
+        provider -> Nullable<Text>,
+        outcome -> Text,
+        detail -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    /// Secrets the instance generates for itself, shared by every process on the database.
+    instance_secrets (name) {
+        name -> Text,
+        value -> Binary,
+    }
+}
+
+diesel::joinable!(api_keys -> apps (app_id));
+diesel::joinable!(idp_configs -> apps (app_id));
+diesel::joinable!(users -> apps (app_id));
+diesel::joinable!(audit_log -> apps (app_id));
+diesel::joinable!(membership_removals -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    apps,
+    api_keys,
+    idp_configs,
+    users,
+    membership_removals,
+    audit_log,
+    instance_secrets,
+);

@@ -1,0 +1,179 @@
+//! [`Store`]: the handle the server holds. It owns the pool, knows how to migrate its database,
+//! and implements the ports (see `identity.rs`).
+
+use crate::error::{db_error, ConnectError, MigrationError};
+use crate::migrate::{self, Command, MigrationStatus, Outcome};
+use crate::pool::{self, parse_url, sqlite_path_str, Backend, DbPool, Target};
+use crate::schema::instance_secrets;
+use custody_identity::ports::StoreError;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Tuning for [`Store::connect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Most pooled connections; `None` takes 8 for SQLite (writes serialise anyway) and 16 for
+    /// PostgreSQL.
+    pub max_connections: Option<usize>,
+    /// How long an operation waits for a pooled connection (including opening a new one) before
+    /// it fails as unavailable.
+    pub acquire_timeout: Duration,
+    /// SQLite only: how long a statement waits for a lock another connection holds.
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: None,
+            acquire_timeout: Duration::from_secs(10),
+            sqlite_busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+struct Inner {
+    pool: DbPool,
+    /// Kept to open dedicated migration connections; may hold a password, never printed.
+    target: Target,
+    options: StoreOptions,
+}
+
+/// Custody's persistence adapter over SQLite or PostgreSQL. Cloning is cheap: clones share one
+/// pool.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("pool", &self.inner.pool).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the database at `url` (`sqlite://path`, `sqlite:path`, `postgres://…` or
+    /// `postgresql://…`) and applies pending migrations. A SQLite file and its parent directory
+    /// are created when missing.
+    pub async fn connect(url: &str, options: StoreOptions) -> Result<Store, ConnectError> {
+        Self::open(url, options, true).await
+    }
+
+    /// As [`Store::connect`], without touching the schema (for `migrate status` and `down`).
+    pub async fn connect_without_migrating(url: &str, options: StoreOptions) -> Result<Store, ConnectError> {
+        Self::open(url, options, false).await
+    }
+
+    async fn open(url: &str, options: StoreOptions, apply_migrations: bool) -> Result<Store, ConnectError> {
+        let target = parse_url(url)?;
+        let pool = match &target {
+            Target::Sqlite(path) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    tokio::fs::create_dir_all(parent)
+                        .await
+                        .map_err(|e| ConnectError::CreateDirectory(e.to_string()))?;
+                }
+                let path_str = sqlite_path_str(path)?;
+                // Always run once on a dedicated connection, migrating or not: it switches the
+                // file to WAL (a persistent setting) before pooled connections race to do it.
+                let command = if apply_migrations { Command::Up } else { Command::Prepare };
+                migrate::run(target.clone(), options.sqlite_busy_timeout, command).await?;
+                DbPool::Sqlite(pool::sqlite_pool(
+                    &path_str,
+                    options.max_connections.unwrap_or(8),
+                    options.sqlite_busy_timeout,
+                )?)
+            }
+            Target::Postgres(url) => {
+                if apply_migrations {
+                    migrate::run(target.clone(), options.sqlite_busy_timeout, Command::Up).await?;
+                }
+                DbPool::Postgres(pool::postgres_pool(url, options.max_connections.unwrap_or(16))?)
+            }
+        };
+        let store = Store { inner: Arc::new(Inner { pool, target, options }) };
+        // Fail at start-up, not on the first request, when the database cannot be reached.
+        custody_identity::ports::IdentityStore::ping(&store).await.map_err(|e| ConnectError::Connect(e.to_string()))?;
+        tracing::info!(backend = %store.backend(), "store connected");
+        Ok(store)
+    }
+
+    /// The database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.inner.pool.backend()
+    }
+
+    pub(crate) fn pool(&self) -> &DbPool {
+        &self.inner.pool
+    }
+
+    pub(crate) fn acquire_timeout(&self) -> Duration {
+        self.inner.options.acquire_timeout
+    }
+
+    async fn migrations(&self, command: Command) -> Result<Outcome, MigrationError> {
+        migrate::run(self.inner.target.clone(), self.inner.options.sqlite_busy_timeout, command).await
+    }
+
+    /// Applies every pending migration; returns the versions applied, oldest first.
+    pub async fn migrate_up(&self) -> Result<Vec<String>, MigrationError> {
+        match self.migrations(Command::Up).await? {
+            Outcome::Applied(versions) => Ok(versions),
+            other => Err(MigrationError::Failed(format!("unexpected migration outcome {other:?}"))),
+        }
+    }
+
+    /// Reverts the most recently applied migration; returns its version, or `None` when no
+    /// migration was applied.
+    pub async fn migrate_down(&self) -> Result<Option<String>, MigrationError> {
+        match self.migrations(Command::Down).await? {
+            Outcome::Reverted(version) => Ok(version),
+            other => Err(MigrationError::Failed(format!("unexpected migration outcome {other:?}"))),
+        }
+    }
+
+    /// Every migration this build knows, oldest first, and whether the database has it.
+    pub async fn migration_status(&self) -> Result<Vec<MigrationStatus>, MigrationError> {
+        match self.migrations(Command::Status).await? {
+            Outcome::Status(status) => Ok(status),
+            other => Err(MigrationError::Failed(format!("unexpected migration outcome {other:?}"))),
+        }
+    }
+
+    /// The instance secret `name`, if one was stored.
+    pub async fn get_instance_secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        with_conn!(self, |conn| {
+            instance_secrets::table
+                .find(name)
+                .select(instance_secrets::value)
+                .first::<Vec<u8>>(conn)
+                .await
+                .optional()
+                .map_err(db_error)
+        })
+    }
+
+    /// Stores `value` as the instance secret `name` unless one exists, and returns the stored
+    /// value: `value` or the one that was there first. Safe when several processes start at once
+    /// and race to create it: all of them end up with the same value.
+    pub async fn put_instance_secret_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        with_conn!(self, |conn| {
+            diesel::insert_into(instance_secrets::table)
+                .values((instance_secrets::name.eq(name), instance_secrets::value.eq(value)))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await
+                .map_err(db_error)?;
+            instance_secrets::table
+                .find(name)
+                .select(instance_secrets::value)
+                .first::<Vec<u8>>(conn)
+                .await
+                .map_err(db_error)
+        })
+    }
+}
