@@ -1,0 +1,715 @@
+//! JWT signature verification against an IdP's JSON Web Key Set.
+//!
+//! [`JwksVerifier`] implements the identity domain's [`TokenVerifier`] port:
+//!
+//! - Only RS256, PS256, ES256 and EdDSA are accepted; `none`, the HMAC family and anything else
+//!   are refused before any key is looked at, so a token "signed" with an RSA public key as an
+//!   HMAC secret (the key-confusion attack) never reaches a verifier.
+//! - A key only verifies the algorithms that agree with it: RSA keys RS256 and PS256, EC P-256
+//!   keys ES256, OKP Ed25519/Ed448 keys EdDSA, and only the JWK's own `alg` when it names one.
+//!   Keys whose `use` is not `sig` (or whose `key_ops` lack `verify`) are skipped.
+//! - The key set of each `jwks_uri` is parsed once into verifiers and kept, behind an `Arc`, in a
+//!   moka cache whose per-entry lifetime comes from the JWKS response's `Cache-Control: max-age`
+//!   (clamped, see [`cache_ttl`]). The hot path is a cache read and one signature check.
+//! - An unknown `kid` causes at most one refetch per cooldown per `jwks_uri`; the cooldown counts
+//!   from the last refetch a miss caused (not from the first fetch, so a key rotated right after
+//!   start is still picked up). Concurrent misses wait on one per-`jwks_uri` lock and share the
+//!   refetch. A failed refetch keeps the keys already held. When the cached set expires and the
+//!   refresh fails, the last good set keeps serving (for at most
+//!   [`JwksSettings::max_stale`]), retried after [`JwksSettings::failure_backoff`].
+//!
+//! Registered claims (`exp`, `iss`, `aud`, ...) are not checked here:
+//! [`custody_identity::jwt::validate_claims`] does that with the caller's clock.
+
+use crate::http::HttpClient;
+use async_trait::async_trait;
+use base64::Engine as _;
+use custody_identity::idp::IdpConfig;
+use custody_identity::jwt::TokenRejection;
+use custody_identity::ports::TokenVerifier;
+use josekit::jwk::Jwk;
+use josekit::jws::{EdDSA, JwsVerifier, ES256, PS256, RS256};
+use moka::future::Cache;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+
+/// Tuning of [`JwksVerifier`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksSettings {
+    /// Tokens longer than this many bytes are refused with [`TokenRejection::TooLong`].
+    pub max_token_bytes: usize,
+    /// At most one refetch caused by an unknown key id per this period, per `jwks_uri`.
+    pub refetch_cooldown: Duration,
+    /// Lifetime of a key set whose response has no usable `Cache-Control: max-age`.
+    pub default_ttl: Duration,
+    /// Lower bound of a key set's lifetime (also used for `no-cache` and `no-store`).
+    pub min_ttl: Duration,
+    /// Upper bound of a key set's lifetime.
+    pub max_ttl: Duration,
+    /// After a failed fetch, how long before the next fetch of that `jwks_uri` is tried (other
+    /// than a refetch for an unknown key id, which has its own cooldown).
+    pub failure_backoff: Duration,
+    /// How long after it was fetched a key set may still serve while refreshes fail.
+    pub max_stale: Duration,
+    /// Keys beyond this many in one JWKS are ignored.
+    pub max_keys: usize,
+    /// The largest JWKS response accepted, in bytes.
+    pub max_jwks_bytes: usize,
+    /// How many key sets (distinct `jwks_uri`s) the cache holds at most.
+    pub max_cached_sets: u64,
+}
+
+impl Default for JwksSettings {
+    fn default() -> Self {
+        Self {
+            max_token_bytes: 16 * 1024,
+            refetch_cooldown: Duration::from_secs(60),
+            default_ttl: Duration::from_secs(10 * 60),
+            min_ttl: Duration::from_secs(60),
+            max_ttl: Duration::from_secs(24 * 60 * 60),
+            failure_backoff: Duration::from_secs(10),
+            max_stale: Duration::from_secs(24 * 60 * 60),
+            max_keys: 100,
+            max_jwks_bytes: 1024 * 1024,
+            max_cached_sets: 10_000,
+        }
+    }
+}
+
+/// The lifetime of a key set fetched with this `Cache-Control` header value: `max-age` clamped
+/// to `[min_ttl, max_ttl]`; `min_ttl` for `no-cache` or `no-store`; `default_ttl` (clamped) when
+/// the header is absent or has no parsable `max-age`.
+pub fn cache_ttl(cache_control: Option<&str>, config: &JwksSettings) -> Duration {
+    let min = config.min_ttl;
+    let max = config.max_ttl.max(min);
+    let clamp = |d: Duration| d.max(min).min(max);
+    let Some(value) = cache_control else {
+        return clamp(config.default_ttl);
+    };
+    let mut max_age = None;
+    for directive in value.split(',') {
+        let directive = directive.trim();
+        let (name, argument) = match directive.split_once('=') {
+            Some((name, argument)) => (name.trim(), Some(argument.trim().trim_matches('"'))),
+            None => (directive, None),
+        };
+        if name.eq_ignore_ascii_case("no-store") || name.eq_ignore_ascii_case("no-cache") {
+            return min;
+        }
+        if name.eq_ignore_ascii_case("max-age") && max_age.is_none() {
+            max_age = argument.and_then(|a| a.parse::<u64>().ok());
+        }
+    }
+    match max_age {
+        Some(secs) => clamp(Duration::from_secs(secs)),
+        None => clamp(config.default_ttl),
+    }
+}
+
+/// The signature algorithms Custody accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Alg {
+    Rs256,
+    Ps256,
+    Es256,
+    EdDsa,
+}
+
+impl Alg {
+    fn parse(name: &str) -> Option<Alg> {
+        match name {
+            "RS256" => Some(Alg::Rs256),
+            "PS256" => Some(Alg::Ps256),
+            "ES256" => Some(Alg::Es256),
+            "EdDSA" => Some(Alg::EdDsa),
+            _ => None,
+        }
+    }
+
+    /// The algorithms a JWK may verify, from its key type and curve.
+    fn for_key(jwk: &Jwk) -> &'static [Alg] {
+        match (jwk.key_type(), jwk.curve()) {
+            ("RSA", _) => &[Alg::Rs256, Alg::Ps256],
+            ("EC", Some("P-256")) => &[Alg::Es256],
+            ("OKP", Some("Ed25519" | "Ed448")) => &[Alg::EdDsa],
+            _ => &[],
+        }
+    }
+
+    fn verifier(self, jwk: &Jwk) -> Result<Box<dyn JwsVerifier>, josekit::JoseError> {
+        Ok(match self {
+            Alg::Rs256 => Box::new(RS256.verifier_from_jwk(jwk)?),
+            Alg::Ps256 => Box::new(PS256.verifier_from_jwk(jwk)?),
+            Alg::Es256 => Box::new(ES256.verifier_from_jwk(jwk)?),
+            Alg::EdDsa => Box::new(EdDSA.verifier_from_jwk(jwk)?),
+        })
+    }
+}
+
+/// One usable (key, algorithm) pair of a JWKS.
+struct VerifyingKey {
+    kid: Option<String>,
+    alg: Alg,
+    verifier: Box<dyn JwsVerifier>,
+}
+
+/// A parsed JWKS.
+struct KeySet {
+    keys: Vec<VerifyingKey>,
+    fetched_at: Instant,
+}
+
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kids: Vec<_> = self.keys.iter().map(|k| (k.kid.as_deref(), k.alg)).collect();
+        f.debug_struct("KeySet").field("keys", &kids).finish()
+    }
+}
+
+/// What a cache entry holds: the set and the lifetime it was inserted with.
+#[derive(Debug, Clone)]
+struct CachedSet {
+    keys: Arc<KeySet>,
+    ttl: Duration,
+}
+
+struct SetExpiry;
+
+impl moka::Expiry<String, CachedSet> for SetExpiry {
+    fn expire_after_create(&self, _key: &String, value: &CachedSet, _created_at: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &CachedSet,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// Per-`jwks_uri` fetch state, behind one async lock (the single flight).
+#[derive(Debug, Default)]
+struct Slot {
+    state: tokio::sync::Mutex<SlotState>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    /// The last set fetched successfully, for serving while refreshes fail.
+    last_good: Option<Arc<KeySet>>,
+    /// When a miss last caused a refetch (the cooldown counts from here).
+    last_miss_refetch: Option<Instant>,
+    /// When a fetch last failed.
+    last_failure: Option<Instant>,
+}
+
+/// Why a fetch failed; logged, never returned.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
+    #[error("the JWKS answered HTTP {0}")]
+    Status(u16),
+    #[error("the response is not a JWKS (a JSON object with a `keys` array)")]
+    NotJwks,
+}
+
+/// Where a token's key was looked for.
+enum Lookup<'a> {
+    /// Keys to try, in order.
+    Candidates(Vec<&'a VerifyingKey>),
+    /// No key with this kid (or, without a kid, no key for this algorithm): worth a refetch.
+    Missing,
+    /// The kid exists but its key does not agree with the token's algorithm.
+    Mismatch,
+}
+
+fn lookup<'a>(set: &'a KeySet, kid: Option<&str>, alg: Alg) -> Lookup<'a> {
+    match kid {
+        Some(kid) => {
+            let mut found = false;
+            let mut candidates = Vec::new();
+            for key in set.keys.iter().filter(|k| k.kid.as_deref() == Some(kid)) {
+                found = true;
+                if key.alg == alg {
+                    candidates.push(key);
+                }
+            }
+            match (found, candidates.is_empty()) {
+                (false, _) => Lookup::Missing,
+                (true, true) => Lookup::Mismatch,
+                (true, false) => Lookup::Candidates(candidates),
+            }
+        }
+        None => {
+            let candidates: Vec<_> = set.keys.iter().filter(|k| k.alg == alg).collect();
+            if candidates.is_empty() {
+                Lookup::Missing
+            } else {
+                Lookup::Candidates(candidates)
+            }
+        }
+    }
+}
+
+/// A compact JWS taken apart, signature not yet checked.
+struct ParsedToken<'t> {
+    alg: Alg,
+    kid: Option<String>,
+    signing_input: &'t str,
+    payload: &'t str,
+    signature: Vec<u8>,
+}
+
+fn b64(part: &str) -> Result<Vec<u8>, TokenRejection> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenRejection::Malformed)
+}
+
+/// An attacker-chosen algorithm name, made safe to put in an error message.
+fn shown_alg(alg: &str) -> String {
+    alg.chars().take(32).map(|c| if c.is_ascii_graphic() { c } else { '?' }).collect()
+}
+
+fn parse_token(token: &str, max_bytes: usize) -> Result<ParsedToken<'_>, TokenRejection> {
+    if token.len() > max_bytes {
+        return Err(TokenRejection::TooLong(max_bytes));
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenRejection::Malformed);
+    };
+    if header.is_empty() || payload.is_empty() {
+        return Err(TokenRejection::Malformed);
+    }
+    let header: Map<String, Value> = match serde_json::from_slice(&b64(header)?) {
+        Ok(Value::Object(map)) => map,
+        _ => return Err(TokenRejection::Malformed),
+    };
+    let alg = match header.get("alg") {
+        Some(Value::String(alg)) => {
+            Alg::parse(alg).ok_or_else(|| TokenRejection::DisallowedAlgorithm(shown_alg(alg)))?
+        }
+        _ => return Err(TokenRejection::Malformed),
+    };
+    // No extension is understood, so any critical one makes the token unacceptable (RFC 7515
+    // section 4.1.11); this also rules out unencoded payloads (RFC 7797).
+    if header.contains_key("crit") {
+        return Err(TokenRejection::Malformed);
+    }
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(kid)) => Some(kid.clone()),
+        Some(_) => return Err(TokenRejection::Malformed),
+    };
+    let signature = b64(signature)?;
+    if signature.is_empty() {
+        return Err(TokenRejection::Malformed);
+    }
+    // Everything before the last dot: `header.payload`, exactly as transmitted.
+    let signing_input = token.rfind('.').map_or(token, |i| &token[..i]);
+    Ok(ParsedToken { alg, kid, signing_input, payload, signature })
+}
+
+fn decode_payload(payload: &str) -> Result<Map<String, Value>, TokenRejection> {
+    match serde_json::from_slice(&b64(payload)?) {
+        Ok(Value::Object(claims)) => Ok(claims),
+        _ => Err(TokenRejection::Malformed),
+    }
+}
+
+/// Parses a JWKS body into verifiers, skipping keys that are not usable.
+fn build_key_set(body: &[u8], max_keys: usize) -> Result<KeySet, FetchError> {
+    let keys = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(mut object)) => match object.remove("keys") {
+            Some(Value::Array(keys)) => keys,
+            _ => return Err(FetchError::NotJwks),
+        },
+        _ => return Err(FetchError::NotJwks),
+    };
+    let mut usable = Vec::new();
+    for value in keys.into_iter().take(max_keys) {
+        let Value::Object(map) = value else { continue };
+        let Ok(jwk) = Jwk::from_map(map) else { continue };
+        if jwk.key_use().is_some_and(|u| u != "sig") {
+            continue;
+        }
+        let kid = jwk.key_id().map(str::to_owned);
+        let declared = jwk.algorithm();
+        if declared.is_some_and(|a| Alg::parse(a).is_none()) {
+            tracing::debug!(kid = ?kid, "skipping a JWK whose alg is not allowed");
+            continue;
+        }
+        for &alg in Alg::for_key(&jwk) {
+            if declared.is_some_and(|a| Alg::parse(a) != Some(alg)) {
+                continue;
+            }
+            match alg.verifier(&jwk) {
+                Ok(verifier) => usable.push(VerifyingKey { kid: kid.clone(), alg, verifier }),
+                Err(_) => tracing::debug!(kid = ?kid, ?alg, "skipping a JWK that is not a usable key"),
+            }
+        }
+    }
+    Ok(KeySet { keys: usable, fetched_at: Instant::now() })
+}
+
+struct Inner {
+    client: HttpClient,
+    config: JwksSettings,
+    cache: Cache<String, CachedSet>,
+    slots: StdMutex<HashMap<String, Arc<Slot>>>,
+    fetches: AtomicU64,
+    fetch_failures: AtomicU64,
+}
+
+/// Verifies JWT signatures with the keys published at an IdP's `jwks_uri`. Cheap to clone:
+/// clones share the cache and the counters.
+#[derive(Clone)]
+pub struct JwksVerifier {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for JwksVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwksVerifier")
+            .field("settings", &self.inner.config)
+            .field("cached_sets", &self.inner.cache.entry_count())
+            .field("fetches", &self.fetch_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwksVerifier {
+    /// A verifier fetching key sets through `client`.
+    pub fn new(client: HttpClient, config: JwksSettings) -> Self {
+        let cache = Cache::builder().max_capacity(config.max_cached_sets).expire_after(SetExpiry).build();
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                config,
+                cache,
+                slots: StdMutex::new(HashMap::new()),
+                fetches: AtomicU64::new(0),
+                fetch_failures: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// How many JWKS fetches were attempted since start (for metrics).
+    pub fn fetch_count(&self) -> u64 {
+        self.inner.fetches.load(Ordering::Relaxed)
+    }
+
+    /// How many of those fetches failed (for metrics).
+    pub fn fetch_failure_count(&self) -> u64 {
+        self.inner.fetch_failures.load(Ordering::Relaxed)
+    }
+
+    /// The configuration in force.
+    pub fn settings(&self) -> &JwksSettings {
+        &self.inner.config
+    }
+
+    /// Verifies `token`'s signature with the keys at `jwks_uri` and returns its claims; see the
+    /// module documentation for the rules. [`TokenVerifier::verify_signature`] calls this with
+    /// the configuration's `jwks_uri`.
+    pub async fn verify(&self, jwks_uri: &str, token: &str) -> Result<Map<String, Value>, TokenRejection> {
+        let parsed = parse_token(token, self.inner.config.max_token_bytes)?;
+        let mut set = match self.inner.cache.get(jwks_uri).await {
+            Some(cached) => cached.keys,
+            None => self.load(jwks_uri).await?,
+        };
+        // At most two looks: the set in hand, then the set after one (possibly shared) refetch.
+        for _ in 0..2 {
+            match lookup(&set, parsed.kid.as_deref(), parsed.alg) {
+                Lookup::Candidates(keys) => {
+                    return if keys
+                        .iter()
+                        .any(|k| k.verifier.verify(parsed.signing_input.as_bytes(), &parsed.signature).is_ok())
+                    {
+                        decode_payload(parsed.payload)
+                    } else {
+                        Err(TokenRejection::BadSignature)
+                    };
+                }
+                Lookup::Mismatch => return Err(TokenRejection::BadSignature),
+                Lookup::Missing => match self.refetch_for_miss(jwks_uri, &set).await {
+                    Some(newer) => set = newer,
+                    None => return Err(TokenRejection::UnknownKey),
+                },
+            }
+        }
+        Err(TokenRejection::UnknownKey)
+    }
+
+    /// Drops the cached key set and fetch state of `jwks_uri`.
+    pub async fn forget_jwks_uri(&self, jwks_uri: &str) {
+        self.inner.cache.invalidate(jwks_uri).await;
+        if let Ok(mut slots) = self.inner.slots.lock() {
+            slots.remove(jwks_uri);
+        }
+    }
+
+    fn slot(&self, jwks_uri: &str) -> Arc<Slot> {
+        match self.inner.slots.lock() {
+            Ok(mut slots) => slots.entry(jwks_uri.to_owned()).or_default().clone(),
+            // A poisoned map only means a panic elsewhere while it was held; a fresh slot still
+            // gives correct (if less shared) behaviour.
+            Err(_) => Arc::new(Slot::default()),
+        }
+    }
+
+    /// No fresh set is cached: fetch one, once for all concurrent callers.
+    async fn load(&self, jwks_uri: &str) -> Result<Arc<KeySet>, TokenRejection> {
+        let slot = self.slot(jwks_uri);
+        let mut state = slot.state.lock().await;
+        if let Some(cached) = self.inner.cache.get(jwks_uri).await {
+            return Ok(cached.keys);
+        }
+        let backing_off = state.last_failure.is_some_and(|t| t.elapsed() < self.inner.config.failure_backoff);
+        if !backing_off {
+            if let Some(fresh) = self.fetch_into_cache(jwks_uri, &mut state).await {
+                return Ok(fresh);
+            }
+        }
+        // The fetch failed (or was not tried): serve the last good set while it is not too old.
+        match &state.last_good {
+            Some(good) if good.fetched_at.elapsed() <= self.inner.config.max_stale => {
+                let retry = self.inner.config.failure_backoff.max(Duration::from_secs(1));
+                self.inner.cache.insert(jwks_uri.to_owned(), CachedSet { keys: good.clone(), ttl: retry }).await;
+                Ok(good.clone())
+            }
+            _ => Err(TokenRejection::KeysUnavailable),
+        }
+    }
+
+    /// `seen` lacks the token's key. Returns a newer set to look in, if there is one: a set
+    /// someone else fetched meanwhile, or one fetched now when the cooldown allows.
+    async fn refetch_for_miss(&self, jwks_uri: &str, seen: &Arc<KeySet>) -> Option<Arc<KeySet>> {
+        let slot = self.slot(jwks_uri);
+        let mut state = slot.state.lock().await;
+        if let Some(cached) = self.inner.cache.get(jwks_uri).await {
+            if !Arc::ptr_eq(&cached.keys, seen) {
+                return Some(cached.keys);
+            }
+        }
+        if let Some(good) = &state.last_good {
+            if !Arc::ptr_eq(good, seen) {
+                return Some(good.clone());
+            }
+        }
+        let cooling_down = state.last_miss_refetch.is_some_and(|t| t.elapsed() < self.inner.config.refetch_cooldown);
+        if cooling_down {
+            return None;
+        }
+        state.last_miss_refetch = Some(Instant::now());
+        self.fetch_into_cache(jwks_uri, &mut state).await
+    }
+
+    /// Fetches and parses the JWKS; on success caches it and records it as the last good set.
+    async fn fetch_into_cache(&self, jwks_uri: &str, state: &mut SlotState) -> Option<Arc<KeySet>> {
+        self.inner.fetches.fetch_add(1, Ordering::Relaxed);
+        match self.fetch(jwks_uri).await {
+            Ok((set, ttl)) => {
+                let set = Arc::new(set);
+                tracing::debug!(jwks_uri, keys = set.keys.len(), ttl_secs = ttl.as_secs(), "JWKS fetched");
+                self.inner.cache.insert(jwks_uri.to_owned(), CachedSet { keys: set.clone(), ttl }).await;
+                state.last_good = Some(set.clone());
+                state.last_failure = None;
+                Some(set)
+            }
+            Err(error) => {
+                self.inner.fetch_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(jwks_uri, %error, "JWKS fetch failed");
+                state.last_failure = Some(Instant::now());
+                None
+            }
+        }
+    }
+
+    async fn fetch(&self, jwks_uri: &str) -> Result<(KeySet, Duration), FetchError> {
+        let response = self.inner.client.get_with_limit(jwks_uri, self.inner.config.max_jwks_bytes).await?;
+        if response.status != http::StatusCode::OK {
+            return Err(FetchError::Status(response.status.as_u16()));
+        }
+        let set = build_key_set(&response.body, self.inner.config.max_keys)?;
+        let ttl = cache_ttl(response.header_joined("cache-control").as_deref(), &self.inner.config);
+        Ok((set, ttl))
+    }
+}
+
+#[async_trait]
+impl TokenVerifier for JwksVerifier {
+    async fn verify_signature(&self, config: &IdpConfig, token: &str) -> Result<Map<String, Value>, TokenRejection> {
+        self.verify(&config.jwks_uri, token).await
+    }
+
+    async fn forget(&self, config: &IdpConfig) {
+        self.forget_jwks_uri(&config.jwks_uri).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use josekit::jwk::KeyPair as _;
+    use josekit::jws::JwsHeader;
+    use josekit::jwt::JwtPayload;
+    use serde_json::json;
+
+    fn cfg() -> JwksSettings {
+        JwksSettings::default()
+    }
+
+    #[test]
+    fn cache_control_parsing() {
+        let c = cfg();
+        assert_eq!(cache_ttl(None, &c), Duration::from_secs(600));
+        assert_eq!(cache_ttl(Some("public, max-age=3600"), &c), Duration::from_secs(3600));
+        assert_eq!(cache_ttl(Some("max-age=\"120\", must-revalidate"), &c), Duration::from_secs(120));
+        assert_eq!(cache_ttl(Some("MAX-AGE = 900"), &c), Duration::from_secs(900));
+        assert_eq!(cache_ttl(Some("max-age=5"), &c), Duration::from_secs(60), "clamped up");
+        assert_eq!(cache_ttl(Some("max-age=99999999"), &c), Duration::from_secs(86_400), "clamped down");
+        assert_eq!(cache_ttl(Some("no-store"), &c), Duration::from_secs(60));
+        assert_eq!(cache_ttl(Some("public, no-cache, max-age=3600"), &c), Duration::from_secs(60));
+        assert_eq!(cache_ttl(Some("max-age=abc"), &c), Duration::from_secs(600));
+        assert_eq!(cache_ttl(Some("max-age=-5"), &c), Duration::from_secs(600));
+        assert_eq!(cache_ttl(Some("public"), &c), Duration::from_secs(600));
+        assert_eq!(cache_ttl(Some("s-maxage=30, max-age=300"), &c), Duration::from_secs(300));
+        let odd = JwksSettings { min_ttl: Duration::from_secs(100), max_ttl: Duration::from_secs(10), ..cfg() };
+        assert_eq!(cache_ttl(Some("max-age=50"), &odd), Duration::from_secs(100), "min wins over a smaller max");
+    }
+
+    struct Keys {
+        rsa_private: Jwk,
+        rsa_public: Jwk,
+    }
+
+    fn rsa() -> Keys {
+        let pair = RS256.generate_key_pair(2048).unwrap();
+        let mut private_map = pair.to_jwk_private_key().as_ref().clone();
+        private_map.remove("alg");
+        // No kid on the signing key: josekit would put it in every header, over the test's own.
+        let rsa_private = Jwk::from_map(private_map).unwrap();
+        let mut rsa_public = pair.to_jwk_public_key();
+        rsa_public.set_key_id("r1");
+        Keys { rsa_private, rsa_public }
+    }
+
+    fn sign(alg: &str, kid: Option<&str>, private: &Jwk) -> String {
+        let mut header = JwsHeader::new();
+        if let Some(kid) = kid {
+            header.set_key_id(kid);
+        }
+        let payload = JwtPayload::from_map(json!({"sub": "u"}).as_object().unwrap().clone()).unwrap();
+        let signer: Box<dyn josekit::jws::JwsSigner> = match alg {
+            "RS256" => Box::new(RS256.signer_from_jwk(private).unwrap()),
+            "PS256" => Box::new(PS256.signer_from_jwk(private).unwrap()),
+            _ => unreachable!(),
+        };
+        josekit::jwt::encode_with_signer(&payload, &header, &*signer).unwrap()
+    }
+
+    fn set_of(keys: Value) -> KeySet {
+        build_key_set(json!({ "keys": keys }).to_string().as_bytes(), 100).unwrap()
+    }
+
+    fn check(set: &KeySet, token: &str) -> Result<Map<String, Value>, TokenRejection> {
+        let parsed = parse_token(token, 16 * 1024)?;
+        match lookup(set, parsed.kid.as_deref(), parsed.alg) {
+            Lookup::Candidates(keys) => {
+                if keys.iter().any(|k| k.verifier.verify(parsed.signing_input.as_bytes(), &parsed.signature).is_ok()) {
+                    decode_payload(parsed.payload)
+                } else {
+                    Err(TokenRejection::BadSignature)
+                }
+            }
+            Lookup::Mismatch => Err(TokenRejection::BadSignature),
+            Lookup::Missing => Err(TokenRejection::UnknownKey),
+        }
+    }
+
+    /// The public JWK as a JSON object, without an `alg` member.
+    fn public_map(jwk: &Jwk) -> Value {
+        let mut map = jwk.as_ref().clone();
+        map.remove("alg");
+        Value::Object(map)
+    }
+
+    #[test]
+    fn rsa_key_verifies_rs256_and_ps256_unless_its_alg_says_otherwise() {
+        let k = rsa();
+        let set = set_of(json!([public_map(&k.rsa_public)]));
+        assert_eq!(set.keys.len(), 2);
+        assert_eq!(check(&set, &sign("RS256", Some("r1"), &k.rsa_private)).unwrap()["sub"], "u");
+        assert!(check(&set, &sign("PS256", Some("r1"), &k.rsa_private)).is_ok());
+        assert!(check(&set, &sign("RS256", None, &k.rsa_private)).is_ok(), "no kid: try the keys for the alg");
+        assert_eq!(check(&set, &sign("RS256", Some("other"), &k.rsa_private)), Err(TokenRejection::UnknownKey));
+
+        let mut only_rs = public_map(&k.rsa_public);
+        only_rs["alg"] = json!("RS256");
+        let set = set_of(json!([only_rs]));
+        assert_eq!(set.keys.len(), 1);
+        assert_eq!(check(&set, &sign("PS256", Some("r1"), &k.rsa_private)), Err(TokenRejection::BadSignature));
+    }
+
+    #[test]
+    fn unusable_keys_are_skipped() {
+        let k = rsa();
+        let mut enc = public_map(&k.rsa_public);
+        enc["use"] = json!("enc");
+        let mut rs384 = public_map(&k.rsa_public);
+        rs384["alg"] = json!("RS384");
+        let mut verify_ops_missing = public_map(&k.rsa_public);
+        verify_ops_missing["key_ops"] = json!(["encrypt"]);
+        let p384 = Value::Object(ES256.generate_key_pair().unwrap().to_jwk_public_key().as_ref().clone());
+        let mut p384 = p384;
+        p384["crv"] = json!("P-384");
+        let set = set_of(
+            json!([enc, rs384, verify_ops_missing, p384, {"kty": "oct", "k": "c2VjcmV0"}, "junk", {"kty": "RSA"}]),
+        );
+        assert!(set.keys.is_empty(), "{set:?}");
+        assert!(matches!(build_key_set(b"[]", 10), Err(FetchError::NotJwks)));
+        assert!(matches!(build_key_set(b"{\"keys\": {}}", 10), Err(FetchError::NotJwks)));
+    }
+
+    #[test]
+    fn token_shape_rules() {
+        let long = "a".repeat(100);
+        assert_eq!(parse_token(&long, 99).err(), Some(TokenRejection::TooLong(99)));
+        for garbage in ["", "abc", "a.b", "a.b.c.d", "!!.e30.c2ln", "e30.e30.c2ln", ".e30.c2ln"] {
+            assert!(matches!(parse_token(garbage, 1000), Err(TokenRejection::Malformed)), "{garbage}");
+        }
+        let header = |h: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.to_string());
+        let with = |h: Value| format!("{}.e30.c2ln", header(h));
+        assert!(
+            matches!(parse_token(&with(json!({"alg": "none"})), 1000), Err(TokenRejection::DisallowedAlgorithm(a)) if a == "none")
+        );
+        assert!(
+            matches!(parse_token(&with(json!({"alg": "HS256"})), 1000), Err(TokenRejection::DisallowedAlgorithm(a)) if a == "HS256")
+        );
+        assert!(matches!(
+            parse_token(&with(json!({"alg": "RS256", "crit": ["b64"]})), 1000),
+            Err(TokenRejection::Malformed)
+        ));
+        assert!(matches!(parse_token(&with(json!({"alg": "RS256", "kid": 5})), 1000), Err(TokenRejection::Malformed)));
+        let shown = match parse_token(&with(json!({"alg": "x\u{1}".repeat(40)})), 1000) {
+            Err(TokenRejection::DisallowedAlgorithm(a)) => a,
+            _ => panic!(),
+        };
+        assert_eq!(shown.len(), 32);
+        assert!(shown.chars().all(|c| c.is_ascii_graphic()));
+        let token = with(json!({"alg": "ES256", "kid": "k"}));
+        let ok = parse_token(&token, 1000).map_err(|_| ()).unwrap();
+        assert_eq!(ok.signing_input, format!("{}.e30", header(json!({"alg": "ES256", "kid": "k"}))));
+        assert_eq!(ok.signature, b"sig");
+    }
+}
