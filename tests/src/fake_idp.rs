@@ -197,7 +197,12 @@ fn sign_with(key: &SigningKey, claims: &Value, kid: Option<&str>) -> String {
 impl FakeIdp {
     /// Starts the server on `127.0.0.1` with one key for each of RS256, ES256 and EdDSA.
     pub async fn start() -> FakeIdp {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the fake IdP");
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// As [`FakeIdp::start`], on a given address (`cargo xtask dev-idp` uses a fixed port).
+    pub async fn start_on(addr: &str) -> FakeIdp {
+        let listener = TcpListener::bind(addr).await.expect("bind the fake IdP");
         let addr = listener.local_addr().expect("local address");
         let mut state = State {
             keys: Vec::new(),
@@ -439,6 +444,34 @@ fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 response.headers_mut().insert(hyper::header::CACHE_CONTROL, value);
             }
             response
+        }
+        (&Method::GET, "/dev/token") => {
+            // For trying Custody by hand: a fresh RS256 token for `?sub=` (and optional `email`,
+            // `name`, comma-separated `groups` and `roles`), valid for an hour.
+            let query: std::collections::HashMap<String, String> = req
+                .uri()
+                .query()
+                .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+                .unwrap_or_default();
+            let Some(sub) = query.get("sub").filter(|s| !s.is_empty()) else {
+                return respond(StatusCode::BAD_REQUEST, "text/plain", "sub is required");
+            };
+            let now = now();
+            let mut claims =
+                json!({"iss": shared.base_url, "aud": AUDIENCE, "sub": sub, "iat": now, "exp": now + 3600});
+            for name in ["email", "name"] {
+                if let Some(v) = query.get(name) {
+                    claims[name] = json!(v);
+                }
+            }
+            for name in ["groups", "roles"] {
+                if let Some(v) = query.get(name) {
+                    claims[name] = json!(v.split(',').filter(|s| !s.is_empty()).collect::<Vec<_>>());
+                }
+            }
+            let state = shared.state.lock().expect("fake IdP state");
+            let key = state.current(Alg::Rs256);
+            respond(StatusCode::OK, "text/plain", sign_with(key, &claims, Some(&key.kid)))
         }
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found"),
     }

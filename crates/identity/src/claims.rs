@@ -229,7 +229,9 @@ mod tests {
 
     #[test]
     fn json_pointer_and_dotted_paths() {
-        let c = claims(json!({"o": {"rol": "admin", "a/b": {"~x": true}}, "realm_access": {"roles": ["r1", "r2"]}, "arr": [10, 20]}));
+        let c = claims(
+            json!({"o": {"rol": "admin", "a/b": {"~x": true}}, "realm_access": {"roles": ["r1", "r2"]}, "arr": [10, 20]}),
+        );
         assert_eq!(ClaimPath::parse("/o/rol").unwrap().resolve(&c), Some(&json!("admin")));
         assert_eq!(ClaimPath::parse("/o/a~1b/~0x").unwrap().resolve(&c), Some(&json!(true)));
         assert_eq!(ClaimPath::parse("/arr/1").unwrap().resolve(&c), Some(&json!(20)));

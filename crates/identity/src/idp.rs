@@ -220,7 +220,11 @@ mod tests {
             issuer: Issuer::new("https://idp.example.com"),
             jwks_uri: "https://idp.example.com/jwks".into(),
             audience: None,
-            claims: ClaimMappings { user_id: ClaimPath::subject(), group: Some(ClaimPath::parse("groups").unwrap()), role: None },
+            claims: ClaimMappings {
+                user_id: ClaimPath::subject(),
+                group: Some(ClaimPath::parse("groups").unwrap()),
+                role: None,
+            },
             claims_locked_at: locked.then_some(UnixTime(5)),
             version: 3,
             created_at: UnixTime(1),
@@ -230,7 +234,10 @@ mod tests {
 
     #[test]
     fn unlocked_patch_changes_and_bumps_version() {
-        let patch = IdpPatch { claims: RequestedClaims { role: Some(Some(ClaimPath::parse("roles").unwrap())), ..Default::default() }, ..Default::default() };
+        let patch = IdpPatch {
+            claims: RequestedClaims { role: Some(Some(ClaimPath::parse("roles").unwrap())), ..Default::default() },
+            ..Default::default()
+        };
         let next = patch.apply(&config(false)).unwrap();
         assert_eq!(next.claims.role.unwrap().as_str(), "roles");
         assert_eq!(next.version, 4);
@@ -239,12 +246,20 @@ mod tests {
     #[test]
     fn locked_patch_rules() {
         let locked = config(true);
-        let change_group = IdpPatch { claims: RequestedClaims { group: Some(None), ..Default::default() }, ..Default::default() };
+        let change_group =
+            IdpPatch { claims: RequestedClaims { group: Some(None), ..Default::default() }, ..Default::default() };
         assert_eq!(change_group.apply(&locked), Err(ClaimMappingsLocked { field: "group" }));
-        let change_user = IdpPatch { claims: RequestedClaims { user_id: Some(ClaimPath::parse("uid").unwrap()), ..Default::default() }, ..Default::default() };
+        let change_user = IdpPatch {
+            claims: RequestedClaims { user_id: Some(ClaimPath::parse("uid").unwrap()), ..Default::default() },
+            ..Default::default()
+        };
         assert_eq!(change_user.apply(&locked), Err(ClaimMappingsLocked { field: "user_id" }));
         let same = IdpPatch {
-            claims: RequestedClaims { user_id: Some(ClaimPath::subject()), group: Some(Some(ClaimPath::parse("groups").unwrap())), role: Some(None) },
+            claims: RequestedClaims {
+                user_id: Some(ClaimPath::subject()),
+                group: Some(Some(ClaimPath::parse("groups").unwrap())),
+                role: Some(None),
+            },
             ..Default::default()
         };
         let next = same.apply(&locked).unwrap();

@@ -145,7 +145,10 @@ mod tests {
     fn refuses_bad_urls() {
         assert_eq!(IssuerUrl::parse("tenant.auth0.com", HttpsOnly), Err(InvalidIssuerUrl::NotAbsolute));
         assert_eq!(IssuerUrl::parse("http://idp.example.com", HttpsOnly), Err(InvalidIssuerUrl::InsecureNotAllowed));
-        assert_eq!(IssuerUrl::parse("http://idp.example.com", AllowInsecureLoopback), Err(InvalidIssuerUrl::InsecureNotAllowed));
+        assert_eq!(
+            IssuerUrl::parse("http://idp.example.com", AllowInsecureLoopback),
+            Err(InvalidIssuerUrl::InsecureNotAllowed)
+        );
         assert_eq!(IssuerUrl::parse("ftp://idp.example.com", AllowInsecureLoopback), Err(InvalidIssuerUrl::NotHttps));
         assert_eq!(IssuerUrl::parse("https://idp.example.com/?a=b", HttpsOnly), Err(InvalidIssuerUrl::QueryOrFragment));
         assert_eq!(IssuerUrl::parse("https://idp.example.com/#x", HttpsOnly), Err(InvalidIssuerUrl::QueryOrFragment));

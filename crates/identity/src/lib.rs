@@ -8,12 +8,12 @@
 
 pub mod app;
 pub mod audit;
-pub mod page;
 pub mod claims;
 pub mod idp;
 pub mod ids;
 pub mod issuer;
 pub mod jwt;
+pub mod page;
 pub mod ports;
 pub mod secret;
 pub mod service;
@@ -26,6 +26,6 @@ pub use idp::{IdpConfig, IdpKind, IdpPatch, NewIdpConfig, RequestedClaims};
 pub use ids::{ApiKeyId, AppId, IdpId, InvalidId, UserId};
 pub use issuer::{InvalidIssuerUrl, Issuer, IssuerUrl, IssuerUrlPolicy};
 pub use jwt::{ClaimExpectations, TokenRejection, VerifiedClaims};
+pub use secret::Secret;
 pub use time::UnixTime;
 pub use user::{User, UserStatus};
-pub use secret::Secret;

@@ -123,7 +123,12 @@ pub trait IdentityStore: Send + Sync {
     async fn create_idp(&self, config: &IdpConfig, audit: &AuditEntry) -> Result<(), CreateIdpError>;
     /// Replaces the configuration if the stored version is still `expected_version`. The lock
     /// time is never changed by this method.
-    async fn update_idp(&self, config: &IdpConfig, expected_version: i64, audit: &AuditEntry) -> Result<(), UpdateIdpError>;
+    async fn update_idp(
+        &self,
+        config: &IdpConfig,
+        expected_version: i64,
+        audit: &AuditEntry,
+    ) -> Result<(), UpdateIdpError>;
     /// Removes the app's IdP configuration; users stay. `false` when there was none.
     async fn delete_idp(&self, app: &AppId, audit: &AuditEntry) -> Result<bool, StoreError>;
 
@@ -146,15 +151,31 @@ pub trait IdentityStore: Send + Sync {
     /// Finds the user (app, `subject`) or creates it as `active` with `new_user_id`, without
     /// touching the claim lock (an operator's import is not a sign-in). Returns the user as
     /// stored, of any status.
-    async fn ensure_user(&self, app: &AppId, subject: &str, new_user_id: &UserId, now: UnixTime) -> Result<User, StoreError>;
+    async fn ensure_user(
+        &self,
+        app: &AppId,
+        subject: &str,
+        new_user_id: &UserId,
+        now: UnixTime,
+    ) -> Result<User, StoreError>;
     async fn get_user(&self, app: &AppId, user: &UserId) -> Result<Option<User>, StoreError>;
     /// The app's users, oldest first, optionally only those with `status`.
-    async fn list_users(&self, app: &AppId, status: Option<UserStatus>, page: &PageRequest) -> Result<Page<User>, StoreError>;
+    async fn list_users(
+        &self,
+        app: &AppId,
+        status: Option<UserStatus>,
+        page: &PageRequest,
+    ) -> Result<Page<User>, StoreError>;
 
     /// Appends an audit row on its own.
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
     /// Audit rows, newest first.
-    async fn list_audit(&self, app: &AppId, filter: &AuditFilter, page: &PageRequest) -> Result<Page<AuditEntry>, StoreError>;
+    async fn list_audit(
+        &self,
+        app: &AppId,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEntry>, StoreError>;
 }
 
 /// An IdP's OpenID Provider metadata, as far as Custody uses it.

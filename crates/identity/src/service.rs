@@ -182,7 +182,14 @@ impl IdentityService {
         let hash = self.hasher.hash(API_KEY_PURPOSE, secret.as_bytes());
         let id = ApiKeyId::parse(&self.new_id()).unwrap_or_else(|_| unreachable_uuid());
         NewApiKey {
-            record: ApiKeyRecord { id, app_id: app.clone(), prefix, hash, created_at: self.clock.now(), last_used_at: None },
+            record: ApiKeyRecord {
+                id,
+                app_id: app.clone(),
+                prefix,
+                hash,
+                created_at: self.clock.now(),
+                last_used_at: None,
+            },
             secret,
         }
     }
@@ -218,7 +225,11 @@ impl IdentityService {
     }
 
     /// Fetches and checks an issuer's discovery document; stores nothing.
-    pub async fn discover(&self, issuer_url: &str, kind_override: Option<IdpKind>) -> Result<DiscoveredIdp, DiscoverError> {
+    pub async fn discover(
+        &self,
+        issuer_url: &str,
+        kind_override: Option<IdpKind>,
+    ) -> Result<DiscoveredIdp, DiscoverError> {
         let url = IssuerUrl::parse(issuer_url, self.settings.issuer_policy)?;
         let document = self.discovery.discover(&url).await?;
         let kind = kind_override.unwrap_or_else(|| IdpKind::detect(&url));
@@ -252,7 +263,12 @@ impl IdentityService {
                 end_session_endpoint: discovered.document.end_session_endpoint,
             },
         };
-        let audit = self.audit(app, "idp.create", OPERATOR, Some(format!("{} identity provider {} added", config.kind.as_str(), config.issuer)));
+        let audit = self.audit(
+            app,
+            "idp.create",
+            OPERATOR,
+            Some(format!("{} identity provider {} added", config.kind.as_str(), config.issuer)),
+        );
         match self.store.create_idp(&config, &audit).await {
             Ok(()) => Ok(config),
             Err(CreateIdpError::AlreadyConfigured) => Err(AddIdpError::AlreadyConfigured),
@@ -301,7 +317,12 @@ impl IdentityService {
     }
 
     /// As [`Self::verify_token`], with an explicit audience (sign-in ID tokens name the client).
-    pub async fn verify_token_for_audience(&self, config: &IdpConfig, token: &str, audience: Option<&str>) -> Result<VerifiedClaims, TokenRejection> {
+    pub async fn verify_token_for_audience(
+        &self,
+        config: &IdpConfig,
+        token: &str,
+        audience: Option<&str>,
+    ) -> Result<VerifiedClaims, TokenRejection> {
         let claims = self.verifier.verify_signature(config, token).await?;
         let expect = ClaimExpectations { issuer: &config.issuer, audience, leeway_secs: self.settings.leeway_secs };
         validate_claims(claims, &expect, self.clock.now())
@@ -335,7 +356,11 @@ impl IdentityService {
         let identity = config.claims.extract(&verified.claims).map_err(TokenRejection::from)?;
         let lock = LockGuard { idp_version: config.version, already_locked: config.claims_locked() };
         let new_id = UserId::parse(&self.new_id()).unwrap_or_else(|_| unreachable_uuid());
-        match self.store.resolve_user(&config.app_id, lock, &identity, verified.issued_at, &new_id, self.clock.now()).await {
+        match self
+            .store
+            .resolve_user(&config.app_id, lock, &identity, verified.issued_at, &new_id, self.clock.now())
+            .await
+        {
             Ok(user) => Ok(user),
             Err(ResolveUserError::ConfigChanged) => Err(ResolveError::ConfigChanged),
             Err(ResolveUserError::Store(e)) => Err(e.into()),

@@ -119,7 +119,9 @@ impl OAuthClient for HttpOAuthClient {
             if !scopes.is_empty() {
                 q.append_pair("scope", &scopes.join(" "));
             }
-            q.append_pair("state", state).append_pair("code_challenge", &challenge).append_pair("code_challenge_method", "S256");
+            q.append_pair("state", state)
+                .append_pair("code_challenge", &challenge)
+                .append_pair("code_challenge_method", "S256");
         }
         Ok(url.into())
     }
@@ -198,19 +200,31 @@ mod tests {
 
     #[test]
     fn pkce_rfc7636_appendix_b() {
-        assert_eq!(pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        assert_eq!(
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
     }
 
     #[test]
     fn token_responses() {
-        let ok = token_set(200, br#"{"access_token":"at","token_type":"bearer","expires_in":"3600","refresh_token":"rt","scope":"a b"}"#).unwrap();
+        let ok = token_set(
+            200,
+            br#"{"access_token":"at","token_type":"bearer","expires_in":"3600","refresh_token":"rt","scope":"a b"}"#,
+        )
+        .unwrap();
         assert_eq!(ok.access_token.expose(), "at");
         assert_eq!(ok.expires_in, Some(3600));
         assert_eq!(ok.scopes, Some(vec!["a".to_string(), "b".to_string()]));
-        assert_eq!(token_set(400, br#"{"error":"invalid_grant","error_description":"x"}"#), Err(OAuthError::InvalidGrant));
+        assert_eq!(
+            token_set(400, br#"{"error":"invalid_grant","error_description":"x"}"#),
+            Err(OAuthError::InvalidGrant)
+        );
         assert_eq!(token_set(200, br#"{"error":"bad_refresh_token"}"#), Err(OAuthError::InvalidGrant));
         assert!(matches!(token_set(503, b"busy"), Err(OAuthError::Transient(_))));
-        assert!(matches!(token_set(401, br#"{"error":"invalid_client"}"#), Err(OAuthError::Rejected(c)) if c == "invalid_client"));
+        assert!(
+            matches!(token_set(401, br#"{"error":"invalid_client"}"#), Err(OAuthError::Rejected(c)) if c == "invalid_client")
+        );
         assert!(matches!(token_set(200, b"not json"), Err(OAuthError::Transient(_))));
     }
 }

@@ -6,8 +6,7 @@
 use crate::cursor::{fetch_limit, into_page, Cursor};
 use crate::error::{db_error, is_foreign_key_violation, is_unique_violation, TxError};
 use crate::models::{
-    names_to_json, ApiKeyRow, AppRow, AuditRow, IdpRow, NewApiKeyRow, NewAppRow, NewAuditRow, NewIdpRow, NewUserRow,
-    UserRow,
+    names_to_json, ApiKeyRow, AppRow, AuditRow, IdpRow, NewApiKeyRow, NewAppRow, NewIdpRow, NewUserRow, UserRow,
 };
 use crate::pool::BackendQueries as _;
 use crate::schema::{api_keys, apps, audit_log, idp_configs, membership_removals, users};
@@ -35,13 +34,6 @@ diesel::define_sql_function! {
 /// How long `last_seen_at` may lag before resolving an unchanged user writes it again. Skipping
 /// the write keeps the token hot path read-only.
 pub(crate) const LAST_SEEN_GRANULARITY_SECS: i64 = 60;
-
-/// Inserts an audit row: the statement every mutating method ends with.
-macro_rules! insert_audit {
-    ($conn:expr, $entry:expr) => {
-        diesel::insert_into(audit_log::table).values(NewAuditRow::from($entry)).execute($conn).await
-    };
-}
 
 /// Whether a configuration stored at `version`, locked at `locked_at`, still matches a token
 /// verified under a locked configuration at `lock.idp_version`. Only audience edits can bump a
@@ -518,6 +510,49 @@ impl IdentityStore for Store {
             }
         }
         self.resolve_user_in_transaction(app, lock, identity, token_issued_at, new_user_id, now).await
+    }
+
+    async fn ensure_user(
+        &self,
+        app: &AppId,
+        subject: &str,
+        new_user_id: &UserId,
+        now: UnixTime,
+    ) -> Result<User, StoreError> {
+        // Not a sign-in: no claim lock, no `last_seen_at`, no token-sourced groups or roles.
+        let new_user = User {
+            id: new_user_id.clone(),
+            app_id: app.clone(),
+            subject: subject.to_owned(),
+            status: UserStatus::Active,
+            email: None,
+            name: None,
+            groups: BTreeSet::new(),
+            roles: BTreeSet::new(),
+            created_at: now,
+            last_seen_at: None,
+        };
+        let row: UserRow = with_conn!(self, |conn| {
+            let by_subject = users::table
+                .filter(users::app_id.eq(app.as_str()))
+                .filter(users::subject.eq(subject))
+                .select(UserRow::as_select());
+            match by_subject.first(conn).await.optional().map_err(db_error)? {
+                Some(row) => row,
+                None => {
+                    // A concurrent creator (a sign-in, another import) may win the race: the
+                    // insert then does nothing and the read returns the winner's row.
+                    diesel::insert_into(users::table)
+                        .values(NewUserRow::from(&new_user))
+                        .on_conflict_do_nothing()
+                        .execute(conn)
+                        .await
+                        .map_err(db_error)?;
+                    by_subject.first(conn).await.map_err(db_error)?
+                }
+            }
+        });
+        row.into_domain()
     }
 
     async fn get_user(&self, app: &AppId, user: &UserId) -> Result<Option<User>, StoreError> {

@@ -1,7 +1,9 @@
 //! Custody's persistence adapter: diesel + diesel-async on SQLite (the embedded default for one
 //! machine) and PostgreSQL (the shared production store behind many stateless instances).
 //!
-//! [`Store`] implements the identity domain's port, [`custody_identity::ports::IdentityStore`].
+//! [`Store`] implements the identity domain's port, [`custody_identity::ports::IdentityStore`],
+//! and the vault's, [`custody_vault::ports::VaultStore`] and
+//! [`custody_vault::ports::RefreshLock`].
 //! It picks the backend from the database URL, applies the embedded migrations
 //! (`migrations/sqlite` and `migrations/postgres`, same version names) at connect, and keeps
 //! diesel inside this crate: every error crosses as the port's error type.
@@ -13,6 +15,11 @@
 //! - `macros.rs`: `with_conn!` and `transaction!`, which run one diesel query text on either
 //!   backend; write transactions are `BEGIN IMMEDIATE` on SQLite.
 //! - `identity.rs`: the [`custody_identity::ports::IdentityStore`] implementation.
+//! - `vault.rs`: the [`custody_vault::ports::VaultStore`] implementation (providers, policies,
+//!   grants and credentials, revocation and its outbox, lifecycle events, connect states,
+//!   re-sealing).
+//! - `refresh_lock.rs`: [`custody_vault::ports::RefreshLock`], single flight of a grant's refresh
+//!   in the process and, on PostgreSQL, across processes (session advisory locks).
 //! - `testing` (feature `testing`): a fresh database per test on every configured backend.
 //!
 //! New tables and port implementations follow the same pattern: a migration in both folders, a
@@ -28,10 +35,12 @@ mod identity;
 mod migrate;
 mod models;
 mod pool;
+mod refresh_lock;
 mod schema;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod vault;
 
 pub use error::{ConnectError, MigrationError};
 pub use migrate::MigrationStatus;

@@ -58,3 +58,37 @@ macro_rules! transaction {
         }
     }};
 }
+
+/// Inserts an audit row (a `&AuditEntry`) on `$conn`: the statement every mutating method ends
+/// with. Evaluates to the statement's `QueryResult<usize>`.
+macro_rules! insert_audit {
+    ($conn:expr, $entry:expr) => {
+        ::diesel_async::RunQueryDsl::execute(
+            ::diesel::insert_into($crate::schema::audit_log::table).values($crate::models::NewAuditRow::from($entry)),
+            $conn,
+        )
+        .await
+    };
+}
+
+/// Evaluates `$body` with `$filter` bound to the `grants` filter of a
+/// [`custody_vault::ports::RevokeScope`] (`&RevokeScope`): one arm per scope, so each arm's query
+/// is fully typed. The caller adds the app filter.
+macro_rules! with_scope {
+    ($scope:expr, |$filter:ident| $body:expr) => {
+        match $scope {
+            ::custody_vault::ports::RevokeScope::Grant(id) => {
+                let $filter = $crate::schema::grants::id.eq(id.as_str());
+                $body
+            }
+            ::custody_vault::ports::RevokeScope::Provider(name) => {
+                let $filter = $crate::schema::grants::provider.eq(name.as_str());
+                $body
+            }
+            ::custody_vault::ports::RevokeScope::User(user) => {
+                let $filter = $crate::schema::grants::user_id.eq(user.as_str());
+                $body
+            }
+        }
+    };
+}

@@ -4,7 +4,10 @@
 //! a UUID, an unknown status) is reported as corrupt data rather than guessed at.
 
 use crate::error::corrupt;
-use crate::schema::{api_keys, apps, audit_log, idp_configs, users};
+use crate::schema::{
+    api_keys, apps, audit_log, connect_states, credentials, grants, idp_configs, policies, providers,
+    revocation_outbox, users,
+};
 use custody_identity::app::{ApiKeyRecord, App, AppName};
 use custody_identity::audit::{AuditEntry, AuditOutcome};
 use custody_identity::claims::{ClaimMappings, ClaimPath};
@@ -14,14 +17,19 @@ use custody_identity::issuer::Issuer;
 use custody_identity::ports::StoreError;
 use custody_identity::time::UnixTime;
 use custody_identity::user::{User, UserStatus};
+use custody_vault::cipher::SealedBox;
+use custody_vault::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind};
+use custody_vault::policy::{Policy, PolicyLookup};
+use custody_vault::ports::{ConnectState, OutboxItem};
+use custody_vault::provider::{ProviderConfig, ProviderName};
 use diesel::prelude::*;
 use std::collections::BTreeSet;
 
-fn app_id(s: &str) -> Result<AppId, StoreError> {
+pub(crate) fn app_id(s: &str) -> Result<AppId, StoreError> {
     AppId::parse(s).map_err(|_| corrupt("app id"))
 }
 
-fn user_id(s: &str) -> Result<UserId, StoreError> {
+pub(crate) fn user_id(s: &str) -> Result<UserId, StoreError> {
     UserId::parse(s).map_err(|_| corrupt("user id"))
 }
 
@@ -35,8 +43,42 @@ pub(crate) fn names_to_json(names: &BTreeSet<String>) -> String {
     serde_json::to_string(names).unwrap_or_else(|_| "[]".to_owned())
 }
 
-fn names_from_json(json: &str) -> Result<BTreeSet<String>, StoreError> {
+pub(crate) fn names_from_json(json: &str) -> Result<BTreeSet<String>, StoreError> {
     serde_json::from_str(json).map_err(|_| corrupt("membership list"))
+}
+
+/// A list of strings as stored, in its order: a JSON array of strings.
+pub(crate) fn strings_to_json(items: &[String]) -> String {
+    // Serialising strings cannot fail; an empty array is the harmless fallback regardless.
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn strings_from_json(json: &str, what: &'static str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(json).map_err(|_| corrupt(what))
+}
+
+pub(crate) fn grant_id(s: &str) -> Result<GrantId, StoreError> {
+    GrantId::parse(s).map_err(|_| corrupt("grant id"))
+}
+
+pub(crate) fn provider_name(s: &str) -> Result<ProviderName, StoreError> {
+    ProviderName::parse(s).map_err(|_| corrupt("provider name"))
+}
+
+/// The stored text of a token kind.
+pub(crate) fn token_kind_str(kind: TokenKind) -> &'static str {
+    match kind {
+        TokenKind::Access => "access",
+        TokenKind::Refresh => "refresh",
+    }
+}
+
+pub(crate) fn token_kind(s: &str) -> Result<TokenKind, StoreError> {
+    match s {
+        "access" => Ok(TokenKind::Access),
+        "refresh" => Ok(TokenKind::Refresh),
+        _ => Err(corrupt("token kind")),
+    }
 }
 
 #[derive(Debug, Queryable, Selectable)]
@@ -334,5 +376,332 @@ impl<'a> From<&'a AuditEntry> for NewAuditRow<'a> {
             outcome: e.outcome.as_str(),
             detail: e.detail.as_deref(),
         }
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = providers, check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+pub(crate) struct ProviderRow {
+    pub app_id: String,
+    pub name: String,
+    pub authorization_url: String,
+    pub token_url: String,
+    pub revocation_url: Option<String>,
+    pub client_id: String,
+    pub client_secret: Vec<u8>,
+    pub scopes_json: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl ProviderRow {
+    pub(crate) fn into_domain(self) -> Result<ProviderConfig, StoreError> {
+        Ok(ProviderConfig {
+            app_id: app_id(&self.app_id)?,
+            name: provider_name(&self.name)?,
+            authorization_url: self.authorization_url,
+            token_url: self.token_url,
+            revocation_url: self.revocation_url,
+            client_id: self.client_id,
+            client_secret: SealedBox(self.client_secret),
+            scopes: strings_from_json(&self.scopes_json, "provider scopes")?,
+            created_at: UnixTime(self.created_at),
+            updated_at: UnixTime(self.updated_at),
+        })
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = providers)]
+pub(crate) struct NewProviderRow<'a> {
+    pub app_id: &'a str,
+    pub name: &'a str,
+    pub authorization_url: &'a str,
+    pub token_url: &'a str,
+    pub revocation_url: Option<&'a str>,
+    pub client_id: &'a str,
+    pub client_secret: &'a [u8],
+    pub scopes_json: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl<'a> From<&'a ProviderConfig> for NewProviderRow<'a> {
+    fn from(p: &'a ProviderConfig) -> Self {
+        Self {
+            app_id: p.app_id.as_str(),
+            name: p.name.as_str(),
+            authorization_url: &p.authorization_url,
+            token_url: &p.token_url,
+            revocation_url: p.revocation_url.as_deref(),
+            client_id: &p.client_id,
+            client_secret: &p.client_secret.0,
+            scopes_json: strings_to_json(&p.scopes),
+            created_at: p.created_at.0,
+            updated_at: p.updated_at.0,
+        }
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = policies, check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+pub(crate) struct PolicyRow {
+    pub app_id: String,
+    pub provider: String,
+    pub allow_groups_json: String,
+    pub allow_roles_json: String,
+    pub updated_at: i64,
+}
+
+impl PolicyRow {
+    pub(crate) fn into_domain(self) -> Result<Policy, StoreError> {
+        Ok(Policy {
+            app_id: app_id(&self.app_id)?,
+            provider: provider_name(&self.provider)?,
+            allow_groups: names_from_json(&self.allow_groups_json).map_err(|_| corrupt("policy groups"))?,
+            allow_roles: names_from_json(&self.allow_roles_json).map_err(|_| corrupt("policy roles"))?,
+            updated_at: UnixTime(self.updated_at),
+        })
+    }
+
+    /// The lookup this row means: a policy, or [`PolicyLookup::Unreadable`] (deny) when any
+    /// part of it does not decode.
+    pub(crate) fn into_lookup(self) -> PolicyLookup {
+        match self.into_domain() {
+            Ok(policy) => PolicyLookup::Found(policy),
+            Err(_) => PolicyLookup::Unreadable,
+        }
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = policies)]
+pub(crate) struct NewPolicyRow<'a> {
+    pub app_id: &'a str,
+    pub provider: &'a str,
+    pub allow_groups_json: String,
+    pub allow_roles_json: String,
+    pub updated_at: i64,
+}
+
+impl<'a> From<&'a Policy> for NewPolicyRow<'a> {
+    fn from(p: &'a Policy) -> Self {
+        Self {
+            app_id: p.app_id.as_str(),
+            provider: p.provider.as_str(),
+            allow_groups_json: names_to_json(&p.allow_groups),
+            allow_roles_json: names_to_json(&p.allow_roles),
+            updated_at: p.updated_at.0,
+        }
+    }
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = grants, check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+pub(crate) struct GrantRow {
+    pub id: String,
+    pub app_id: String,
+    pub user_id: String,
+    pub provider: String,
+    pub status: String,
+    pub scopes_json: String,
+    pub account: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+impl GrantRow {
+    pub(crate) fn into_domain(self) -> Result<Grant, StoreError> {
+        Ok(Grant {
+            id: grant_id(&self.id)?,
+            app_id: app_id(&self.app_id)?,
+            user_id: user_id(&self.user_id)?,
+            provider: provider_name(&self.provider)?,
+            status: GrantStatus::parse(&self.status).ok_or_else(|| corrupt("grant status"))?,
+            scopes: strings_from_json(&self.scopes_json, "grant scopes")?,
+            account: self.account,
+            created_at: UnixTime(self.created_at),
+            updated_at: UnixTime(self.updated_at),
+            last_used_at: self.last_used_at.map(UnixTime),
+            revoked_at: self.revoked_at.map(UnixTime),
+        })
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = grants)]
+pub(crate) struct NewGrantRow<'a> {
+    pub id: &'a str,
+    pub app_id: &'a str,
+    pub user_id: &'a str,
+    pub provider: &'a str,
+    pub status: &'a str,
+    pub scopes_json: String,
+    pub account: Option<&'a str>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+impl<'a> From<&'a Grant> for NewGrantRow<'a> {
+    fn from(g: &'a Grant) -> Self {
+        Self {
+            id: g.id.as_str(),
+            app_id: g.app_id.as_str(),
+            user_id: g.user_id.as_str(),
+            provider: g.provider.as_str(),
+            status: g.status.as_str(),
+            scopes_json: strings_to_json(&g.scopes),
+            account: g.account.as_deref(),
+            created_at: g.created_at.0,
+            updated_at: g.updated_at.0,
+            last_used_at: g.last_used_at.map(|t| t.0),
+            revoked_at: g.revoked_at.map(|t| t.0),
+        }
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = credentials, check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+pub(crate) struct CredentialRow {
+    pub grant_id: String,
+    pub access_token: Vec<u8>,
+    pub refresh_token: Option<Vec<u8>>,
+    pub token_type: String,
+    pub expires_at: Option<i64>,
+    pub version: i64,
+}
+
+impl CredentialRow {
+    pub(crate) fn into_domain(self) -> Result<Credential, StoreError> {
+        Ok(Credential {
+            grant_id: grant_id(&self.grant_id)?,
+            access_token: SealedBox(self.access_token),
+            refresh_token: self.refresh_token.map(SealedBox),
+            token_type: self.token_type,
+            expires_at: self.expires_at.map(UnixTime),
+            version: self.version,
+        })
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = credentials)]
+pub(crate) struct NewCredentialRow<'a> {
+    pub grant_id: &'a str,
+    pub access_token: &'a [u8],
+    pub refresh_token: Option<&'a [u8]>,
+    pub token_type: &'a str,
+    pub expires_at: Option<i64>,
+    pub version: i64,
+}
+
+impl<'a> From<&'a Credential> for NewCredentialRow<'a> {
+    fn from(c: &'a Credential) -> Self {
+        Self {
+            grant_id: c.grant_id.as_str(),
+            access_token: &c.access_token.0,
+            refresh_token: c.refresh_token.as_ref().map(|b| b.0.as_slice()),
+            token_type: &c.token_type,
+            expires_at: c.expires_at.map(|t| t.0),
+            version: c.version,
+        }
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = connect_states, check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+pub(crate) struct ConnectStateRow {
+    pub state_hash: String,
+    pub app_id: String,
+    pub user_id: String,
+    pub provider: String,
+    pub return_url: String,
+    pub scopes_json: String,
+    pub pkce_verifier: Vec<u8>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+impl ConnectStateRow {
+    pub(crate) fn into_domain(self) -> Result<ConnectState, StoreError> {
+        Ok(ConnectState {
+            state_hash: self.state_hash,
+            app_id: app_id(&self.app_id)?,
+            user_id: user_id(&self.user_id)?,
+            provider: provider_name(&self.provider)?,
+            return_url: self.return_url,
+            scopes: strings_from_json(&self.scopes_json, "connect scopes")?,
+            pkce_verifier: SealedBox(self.pkce_verifier),
+            created_at: UnixTime(self.created_at),
+            expires_at: UnixTime(self.expires_at),
+        })
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = connect_states)]
+pub(crate) struct NewConnectStateRow<'a> {
+    pub state_hash: &'a str,
+    pub app_id: &'a str,
+    pub user_id: &'a str,
+    pub provider: &'a str,
+    pub return_url: &'a str,
+    pub scopes_json: String,
+    pub pkce_verifier: &'a [u8],
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+impl<'a> From<&'a ConnectState> for NewConnectStateRow<'a> {
+    fn from(c: &'a ConnectState) -> Self {
+        Self {
+            state_hash: &c.state_hash,
+            app_id: c.app_id.as_str(),
+            user_id: c.user_id.as_str(),
+            provider: c.provider.as_str(),
+            return_url: &c.return_url,
+            scopes_json: strings_to_json(&c.scopes),
+            pkce_verifier: &c.pkce_verifier.0,
+            created_at: c.created_at.0,
+            expires_at: c.expires_at.0,
+        }
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = revocation_outbox, check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+pub(crate) struct OutboxRow {
+    pub id: String,
+    pub app_id: String,
+    pub grant_id: String,
+    pub provider: String,
+    pub token_kind: String,
+    pub token: Vec<u8>,
+    pub revocation_url: String,
+    pub client_id: String,
+    pub client_secret: Vec<u8>,
+    pub attempts: i32,
+    pub next_attempt_at: i64,
+}
+
+impl OutboxRow {
+    pub(crate) fn into_domain(self) -> Result<OutboxItem, StoreError> {
+        Ok(OutboxItem {
+            id: self.id,
+            app_id: app_id(&self.app_id)?,
+            grant_id: grant_id(&self.grant_id)?,
+            provider: provider_name(&self.provider)?,
+            token_kind: token_kind(&self.token_kind)?,
+            token: SealedBox(self.token),
+            revocation_url: self.revocation_url,
+            client_id: self.client_id,
+            client_secret: SealedBox(self.client_secret),
+            attempts: self.attempts,
+            next_attempt_at: UnixTime(self.next_attempt_at),
+        })
     }
 }

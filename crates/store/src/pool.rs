@@ -7,8 +7,10 @@
 
 use crate::error::ConnectError;
 use crate::models::UserRow;
-use crate::schema::users;
+use crate::schema::{credentials, grants, providers, users};
 use custody_identity::ports::StoreError;
+use custody_vault::grant::GrantStatus;
+use custody_vault::ports::RevokeScope;
 use diesel::prelude::*;
 use diesel::result::ConnectionError;
 use diesel::SqliteConnection;
@@ -177,6 +179,29 @@ pub(crate) fn postgres_pool(url: &str, max_size: usize) -> Result<Pool<PgConn>, 
     Pool::builder(manager).max_size(max_size).build().map_err(|e| ConnectError::Pool(e.to_string()))
 }
 
+/// Builds the pool of sessions that hold refresh locks (see `refresh_lock.rs`): every session
+/// waits at most `lock_timeout` for a lock, server-side.
+pub(crate) fn postgres_lock_pool(
+    url: &str,
+    max_size: usize,
+    lock_timeout: Duration,
+) -> Result<Pool<PgConn>, ConnectError> {
+    let setting = format!("SET lock_timeout = {}", lock_timeout.as_millis().clamp(1, i32::MAX as u128));
+    let mut config = ManagerConfig::<PgConn>::default();
+    config.recycling_method = RecyclingMethod::Fast;
+    config.custom_setup = Box::new(move |url| {
+        let url = url.to_owned();
+        let setting = setting.clone();
+        Box::pin(async move {
+            let mut conn = PgConn::establish(&url).await?;
+            conn.batch_execute(&setting).await.map_err(ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        })
+    });
+    let manager = AsyncDieselConnectionManager::new_with_config(url, config);
+    Pool::builder(manager).max_size(max_size).build().map_err(|e| ConnectError::Pool(e.to_string()))
+}
+
 fn pool_error(e: PoolError) -> StoreError {
     // Connection errors may name the host; that is fine for logs, not for callers.
     tracing::warn!(error = %e, "database pool error");
@@ -214,16 +239,56 @@ pub(crate) async fn checkout_postgres(pool: &Pool<PgConn>, timeout: Duration) ->
 }
 
 /// The few queries whose text must differ per backend, implemented on each connection type so
-/// macro bodies call them by the same name.
+/// macro bodies call them by the same name. They are the row locks: PostgreSQL runs
+/// transactions at READ COMMITTED and takes the locks a read-modify-write needs explicitly;
+/// SQLite needs none, since its write transactions start with `BEGIN IMMEDIATE`, which already
+/// excludes every other writer.
 pub(crate) trait BackendQueries {
-    /// The user (app, subject), locked until the end of the transaction where the backend has
-    /// row locks. SQLite needs none: its write transactions start with `BEGIN IMMEDIATE`, which
-    /// already excludes every other writer.
+    /// The user (app, subject), locked until the end of the transaction.
     fn user_for_update(
         &mut self,
         app: &str,
         subject: &str,
     ) -> impl Future<Output = QueryResult<Option<UserRow>>> + Send;
+
+    /// The user (app, subject) with its `status_changed_at`, locked until the end of the
+    /// transaction.
+    fn user_by_subject_for_update(
+        &mut self,
+        app: &str,
+        subject: &str,
+    ) -> impl Future<Output = QueryResult<Option<(UserRow, Option<i64>)>>> + Send;
+
+    /// The user `id` with its `status_changed_at`, locked until the end of the transaction.
+    /// Callers check that it belongs to the app they mean.
+    fn user_by_id_for_update(
+        &mut self,
+        id: &str,
+    ) -> impl Future<Output = QueryResult<Option<(UserRow, Option<i64>)>>> + Send;
+
+    /// The status of the user `id` of `app`, share-locked until the end of the transaction, so
+    /// that a concurrent status change (which locks the row for update) waits or is waited for.
+    fn user_status_for_share(
+        &mut self,
+        app: &str,
+        id: &str,
+    ) -> impl Future<Output = QueryResult<Option<String>>> + Send;
+
+    /// Whether the provider exists, share-locking its row until the end of the transaction so
+    /// that a concurrent deletion waits or is waited for.
+    fn provider_exists_for_share(&mut self, app: &str, name: &str) -> impl Future<Output = QueryResult<bool>> + Send;
+
+    /// Whether the provider exists, locking its row for update until the end of the transaction.
+    fn provider_exists_for_update(&mut self, app: &str, name: &str) -> impl Future<Output = QueryResult<bool>> + Send;
+
+    /// Locks the credentials of the revoked grants of `app` in `scope`, so that a concurrent
+    /// compare-and-set on one of them either lands before the revocation copies them to the
+    /// outbox or finds them deleted.
+    fn lock_revoked_credentials(
+        &mut self,
+        app: &str,
+        scope: &RevokeScope,
+    ) -> impl Future<Output = QueryResult<()>> + Send;
 }
 
 impl BackendQueries for SqliteConn {
@@ -235,6 +300,48 @@ impl BackendQueries for SqliteConn {
             .first(self)
             .await
             .optional()
+    }
+
+    async fn user_by_subject_for_update(
+        &mut self,
+        app: &str,
+        subject: &str,
+    ) -> QueryResult<Option<(UserRow, Option<i64>)>> {
+        users::table
+            .filter(users::app_id.eq(app))
+            .filter(users::subject.eq(subject))
+            .select((UserRow::as_select(), users::status_changed_at))
+            .first(self)
+            .await
+            .optional()
+    }
+
+    async fn user_by_id_for_update(&mut self, id: &str) -> QueryResult<Option<(UserRow, Option<i64>)>> {
+        users::table.find(id).select((UserRow::as_select(), users::status_changed_at)).first(self).await.optional()
+    }
+
+    async fn user_status_for_share(&mut self, app: &str, id: &str) -> QueryResult<Option<String>> {
+        users::table
+            .filter(users::id.eq(id))
+            .filter(users::app_id.eq(app))
+            .select(users::status)
+            .first(self)
+            .await
+            .optional()
+    }
+
+    async fn provider_exists_for_share(&mut self, app: &str, name: &str) -> QueryResult<bool> {
+        let found: Option<String> =
+            providers::table.find((app, name)).select(providers::name).first(self).await.optional()?;
+        Ok(found.is_some())
+    }
+
+    async fn provider_exists_for_update(&mut self, app: &str, name: &str) -> QueryResult<bool> {
+        self.provider_exists_for_share(app, name).await
+    }
+
+    async fn lock_revoked_credentials(&mut self, _app: &str, _scope: &RevokeScope) -> QueryResult<()> {
+        Ok(())
     }
 }
 
@@ -248,6 +355,69 @@ impl BackendQueries for PgConn {
             .first(self)
             .await
             .optional()
+    }
+
+    async fn user_by_subject_for_update(
+        &mut self,
+        app: &str,
+        subject: &str,
+    ) -> QueryResult<Option<(UserRow, Option<i64>)>> {
+        users::table
+            .filter(users::app_id.eq(app))
+            .filter(users::subject.eq(subject))
+            .select((UserRow::as_select(), users::status_changed_at))
+            .for_update()
+            .first(self)
+            .await
+            .optional()
+    }
+
+    async fn user_by_id_for_update(&mut self, id: &str) -> QueryResult<Option<(UserRow, Option<i64>)>> {
+        users::table
+            .find(id)
+            .select((UserRow::as_select(), users::status_changed_at))
+            .for_update()
+            .first(self)
+            .await
+            .optional()
+    }
+
+    async fn user_status_for_share(&mut self, app: &str, id: &str) -> QueryResult<Option<String>> {
+        users::table
+            .filter(users::id.eq(id))
+            .filter(users::app_id.eq(app))
+            .select(users::status)
+            .for_share()
+            .first(self)
+            .await
+            .optional()
+    }
+
+    async fn provider_exists_for_share(&mut self, app: &str, name: &str) -> QueryResult<bool> {
+        let found: Option<String> =
+            providers::table.find((app, name)).select(providers::name).for_share().first(self).await.optional()?;
+        Ok(found.is_some())
+    }
+
+    async fn provider_exists_for_update(&mut self, app: &str, name: &str) -> QueryResult<bool> {
+        let found: Option<String> =
+            providers::table.find((app, name)).select(providers::name).for_update().first(self).await.optional()?;
+        Ok(found.is_some())
+    }
+
+    async fn lock_revoked_credentials(&mut self, app: &str, scope: &RevokeScope) -> QueryResult<()> {
+        let revoked =
+            grants::table.filter(grants::app_id.eq(app)).filter(grants::status.eq(GrantStatus::Revoked.as_str()));
+        // Run for its locks only; the rows are not needed.
+        with_scope!(scope, |in_scope| {
+            credentials::table
+                .filter(credentials::grant_id.eq_any(revoked.filter(in_scope).select(grants::id)))
+                .select(credentials::grant_id)
+                .for_update()
+                .execute(self)
+                .await?
+        });
+        Ok(())
     }
 }
 

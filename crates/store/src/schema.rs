@@ -95,11 +95,110 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Third-party OAuth providers of an app; the client secret is sealed.
+    providers (app_id, name) {
+        app_id -> Text,
+        name -> Text,
+        authorization_url -> Text,
+        token_url -> Text,
+        revocation_url -> Nullable<Text>,
+        client_id -> Text,
+        client_secret -> Binary,
+        scopes_json -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// One policy per provider: JSON arrays of allowed groups and roles.
+    policies (app_id, provider) {
+        app_id -> Text,
+        provider -> Text,
+        allow_groups_json -> Text,
+        allow_roles_json -> Text,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Grants: a user's connection to a provider; at most one active per user and provider.
+    grants (id) {
+        id -> Text,
+        app_id -> Text,
+        user_id -> Text,
+        provider -> Text,
+        status -> Text,
+        scopes_json -> Text,
+        account -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        last_used_at -> Nullable<BigInt>,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// The sealed tokens of an active grant, with a compare-and-set version.
+    credentials (grant_id) {
+        grant_id -> Text,
+        access_token -> Binary,
+        refresh_token -> Nullable<Binary>,
+        token_type -> Text,
+        expires_at -> Nullable<BigInt>,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Pending connect flows, keyed by the hash of their state value.
+    connect_states (state_hash) {
+        state_hash -> Text,
+        app_id -> Text,
+        user_id -> Text,
+        provider -> Text,
+        return_url -> Text,
+        scopes_json -> Text,
+        pkce_verifier -> Binary,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Tokens of revoked grants waiting to be revoked at their provider.
+    revocation_outbox (id) {
+        id -> Text,
+        app_id -> Text,
+        grant_id -> Text,
+        provider -> Text,
+        token_kind -> Text,
+        token -> Binary,
+        revocation_url -> Text,
+        client_id -> Text,
+        client_secret -> Binary,
+        attempts -> Integer,
+        next_attempt_at -> BigInt,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Lifecycle webhook event ids already processed, per app.
+    webhook_events (app_id, event_id) {
+        app_id -> Text,
+        event_id -> Text,
+        received_at -> BigInt,
+    }
+}
+
 diesel::joinable!(api_keys -> apps (app_id));
 diesel::joinable!(idp_configs -> apps (app_id));
 diesel::joinable!(users -> apps (app_id));
 diesel::joinable!(audit_log -> apps (app_id));
 diesel::joinable!(membership_removals -> users (user_id));
+diesel::joinable!(credentials -> grants (grant_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     apps,
@@ -109,4 +208,11 @@ diesel::allow_tables_to_appear_in_same_query!(
     membership_removals,
     audit_log,
     instance_secrets,
+    providers,
+    policies,
+    grants,
+    credentials,
+    connect_states,
+    revocation_outbox,
+    webhook_events,
 );

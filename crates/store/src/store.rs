@@ -1,9 +1,10 @@
 //! [`Store`]: the handle the server holds. It owns the pool, knows how to migrate its database,
-//! and implements the ports (see `identity.rs`).
+//! and implements the ports (see `identity.rs`, `vault.rs` and `refresh_lock.rs`).
 
 use crate::error::{db_error, ConnectError, MigrationError};
 use crate::migrate::{self, Command, MigrationStatus, Outcome};
 use crate::pool::{self, parse_url, sqlite_path_str, Backend, DbPool, Target};
+use crate::refresh_lock::RefreshLocks;
 use crate::schema::instance_secrets;
 use custody_identity::ports::StoreError;
 use diesel::prelude::*;
@@ -23,6 +24,10 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
     /// SQLite only: how long a statement waits for a lock another connection holds.
     pub sqlite_busy_timeout: Duration,
+    /// How long [`custody_vault::ports::RefreshLock::lock`] waits for a grant's refresh lock
+    /// before it fails as unavailable. It should exceed the longest refresh (one call to the
+    /// provider's token endpoint, with its timeout).
+    pub refresh_lock_timeout: Duration,
 }
 
 impl Default for StoreOptions {
@@ -31,6 +36,7 @@ impl Default for StoreOptions {
             max_connections: None,
             acquire_timeout: Duration::from_secs(10),
             sqlite_busy_timeout: Duration::from_secs(5),
+            refresh_lock_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -40,6 +46,7 @@ struct Inner {
     /// Kept to open dedicated migration connections; may hold a password, never printed.
     target: Target,
     options: StoreOptions,
+    locks: RefreshLocks,
 }
 
 /// Custody's persistence adapter over SQLite or PostgreSQL. Cloning is cheap: clones share one
@@ -70,7 +77,7 @@ impl Store {
 
     async fn open(url: &str, options: StoreOptions, apply_migrations: bool) -> Result<Store, ConnectError> {
         let target = parse_url(url)?;
-        let pool = match &target {
+        let (pool, locks) = match &target {
             Target::Sqlite(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     tokio::fs::create_dir_all(parent)
@@ -82,20 +89,27 @@ impl Store {
                 // file to WAL (a persistent setting) before pooled connections race to do it.
                 let command = if apply_migrations { Command::Up } else { Command::Prepare };
                 migrate::run(target.clone(), options.sqlite_busy_timeout, command).await?;
-                DbPool::Sqlite(pool::sqlite_pool(
+                let pool = DbPool::Sqlite(pool::sqlite_pool(
                     &path_str,
                     options.max_connections.unwrap_or(8),
                     options.sqlite_busy_timeout,
-                )?)
+                )?);
+                (pool, RefreshLocks::new(None, options.refresh_lock_timeout))
             }
             Target::Postgres(url) => {
                 if apply_migrations {
                     migrate::run(target.clone(), options.sqlite_busy_timeout, Command::Up).await?;
                 }
-                DbPool::Postgres(pool::postgres_pool(url, options.max_connections.unwrap_or(16))?)
+                let max_connections = options.max_connections.unwrap_or(16);
+                let pool = DbPool::Postgres(pool::postgres_pool(url, max_connections)?);
+                // Sessions holding refresh locks, apart from the main pool (opened on demand):
+                // one per grant being refreshed at the same moment by this process.
+                let sessions =
+                    pool::postgres_lock_pool(url, (max_connections / 2).max(2), options.refresh_lock_timeout)?;
+                (pool, RefreshLocks::new(Some(sessions), options.refresh_lock_timeout))
             }
         };
-        let store = Store { inner: Arc::new(Inner { pool, target, options }) };
+        let store = Store { inner: Arc::new(Inner { pool, target, options, locks }) };
         // Fail at start-up, not on the first request, when the database cannot be reached.
         custody_identity::ports::IdentityStore::ping(&store).await.map_err(|e| ConnectError::Connect(e.to_string()))?;
         tracing::info!(backend = %store.backend(), "store connected");
@@ -109,6 +123,10 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &DbPool {
         &self.inner.pool
+    }
+
+    pub(crate) fn refresh_locks(&self) -> &RefreshLocks {
+        &self.inner.locks
     }
 
     pub(crate) fn acquire_timeout(&self) -> Duration {

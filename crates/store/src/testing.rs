@@ -1,7 +1,8 @@
 //! Test support (feature `testing`): a fresh, throw-away database per test, on SQLite always and
 //! on PostgreSQL when `CUSTODY_TEST_POSTGRES_URL` names a server the tests may create databases
 //! on (e.g. `postgres://postgres@127.0.0.1:5432/postgres`), plus helpers that set up states the
-//! ports cannot reach yet (a deprovisioned user, a group removed by a lifecycle event).
+//! ports cannot reach directly (a user's status set by hand, a group removed as a lifecycle event
+//! does, raw SQL to corrupt a row, row counts).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -14,8 +15,7 @@
 //! # }
 //! ```
 
-use crate::error::{db_error, TxError};
-use crate::models::names_to_json;
+use crate::error::db_error;
 use crate::pool::Backend;
 use crate::schema::{membership_removals, users};
 use crate::{ConnectError, Store, StoreOptions};
@@ -25,7 +25,6 @@ use custody_identity::time::UnixTime;
 use custody_identity::user::UserStatus;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -171,8 +170,8 @@ impl Drop for TestDatabase {
     }
 }
 
-/// Sets a user's status directly, as a lifecycle event will (stamping `status_changed_at`).
-/// `false` when there is no such user.
+/// Sets a user's status directly, stamping `status_changed_at` with `at`, without any of the
+/// effects of a real status change (no grant is revoked). `false` when there is no such user.
 pub async fn set_user_status(
     store: &Store,
     user: &UserId,
@@ -189,45 +188,16 @@ pub async fn set_user_status(
     Ok(updated > 0)
 }
 
-/// Removes `group` from a user as a lifecycle event will: drops it from the user's groups and
-/// records the removal at `removed_at`, in one transaction. `false` when there is no such user.
+/// Removes `group` from a user as a lifecycle event does (the same code path): locks the user's
+/// row, drops the group from its groups and records the removal at `removed_at` (keeping a later
+/// one already recorded), in one transaction. `false` when there is no such user.
 pub async fn remove_user_group(
     store: &Store,
     user: &UserId,
     group: &str,
     removed_at: UnixTime,
 ) -> Result<bool, StoreError> {
-    let result = transaction!(store, |conn| -> Result<bool, TxError<StoreError>> {
-        let Some(groups_json) =
-            users::table.find(user.as_str()).select(users::groups_json).first::<String>(conn).await.optional()?
-        else {
-            return Ok(false);
-        };
-        let mut groups: BTreeSet<String> = serde_json::from_str(&groups_json)
-            .map_err(|_| TxError::Domain(crate::error::corrupt("membership list")))?;
-        groups.remove(group);
-        diesel::update(users::table.find(user.as_str()))
-            .set(users::groups_json.eq(names_to_json(&groups)))
-            .execute(conn)
-            .await?;
-        diesel::delete(
-            membership_removals::table
-                .filter(membership_removals::user_id.eq(user.as_str()))
-                .filter(membership_removals::group_name.eq(group)),
-        )
-        .execute(conn)
-        .await?;
-        diesel::insert_into(membership_removals::table)
-            .values((
-                membership_removals::user_id.eq(user.as_str()),
-                membership_removals::group_name.eq(group),
-                membership_removals::removed_at.eq(removed_at.0),
-            ))
-            .execute(conn)
-            .await?;
-        Ok(true)
-    });
-    result.map_err(TxError::into_domain)
+    crate::vault::remove_user_group(store, user, group, removed_at).await
 }
 
 /// The recorded removals of a user's groups, by group name.
@@ -247,8 +217,22 @@ pub async fn membership_removals(store: &Store, user: &UserId) -> Result<Vec<(St
 /// How many rows `table` holds, for tests that check what a cascade or a rollback left behind.
 /// `table` must be one of this crate's tables.
 pub async fn count_rows(store: &Store, table: &str) -> Result<i64, StoreError> {
-    const TABLES: &[&str] =
-        &["apps", "api_keys", "idp_configs", "users", "membership_removals", "audit_log", "instance_secrets"];
+    const TABLES: &[&str] = &[
+        "apps",
+        "api_keys",
+        "idp_configs",
+        "users",
+        "membership_removals",
+        "audit_log",
+        "instance_secrets",
+        "providers",
+        "policies",
+        "grants",
+        "credentials",
+        "connect_states",
+        "revocation_outbox",
+        "webhook_events",
+    ];
     if !TABLES.contains(&table) {
         return Err(StoreError::Unavailable(format!("unknown table {table}")));
     }
@@ -261,4 +245,17 @@ pub async fn count_rows(store: &Store, table: &str) -> Result<i64, StoreError> {
         diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {table}")).get_result(conn).await.map_err(db_error)?
     });
     Ok(count.n)
+}
+
+/// Runs one raw SQL statement on the store's database and returns the number of rows it
+/// affected: for tests that must put a row in a state the ports never write (a corrupt policy).
+pub async fn execute_sql(store: &Store, sql: &str) -> Result<usize, StoreError> {
+    let affected = with_conn!(store, |conn| diesel::sql_query(sql).execute(conn).await.map_err(db_error)?);
+    Ok(affected)
+}
+
+/// How many grants currently have an in-process refresh-lock entry (held or waited for): the
+/// map must not keep entries nobody uses.
+pub fn refresh_lock_entries(store: &Store) -> usize {
+    store.refresh_locks().local_entries()
 }

@@ -568,10 +568,22 @@ async fn migrations_apply_revert_and_report() {
         assert!(store.migrate_up().await.unwrap().is_empty(), "{b}: idempotent");
         store.list_apps(&PageRequest::first()).await.unwrap();
 
-        let reverted = store.migrate_down().await.unwrap().unwrap();
-        let last = store.migration_status().await.unwrap().pop().unwrap();
-        assert_eq!((last.version, last.applied), (reverted, false), "{b}");
+        // Reverting goes back one version at a time, newest first; older tables stay until
+        // their own version is reverted.
+        let mut applied: Vec<String> = store.migration_status().await.unwrap().into_iter().map(|s| s.version).collect();
+        while let Some(last) = applied.pop() {
+            assert_eq!(store.migrate_down().await.unwrap(), Some(last.clone()), "{b}");
+            let status = store.migration_status().await.unwrap();
+            assert!(status.iter().all(|s| s.applied == applied.contains(&s.version)), "{b}: after reverting {last}");
+            if !applied.is_empty() {
+                store.list_apps(&PageRequest::first()).await.unwrap();
+            }
+            if applied.len() == 1 {
+                assert!(testing::count_rows(&store, "grants").await.is_err(), "{b}: vault tables are gone");
+            }
+        }
         assert!(store.list_apps(&PageRequest::first()).await.is_err(), "{b}: tables are gone");
+        assert_eq!(store.migrate_down().await.unwrap(), None, "{b}: nothing left to revert");
 
         // Connecting migrates again.
         let store = db.connect().await.unwrap();

@@ -47,7 +47,9 @@ pub fn evaluate(policy: &PolicyLookup, user: &User) -> PolicyDecision {
         PolicyLookup::None => PolicyDecision::Allow,
         PolicyLookup::Unreadable => PolicyDecision::Deny("the provider's policy could not be evaluated".into()),
         PolicyLookup::Found(p) => {
-            if p.allow_groups.iter().any(|g| user.groups.contains(g)) || p.allow_roles.iter().any(|r| user.roles.contains(r)) {
+            if p.allow_groups.iter().any(|g| user.groups.contains(g))
+                || p.allow_roles.iter().any(|r| user.roles.contains(r))
+            {
                 PolicyDecision::Allow
             } else {
                 PolicyDecision::Deny(format!("the policy for `{}` requires one of its groups or roles", p.provider))
@@ -98,7 +100,10 @@ mod tests {
         assert!(evaluate(&p, &user(&["eng"], &[], UserStatus::Active)).is_allowed());
         assert!(evaluate(&p, &user(&[], &["admin"], UserStatus::Active)).is_allowed());
         assert!(!evaluate(&p, &user(&["sales"], &["viewer"], UserStatus::Active)).is_allowed());
-        assert!(!evaluate(&policy(&[], &[]), &user(&["eng"], &["admin"], UserStatus::Active)).is_allowed(), "an empty policy allows nobody");
+        assert!(
+            !evaluate(&policy(&[], &[]), &user(&["eng"], &["admin"], UserStatus::Active)).is_allowed(),
+            "an empty policy allows nobody"
+        );
     }
 
     #[test]

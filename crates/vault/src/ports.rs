@@ -166,53 +166,109 @@ pub trait VaultStore: Send + Sync {
     async fn list_providers(&self, app: &AppId, page: &PageRequest) -> Result<Page<ProviderConfig>, StoreError>;
     /// Deletes a provider and its policy, revoking its grants as [`VaultStore::revoke_grants`]
     /// does, in one transaction. `None` when there was no such provider, else the grants revoked.
-    async fn delete_provider(&self, app: &AppId, name: &ProviderName, now: UnixTime, audit: &AuditEntry) -> Result<Option<Vec<Grant>>, StoreError>;
+    async fn delete_provider(
+        &self,
+        app: &AppId,
+        name: &ProviderName,
+        now: UnixTime,
+        audit: &AuditEntry,
+    ) -> Result<Option<Vec<Grant>>, StoreError>;
 
     async fn put_policy(&self, policy: &Policy, audit: &AuditEntry) -> Result<(), StoreError>;
     /// The provider's policy; [`PolicyLookup::Unreadable`] when a stored policy cannot be decoded.
     async fn get_policy(&self, app: &AppId, provider: &ProviderName) -> Result<PolicyLookup, StoreError>;
     async fn list_policies(&self, app: &AppId, page: &PageRequest) -> Result<Page<Policy>, StoreError>;
     /// `false` when there was none.
-    async fn delete_policy(&self, app: &AppId, provider: &ProviderName, audit: &AuditEntry) -> Result<bool, StoreError>;
+    async fn delete_policy(&self, app: &AppId, provider: &ProviderName, audit: &AuditEntry)
+        -> Result<bool, StoreError>;
 
     async fn get_grant(&self, app: &AppId, grant: &GrantId) -> Result<Option<Grant>, StoreError>;
     /// The user's grant for the provider: the active one if any, else the most recently
     /// updated one of any status.
-    async fn current_grant(&self, app: &AppId, user: &UserId, provider: &ProviderName) -> Result<Option<Grant>, StoreError>;
+    async fn current_grant(
+        &self,
+        app: &AppId,
+        user: &UserId,
+        provider: &ProviderName,
+    ) -> Result<Option<Grant>, StoreError>;
     /// Grants, newest first.
-    async fn list_grants(&self, app: &AppId, filter: &GrantFilter, page: &PageRequest) -> Result<Page<Grant>, StoreError>;
+    async fn list_grants(
+        &self,
+        app: &AppId,
+        filter: &GrantFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Grant>, StoreError>;
     /// Stores a grant and its credential. When `is_new`, inserts the grant (conflict if the
     /// user already has an active grant for the provider); otherwise updates the grant, which
     /// must still be active (conflict if not), and replaces its credential.
-    async fn save_grant(&self, grant: &Grant, credential: &Credential, is_new: bool, audit: &AuditEntry) -> Result<(), SaveGrantError>;
+    async fn save_grant(
+        &self,
+        grant: &Grant,
+        credential: &Credential,
+        is_new: bool,
+        audit: &AuditEntry,
+    ) -> Result<(), SaveGrantError>;
     async fn load_credential(&self, grant: &GrantId) -> Result<Option<Credential>, StoreError>;
     /// Replaces a credential if its stored version is still `expected_version` (the new
     /// credential carries the next version). `false` when the version moved on or it is gone.
-    async fn replace_credential(&self, credential: &Credential, expected_version: i64, audit: &AuditEntry) -> Result<bool, StoreError>;
+    async fn replace_credential(
+        &self,
+        credential: &Credential,
+        expected_version: i64,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError>;
     /// Marks an active grant `expired` (its refresh token was rejected) and deletes its
     /// credential.
     async fn expire_grant(&self, grant: &GrantId, now: UnixTime, audit: &AuditEntry) -> Result<(), StoreError>;
     /// Records a hand-out: the audit row, and `last_used_at` when `touch` is given.
-    async fn record_handout(&self, grant: &GrantId, touch: Option<UnixTime>, audit: &AuditEntry) -> Result<(), StoreError>;
+    async fn record_handout(
+        &self,
+        grant: &GrantId,
+        touch: Option<UnixTime>,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
     /// Revokes every non-revoked grant in `scope` of `app`: status `revoked`, `revoked_at`,
     /// credentials deleted, and for providers with a revocation URL one outbox item per stored
     /// token (the sealed boxes move as they are). Returns the grants revoked.
-    async fn revoke_grants(&self, app: &AppId, scope: &RevokeScope, now: UnixTime, audit: &AuditEntry) -> Result<Vec<Grant>, StoreError>;
+    async fn revoke_grants(
+        &self,
+        app: &AppId,
+        scope: &RevokeScope,
+        now: UnixTime,
+        audit: &AuditEntry,
+    ) -> Result<Vec<Grant>, StoreError>;
 
     /// Deprovisions a user in one transaction: status `deprovisioned` (final), every grant
     /// revoked exactly as [`VaultStore::revoke_grants`] with [`RevokeScope::User`] does (outbox
     /// items included), the audit row. `None` when the app has no such user. Deprovisioning an
     /// already deprovisioned user changes nothing and returns it with no grants.
-    async fn deprovision_user(&self, app: &AppId, user: &UserId, now: UnixTime, audit: &AuditEntry) -> Result<Option<(User, Vec<Grant>)>, StoreError>;
+    async fn deprovision_user(
+        &self,
+        app: &AppId,
+        user: &UserId,
+        now: UnixTime,
+        audit: &AuditEntry,
+    ) -> Result<Option<(User, Vec<Grant>)>, StoreError>;
 
     /// Applies one identity-provider lifecycle event in one transaction, see [`LifecycleEvent`].
-    async fn apply_lifecycle_event(&self, app: &AppId, event: &LifecycleEvent, now: UnixTime, audit: &AuditEntry) -> Result<LifecycleOutcome, StoreError>;
+    async fn apply_lifecycle_event(
+        &self,
+        app: &AppId,
+        event: &LifecycleEvent,
+        now: UnixTime,
+        audit: &AuditEntry,
+    ) -> Result<LifecycleOutcome, StoreError>;
     /// Forgets webhook event ids received before `before` (they are kept at least 7 days).
     async fn prune_webhook_events(&self, before: UnixTime) -> Result<u64, StoreError>;
 
     /// Up to `limit` sealed values of one kind, in a stable order, after the `after` cursor
     /// (the `cursor` of the last value of the previous batch).
-    async fn sealed_values(&self, kind: SealedKind, after: Option<&str>, limit: u32) -> Result<Vec<SealedValue>, StoreError>;
+    async fn sealed_values(
+        &self,
+        kind: SealedKind,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SealedValue>, StoreError>;
     /// Replaces one sealed value if it still equals `old` (compare-and-set). `false` otherwise.
     async fn replace_sealed(&self, value: &SealedValue, new: &SealedBox) -> Result<bool, StoreError>;
 
@@ -274,11 +330,31 @@ pub enum OAuthError {
 pub trait OAuthClient: Send + Sync {
     /// The URL to send the user to: response_type=code, client_id, redirect_uri, scope, state,
     /// code_challenge (S256 of `pkce_verifier`), code_challenge_method=S256.
-    fn authorization_url(&self, endpoint: &OAuthEndpoint<'_>, redirect_uri: &str, scopes: &[String], state: &str, pkce_verifier: &str) -> Result<String, OAuthError>;
+    fn authorization_url(
+        &self,
+        endpoint: &OAuthEndpoint<'_>,
+        redirect_uri: &str,
+        scopes: &[String],
+        state: &str,
+        pkce_verifier: &str,
+    ) -> Result<String, OAuthError>;
     /// Exchanges an authorization code.
-    async fn exchange_code(&self, endpoint: &OAuthEndpoint<'_>, code: &str, redirect_uri: &str, pkce_verifier: &str) -> Result<TokenSet, OAuthError>;
+    async fn exchange_code(
+        &self,
+        endpoint: &OAuthEndpoint<'_>,
+        code: &str,
+        redirect_uri: &str,
+        pkce_verifier: &str,
+    ) -> Result<TokenSet, OAuthError>;
     /// Uses a refresh token.
     async fn refresh(&self, endpoint: &OAuthEndpoint<'_>, refresh_token: &Secret) -> Result<TokenSet, OAuthError>;
     /// Revokes a token at `revocation_url` (RFC 7009).
-    async fn revoke(&self, revocation_url: &str, client_id: &str, client_secret: &Secret, token: &Secret, kind: TokenKind) -> Result<(), OAuthError>;
+    async fn revoke(
+        &self,
+        revocation_url: &str,
+        client_id: &str,
+        client_secret: &Secret,
+        token: &Secret,
+        kind: TokenKind,
+    ) -> Result<(), OAuthError>;
 }

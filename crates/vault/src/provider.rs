@@ -125,7 +125,9 @@ pub fn preset(name: &str) -> Option<&'static Preset> {
 
 /// A scope token per RFC 6749 section 3.3: printable ASCII except space, `"` and `\`.
 pub fn is_valid_scope(scope: &str) -> bool {
-    !scope.is_empty() && scope.len() <= 256 && scope.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+    !scope.is_empty()
+        && scope.len() <= 256
+        && scope.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
 }
 
 #[cfg(test)]

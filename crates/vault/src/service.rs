@@ -2,11 +2,12 @@
 //! using grants for a user; importing and revoking for the operator; and draining the
 //! revocation outbox. They reach the world only through the ports they are built with.
 
-use crate::cipher::{Cipher, CipherError, SealedBox};
+use crate::cipher::{Cipher, CipherError};
 use crate::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind, TokenSet};
 use crate::policy::{evaluate, Policy, PolicyDecision};
 use crate::ports::{
-    ConnectState, GrantFilter, OAuthClient, OAuthEndpoint, OAuthError, RefreshLock, RevokeScope, SaveGrantError, VaultStore,
+    ConnectState, GrantFilter, OAuthClient, OAuthEndpoint, OAuthError, RefreshLock, RevokeScope, SaveGrantError,
+    VaultStore,
 };
 use crate::provider::{is_valid_scope, preset, ProviderConfig, ProviderName};
 use custody_identity::audit::{AuditEntry, AuditOutcome};
@@ -30,6 +31,9 @@ pub struct VaultSettings {
     pub refresh_window_secs: i64,
     /// The public base URL, for the connect start and callback URLs.
     pub public_url: String,
+    /// The first retry delay of a failed provider revocation; it doubles per attempt, capped
+    /// at one hour.
+    pub outbox_retry_base_secs: i64,
 }
 
 /// Errors of the vault use cases, each mapped to one HTTP answer by the server.
@@ -81,7 +85,10 @@ pub struct ProviderInput {
 
 impl fmt::Debug for ProviderInput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProviderInput").field("preset", &self.preset).field("client_id", &self.client_id).finish_non_exhaustive()
+        f.debug_struct("ProviderInput")
+            .field("preset", &self.preset)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -144,7 +151,12 @@ fn hex(bytes: &[u8]) -> String {
 fn check_url(field: &str, value: &str) -> Result<(), VaultError> {
     let bad = || VaultError::Invalid(format!("{field}: expected an absolute http(s) URL"));
     let url = url::Url::parse(value).map_err(|_| bad())?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none()
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.fragment().is_some()
+    {
         return Err(bad());
     }
     Ok(())
@@ -152,7 +164,9 @@ fn check_url(field: &str, value: &str) -> Result<(), VaultError> {
 
 fn check_scopes(field: &str, scopes: &[String]) -> Result<(), VaultError> {
     if scopes.len() > 100 || !scopes.iter().all(|s| is_valid_scope(s)) {
-        return Err(VaultError::Invalid(format!("{field}: each scope is 1 to 256 printable characters without spaces, quotes or backslashes")));
+        return Err(VaultError::Invalid(format!(
+            "{field}: each scope is 1 to 256 printable characters without spaces, quotes or backslashes"
+        )));
     }
     Ok(())
 }
@@ -210,10 +224,17 @@ impl VaultService {
     // ----- providers and policies (operator) -----
 
     /// Creates or updates a provider. A `preset` fills the endpoints the body leaves out.
-    pub async fn put_provider(&self, app: &AppId, name: &ProviderName, input: ProviderInput) -> Result<ProviderConfig, VaultError> {
+    pub async fn put_provider(
+        &self,
+        app: &AppId,
+        name: &ProviderName,
+        input: ProviderInput,
+    ) -> Result<ProviderConfig, VaultError> {
         let preset = match &input.preset {
             None => None,
-            Some(p) => Some(preset(p).ok_or_else(|| VaultError::Invalid(format!("preset: unknown preset `{p}` (google, github, slack, microsoft)")))?),
+            Some(p) => Some(preset(p).ok_or_else(|| {
+                VaultError::Invalid(format!("preset: unknown preset `{p}` (google, github, slack, microsoft)"))
+            })?),
         };
         let existing = self.store.get_provider(app, name).await?;
         let authorization_url = input
@@ -236,7 +257,9 @@ impl VaultService {
         if input.client_id.is_empty() || input.client_id.len() > 512 {
             return Err(VaultError::Invalid("client_id: must be 1 to 512 characters".into()));
         }
-        let scopes = input.scopes.unwrap_or_else(|| preset.map(|p| p.default_scopes.iter().map(|s| s.to_string()).collect()).unwrap_or_default());
+        let scopes = input.scopes.unwrap_or_else(|| {
+            preset.map(|p| p.default_scopes.iter().map(|s| s.to_string()).collect()).unwrap_or_default()
+        });
         check_scopes("scopes", &scopes)?;
         let aad = ProviderConfig::secret_aad(app, name);
         let client_secret = match (input.client_secret, &existing) {
@@ -262,7 +285,8 @@ impl VaultService {
             created_at: existing.as_ref().map(|e| e.created_at).unwrap_or(now),
             updated_at: now,
         };
-        let mut audit = self.audit(app, if existing.is_some() { "provider.update" } else { "provider.create" }, "operator".into());
+        let mut audit =
+            self.audit(app, if existing.is_some() { "provider.update" } else { "provider.create" }, "operator".into());
         audit.provider = Some(name.to_string());
         self.store.put_provider(&config, &audit).await?;
         Ok(config)
@@ -278,7 +302,13 @@ impl VaultService {
     }
 
     /// Sets a provider's policy; the provider must exist.
-    pub async fn put_policy(&self, app: &AppId, provider: &ProviderName, allow_groups: Vec<String>, allow_roles: Vec<String>) -> Result<Policy, VaultError> {
+    pub async fn put_policy(
+        &self,
+        app: &AppId,
+        provider: &ProviderName,
+        allow_groups: Vec<String>,
+        allow_roles: Vec<String>,
+    ) -> Result<Policy, VaultError> {
         if self.store.get_provider(app, provider).await?.is_none() {
             return Err(VaultError::ProviderNotFound(provider.to_string()));
         }
@@ -317,11 +347,18 @@ impl VaultService {
     }
 
     fn endpoint<'a>(provider: &'a ProviderConfig, secret: &'a Secret) -> OAuthEndpoint<'a> {
-        OAuthEndpoint { authorization_url: &provider.authorization_url, token_url: &provider.token_url, client_id: &provider.client_id, client_secret: secret }
+        OAuthEndpoint {
+            authorization_url: &provider.authorization_url,
+            token_url: &provider.token_url,
+            client_id: &provider.client_id,
+            client_secret: secret,
+        }
     }
 
     fn open_client_secret(&self, provider: &ProviderConfig) -> Result<Secret, VaultError> {
-        Ok(self.cipher.open_secret(&provider.client_secret, &ProviderConfig::secret_aad(&provider.app_id, &provider.name))?)
+        Ok(self
+            .cipher
+            .open_secret(&provider.client_secret, &ProviderConfig::secret_aad(&provider.app_id, &provider.name))?)
     }
 
     // ----- connect flow -----
@@ -332,9 +369,19 @@ impl VaultService {
 
     /// Starts a connect flow for `user`: checks the policy, stores a single-use state with a
     /// sealed PKCE verifier, and returns the URL that sends the browser to the provider.
-    pub async fn start_connect(&self, user: &User, provider: &ProviderName, return_url: &str, scopes: Option<Vec<String>>) -> Result<ConnectSession, VaultError> {
+    pub async fn start_connect(
+        &self,
+        user: &User,
+        provider: &ProviderName,
+        return_url: &str,
+        scopes: Option<Vec<String>>,
+    ) -> Result<ConnectSession, VaultError> {
         check_url("return_url", return_url)?;
-        let config = self.store.get_provider(&user.app_id, provider).await?.ok_or_else(|| VaultError::ProviderNotFound(provider.to_string()))?;
+        let config = self
+            .store
+            .get_provider(&user.app_id, provider)
+            .await?
+            .ok_or_else(|| VaultError::ProviderNotFound(provider.to_string()))?;
         self.check_policy(user, provider).await?;
         let scopes = scopes.unwrap_or_else(|| config.scopes.clone());
         check_scopes("scopes", &scopes)?;
@@ -354,7 +401,10 @@ impl VaultService {
             expires_at: now.plus_seconds(CONNECT_STATE_TTL_SECS),
         };
         self.store.create_connect_state(&record).await?;
-        Ok(ConnectSession { connect_url: format!("{}/v1/connect/start?state={state}", self.settings.public_url), expires_at: record.expires_at })
+        Ok(ConnectSession {
+            connect_url: format!("{}/v1/connect/start?state={state}", self.settings.public_url),
+            expires_at: record.expires_at,
+        })
     }
 
     /// The provider authorization URL for a pending connect flow (opening `connect_url`).
@@ -363,26 +413,46 @@ impl VaultService {
         if record.expires_at <= self.clock.now() {
             return Err(VaultError::UnknownConnectState);
         }
-        let provider = self.store.get_provider(&record.app_id, &record.provider).await?.ok_or_else(|| VaultError::ProviderNotFound(record.provider.to_string()))?;
+        let provider = self
+            .store
+            .get_provider(&record.app_id, &record.provider)
+            .await?
+            .ok_or_else(|| VaultError::ProviderNotFound(record.provider.to_string()))?;
         let secret = self.open_client_secret(&provider)?;
         let verifier = self.cipher.open(&record.pkce_verifier, &ConnectState::verifier_aad(&record.state_hash))?;
         let verifier = String::from_utf8(verifier).map_err(|_| VaultError::Sealing)?;
         self.oauth
-            .authorization_url(&Self::endpoint(&provider, &secret), &self.callback_url(), &record.scopes, state, &verifier)
+            .authorization_url(
+                &Self::endpoint(&provider, &secret),
+                &self.callback_url(),
+                &record.scopes,
+                state,
+                &verifier,
+            )
             .map_err(|e| VaultError::ProviderError(e.to_string()))
     }
 
     /// Completes a connect flow at the callback. Returns the URL to send the browser to:
     /// `return_url` with `grant_id` and `status=connected`, or `status=error&error=...`.
     /// `Err` only when the state is unknown (there is no return URL to go back to).
-    pub async fn complete_connect(&self, state: &str, code: Option<&str>, provider_error: Option<&str>) -> Result<String, VaultError> {
-        let record = self.store.consume_connect_state(&state_hash(state)).await?.ok_or(VaultError::UnknownConnectState)?;
+    pub async fn complete_connect(
+        &self,
+        state: &str,
+        code: Option<&str>,
+        provider_error: Option<&str>,
+    ) -> Result<String, VaultError> {
+        let record =
+            self.store.consume_connect_state(&state_hash(state)).await?.ok_or(VaultError::UnknownConnectState)?;
         let back = |pairs: &[(&str, &str)]| {
             let mut url = url::Url::parse(&record.return_url).map_err(|_| VaultError::Invalid("return_url".into()))?;
             url.query_pairs_mut().extend_pairs(pairs);
             Ok::<String, VaultError>(url.into())
         };
-        let mut audit = AuditEntry { user_id: Some(record.user_id.clone()), provider: Some(record.provider.to_string()), ..self.audit(&record.app_id, "grant.connect", format!("user:{}", record.user_id)) };
+        let mut audit = AuditEntry {
+            user_id: Some(record.user_id.clone()),
+            provider: Some(record.provider.to_string()),
+            ..self.audit(&record.app_id, "grant.connect", format!("user:{}", record.user_id))
+        };
         let outcome = self.finish_connect(&record, code, provider_error).await;
         match outcome {
             Ok(grant) => back(&[("grant_id", grant.id.as_str()), ("status", "connected")]),
@@ -396,7 +466,12 @@ impl VaultService {
         }
     }
 
-    async fn finish_connect(&self, record: &ConnectState, code: Option<&str>, provider_error: Option<&str>) -> Result<Grant, ConnectFailure> {
+    async fn finish_connect(
+        &self,
+        record: &ConnectState,
+        code: Option<&str>,
+        provider_error: Option<&str>,
+    ) -> Result<Grant, ConnectFailure> {
         if record.expires_at <= self.clock.now() {
             return Err(ConnectFailure::Expired);
         }
@@ -404,9 +479,17 @@ impl VaultService {
             return Err(if e == "access_denied" { ConnectFailure::AccessDenied } else { ConnectFailure::Provider });
         }
         let code = code.filter(|c| !c.is_empty()).ok_or(ConnectFailure::Provider)?;
-        let provider = self.store.get_provider(&record.app_id, &record.provider).await.map_err(|_| ConnectFailure::Server)?.ok_or(ConnectFailure::Provider)?;
+        let provider = self
+            .store
+            .get_provider(&record.app_id, &record.provider)
+            .await
+            .map_err(|_| ConnectFailure::Server)?
+            .ok_or(ConnectFailure::Provider)?;
         let secret = self.open_client_secret(&provider).map_err(|_| ConnectFailure::Server)?;
-        let verifier = self.cipher.open(&record.pkce_verifier, &ConnectState::verifier_aad(&record.state_hash)).map_err(|_| ConnectFailure::Server)?;
+        let verifier = self
+            .cipher
+            .open(&record.pkce_verifier, &ConnectState::verifier_aad(&record.state_hash))
+            .map_err(|_| ConnectFailure::Server)?;
         let verifier = String::from_utf8(verifier).map_err(|_| ConnectFailure::Server)?;
         let tokens = self
             .oauth
@@ -414,9 +497,18 @@ impl VaultService {
             .await
             .map_err(|_| ConnectFailure::Provider)?;
         let actor = format!("user:{}", record.user_id);
-        self.save_tokens(&record.app_id, &record.user_id, &record.provider, tokens, None, Some(record.scopes.clone()), "grant.connect", actor)
-            .await
-            .map_err(|_| ConnectFailure::Server)
+        self.save_tokens(
+            &record.app_id,
+            &record.user_id,
+            &record.provider,
+            tokens,
+            None,
+            Some(record.scopes.clone()),
+            "grant.connect",
+            actor,
+        )
+        .await
+        .map_err(|_| ConnectFailure::Server)
     }
 
     /// Seals tokens and stores them as the user's active grant for the provider, creating it or
@@ -435,7 +527,8 @@ impl VaultService {
     ) -> Result<Grant, VaultError> {
         for _ in 0..4 {
             let now = self.clock.now();
-            let existing = self.store.current_grant(app, user, provider).await?.filter(|g| g.status == GrantStatus::Active);
+            let existing =
+                self.store.current_grant(app, user, provider).await?.filter(|g| g.status == GrantStatus::Active);
             let id = existing.as_ref().map(|g| g.id.clone()).unwrap_or_else(|| self.new_grant_id());
             let scopes = tokens.scopes.clone().or_else(|| requested_scopes.clone()).unwrap_or_default();
             let grant = Grant {
@@ -462,7 +555,13 @@ impl VaultService {
         Err(StoreError::Unavailable("the grant kept changing concurrently".into()).into())
     }
 
-    fn seal_credential(&self, grant: &GrantId, tokens: &TokenSet, now: UnixTime, version: i64) -> Result<Credential, VaultError> {
+    fn seal_credential(
+        &self,
+        grant: &GrantId,
+        tokens: &TokenSet,
+        now: UnixTime,
+        version: i64,
+    ) -> Result<Credential, VaultError> {
         Ok(Credential {
             grant_id: grant.clone(),
             access_token: self.cipher.seal_secret(&tokens.access_token, &Credential::aad(grant, TokenKind::Access))?,
@@ -507,12 +606,29 @@ impl VaultService {
         }
         let mut audit = self.grant_audit(&grant, "grant.revoke", actor);
         audit.detail = reason;
-        let revoked = self.store.revoke_grants(&grant.app_id, &RevokeScope::Grant(grant.id.clone()), self.clock.now(), &audit).await?;
+        let revoked = self
+            .store
+            .revoke_grants(&grant.app_id, &RevokeScope::Grant(grant.id.clone()), self.clock.now(), &audit)
+            .await?;
         // Revoked concurrently by someone else: read the final state.
         match revoked.into_iter().next() {
             Some(g) => Ok(g),
             None => self.store.get_grant(&grant.app_id, &grant.id).await?.ok_or(VaultError::GrantNotFound),
         }
+    }
+
+    /// Deprovisions a user (operator or IdP): status `deprovisioned`, every grant revoked and
+    /// every stored token deleted in one transaction; provider revocations follow through the
+    /// outbox. `None` when the app has no such user.
+    pub async fn deprovision_user(
+        &self,
+        app: &AppId,
+        user: &UserId,
+        actor: &str,
+    ) -> Result<Option<(User, Vec<Grant>)>, VaultError> {
+        let mut audit = self.audit(app, "user.deprovision", actor.to_owned());
+        audit.user_id = Some(user.clone());
+        Ok(self.store.deprovision_user(app, user, self.clock.now(), &audit).await?)
     }
 
     /// Imports tokens obtained elsewhere as the user's grant (operator).
@@ -523,11 +639,26 @@ impl VaultService {
         if let Some(scopes) = &import.tokens.scopes {
             check_scopes("scopes", scopes)?;
         }
-        self.save_tokens(app, user, &import.provider, import.tokens, import.account, None, "grant.import", "operator".into()).await
+        self.save_tokens(
+            app,
+            user,
+            &import.provider,
+            import.tokens,
+            import.account,
+            None,
+            "grant.import",
+            "operator".into(),
+        )
+        .await
     }
 
     /// Operator's grant listing.
-    pub async fn list_grants(&self, app: &AppId, filter: &GrantFilter, page: &PageRequest) -> Result<Page<Grant>, VaultError> {
+    pub async fn list_grants(
+        &self,
+        app: &AppId,
+        filter: &GrantFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Grant>, VaultError> {
         Ok(self.store.list_grants(app, filter, page).await?)
     }
 
@@ -564,8 +695,10 @@ impl VaultService {
                 return Err(VaultError::ReauthRequired);
             }
         }
-        let access_token = self.cipher.open_secret(&credential.access_token, &Credential::aad(&grant.id, TokenKind::Access))?;
-        let touch = grant.last_used_at.is_none_or(|t| now.seconds() - t.seconds() >= LAST_USED_GRANULARITY_SECS).then_some(now);
+        let access_token =
+            self.cipher.open_secret(&credential.access_token, &Credential::aad(&grant.id, TokenKind::Access))?;
+        let touch =
+            grant.last_used_at.is_none_or(|t| now.seconds() - t.seconds() >= LAST_USED_GRANULARITY_SECS).then_some(now);
         let audit = self.grant_audit(&grant, "token.handout", actor);
         self.store.record_handout(&grant.id, touch, &audit).await?;
         Ok(Handout {
@@ -594,7 +727,8 @@ impl VaultService {
             return Ok(current);
         }
         let Some(refresh_box) = &current.refresh_token else { return Ok(current) };
-        let provider = self.store.get_provider(&grant.app_id, &grant.provider).await?.ok_or(VaultError::GrantRevoked)?;
+        let provider =
+            self.store.get_provider(&grant.app_id, &grant.provider).await?.ok_or(VaultError::GrantRevoked)?;
         let secret = self.open_client_secret(&provider)?;
         let refresh_token = self.cipher.open_secret(refresh_box, &Credential::aad(&grant.id, TokenKind::Refresh))?;
         match self.oauth.refresh(&Self::endpoint(&provider, &secret), &refresh_token).await {
@@ -632,9 +766,19 @@ impl VaultService {
             let opened = self
                 .cipher
                 .open_secret(&item.token, &Credential::aad(&item.grant_id, item.token_kind))
-                .and_then(|token| Ok((token, self.cipher.open_secret(&item.client_secret, &ProviderConfig::secret_aad(&item.app_id, &item.provider))?)));
+                .and_then(|token| {
+                    Ok((
+                        token,
+                        self.cipher.open_secret(
+                            &item.client_secret,
+                            &ProviderConfig::secret_aad(&item.app_id, &item.provider),
+                        )?,
+                    ))
+                });
             let result = match &opened {
-                Ok((token, secret)) => self.oauth.revoke(&item.revocation_url, &item.client_id, secret, token, item.token_kind).await,
+                Ok((token, secret)) => {
+                    self.oauth.revoke(&item.revocation_url, &item.client_id, secret, token, item.token_kind).await
+                }
                 Err(_) => Err(OAuthError::Rejected("unopenable".into())),
             };
             let mut audit = AuditEntry {
@@ -656,8 +800,9 @@ impl VaultService {
                 }
                 Err(_) => {
                     let attempts = item.attempts + 1;
-                    // Exponential backoff from 30 s, capped at one hour.
-                    let delay = (30i64 << attempts.min(7)).min(3600);
+                    // Exponential backoff from the base delay, capped at one hour.
+                    let base = self.settings.outbox_retry_base_secs.max(1);
+                    let delay = base.saturating_mul(1i64 << (attempts - 1).clamp(0, 16)).min(3600);
                     self.store.retry_revocation(&item.id, attempts, now.plus_seconds(delay)).await?;
                 }
             }
@@ -665,15 +810,52 @@ impl VaultService {
         Ok(done)
     }
 
-    /// Re-seals one credential box if it was sealed by an old key. Returns the new box, or
-    /// `None` when it is current.
-    pub fn reseal(&self, sealed: &SealedBox, aad: &[u8]) -> Result<Option<SealedBox>, VaultError> {
-        if !self.cipher.is_stale(sealed) {
-            return Ok(None);
+    /// Re-seals every stored secret that an older key sealed under the current key, in
+    /// batches of `batch` rows, each row by compare-and-set so concurrent writers (the server
+    /// keeps serving) are never overwritten: a row changed meanwhile was sealed by the current
+    /// key anyway.
+    pub async fn reseal_all(&self, batch: u32) -> Result<ResealReport, VaultError> {
+        use crate::ports::SealedKind::*;
+        let mut report = ResealReport::default();
+        for kind in [
+            CredentialAccess,
+            CredentialRefresh,
+            ProviderSecret,
+            OutboxToken,
+            OutboxClientSecret,
+            ConnectVerifier,
+            InstanceSecret,
+        ] {
+            let mut after: Option<String> = None;
+            loop {
+                let values = self.store.sealed_values(kind, after.as_deref(), batch).await?;
+                let Some(last) = values.last() else { break };
+                after = Some(last.cursor.clone());
+                for value in &values {
+                    report.examined += 1;
+                    if !self.cipher.is_stale(&value.sealed) {
+                        continue;
+                    }
+                    let plain = self.cipher.open(&value.sealed, &value.associated_data)?;
+                    let fresh = self.cipher.seal(&plain, &value.associated_data)?;
+                    if self.store.replace_sealed(value, &fresh).await? {
+                        report.resealed += 1;
+                    }
+                }
+                if values.len() < batch as usize {
+                    break;
+                }
+            }
         }
-        let plain = self.cipher.open(sealed, aad)?;
-        Ok(Some(self.cipher.seal(&plain, aad)?))
+        Ok(report)
     }
+}
+
+/// What [`VaultService::reseal_all`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResealReport {
+    pub examined: u64,
+    pub resealed: u64,
 }
 
 /// How a connect flow failed, as reported to `return_url` in `error=`.

@@ -1,0 +1,379 @@
+//! Vault endpoints: providers and policies (operator), the connect flow, the user's grants,
+//! token hand-out, and the operator's grant views, revocation and import.
+
+use super::apps::{existing_app, list_json};
+use super::runtime::acting_user;
+use super::{require_admin, Call};
+use crate::json::{double_option, json_response, no_content, parse_json, redirect, rfc3339, rfc3339_opt, HttpResponse};
+use crate::problem::ApiError;
+use crate::state::AppState;
+use custody_identity::ports::IdentityStore as _;
+use custody_identity::{Secret, UserId};
+use custody_vault::grant::TokenSet;
+use custody_vault::policy::{Policy, PolicyLookup};
+use custody_vault::ports::GrantFilter;
+use custody_vault::service::{GrantSelector, ImportGrant, ProviderInput};
+use custody_vault::{Grant, GrantId, GrantStatus, ProviderConfig, ProviderName};
+use hyper::StatusCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub fn grant_json(grant: &Grant) -> Value {
+    json!({
+        "id": grant.id,
+        "provider": grant.provider,
+        "status": grant.status.as_str(),
+        "scopes": grant.scopes,
+        "account": grant.account,
+        "user_id": grant.user_id,
+        "created_at": rfc3339(grant.created_at),
+        "updated_at": rfc3339(grant.updated_at),
+        "last_used_at": rfc3339_opt(grant.last_used_at),
+        "revoked_at": rfc3339_opt(grant.revoked_at),
+    })
+}
+
+fn provider_json(p: &ProviderConfig) -> Value {
+    json!({
+        "provider": p.name,
+        "authorization_url": p.authorization_url,
+        "token_url": p.token_url,
+        "revocation_url": p.revocation_url,
+        "client_id": p.client_id,
+        "scopes": p.scopes,
+        "created_at": rfc3339(p.created_at),
+        "updated_at": rfc3339(p.updated_at),
+    })
+}
+
+fn policy_json(p: &Policy) -> Value {
+    json!({"provider": p.provider, "allow_groups": p.allow_groups, "allow_roles": p.allow_roles, "updated_at": rfc3339(p.updated_at)})
+}
+
+fn provider_param(call: &Call, n: usize) -> Result<ProviderName, ApiError> {
+    ProviderName::parse(call.param(n)).map_err(|e| ApiError::invalid_request(format!("provider: {e}")))
+}
+
+fn grant_param(call: &Call, n: usize) -> Result<GrantId, ApiError> {
+    GrantId::parse(call.param(n))
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "grant_not_found", "grant not found"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderBody {
+    #[serde(default)]
+    preset: Option<String>,
+    #[serde(default)]
+    authorization_url: Option<String>,
+    #[serde(default)]
+    token_url: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    revocation_url: Option<Option<String>>,
+    client_id: String,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+}
+
+pub async fn put_provider(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &call)?;
+    let app = existing_app(&state, &call).await?;
+    let name = provider_param(&call, 1)?;
+    let body: ProviderBody = parse_json(&call.body)?;
+    let input = ProviderInput {
+        preset: body.preset,
+        authorization_url: body.authorization_url,
+        token_url: body.token_url,
+        revocation_url: body.revocation_url,
+        client_id: body.client_id,
+        client_secret: body.client_secret.map(Secret::new),
+        scopes: body.scopes,
+    };
+    let provider = state.vault.put_provider(&app.id, &name, input).await?;
+    Ok(json_response(StatusCode::OK, &provider_json(&provider)))
+}
+
+pub async fn get_provider(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &call)?;
+    let app = existing_app(&state, &call).await?;
+    let name = provider_param(&call, 1)?;
+    let provider = state.vault.store().get_provider(&app.id, &name).await?.ok_or_else(|| provider_not_found(&name))?;
+    Ok(json_response(StatusCode::OK, &provider_json(&provider)))
+}
+
+fn provider_not_found(name: &ProviderName) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "provider_not_found", format!("provider `{name}` is not configured"))
+}
+
+pub async fn list_providers(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &call)?;
+    let app = existing_app(&state, &call).await?;
+    let page = state.vault.store().list_providers(&app.id, &call.page()?).await?;
+    Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(provider_json).collect(), page.next_cursor)))
+}
+
+pub async fn delete_provider(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &call)?;
+    let app = existing_app(&state, &call).await?;
+    let name = provider_param(&call, 1)?;
+    if !state.vault.delete_provider(&app.id, &name).await? {
+        return Err(provider_not_found(&name));
+    }
+    state.wake_outbox();
+    Ok(no_content())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyBody {
+    #[serde(default)]
+    allow_groups: Vec<String>,
+    #[serde(default)]
+    allow_roles: Vec<String>,
+}
+
+pub async fn put_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &call)?;
+    let app = existing_app(&state, &call).await?;
+    let name = provider_param(&call, 1)?;
+    let body: PolicyBody = parse_json(&call.body)?;
+    let policy = state.vault.put_policy(&app.id, &name, body.allow_groups, body.allow_roles).await?;
+    Ok(json_response(StatusCode::OK, &policy_json(&policy)))
+}
+
+pub async fn get_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &call)?;
+    let app = existing_app(&state, &call).await?;
+    let name = provider_param(&call, 1)?;
+    match state.vault.store().get_policy(&app.id, &name).await? {
+        PolicyLookup::Found(policy) => Ok(json_response(StatusCode::OK, &policy_json(&policy))),
+        PolicyLookup::None => {
+            Err(ApiError::new(StatusCode::NOT_FOUND, "policy_not_found", format!("no policy for `{name}`")))
+        }
+        PolicyLookup::Unreadable => Err(ApiError::internal()),
+    }
+}
+
+pub async fn list_policies(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &call)?;
+    let app = existing_app(&state, &call).await?;
+    let page = state.vault.store().list_policies(&app.id, &call.page()?).await?;
+    Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(policy_json).collect(), page.next_cursor)))
+}
+
+pub async fn delete_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &call)?;
+    let app = existing_app(&state, &call).await?;
+    let name = provider_param(&call, 1)?;
+    if !state.vault.delete_policy(&app.id, &name).await? {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "policy_not_found", format!("no policy for `{name}`")));
+    }
+    Ok(no_content())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectBody {
+    provider: ProviderName,
+    return_url: String,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+}
+
+pub async fn create_connect_session(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
+    let user = acting_user(&state, &call).await?;
+    let body: ConnectBody = parse_json(&call.body)?;
+    let session = state.vault.start_connect(&user, &body.provider, &body.return_url, body.scopes).await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"connect_url": session.connect_url, "expires_at": rfc3339(session.expires_at)}),
+    ))
+}
+
+pub async fn connect_start(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
+    let token = call.query.get("state").ok_or_else(|| ApiError::invalid_request("state: required"))?;
+    let url = state.vault.connect_redirect(token).await?;
+    Ok(redirect(&url))
+}
+
+pub async fn connect_callback(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
+    let token = call.query.get("state").ok_or_else(|| ApiError::invalid_request("state: required"))?;
+    let url = state
+        .vault
+        .complete_connect(
+            token,
+            call.query.get("code").map(String::as_str),
+            call.query.get("error").map(String::as_str),
+        )
+        .await?;
+    Ok(redirect(&url))
+}
+
+pub async fn list_my_grants(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
+    let user = acting_user(&state, &call).await?;
+    let page = state.vault.user_grants(&user, &call.page()?).await?;
+    Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(grant_json).collect(), page.next_cursor)))
+}
+
+pub async fn revoke_my_grant(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
+    let user = acting_user(&state, &call).await?;
+    let id = grant_param(&call, 0)?;
+    let grant = state.vault.revoke_user_grant(&user, &id).await?;
+    state.wake_outbox();
+    Ok(json_response(StatusCode::OK, &grant_json(&grant)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    #[serde(default)]
+    provider: Option<ProviderName>,
+    #[serde(default)]
+    grant_id: Option<String>,
+}
+
+pub async fn token(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
+    let user = acting_user(&state, &call).await?;
+    let body: TokenBody = parse_json(&call.body)?;
+    let selector = match (body.provider, body.grant_id) {
+        (Some(p), None) => GrantSelector::Provider(p),
+        (None, Some(id)) => GrantSelector::Id(
+            GrantId::parse(&id)
+                .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "grant_not_found", "grant not found"))?,
+        ),
+        _ => return Err(ApiError::invalid_request("provider: give exactly one of provider and grant_id")),
+    };
+    let handout = state.vault.hand_out(&user, &selector).await?;
+    let mut response = json_response(
+        StatusCode::OK,
+        &json!({
+            "access_token": handout.access_token.expose(),
+            "token_type": handout.token_type,
+            "expires_at": rfc3339_opt(handout.expires_at),
+            "grant_id": handout.grant_id,
+            "provider": handout.provider,
+            "scopes": handout.scopes,
+        }),
+    );
+    // RFC 6749 section 5.1: responses carrying tokens must not be cached.
+    response.headers_mut().insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+pub async fn list_app_grants(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &call)?;
+    let app = existing_app(&state, &call).await?;
+    let q = |k: &str| call.query.get(k).filter(|v| !v.is_empty());
+    let filter = GrantFilter {
+        user_id: q("user_id")
+            .map(|v| UserId::parse(v))
+            .transpose()
+            .map_err(|_| ApiError::invalid_request("user_id: not a valid id"))?,
+        provider: q("provider")
+            .map(|v| ProviderName::parse(v))
+            .transpose()
+            .map_err(|e| ApiError::invalid_request(format!("provider: {e}")))?,
+        status: q("status")
+            .map(|v| {
+                GrantStatus::parse(v)
+                    .ok_or_else(|| ApiError::invalid_request("status: expected active, expired or revoked"))
+            })
+            .transpose()?,
+    };
+    let page = state.vault.list_grants(&app.id, &filter, &call.page()?).await?;
+    Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(grant_json).collect(), page.next_cursor)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+pub async fn revoke_app_grant(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &call)?;
+    let app = existing_app(&state, &call).await?;
+    let id = grant_param(&call, 1)?;
+    let body: RevokeBody = parse_json(&call.body)?;
+    if body.reason.as_ref().is_some_and(|r| r.len() > 1000) {
+        return Err(ApiError::invalid_request("reason: at most 1000 characters"));
+    }
+    let grant = state.vault.revoke_grant(&app.id, &id, body.reason).await?;
+    state.wake_outbox();
+    Ok(json_response(StatusCode::OK, &grant_json(&grant)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportBody {
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    user_id: Option<String>,
+    provider: ProviderName,
+    access_token: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<i64>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    account: Option<String>,
+    #[serde(default)]
+    token_type: Option<String>,
+}
+
+pub async fn import_grant(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
+    require_admin(&state, &call)?;
+    let app = existing_app(&state, &call).await?;
+    let body: ImportBody = parse_json(&call.body)?;
+    if body.access_token.is_empty() || body.access_token.len() > 16 * 1024 {
+        return Err(ApiError::invalid_request("access_token: must be 1 to 16384 characters"));
+    }
+    if body.refresh_token.as_ref().is_some_and(|t| t.is_empty() || t.len() > 16 * 1024) {
+        return Err(ApiError::invalid_request("refresh_token: must be 1 to 16384 characters"));
+    }
+    if body.expires_in.is_some_and(|e| !(0..=10 * 365 * 86400).contains(&e)) {
+        return Err(ApiError::invalid_request("expires_in: must be between 0 and 315360000 seconds"));
+    }
+    if body.account.as_ref().is_some_and(|a| a.len() > 320) {
+        return Err(ApiError::invalid_request("account: at most 320 characters"));
+    }
+    let user = match (body.subject, body.user_id) {
+        (Some(subject), None) => {
+            if subject.is_empty() || subject.len() > custody_identity::claims::MAX_SUBJECT_LEN {
+                return Err(ApiError::invalid_request("subject: must be 1 to 255 characters"));
+            }
+            let new_id = UserId::parse(&custody_identity::ports::Random::uuid(state.random.as_ref()))
+                .map_err(|_| ApiError::internal())?;
+            state.store.ensure_user(&app.id, &subject, &new_id, state.clock.now()).await?
+        }
+        (None, Some(id)) => {
+            let not_found = || ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "user not found");
+            let id = UserId::parse(&id).map_err(|_| not_found())?;
+            state.store.get_user(&app.id, &id).await?.ok_or_else(not_found)?
+        }
+        _ => return Err(ApiError::invalid_request("subject: give exactly one of subject and user_id")),
+    };
+    if user.status == custody_identity::UserStatus::Deprovisioned {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "user_deprovisioned", "the user has been deprovisioned"));
+    }
+    let import = ImportGrant {
+        provider: body.provider,
+        tokens: TokenSet {
+            access_token: Secret::new(body.access_token),
+            refresh_token: body.refresh_token.map(Secret::new),
+            token_type: body.token_type.unwrap_or_else(|| "Bearer".into()),
+            expires_in: body.expires_in,
+            scopes: body.scopes,
+        },
+        account: body.account,
+    };
+    let grant = state.vault.import_grant(&app.id, &user.id, import).await?;
+    Ok(json_response(StatusCode::CREATED, &grant_json(&grant)))
+}

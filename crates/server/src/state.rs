@@ -1,0 +1,208 @@
+//! The composition root: builds the adapters from the configuration and hands them to the use
+//! cases as port trait objects. Nothing about who may act is cached here: API keys, user status
+//! and grants are read from the database on every request, so a deletion or deprovisioning holds
+//! on every instance at once.
+
+use crate::bootstrap::{self, Secrets};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::problem::ApiError;
+use custody_identity::ports::{Clock, Random, SecretHasher};
+use custody_identity::service::{IdentityService, IdentitySettings};
+use custody_identity::{ApiKeyRecord, IssuerUrlPolicy, UnixTime};
+use custody_providers::crypto::{HmacHasher, KeyRing, OsRandom};
+use custody_providers::discovery::HttpDiscovery;
+use custody_providers::http::{HttpClient, HttpClientSettings};
+use custody_providers::jwks::{JwksSettings, JwksVerifier};
+use custody_providers::oauth::HttpOAuthClient;
+use custody_store::{Store, StoreOptions};
+use custody_vault::service::{VaultService, VaultSettings};
+use custody_vault::Cipher;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The real clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> UnixTime {
+        let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        UnixTime(i64::try_from(secs).unwrap_or(i64::MAX))
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Bootstrap(#[from] bootstrap::BootstrapError),
+    #[error("CUSTODY_MASTER_KEYS: {0}")]
+    MasterKeys(String),
+    #[error("database: {0}")]
+    Database(String),
+    #[error("the instance secret could not be opened with the configured master keys; was CUSTODY_MASTER_KEYS changed without keeping the old key?")]
+    InstanceSecret,
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+    #[error("outbound HTTP client: {0}")]
+    HttpClient(String),
+}
+
+/// Hash purpose for the admin token.
+const ADMIN_TOKEN_PURPOSE: &str = "admin-token";
+/// The instance secret holding the keyed-hash key, sealed by the key ring.
+const HASH_KEY_NAME: &str = "hash-key";
+
+/// Everything a request handler needs.
+pub struct AppState {
+    pub config: Config,
+    pub public_url: String,
+    pub identity: IdentityService,
+    pub vault: VaultService,
+    pub store: Store,
+    pub verifier: Arc<JwksVerifier>,
+    pub cipher: Arc<KeyRing>,
+    pub hasher: Arc<HmacHasher>,
+    pub random: Arc<OsRandom>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Metrics,
+    /// Wakes the revocation outbox worker after a revocation queued provider calls.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
+    admin_token_hash: Vec<u8>,
+    /// Keys whose `last_used_at` was written in the last minute, to coalesce those writes.
+    key_touches: moka::sync::Cache<String, ()>,
+}
+
+impl fmt::Debug for AppState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppState").field("public_url", &self.public_url).finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Builds the adapters and use cases. `public_url` is the configured one, or derived from
+    /// the bound address when none was configured.
+    pub async fn build(config: Config, public_url: String, secrets: &Secrets) -> Result<AppState, StartError> {
+        let random = Arc::new(OsRandom);
+        let cipher =
+            Arc::new(KeyRing::parse(secrets.master_keys.expose()).map_err(|e| StartError::MasterKeys(e.to_string()))?);
+        let store = Store::connect(&config.database_url, StoreOptions::default())
+            .await
+            .map_err(|e| StartError::Database(e.to_string()))?;
+        let hash_key = instance_hash_key(&store, cipher.as_ref(), random.as_ref()).await?;
+        let hasher = Arc::new(HmacHasher::new(&hash_key).map_err(|_| StartError::InstanceSecret)?);
+        let admin_token_hash = hasher.hash(ADMIN_TOKEN_PURPOSE, secrets.admin_token.expose().as_bytes());
+
+        let http = HttpClient::new(HttpClientSettings {
+            allow_private_addresses: config.allow_insecure_issuers,
+            ..HttpClientSettings::default()
+        })
+        .map_err(|e| StartError::HttpClient(e.to_string()))?;
+        let discovery = Arc::new(HttpDiscovery::new(http.clone()));
+        let verifier = Arc::new(JwksVerifier::new(
+            http.clone(),
+            JwksSettings {
+                refetch_cooldown: Duration::from_secs(config.jwks_refetch_cooldown_secs),
+                max_token_bytes: config.max_token_bytes,
+                ..JwksSettings::default()
+            },
+        ));
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let identity = IdentityService::new(
+            Arc::new(store.clone()),
+            discovery,
+            verifier.clone(),
+            clock.clone(),
+            random.clone(),
+            hasher.clone(),
+            IdentitySettings {
+                issuer_policy: if config.allow_insecure_issuers {
+                    IssuerUrlPolicy::AllowInsecureLoopback
+                } else {
+                    IssuerUrlPolicy::HttpsOnly
+                },
+                leeway_secs: config.jwt_leeway_secs,
+            },
+        );
+        let vault = VaultService::new(
+            Arc::new(store.clone()),
+            Arc::new(store.clone()),
+            Arc::new(HttpOAuthClient::new(http.clone())),
+            cipher.clone(),
+            clock.clone(),
+            random.clone(),
+            VaultSettings {
+                refresh_window_secs: config.refresh_window_secs,
+                public_url: public_url.clone(),
+                outbox_retry_base_secs: config.outbox_retry_base_secs,
+            },
+        );
+        Ok(AppState {
+            config,
+            public_url,
+            identity,
+            vault,
+            store,
+            verifier,
+            cipher,
+            hasher,
+            random,
+            clock,
+            metrics: Metrics::default(),
+            outbox_wake: Arc::new(tokio::sync::Notify::new()),
+            admin_token_hash,
+            key_touches: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+        })
+    }
+
+    /// Whether `presented` is the admin token (constant-time comparison of keyed hashes).
+    pub fn is_admin_token(&self, presented: &str) -> bool {
+        self.hasher.verify(ADMIN_TOKEN_PURPOSE, presented.as_bytes(), &self.admin_token_hash)
+    }
+
+    /// The live API key `presented` belongs to, or 401. Looked up in the database on every
+    /// call (one indexed read), so a deleted key fails at once on every instance.
+    pub async fn authenticate_api_key(&self, presented: &str) -> Result<ApiKeyRecord, ApiError> {
+        let record = self.identity.authenticate_api_key(presented).await?.ok_or_else(ApiError::unauthorized)?;
+        if self.key_touches.get(record.id.as_str()).is_none() {
+            self.key_touches.insert(record.id.as_str().to_owned(), ());
+            let store = self.store.clone();
+            let (id, now) = (record.id.clone(), self.clock.now());
+            tokio::spawn(async move {
+                use custody_identity::ports::IdentityStore as _;
+                if let Err(e) = store.touch_api_key(&id, now).await {
+                    tracing::warn!(error = %e, "could not record API key use");
+                }
+            });
+        }
+        Ok(record)
+    }
+
+    /// Asks the outbox worker to run now (after revocations queued provider calls).
+    pub fn wake_outbox(&self) {
+        self.outbox_wake.notify_one();
+    }
+}
+
+/// The keyed-hash key shared by every instance on this database: generated once, sealed by the
+/// key ring, stored in the database; whichever instance stores it first wins.
+pub async fn instance_hash_key(store: &Store, cipher: &KeyRing, random: &OsRandom) -> Result<Vec<u8>, StartError> {
+    let aad = custody_vault::ports::instance_secret_aad(HASH_KEY_NAME);
+    let stored =
+        match store.get_instance_secret(HASH_KEY_NAME).await.map_err(|e| StartError::Database(e.to_string()))? {
+            Some(sealed) => sealed,
+            None => {
+                let sealed = cipher.seal(&random.bytes(32), &aad).map_err(|_| StartError::InstanceSecret)?;
+                store
+                    .put_instance_secret_if_absent(HASH_KEY_NAME, &sealed.0)
+                    .await
+                    .map_err(|e| StartError::Database(e.to_string()))?
+            }
+        };
+    cipher.open(&custody_vault::SealedBox(stored), &aad).map_err(|_| StartError::InstanceSecret)
+}

@@ -1,0 +1,1249 @@
+//! [`VaultStore`] for [`Store`]: providers, policies, grants and credentials, revocation and its
+//! outbox, deprovisioning and identity-provider lifecycle events, connect states, re-sealing.
+//!
+//! Every mutating method is one transaction (`BEGIN IMMEDIATE` on SQLite) together with the
+//! audit row it is given. Where a method changed nothing (no such row, a lost compare-and-set,
+//! nothing left to revoke) it writes no audit row either, except where noted.
+//!
+//! Revocation (`revoke_grants`, `delete_provider`, `deprovision_user`, a `Deprovision` event)
+//! runs the same statements, whatever the number of grants: mark the grants in scope revoked,
+//! copy their tokens into the outbox straight from the credential rows (`INSERT … SELECT`, the
+//! sealed boxes never leave the database), delete the credentials. On PostgreSQL the grant rows
+//! are locked by the update and the credential rows before they are copied, so a concurrent
+//! refresh either lands first (and its new tokens are the ones queued) or finds its credential
+//! gone. Outbox ids are derived from the grant: `<grant id>:access` and `<grant id>:refresh`
+//! (a grant is revoked at most once).
+//!
+//! The store keeps three invariants the service relies on without checking them:
+//! - only active grants have a credential row;
+//! - a user has at most one active grant per provider (a partial unique index);
+//! - no active grant is saved for a deprovisioned user or for a provider that is gone
+//!   (`save_grant` share-locks both rows, the deletions lock them for update).
+
+use crate::cursor::{fetch_limit, into_page, into_page_with, Cursor, KeyCursor};
+use crate::error::{db_error, is_unique_violation, TxError};
+use crate::models::{
+    grant_id, names_to_json, provider_name, token_kind, token_kind_str, ConnectStateRow, CredentialRow, GrantRow,
+    NewConnectStateRow, NewCredentialRow, NewGrantRow, NewPolicyRow, NewProviderRow, OutboxRow, PolicyRow, ProviderRow,
+};
+use crate::pool::{BackendQueries as _, PgConn, SqliteConn};
+use crate::schema::{
+    connect_states, credentials, grants, instance_secrets, membership_removals, policies, providers, revocation_outbox,
+    users, webhook_events,
+};
+use crate::store::Store;
+use async_trait::async_trait;
+use custody_identity::audit::AuditEntry;
+use custody_identity::page::{Page, PageRequest};
+use custody_identity::ports::StoreError;
+use custody_identity::{AppId, UnixTime, User, UserId, UserStatus};
+use custody_vault::cipher::SealedBox;
+use custody_vault::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind};
+use custody_vault::policy::{Policy, PolicyLookup};
+use custody_vault::ports::{
+    instance_secret_aad, ConnectState, GrantFilter, LifecycleChange, LifecycleEvent, LifecycleOutcome, OutboxItem,
+    RevokeScope, SaveGrantError, SealedKind, SealedValue, VaultStore,
+};
+use custody_vault::provider::{ProviderConfig, ProviderName};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Integer, Text};
+use diesel::upsert::excluded;
+use diesel_async::RunQueryDsl;
+use std::collections::BTreeSet;
+use std::future::Future;
+
+/// Most sealed values returned by one [`VaultStore::sealed_values`] call.
+const MAX_SEALED_BATCH: u32 = 1000;
+
+/// How long after its expiry an unconsumed connect state is kept (so a late callback still
+/// reports "expired" to the return URL) before `create_connect_state` deletes it.
+const CONNECT_STATE_RETENTION_SECS: i64 = 86_400;
+
+fn revoked() -> &'static str {
+    GrantStatus::Revoked.as_str()
+}
+
+fn active() -> &'static str {
+    GrantStatus::Active.as_str()
+}
+
+/// The transactional steps shared by several port methods, written once for both connection
+/// types (see `impl_vault_tx!`). They run inside a transaction the caller opened.
+pub(crate) trait VaultTx {
+    /// Revokes every non-revoked grant of `app` in `scope` at `now`: the grants become
+    /// `revoked`, the tokens of those whose provider has a revocation URL are queued in the
+    /// outbox, and their credentials are deleted. Returns the revoked grants, newest first.
+    fn revoke_in_scope(
+        &mut self,
+        app: &str,
+        scope: &RevokeScope,
+        now: i64,
+    ) -> impl Future<Output = QueryResult<Vec<GrantRow>>> + Send;
+
+    /// Stores a user's `groups` after a lifecycle event removed `group` at `at`, and records the
+    /// removal (keeping a later one already recorded). The caller holds the user's row lock.
+    fn write_group_removal(
+        &mut self,
+        user: &str,
+        groups: &BTreeSet<String>,
+        group: &str,
+        at: i64,
+    ) -> impl Future<Output = QueryResult<()>> + Send;
+}
+
+macro_rules! impl_vault_tx {
+    ($conn:ty) => {
+        impl VaultTx for $conn {
+            async fn revoke_in_scope(
+                &mut self,
+                app: &str,
+                scope: &RevokeScope,
+                now: i64,
+            ) -> QueryResult<Vec<GrantRow>> {
+                let mut revoked_rows: Vec<GrantRow> = with_scope!(scope, |in_scope| {
+                    diesel::update(
+                        grants::table
+                            .filter(grants::app_id.eq(app))
+                            .filter(in_scope)
+                            .filter(grants::status.ne(revoked())),
+                    )
+                    .set((grants::status.eq(revoked()), grants::revoked_at.eq(Some(now)), grants::updated_at.eq(now)))
+                    .returning(GrantRow::as_returning())
+                    .get_results(&mut *self)
+                    .await?
+                });
+                if revoked_rows.is_empty() {
+                    // Grants that were already revoked or expired have no credential left.
+                    return Ok(revoked_rows);
+                }
+                self.lock_revoked_credentials(app, scope).await?;
+
+                // The credentials still present for revoked grants in scope are exactly those
+                // of the grants revoked above (no other revoked grant keeps one).
+                let outbox_columns = (
+                    revocation_outbox::id,
+                    revocation_outbox::app_id,
+                    revocation_outbox::grant_id,
+                    revocation_outbox::provider,
+                    revocation_outbox::token_kind,
+                    revocation_outbox::token,
+                    revocation_outbox::revocation_url,
+                    revocation_outbox::client_id,
+                    revocation_outbox::client_secret,
+                    revocation_outbox::attempts,
+                    revocation_outbox::next_attempt_at,
+                    revocation_outbox::created_at,
+                );
+                let access = token_kind_str(TokenKind::Access);
+                let refresh = token_kind_str(TokenKind::Refresh);
+                with_scope!(scope, |in_scope| {
+                    let queued = credentials::table
+                        .inner_join(grants::table)
+                        .inner_join(
+                            providers::table
+                                .on(providers::app_id.eq(grants::app_id).and(providers::name.eq(grants::provider))),
+                        )
+                        .filter(grants::app_id.eq(app))
+                        .filter(in_scope)
+                        .filter(grants::status.eq(revoked()))
+                        .filter(providers::revocation_url.is_not_null());
+                    diesel::insert_into(revocation_outbox::table)
+                        .values(queued.select((
+                            grants::id.concat(":").concat(access),
+                            grants::app_id,
+                            grants::id,
+                            grants::provider,
+                            access.into_sql::<Text>(),
+                            credentials::access_token,
+                            providers::revocation_url.assume_not_null(),
+                            providers::client_id,
+                            providers::client_secret,
+                            0.into_sql::<Integer>(),
+                            now.into_sql::<BigInt>(),
+                            now.into_sql::<BigInt>(),
+                        )))
+                        .into_columns(outbox_columns)
+                        .execute(&mut *self)
+                        .await?;
+                    diesel::insert_into(revocation_outbox::table)
+                        .values(queued.filter(credentials::refresh_token.is_not_null()).select((
+                            grants::id.concat(":").concat(refresh),
+                            grants::app_id,
+                            grants::id,
+                            grants::provider,
+                            refresh.into_sql::<Text>(),
+                            credentials::refresh_token.assume_not_null(),
+                            providers::revocation_url.assume_not_null(),
+                            providers::client_id,
+                            providers::client_secret,
+                            0.into_sql::<Integer>(),
+                            now.into_sql::<BigInt>(),
+                            now.into_sql::<BigInt>(),
+                        )))
+                        .into_columns(outbox_columns)
+                        .execute(&mut *self)
+                        .await?;
+                    let revoked_ids = grants::table
+                        .filter(grants::app_id.eq(app))
+                        .filter(in_scope)
+                        .filter(grants::status.eq(revoked()))
+                        .select(grants::id);
+                    diesel::delete(credentials::table.filter(credentials::grant_id.eq_any(revoked_ids)))
+                        .execute(&mut *self)
+                        .await?;
+                });
+                revoked_rows.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+                Ok(revoked_rows)
+            }
+
+            async fn write_group_removal(
+                &mut self,
+                user: &str,
+                groups: &BTreeSet<String>,
+                group: &str,
+                at: i64,
+            ) -> QueryResult<()> {
+                diesel::update(users::table.find(user))
+                    .set(users::groups_json.eq(names_to_json(groups)))
+                    .execute(&mut *self)
+                    .await?;
+                let recorded: Option<i64> = membership_removals::table
+                    .find((user, group))
+                    .select(membership_removals::removed_at)
+                    .first(&mut *self)
+                    .await
+                    .optional()?;
+                match recorded {
+                    None => {
+                        diesel::insert_into(membership_removals::table)
+                            .values((
+                                membership_removals::user_id.eq(user),
+                                membership_removals::group_name.eq(group),
+                                membership_removals::removed_at.eq(at),
+                            ))
+                            .execute(&mut *self)
+                            .await?;
+                    }
+                    Some(earlier) if earlier < at => {
+                        diesel::update(membership_removals::table.find((user, group)))
+                            .set(membership_removals::removed_at.eq(at))
+                            .execute(&mut *self)
+                            .await?;
+                    }
+                    Some(_) => {}
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
+impl_vault_tx!(SqliteConn);
+impl_vault_tx!(PgConn);
+
+/// What a lifecycle event does to a user in a given state.
+#[derive(Debug, PartialEq, Eq)]
+enum LifecyclePlan {
+    Ignore(&'static str),
+    Status(UserStatus),
+    RemoveGroup,
+    Profile,
+}
+
+/// Decides what `change`, which happened at `occurred_at`, does to a user whose status is
+/// `status` and last changed at `status_changed_at`. Nothing leaves `deprovisioned`, nothing
+/// changes a deprovisioned user, and a status change older than the last applied one is
+/// ignored (a late "unblock" cannot undo a later block); an equally old one applies.
+fn plan_lifecycle(
+    status: UserStatus,
+    status_changed_at: Option<i64>,
+    occurred_at: i64,
+    change: &LifecycleChange,
+) -> LifecyclePlan {
+    let target = match change {
+        LifecycleChange::Deprovision => Some(UserStatus::Deprovisioned),
+        LifecycleChange::Suspend => Some(UserStatus::Suspended),
+        LifecycleChange::Reactivate => Some(UserStatus::Active),
+        LifecycleChange::RemoveGroup(_) | LifecycleChange::Profile { .. } => None,
+    };
+    if status == UserStatus::Deprovisioned {
+        return LifecyclePlan::Ignore(if target == Some(UserStatus::Deprovisioned) {
+            "the user is already deprovisioned"
+        } else {
+            "the user is deprovisioned"
+        });
+    }
+    match (target, change) {
+        (Some(_), _) if status_changed_at.is_some_and(|last| occurred_at < last) => {
+            LifecyclePlan::Ignore("the change is older than the user's last status change")
+        }
+        (Some(next), _) if status.may_become(next) => LifecyclePlan::Status(next),
+        (Some(_), _) => LifecyclePlan::Ignore("the change is not allowed from the user's status"),
+        (None, LifecycleChange::RemoveGroup(_)) => LifecyclePlan::RemoveGroup,
+        (None, _) => LifecyclePlan::Profile,
+    }
+}
+
+/// The outcome of the lifecycle transaction, before its rows are converted.
+enum LifecycleTx {
+    Applied(User, Vec<GrantRow>),
+    Ignored(String),
+    Duplicate,
+}
+
+fn convert_grants(rows: Vec<GrantRow>) -> Result<Vec<Grant>, StoreError> {
+    rows.into_iter().map(GrantRow::into_domain).collect()
+}
+
+/// A store failure inside a transaction that must roll it back.
+fn tx_domain<E: From<StoreError>>(e: StoreError) -> TxError<E> {
+    TxError::Domain(E::from(e))
+}
+
+/// `save_grant` refusing a grant whose user or provider went away. The port has no variant for
+/// it; the service's retry then fails the same way.
+fn gone(what: &str) -> TxError<SaveGrantError> {
+    TxError::Domain(SaveGrantError::Store(StoreError::Unavailable(what.to_owned())))
+}
+
+/// The key parts of a sealed value's cursor, by kind.
+fn key_parts(kind: SealedKind) -> usize {
+    match kind {
+        SealedKind::ProviderSecret => 2,
+        _ => 1,
+    }
+}
+
+fn sealed_value(kind: SealedKind, key: &[&str], associated_data: Vec<u8>, sealed: Vec<u8>) -> SealedValue {
+    SealedValue { kind, cursor: KeyCursor::encode(key), associated_data, sealed: SealedBox(sealed) }
+}
+
+impl Store {
+    /// [`VaultStore::sealed_values`] for one kind, after the decoded cursor `after`.
+    async fn load_sealed(
+        &self,
+        kind: SealedKind,
+        after: Option<KeyCursor>,
+        limit: i64,
+    ) -> Result<Vec<SealedValue>, StoreError> {
+        match kind {
+            SealedKind::CredentialAccess | SealedKind::CredentialRefresh => {
+                let after = after.map(KeyCursor::into_single);
+                let rows: Vec<(String, Vec<u8>, Option<Vec<u8>>)> = with_conn!(self, |conn| {
+                    let mut query = credentials::table
+                        .select((credentials::grant_id, credentials::access_token, credentials::refresh_token))
+                        .order(credentials::grant_id.asc())
+                        .limit(limit)
+                        .into_boxed();
+                    if kind == SealedKind::CredentialRefresh {
+                        query = query.filter(credentials::refresh_token.is_not_null());
+                    }
+                    if let Some(after) = &after {
+                        query = query.filter(credentials::grant_id.gt(after.as_str()));
+                    }
+                    query.load(conn).await.map_err(db_error)?
+                });
+                rows.into_iter()
+                    .filter_map(|(grant, access, refresh)| {
+                        let (token_kind, sealed) = match kind {
+                            SealedKind::CredentialAccess => (TokenKind::Access, access),
+                            _ => (TokenKind::Refresh, refresh?),
+                        };
+                        Some(
+                            grant_id(&grant)
+                                .map(|id| sealed_value(kind, &[&grant], Credential::aad(&id, token_kind), sealed)),
+                        )
+                    })
+                    .collect()
+            }
+            SealedKind::ProviderSecret => {
+                let after = after.map(KeyCursor::into_pair);
+                let rows: Vec<(String, String, Vec<u8>)> = with_conn!(self, |conn| {
+                    let mut query = providers::table
+                        .select((providers::app_id, providers::name, providers::client_secret))
+                        .order((providers::app_id.asc(), providers::name.asc()))
+                        .limit(limit)
+                        .into_boxed();
+                    if let Some((app, name)) = &after {
+                        query = query.filter(
+                            providers::app_id
+                                .gt(app.as_str())
+                                .or(providers::app_id.eq(app.as_str()).and(providers::name.gt(name.as_str()))),
+                        );
+                    }
+                    query.load(conn).await.map_err(db_error)?
+                });
+                rows.into_iter()
+                    .map(|(app, name, sealed)| {
+                        let aad = ProviderConfig::secret_aad(&crate::models::app_id(&app)?, &provider_name(&name)?);
+                        Ok(sealed_value(kind, &[&app, &name], aad, sealed))
+                    })
+                    .collect()
+            }
+            SealedKind::OutboxToken | SealedKind::OutboxClientSecret => {
+                let after = after.map(KeyCursor::into_single);
+                #[allow(clippy::type_complexity)]
+                let rows: Vec<(String, String, String, String, String, Vec<u8>, Vec<u8>)> = with_conn!(self, |conn| {
+                    let mut query = revocation_outbox::table
+                        .select((
+                            revocation_outbox::id,
+                            revocation_outbox::app_id,
+                            revocation_outbox::grant_id,
+                            revocation_outbox::provider,
+                            revocation_outbox::token_kind,
+                            revocation_outbox::token,
+                            revocation_outbox::client_secret,
+                        ))
+                        .order(revocation_outbox::id.asc())
+                        .limit(limit)
+                        .into_boxed();
+                    if let Some(after) = &after {
+                        query = query.filter(revocation_outbox::id.gt(after.as_str()));
+                    }
+                    query.load(conn).await.map_err(db_error)?
+                });
+                rows.into_iter()
+                    .map(|(id, app, grant, provider, kind_text, token, secret)| {
+                        Ok(if kind == SealedKind::OutboxToken {
+                            let aad = Credential::aad(&grant_id(&grant)?, token_kind(&kind_text)?);
+                            sealed_value(kind, &[&id], aad, token)
+                        } else {
+                            let aad =
+                                ProviderConfig::secret_aad(&crate::models::app_id(&app)?, &provider_name(&provider)?);
+                            sealed_value(kind, &[&id], aad, secret)
+                        })
+                    })
+                    .collect()
+            }
+            SealedKind::ConnectVerifier => {
+                let after = after.map(KeyCursor::into_single);
+                let rows: Vec<(String, Vec<u8>)> = with_conn!(self, |conn| {
+                    let mut query = connect_states::table
+                        .select((connect_states::state_hash, connect_states::pkce_verifier))
+                        .order(connect_states::state_hash.asc())
+                        .limit(limit)
+                        .into_boxed();
+                    if let Some(after) = &after {
+                        query = query.filter(connect_states::state_hash.gt(after.as_str()));
+                    }
+                    query.load(conn).await.map_err(db_error)?
+                });
+                Ok(rows
+                    .into_iter()
+                    .map(|(hash, sealed)| sealed_value(kind, &[&hash], ConnectState::verifier_aad(&hash), sealed))
+                    .collect())
+            }
+            SealedKind::InstanceSecret => {
+                let after = after.map(KeyCursor::into_single);
+                let rows: Vec<(String, Vec<u8>)> = with_conn!(self, |conn| {
+                    let mut query = instance_secrets::table
+                        .select((instance_secrets::name, instance_secrets::value))
+                        .order(instance_secrets::name.asc())
+                        .limit(limit)
+                        .into_boxed();
+                    if let Some(after) = &after {
+                        query = query.filter(instance_secrets::name.gt(after.as_str()));
+                    }
+                    query.load(conn).await.map_err(db_error)?
+                });
+                Ok(rows
+                    .into_iter()
+                    .map(|(name, sealed)| sealed_value(kind, &[&name], instance_secret_aad(&name), sealed))
+                    .collect())
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl VaultStore for Store {
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        with_conn!(self, |conn| insert_audit!(conn, entry).map_err(db_error)?);
+        Ok(())
+    }
+
+    async fn put_provider(&self, provider: &ProviderConfig, audit: &AuditEntry) -> Result<(), StoreError> {
+        let result = transaction!(self, |conn| -> Result<(), TxError<StoreError>> {
+            // An existing provider keeps its `created_at`.
+            diesel::insert_into(providers::table)
+                .values(NewProviderRow::from(provider))
+                .on_conflict((providers::app_id, providers::name))
+                .do_update()
+                .set((
+                    providers::authorization_url.eq(excluded(providers::authorization_url)),
+                    providers::token_url.eq(excluded(providers::token_url)),
+                    providers::revocation_url.eq(excluded(providers::revocation_url)),
+                    providers::client_id.eq(excluded(providers::client_id)),
+                    providers::client_secret.eq(excluded(providers::client_secret)),
+                    providers::scopes_json.eq(excluded(providers::scopes_json)),
+                    providers::updated_at.eq(excluded(providers::updated_at)),
+                ))
+                .execute(conn)
+                .await?;
+            insert_audit!(conn, audit)?;
+            Ok(())
+        });
+        result.map_err(TxError::into_domain)
+    }
+
+    async fn get_provider(&self, app: &AppId, name: &ProviderName) -> Result<Option<ProviderConfig>, StoreError> {
+        let row: Option<ProviderRow> = with_conn!(self, |conn| {
+            providers::table
+                .find((app.as_str(), name.as_str()))
+                .select(ProviderRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        row.map(ProviderRow::into_domain).transpose()
+    }
+
+    async fn list_providers(&self, app: &AppId, page: &PageRequest) -> Result<Page<ProviderConfig>, StoreError> {
+        let after = KeyCursor::of(page, 1)?.map(KeyCursor::into_single);
+        let rows: Vec<ProviderRow> = with_conn!(self, |conn| {
+            let mut query = providers::table
+                .filter(providers::app_id.eq(app.as_str()))
+                .select(ProviderRow::as_select())
+                .into_boxed();
+            if let Some(after) = &after {
+                query = query.filter(providers::name.gt(after.as_str()));
+            }
+            query.order(providers::name.asc()).limit(fetch_limit(page)).load(conn).await.map_err(db_error)?
+        });
+        into_page_with(rows, page, |r| KeyCursor::encode(&[&r.name]), ProviderRow::into_domain)
+    }
+
+    async fn delete_provider(
+        &self,
+        app: &AppId,
+        name: &ProviderName,
+        now: UnixTime,
+        audit: &AuditEntry,
+    ) -> Result<Option<Vec<Grant>>, StoreError> {
+        let scope = RevokeScope::Provider(name.clone());
+        let result = transaction!(self, |conn| -> Result<Option<Vec<GrantRow>>, TxError<StoreError>> {
+            // Locked first: a concurrent `save_grant` for this provider (which share-locks it)
+            // either commits before and its grant is revoked here, or finds the provider gone.
+            if !conn.provider_exists_for_update(app.as_str(), name.as_str()).await? {
+                return Ok(None);
+            }
+            // The outbox rows copy the provider's revocation settings: before it goes.
+            let revoked = conn.revoke_in_scope(app.as_str(), &scope, now.0).await?;
+            diesel::delete(providers::table.find((app.as_str(), name.as_str()))).execute(conn).await?;
+            insert_audit!(conn, audit)?;
+            Ok(Some(revoked))
+        });
+        result.map_err(TxError::into_domain)?.map(convert_grants).transpose()
+    }
+
+    async fn put_policy(&self, policy: &Policy, audit: &AuditEntry) -> Result<(), StoreError> {
+        let result = transaction!(self, |conn| -> Result<(), TxError<StoreError>> {
+            diesel::insert_into(policies::table)
+                .values(NewPolicyRow::from(policy))
+                .on_conflict((policies::app_id, policies::provider))
+                .do_update()
+                .set((
+                    policies::allow_groups_json.eq(excluded(policies::allow_groups_json)),
+                    policies::allow_roles_json.eq(excluded(policies::allow_roles_json)),
+                    policies::updated_at.eq(excluded(policies::updated_at)),
+                ))
+                .execute(conn)
+                .await?;
+            insert_audit!(conn, audit)?;
+            Ok(())
+        });
+        result.map_err(TxError::into_domain)
+    }
+
+    async fn get_policy(&self, app: &AppId, provider: &ProviderName) -> Result<PolicyLookup, StoreError> {
+        let row: Option<PolicyRow> = with_conn!(self, |conn| {
+            policies::table
+                .find((app.as_str(), provider.as_str()))
+                .select(PolicyRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        Ok(row.map_or(PolicyLookup::None, PolicyRow::into_lookup))
+    }
+
+    async fn list_policies(&self, app: &AppId, page: &PageRequest) -> Result<Page<Policy>, StoreError> {
+        let after = KeyCursor::of(page, 1)?.map(KeyCursor::into_single);
+        let rows: Vec<PolicyRow> = with_conn!(self, |conn| {
+            let mut query =
+                policies::table.filter(policies::app_id.eq(app.as_str())).select(PolicyRow::as_select()).into_boxed();
+            if let Some(after) = &after {
+                query = query.filter(policies::provider.gt(after.as_str()));
+            }
+            query.order(policies::provider.asc()).limit(fetch_limit(page)).load(conn).await.map_err(db_error)?
+        });
+        // Strict, like every read but `get_policy`: a listing cannot say "unreadable" for one
+        // row, and skipping it would hide it from the operator who has to fix it.
+        into_page_with(rows, page, |r| KeyCursor::encode(&[&r.provider]), PolicyRow::into_domain)
+    }
+
+    async fn delete_policy(
+        &self,
+        app: &AppId,
+        provider: &ProviderName,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let result = transaction!(self, |conn| -> Result<bool, TxError<StoreError>> {
+            let deleted = diesel::delete(policies::table.find((app.as_str(), provider.as_str()))).execute(conn).await?;
+            if deleted == 0 {
+                return Ok(false);
+            }
+            insert_audit!(conn, audit)?;
+            Ok(true)
+        });
+        result.map_err(TxError::into_domain)
+    }
+
+    async fn get_grant(&self, app: &AppId, grant: &GrantId) -> Result<Option<Grant>, StoreError> {
+        let row: Option<GrantRow> = with_conn!(self, |conn| {
+            grants::table
+                .filter(grants::id.eq(grant.as_str()))
+                .filter(grants::app_id.eq(app.as_str()))
+                .select(GrantRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        row.map(GrantRow::into_domain).transpose()
+    }
+
+    async fn current_grant(
+        &self,
+        app: &AppId,
+        user: &UserId,
+        provider: &ProviderName,
+    ) -> Result<Option<Grant>, StoreError> {
+        // One statement on the hand-out path: the active grant sorts first, then the most
+        // recently updated (ties broken by id, so the answer is stable).
+        let row: Option<GrantRow> = with_conn!(self, |conn| {
+            grants::table
+                .filter(grants::user_id.eq(user.as_str()))
+                .filter(grants::provider.eq(provider.as_str()))
+                .filter(grants::app_id.eq(app.as_str()))
+                .select(GrantRow::as_select())
+                .order((grants::status.eq(active()).desc(), grants::updated_at.desc(), grants::id.desc()))
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        row.map(GrantRow::into_domain).transpose()
+    }
+
+    async fn list_grants(
+        &self,
+        app: &AppId,
+        filter: &GrantFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Grant>, StoreError> {
+        let cursor = Cursor::of(page)?;
+        let rows: Vec<GrantRow> = with_conn!(self, |conn| {
+            let mut query =
+                grants::table.filter(grants::app_id.eq(app.as_str())).select(GrantRow::as_select()).into_boxed();
+            if let Some(user) = &filter.user_id {
+                query = query.filter(grants::user_id.eq(user.as_str()));
+            }
+            if let Some(provider) = &filter.provider {
+                query = query.filter(grants::provider.eq(provider.as_str()));
+            }
+            if let Some(status) = filter.status {
+                query = query.filter(grants::status.eq(status.as_str()));
+            }
+            if let Some(c) = &cursor {
+                query = query.filter(
+                    grants::created_at.lt(c.ts).or(grants::created_at.eq(c.ts).and(grants::id.lt(c.id.as_str()))),
+                );
+            }
+            query
+                .order((grants::created_at.desc(), grants::id.desc()))
+                .limit(fetch_limit(page))
+                .load(conn)
+                .await
+                .map_err(db_error)?
+        });
+        into_page(rows, page, |r| (r.created_at, r.id.as_str()), GrantRow::into_domain)
+    }
+
+    async fn save_grant(
+        &self,
+        grant: &Grant,
+        credential: &Credential,
+        is_new: bool,
+        audit: &AuditEntry,
+    ) -> Result<(), SaveGrantError> {
+        let (app, user, provider) = (grant.app_id.as_str(), grant.user_id.as_str(), grant.provider.as_str());
+        let result = transaction!(self, |conn| -> Result<(), TxError<SaveGrantError>> {
+            // Share locks: a concurrent deprovisioning or provider deletion waits for this save
+            // (and then revokes what it stored), or this save waits for it and stops here.
+            match conn.user_status_for_share(app, user).await?.as_deref().and_then(UserStatus::parse) {
+                Some(UserStatus::Active | UserStatus::Suspended) => {}
+                Some(UserStatus::Deprovisioned) => return Err(gone("the user has been deprovisioned")),
+                None => return Err(gone("the user does not exist")),
+            }
+            if !conn.provider_exists_for_share(app, provider).await? {
+                return Err(gone("the provider no longer exists"));
+            }
+            if is_new {
+                match diesel::insert_into(grants::table).values(NewGrantRow::from(grant)).execute(conn).await {
+                    Ok(_) => {}
+                    // The partial unique index: the user already has an active grant here.
+                    Err(e) if is_unique_violation(&e) => return Err(TxError::Domain(SaveGrantError::Conflict)),
+                    Err(e) => return Err(e.into()),
+                }
+                diesel::insert_into(credentials::table)
+                    .values(NewCredentialRow::from(credential))
+                    .execute(conn)
+                    .await?;
+            } else {
+                // `created_at` and `last_used_at` (which hand-outs move) stay as stored.
+                let updated = diesel::update(
+                    grants::table
+                        .filter(grants::id.eq(grant.id.as_str()))
+                        .filter(grants::app_id.eq(app))
+                        .filter(grants::user_id.eq(user))
+                        .filter(grants::provider.eq(provider))
+                        .filter(grants::status.eq(active())),
+                )
+                .set((
+                    grants::scopes_json.eq(crate::models::strings_to_json(&grant.scopes)),
+                    grants::account.eq(grant.account.as_deref()),
+                    grants::updated_at.eq(grant.updated_at.0),
+                ))
+                .execute(conn)
+                .await?;
+                if updated == 0 {
+                    return Err(TxError::Domain(SaveGrantError::Conflict));
+                }
+                // The stored version moves past the replaced one whatever the caller's is, so a
+                // refresh that read the old credential loses its compare-and-set.
+                diesel::insert_into(credentials::table)
+                    .values(NewCredentialRow::from(credential))
+                    .on_conflict(credentials::grant_id)
+                    .do_update()
+                    .set((
+                        credentials::access_token.eq(excluded(credentials::access_token)),
+                        credentials::refresh_token.eq(excluded(credentials::refresh_token)),
+                        credentials::token_type.eq(excluded(credentials::token_type)),
+                        credentials::expires_at.eq(excluded(credentials::expires_at)),
+                        credentials::version.eq(credentials::version + 1),
+                    ))
+                    .execute(conn)
+                    .await?;
+            }
+            insert_audit!(conn, audit)?;
+            Ok(())
+        });
+        result.map_err(TxError::into_domain)
+    }
+
+    async fn load_credential(&self, grant: &GrantId) -> Result<Option<Credential>, StoreError> {
+        let row: Option<CredentialRow> = with_conn!(self, |conn| {
+            credentials::table
+                .find(grant.as_str())
+                .select(CredentialRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        row.map(CredentialRow::into_domain).transpose()
+    }
+
+    async fn replace_credential(
+        &self,
+        credential: &Credential,
+        expected_version: i64,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let result = transaction!(self, |conn| -> Result<bool, TxError<StoreError>> {
+            let updated = diesel::update(
+                credentials::table
+                    .filter(credentials::grant_id.eq(credential.grant_id.as_str()))
+                    .filter(credentials::version.eq(expected_version)),
+            )
+            .set((
+                credentials::access_token.eq(credential.access_token.0.as_slice()),
+                credentials::refresh_token.eq(credential.refresh_token.as_ref().map(|b| b.0.as_slice())),
+                credentials::token_type.eq(credential.token_type.as_str()),
+                credentials::expires_at.eq(credential.expires_at.map(|t| t.0)),
+                credentials::version.eq(credential.version),
+            ))
+            .execute(conn)
+            .await?;
+            if updated == 0 {
+                return Ok(false);
+            }
+            insert_audit!(conn, audit)?;
+            Ok(true)
+        });
+        result.map_err(TxError::into_domain)
+    }
+
+    async fn expire_grant(&self, grant: &GrantId, now: UnixTime, audit: &AuditEntry) -> Result<(), StoreError> {
+        // The audit row records the rejected refresh, so it is written even when the grant
+        // stopped being active meanwhile (then nothing else changes).
+        let result = transaction!(self, |conn| -> Result<(), TxError<StoreError>> {
+            let expired = diesel::update(grants::table.find(grant.as_str()).filter(grants::status.eq(active())))
+                .set((grants::status.eq(GrantStatus::Expired.as_str()), grants::updated_at.eq(now.0)))
+                .execute(conn)
+                .await?;
+            if expired > 0 {
+                diesel::delete(credentials::table.find(grant.as_str())).execute(conn).await?;
+            }
+            insert_audit!(conn, audit)?;
+            Ok(())
+        });
+        result.map_err(TxError::into_domain)
+    }
+
+    async fn record_handout(
+        &self,
+        grant: &GrantId,
+        touch: Option<UnixTime>,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let Some(at) = touch else {
+            // The common case: one INSERT, atomic on its own.
+            with_conn!(self, |conn| insert_audit!(conn, audit).map_err(db_error)?);
+            return Ok(());
+        };
+        let result = transaction!(self, |conn| -> Result<(), TxError<StoreError>> {
+            // Never moves it backwards when concurrent hand-outs finish out of order.
+            diesel::update(
+                grants::table
+                    .filter(grants::id.eq(grant.as_str()))
+                    .filter(grants::last_used_at.is_null().or(grants::last_used_at.lt(at.0))),
+            )
+            .set(grants::last_used_at.eq(Some(at.0)))
+            .execute(conn)
+            .await?;
+            insert_audit!(conn, audit)?;
+            Ok(())
+        });
+        result.map_err(TxError::into_domain)
+    }
+
+    async fn revoke_grants(
+        &self,
+        app: &AppId,
+        scope: &RevokeScope,
+        now: UnixTime,
+        audit: &AuditEntry,
+    ) -> Result<Vec<Grant>, StoreError> {
+        // One audit row per call, the one given, and only when something was revoked.
+        let result = transaction!(self, |conn| -> Result<Vec<GrantRow>, TxError<StoreError>> {
+            let revoked = conn.revoke_in_scope(app.as_str(), scope, now.0).await?;
+            if !revoked.is_empty() {
+                insert_audit!(conn, audit)?;
+            }
+            Ok(revoked)
+        });
+        convert_grants(result.map_err(TxError::into_domain)?)
+    }
+
+    async fn deprovision_user(
+        &self,
+        app: &AppId,
+        user: &UserId,
+        now: UnixTime,
+        audit: &AuditEntry,
+    ) -> Result<Option<(User, Vec<Grant>)>, StoreError> {
+        let scope = RevokeScope::User(user.clone());
+        let result = transaction!(self, |conn| -> Result<Option<(User, Vec<GrantRow>)>, TxError<StoreError>> {
+            // The user's row first: status changes, group removals and sign-ins serialise on it.
+            let Some((row, _)) = conn.user_by_id_for_update(user.as_str()).await? else { return Ok(None) };
+            if row.app_id != app.as_str() {
+                return Ok(None);
+            }
+            let current = row.into_domain().map_err(tx_domain)?;
+            if current.status == UserStatus::Deprovisioned {
+                return Ok(Some((current, Vec::new())));
+            }
+            diesel::update(users::table.find(user.as_str()))
+                .set((users::status.eq(UserStatus::Deprovisioned.as_str()), users::status_changed_at.eq(Some(now.0))))
+                .execute(conn)
+                .await?;
+            // A pending connect flow must not store new tokens for this user.
+            diesel::delete(connect_states::table.filter(connect_states::user_id.eq(user.as_str())))
+                .execute(conn)
+                .await?;
+            let revoked = conn.revoke_in_scope(app.as_str(), &scope, now.0).await?;
+            insert_audit!(conn, audit)?;
+            Ok(Some((User { status: UserStatus::Deprovisioned, ..current }, revoked)))
+        });
+        match result.map_err(TxError::into_domain)? {
+            None => Ok(None),
+            Some((user, rows)) => Ok(Some((user, convert_grants(rows)?))),
+        }
+    }
+
+    async fn apply_lifecycle_event(
+        &self,
+        app: &AppId,
+        event: &LifecycleEvent,
+        now: UnixTime,
+        audit: &AuditEntry,
+    ) -> Result<LifecycleOutcome, StoreError> {
+        let result = transaction!(self, |conn| -> Result<LifecycleTx, TxError<StoreError>> {
+            let recorded = diesel::insert_into(webhook_events::table)
+                .values((
+                    webhook_events::app_id.eq(app.as_str()),
+                    webhook_events::event_id.eq(event.event_id.as_str()),
+                    webhook_events::received_at.eq(now.0),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            if recorded == 0 {
+                return Ok(LifecycleTx::Duplicate);
+            }
+            // The user's row is locked before anything is written, so this cannot interleave
+            // with a sign-in's write (`resolve_user` locks it first too).
+            let Some((row, status_changed_at)) = conn.user_by_subject_for_update(app.as_str(), &event.subject).await?
+            else {
+                return Ok(LifecycleTx::Ignored("the subject is not a known user".into()));
+            };
+            let user = row.into_domain().map_err(tx_domain)?;
+            let occurred_at = event.occurred_at.0;
+            let mut revoked = Vec::new();
+            let user = match plan_lifecycle(user.status, status_changed_at, occurred_at, &event.change) {
+                LifecyclePlan::Ignore(reason) => return Ok(LifecycleTx::Ignored(reason.to_owned())),
+                LifecyclePlan::Status(next) => {
+                    diesel::update(users::table.find(user.id.as_str()))
+                        .set((users::status.eq(next.as_str()), users::status_changed_at.eq(Some(occurred_at))))
+                        .execute(conn)
+                        .await?;
+                    if next == UserStatus::Deprovisioned {
+                        diesel::delete(connect_states::table.filter(connect_states::user_id.eq(user.id.as_str())))
+                            .execute(conn)
+                            .await?;
+                        revoked =
+                            conn.revoke_in_scope(app.as_str(), &RevokeScope::User(user.id.clone()), now.0).await?;
+                    }
+                    User { status: next, ..user }
+                }
+                LifecyclePlan::RemoveGroup => {
+                    let LifecycleChange::RemoveGroup(group) = &event.change else {
+                        return Err(tx_domain(StoreError::Unavailable("unexpected lifecycle change".into())));
+                    };
+                    let mut groups = user.groups.clone();
+                    groups.remove(group);
+                    conn.write_group_removal(user.id.as_str(), &groups, group, occurred_at).await?;
+                    User { groups, ..user }
+                }
+                LifecyclePlan::Profile => {
+                    let LifecycleChange::Profile { email, name } = &event.change else {
+                        return Err(tx_domain(StoreError::Unavailable("unexpected lifecycle change".into())));
+                    };
+                    let email = email.clone().or_else(|| user.email.clone());
+                    let name = name.clone().or_else(|| user.name.clone());
+                    diesel::update(users::table.find(user.id.as_str()))
+                        .set((users::email.eq(email.as_deref()), users::name.eq(name.as_deref())))
+                        .execute(conn)
+                        .await?;
+                    User { email, name, ..user }
+                }
+            };
+            let entry = AuditEntry { user_id: Some(user.id.clone()), ..audit.clone() };
+            insert_audit!(conn, &entry)?;
+            Ok(LifecycleTx::Applied(user, revoked))
+        });
+        Ok(match result.map_err(TxError::into_domain)? {
+            LifecycleTx::Applied(user, rows) => LifecycleOutcome::Applied { user, revoked: convert_grants(rows)? },
+            LifecycleTx::Ignored(reason) => LifecycleOutcome::Ignored(reason),
+            LifecycleTx::Duplicate => LifecycleOutcome::Duplicate,
+        })
+    }
+
+    async fn prune_webhook_events(&self, before: UnixTime) -> Result<u64, StoreError> {
+        let deleted = with_conn!(self, |conn| {
+            diesel::delete(webhook_events::table.filter(webhook_events::received_at.lt(before.0)))
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
+    }
+
+    async fn sealed_values(
+        &self,
+        kind: SealedKind,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<SealedValue>, StoreError> {
+        let after = after.map(|c| KeyCursor::decode(c, key_parts(kind))).transpose()?;
+        let limit = limit.min(MAX_SEALED_BATCH);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.load_sealed(kind, after, i64::from(limit)).await
+    }
+
+    async fn replace_sealed(&self, value: &SealedValue, new: &SealedBox) -> Result<bool, StoreError> {
+        let key = KeyCursor::decode(&value.cursor, key_parts(value.kind))?;
+        let (old, new) = (value.sealed.0.as_slice(), new.0.as_slice());
+        // Compare-and-set on the old bytes: a value rewritten meanwhile (a refresh, a new
+        // secret) is left alone.
+        let updated = match value.kind {
+            SealedKind::CredentialAccess => {
+                let grant = key.into_single();
+                with_conn!(self, |conn| {
+                    diesel::update(
+                        credentials::table
+                            .filter(credentials::grant_id.eq(grant.as_str()))
+                            .filter(credentials::access_token.eq(old)),
+                    )
+                    .set(credentials::access_token.eq(new))
+                    .execute(conn)
+                    .await
+                    .map_err(db_error)?
+                })
+            }
+            SealedKind::CredentialRefresh => {
+                let grant = key.into_single();
+                with_conn!(self, |conn| {
+                    diesel::update(
+                        credentials::table
+                            .filter(credentials::grant_id.eq(grant.as_str()))
+                            .filter(credentials::refresh_token.eq(old)),
+                    )
+                    .set(credentials::refresh_token.eq(Some(new)))
+                    .execute(conn)
+                    .await
+                    .map_err(db_error)?
+                })
+            }
+            SealedKind::ProviderSecret => {
+                let (app, name) = key.into_pair();
+                with_conn!(self, |conn| {
+                    diesel::update(
+                        providers::table
+                            .filter(providers::app_id.eq(app.as_str()))
+                            .filter(providers::name.eq(name.as_str()))
+                            .filter(providers::client_secret.eq(old)),
+                    )
+                    .set(providers::client_secret.eq(new))
+                    .execute(conn)
+                    .await
+                    .map_err(db_error)?
+                })
+            }
+            SealedKind::OutboxToken => {
+                let id = key.into_single();
+                with_conn!(self, |conn| {
+                    diesel::update(
+                        revocation_outbox::table
+                            .filter(revocation_outbox::id.eq(id.as_str()))
+                            .filter(revocation_outbox::token.eq(old)),
+                    )
+                    .set(revocation_outbox::token.eq(new))
+                    .execute(conn)
+                    .await
+                    .map_err(db_error)?
+                })
+            }
+            SealedKind::OutboxClientSecret => {
+                let id = key.into_single();
+                with_conn!(self, |conn| {
+                    diesel::update(
+                        revocation_outbox::table
+                            .filter(revocation_outbox::id.eq(id.as_str()))
+                            .filter(revocation_outbox::client_secret.eq(old)),
+                    )
+                    .set(revocation_outbox::client_secret.eq(new))
+                    .execute(conn)
+                    .await
+                    .map_err(db_error)?
+                })
+            }
+            SealedKind::ConnectVerifier => {
+                let hash = key.into_single();
+                with_conn!(self, |conn| {
+                    diesel::update(
+                        connect_states::table
+                            .filter(connect_states::state_hash.eq(hash.as_str()))
+                            .filter(connect_states::pkce_verifier.eq(old)),
+                    )
+                    .set(connect_states::pkce_verifier.eq(new))
+                    .execute(conn)
+                    .await
+                    .map_err(db_error)?
+                })
+            }
+            SealedKind::InstanceSecret => {
+                let name = key.into_single();
+                with_conn!(self, |conn| {
+                    diesel::update(
+                        instance_secrets::table
+                            .filter(instance_secrets::name.eq(name.as_str()))
+                            .filter(instance_secrets::value.eq(old)),
+                    )
+                    .set(instance_secrets::value.eq(new))
+                    .execute(conn)
+                    .await
+                    .map_err(db_error)?
+                })
+            }
+        };
+        Ok(updated == 1)
+    }
+
+    async fn create_connect_state(&self, state: &ConnectState) -> Result<(), StoreError> {
+        with_conn!(self, |conn| {
+            diesel::insert_into(connect_states::table)
+                .values(NewConnectStateRow::from(state))
+                .execute(conn)
+                .await
+                .map_err(db_error)?;
+            // Flows abandoned long ago: nothing else ever deletes them.
+            let stale = state.created_at.0.saturating_sub(CONNECT_STATE_RETENTION_SECS);
+            diesel::delete(connect_states::table.filter(connect_states::expires_at.lt(stale)))
+                .execute(conn)
+                .await
+                .map_err(db_error)?;
+        });
+        Ok(())
+    }
+
+    async fn peek_connect_state(&self, state_hash: &str) -> Result<Option<ConnectState>, StoreError> {
+        let row: Option<ConnectStateRow> = with_conn!(self, |conn| {
+            connect_states::table
+                .find(state_hash)
+                .select(ConnectStateRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        row.map(ConnectStateRow::into_domain).transpose()
+    }
+
+    async fn consume_connect_state(&self, state_hash: &str) -> Result<Option<ConnectState>, StoreError> {
+        // One statement: of two concurrent consumers, exactly one deletes the row and gets it.
+        let row: Option<ConnectStateRow> = with_conn!(self, |conn| {
+            diesel::delete(connect_states::table.find(state_hash))
+                .returning(ConnectStateRow::as_returning())
+                .get_result(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        row.map(ConnectStateRow::into_domain).transpose()
+    }
+
+    async fn due_revocations(&self, now: UnixTime, limit: u32) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows: Vec<OutboxRow> = with_conn!(self, |conn| {
+            revocation_outbox::table
+                .filter(revocation_outbox::next_attempt_at.le(now.0))
+                .select(OutboxRow::as_select())
+                .order((
+                    revocation_outbox::next_attempt_at.asc(),
+                    revocation_outbox::created_at.asc(),
+                    revocation_outbox::id.asc(),
+                ))
+                .limit(i64::from(limit))
+                .load(conn)
+                .await
+                .map_err(db_error)?
+        });
+        rows.into_iter().map(OutboxRow::into_domain).collect()
+    }
+
+    async fn finish_revocation(&self, id: &str, audit: Option<&AuditEntry>) -> Result<(), StoreError> {
+        let result = transaction!(self, |conn| -> Result<(), TxError<StoreError>> {
+            let deleted = diesel::delete(revocation_outbox::table.find(id)).execute(conn).await?;
+            // Another instance finished it first (and wrote the audit row), or its app is gone.
+            if deleted == 0 {
+                return Ok(());
+            }
+            if let Some(entry) = audit {
+                insert_audit!(conn, entry)?;
+            }
+            Ok(())
+        });
+        result.map_err(TxError::into_domain)
+    }
+
+    async fn retry_revocation(&self, id: &str, attempts: i32, next_attempt_at: UnixTime) -> Result<(), StoreError> {
+        with_conn!(self, |conn| {
+            diesel::update(revocation_outbox::table.find(id))
+                .set((
+                    revocation_outbox::attempts.eq(attempts),
+                    revocation_outbox::next_attempt_at.eq(next_attempt_at.0),
+                ))
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(())
+    }
+}
+
+/// Removes `group` from the user `user` as a lifecycle event does, at `at`, locking the user's
+/// row first. `false` when there is no such user. For `testing::remove_user_group`.
+#[cfg(feature = "testing")]
+pub(crate) async fn remove_user_group(
+    store: &Store,
+    user: &UserId,
+    group: &str,
+    at: UnixTime,
+) -> Result<bool, StoreError> {
+    let result = transaction!(store, |conn| -> Result<bool, TxError<StoreError>> {
+        let Some((row, _)) = conn.user_by_id_for_update(user.as_str()).await? else { return Ok(false) };
+        let mut groups = row.into_domain().map_err(tx_domain)?.groups;
+        groups.remove(group);
+        conn.write_group_removal(user.as_str(), &groups, group, at.0).await?;
+        Ok(true)
+    });
+    result.map_err(TxError::into_domain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deprovision() -> LifecycleChange {
+        LifecycleChange::Deprovision
+    }
+
+    #[test]
+    fn status_changes_follow_the_order_of_events() {
+        use LifecyclePlan::*;
+        use UserStatus::*;
+        assert_eq!(plan_lifecycle(Active, None, 10, &LifecycleChange::Suspend), Status(Suspended));
+        assert_eq!(plan_lifecycle(Suspended, Some(10), 10, &LifecycleChange::Reactivate), Status(Active));
+        assert!(matches!(plan_lifecycle(Suspended, Some(10), 9, &LifecycleChange::Reactivate), Ignore(_)));
+        assert!(matches!(plan_lifecycle(Active, Some(10), 9, &deprovision()), Ignore(_)));
+        assert_eq!(plan_lifecycle(Suspended, Some(10), 11, &deprovision()), Status(Deprovisioned));
+        // Group removals and profile updates are not status changes: no ordering rule.
+        assert_eq!(plan_lifecycle(Active, Some(10), 1, &LifecycleChange::RemoveGroup("g".into())), RemoveGroup);
+        assert_eq!(
+            plan_lifecycle(Suspended, Some(10), 1, &LifecycleChange::Profile { email: None, name: None }),
+            Profile
+        );
+    }
+
+    #[test]
+    fn nothing_changes_a_deprovisioned_user() {
+        for change in [
+            LifecycleChange::Reactivate,
+            LifecycleChange::Suspend,
+            deprovision(),
+            LifecycleChange::RemoveGroup("g".into()),
+            LifecycleChange::Profile { email: Some("a@example.com".into()), name: None },
+        ] {
+            assert!(
+                matches!(plan_lifecycle(UserStatus::Deprovisioned, None, 100, &change), LifecyclePlan::Ignore(_)),
+                "{change:?}"
+            );
+        }
+    }
+}
