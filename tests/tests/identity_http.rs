@@ -6,9 +6,6 @@
 //!
 //! Every test runs its body once per backend in [`backends`] (SQLite always, PostgreSQL when
 //! `CUSTODY_TEST_POSTGRES_URL` is set), each time with a fresh server, database and fake IdP.
-//!
-//! Tests named `known_bug_*` assert the contract where the server currently falls short; the
-//! comment above each one names the bug.
 
 use custody_identity::{UnixTime, UserId, UserStatus};
 use custody_store::testing::{count_rows, set_user_status};
@@ -1801,12 +1798,10 @@ async fn audit_rows_for_configuration_changes() {
     }
 }
 
-// KNOWN SERVER BUG (audit order): `audit_log.at` has one-second resolution and ties are broken
-// by the row id, a random UUIDv4 (crates/store/src/identity.rs, `list_audit`: `ORDER BY at DESC,
-// id DESC`; ids from `OsRandom::uuid`). Rows written within the same second therefore come back
-// in random order instead of newest first.
+// Audit rows written within the same second still list newest first (the store orders by an
+// insertion sequence, not by the one-second `at`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn known_bug_audit_rows_are_newest_first_within_a_second() {
+async fn audit_rows_are_newest_first_within_a_second() {
     let mut failures = Vec::new();
     for backend in backends() {
         eprintln!("backend {backend:?}");

@@ -618,17 +618,12 @@ impl IdentityStore for Store {
                 query = query.filter(audit_log::user_id.eq(user.as_str()));
             }
             if let Some(c) = &cursor {
-                query = query
-                    .filter(audit_log::at.lt(c.ts).or(audit_log::at.eq(c.ts).and(audit_log::id.lt(c.id.as_str()))));
+                // Audit cursors carry the insertion sequence in their numeric part.
+                query = query.filter(audit_log::seq.lt(c.ts));
             }
-            query
-                .order((audit_log::at.desc(), audit_log::id.desc()))
-                .limit(fetch_limit(page))
-                .load(conn)
-                .await
-                .map_err(db_error)?
+            query.order(audit_log::seq.desc()).limit(fetch_limit(page)).load(conn).await.map_err(db_error)?
         });
-        into_page(rows, page, |r| (r.at, r.id.as_str()), AuditRow::into_domain)
+        into_page(rows, page, |r| (r.seq, "seq"), AuditRow::into_domain)
     }
 }
 

@@ -318,6 +318,7 @@ impl<'a> From<&'a User> for NewUserRow<'a> {
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = audit_log, check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 pub(crate) struct AuditRow {
+    pub seq: i64,
     pub id: String,
     pub app_id: String,
     pub at: i64,

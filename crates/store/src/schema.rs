@@ -73,7 +73,8 @@ diesel::table! {
 
 diesel::table! {
     /// The audit log, listed newest first per app.
-    audit_log (id) {
+    audit_log (seq) {
+        seq -> BigInt,
         id -> Text,
         app_id -> Text,
         at -> BigInt,

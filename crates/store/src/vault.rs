@@ -252,8 +252,10 @@ enum LifecyclePlan {
 
 /// Decides what `change`, which happened at `occurred_at`, does to a user whose status is
 /// `status` and last changed at `status_changed_at`. Nothing leaves `deprovisioned`, nothing
-/// changes a deprovisioned user, and a status change older than the last applied one is
-/// ignored (a late "unblock" cannot undo a later block); an equally old one applies.
+/// changes a deprovisioned user, and a suspend or reactivate older than the last applied status
+/// change is ignored (a late "unblock" cannot undo a later block); an equally old one applies.
+/// A deletion always applies, however late it arrives: it cannot undo anything, and ignoring it
+/// would leave a deleted user's tokens in the vault.
 fn plan_lifecycle(
     status: UserStatus,
     status_changed_at: Option<i64>,
@@ -274,7 +276,9 @@ fn plan_lifecycle(
         });
     }
     match (target, change) {
-        (Some(_), _) if status_changed_at.is_some_and(|last| occurred_at < last) => {
+        (Some(next), _)
+            if next != UserStatus::Deprovisioned && status_changed_at.is_some_and(|last| occurred_at < last) =>
+        {
             LifecyclePlan::Ignore("the change is older than the user's last status change")
         }
         (Some(next), _) if status.may_become(next) => LifecyclePlan::Status(next),
@@ -1221,7 +1225,11 @@ mod tests {
         assert_eq!(plan_lifecycle(Active, None, 10, &LifecycleChange::Suspend), Status(Suspended));
         assert_eq!(plan_lifecycle(Suspended, Some(10), 10, &LifecycleChange::Reactivate), Status(Active));
         assert!(matches!(plan_lifecycle(Suspended, Some(10), 9, &LifecycleChange::Reactivate), Ignore(_)));
-        assert!(matches!(plan_lifecycle(Active, Some(10), 9, &deprovision()), Ignore(_)));
+        assert_eq!(
+            plan_lifecycle(Active, Some(10), 9, &deprovision()),
+            Status(Deprovisioned),
+            "a late deletion still applies"
+        );
         assert_eq!(plan_lifecycle(Suspended, Some(10), 11, &deprovision()), Status(Deprovisioned));
         // Group removals and profile updates are not status changes: no ordering rule.
         assert_eq!(plan_lifecycle(Active, Some(10), 1, &LifecycleChange::RemoveGroup("g".into())), RemoveGroup);

@@ -699,7 +699,8 @@ async fn audit_newest_first_with_filters() {
         let rows = store.list_audit(&app.id, &both, &PageRequest::first()).await.unwrap().items;
         assert_eq!(rows.iter().map(|e| e.at.0 - NOW.0).collect::<Vec<_>>(), vec![3], "{b}");
 
-        // Paging newest first, with ties on `at` broken by id.
+        // Paging newest first: rows come back in reverse order of writing, even when a later row
+        // carries the same or an earlier second.
         store.append_audit(&audit(&app.id, "tie", NOW.plus_seconds(4))).await.unwrap();
         let mut seen = Vec::new();
         let mut cursor = None;
@@ -715,10 +716,9 @@ async fn audit_newest_first_with_filters() {
             }
         }
         assert_eq!(seen.len(), 8, "{b}");
-        let keys: Vec<(i64, String)> = seen.iter().map(|e| (e.at.0, e.id.clone())).collect();
-        let mut sorted = keys.clone();
-        sorted.sort_by(|a, b| b.cmp(a));
-        assert_eq!(keys, sorted, "{b}");
+        assert_eq!(seen[0].action, "tie", "{b}");
+        let times: Vec<i64> = seen[1..].iter().map(|e| e.at.0 - NOW.0).collect();
+        assert_eq!(times, vec![6, 5, 4, 3, 2, 1, 0], "{b}");
     }
 }
 

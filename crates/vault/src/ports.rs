@@ -110,9 +110,10 @@ pub enum LifecycleOutcome {
     /// The change was applied (with the grants it revoked, for a deprovision).
     Applied { user: User, revoked: Vec<Grant> },
     /// Acknowledged and ignored: the subject was never seen (nothing is created), the change
-    /// is not allowed from the user's status (nothing leaves `deprovisioned`), or a status change
-    /// is older than the user's last applied status change (by `occurred_at`), so a late
-    /// "unblock" cannot undo a later block. The event id is recorded all the same.
+    /// is not allowed from the user's status (nothing leaves `deprovisioned`), or a suspend or
+    /// reactivate is older than the user's last applied status change (by `occurred_at`), so a
+    /// late "unblock" cannot undo a later block. A deprovision always applies. The event id is
+    /// recorded all the same.
     Ignored(String),
     /// The event id was seen before; nothing was applied.
     Duplicate,

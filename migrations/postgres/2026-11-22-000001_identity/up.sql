@@ -68,7 +68,9 @@ CREATE TABLE membership_removals (
 );
 
 CREATE TABLE audit_log (
-    id TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+    -- `seq` orders rows by insertion, so listings are newest first even within one second.
+    seq BIGSERIAL PRIMARY KEY,
+    id TEXT COLLATE "C" NOT NULL UNIQUE,
     app_id TEXT COLLATE "C" NOT NULL REFERENCES apps (id) ON DELETE CASCADE,
     at BIGINT NOT NULL,
     action TEXT NOT NULL,
@@ -80,7 +82,7 @@ CREATE TABLE audit_log (
     detail TEXT
 );
 -- Newest-first listing per app.
-CREATE INDEX audit_log_app_at_idx ON audit_log (app_id, at DESC, id DESC);
+CREATE INDEX audit_log_app_seq_idx ON audit_log (app_id, seq DESC);
 
 -- Secrets the instance generates for itself once (e.g. the API-key hashing key), shared by every
 -- process on the database.
