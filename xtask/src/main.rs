@@ -5,9 +5,13 @@
 //!   an identity provider); idempotent.
 //! - `dev-idp [--listen ADDR]`: a local OpenID provider for trying Custody by hand (discovery,
 //!   JWKS, and `GET /dev/token?sub=...` handing out signed user tokens).
+//! - `bench [--quick] [...]`: the token hand-out over HTTP with wrk, on SQLite and PostgreSQL;
+//!   figures in `target/bench/handout.json` (see `bench.rs`).
 //! - `ci`: the checks CI runs (format, clippy, tests).
 
 #![allow(clippy::print_stdout)]
+
+mod bench;
 
 use custody_identity::idp::{IdpConfig, IdpEndpoints, IdpKind};
 use custody_identity::ports::IdentityStore as _;
@@ -27,6 +31,7 @@ const USAGE: &str = "usage:
   cargo xtask migrate --database-url URL [up|down|status]
   cargo xtask fixtures --database-url URL   (master keys from CUSTODY_MASTER_KEYS or <data dir>/master-keys)
   cargo xtask dev-idp [--listen 127.0.0.1:9000]
+  cargo xtask bench [--quick] [--users N] [--tokens N] [--connections N] [--seconds N] [--repetitions N] [--no-postgres]
   cargo xtask ci";
 
 fn main() -> ExitCode {
@@ -35,6 +40,7 @@ fn main() -> ExitCode {
         Some("migrate") => runtime().and_then(|rt| rt.block_on(migrate(&args[1..]))),
         Some("fixtures") => runtime().and_then(|rt| rt.block_on(fixtures(&args[1..]))),
         Some("dev-idp") => runtime().and_then(|rt| rt.block_on(dev_idp(&args[1..]))),
+        Some("bench") => runtime().and_then(|rt| rt.block_on(bench::run(&args[1..]))),
         Some("ci") => ci(),
         _ => Err(USAGE.to_owned()),
     };

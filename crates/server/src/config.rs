@@ -20,7 +20,8 @@ pub enum LogFormat {
 pub struct Config {
     /// `CUSTODY_LISTEN`, default `127.0.0.1:8080`.
     pub listen: SocketAddr,
-    /// `CUSTODY_PUBLIC_URL` without a trailing `/`, default `http://` + listen address.
+    /// `CUSTODY_PUBLIC_URL` without a trailing `/`; empty when not configured, in which case the
+    /// server uses `http://` + the address it bound.
     pub public_url: String,
     /// `CUSTODY_DATA_DIR`, default `./custody-data`.
     pub data_dir: PathBuf,
@@ -132,13 +133,25 @@ impl Config {
         let listen_raw = pick("CUSTODY_LISTEN", file.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
         let listen: SocketAddr =
             listen_raw.parse().map_err(|_| invalid("CUSTODY_LISTEN", "expected an address like 127.0.0.1:8080"))?;
-        let public_url = pick("CUSTODY_PUBLIC_URL", file.public_url).unwrap_or_else(|| format!("http://{listen}"));
-        let parsed = url::Url::parse(&public_url)
-            .map_err(|_| invalid("CUSTODY_PUBLIC_URL", "expected an absolute http(s) URL"))?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(invalid("CUSTODY_PUBLIC_URL", "expected an absolute http(s) URL without query or fragment"));
-        }
-        let public_url = public_url.trim_end_matches('/').to_owned();
+        // Without a configured public URL the server derives it from the address it actually bound
+        // (which differs from the configured one when the port is 0).
+        let public_url = match pick("CUSTODY_PUBLIC_URL", file.public_url) {
+            None => String::new(),
+            Some(public_url) => {
+                let parsed = url::Url::parse(&public_url)
+                    .map_err(|_| invalid("CUSTODY_PUBLIC_URL", "expected an absolute http(s) URL"))?;
+                if !matches!(parsed.scheme(), "http" | "https")
+                    || parsed.query().is_some()
+                    || parsed.fragment().is_some()
+                {
+                    return Err(invalid(
+                        "CUSTODY_PUBLIC_URL",
+                        "expected an absolute http(s) URL without query or fragment",
+                    ));
+                }
+                public_url.trim_end_matches('/').to_owned()
+            }
+        };
         let data_dir =
             PathBuf::from(pick("CUSTODY_DATA_DIR", file.data_dir).unwrap_or_else(|| "./custody-data".into()));
         let explicit_db = pick("CUSTODY_DATABASE_URL", file.database_url);
@@ -264,7 +277,7 @@ mod tests {
     fn defaults() {
         let (c, unknown) = Config::from_vars(&vars(&[])).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.public_url, "http://127.0.0.1:8080");
+        assert_eq!(c.public_url, "", "derived from the bound address at start");
         assert_eq!(c.database_url, "sqlite://./custody-data/custody.db");
         assert!(c.database_is_default);
         assert_eq!(c.jwt_leeway_secs, 60);

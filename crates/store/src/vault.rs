@@ -1176,6 +1176,37 @@ impl VaultStore for Store {
         result.map_err(TxError::into_domain)
     }
 
+    async fn queue_revocations(&self, items: &[OutboxItem], now: UnixTime) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let result = transaction!(self, |conn| -> Result<(), TxError<StoreError>> {
+            for item in items {
+                diesel::insert_into(revocation_outbox::table)
+                    .values((
+                        revocation_outbox::id.eq(item.id.as_str()),
+                        revocation_outbox::app_id.eq(item.app_id.as_str()),
+                        revocation_outbox::grant_id.eq(item.grant_id.as_str()),
+                        revocation_outbox::provider.eq(item.provider.as_str()),
+                        revocation_outbox::token_kind.eq(token_kind_str(item.token_kind)),
+                        revocation_outbox::token.eq(item.token.0.as_slice()),
+                        revocation_outbox::revocation_url.eq(item.revocation_url.as_str()),
+                        revocation_outbox::client_id.eq(item.client_id.as_str()),
+                        revocation_outbox::client_secret.eq(item.client_secret.0.as_slice()),
+                        revocation_outbox::attempts.eq(item.attempts),
+                        revocation_outbox::next_attempt_at.eq(item.next_attempt_at.0),
+                        revocation_outbox::created_at.eq(now.0),
+                    ))
+                    .on_conflict(revocation_outbox::id)
+                    .do_nothing()
+                    .execute(conn)
+                    .await?;
+            }
+            Ok(())
+        });
+        result.map_err(TxError::into_domain)
+    }
+
     async fn retry_revocation(&self, id: &str, attempts: i32, next_attempt_at: UnixTime) -> Result<(), StoreError> {
         with_conn!(self, |conn| {
             diesel::update(revocation_outbox::table.find(id))

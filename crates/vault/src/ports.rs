@@ -283,6 +283,9 @@ pub trait VaultStore: Send + Sync {
     async fn due_revocations(&self, now: UnixTime, limit: u32) -> Result<Vec<OutboxItem>, StoreError>;
     /// Removes an item (done, or given up, with its audit row).
     async fn finish_revocation(&self, id: &str, audit: Option<&AuditEntry>) -> Result<(), StoreError>;
+    /// Adds items to the outbox (an item whose id is already there is left alone), for tokens
+    /// that no grant holds, such as those minted by a refresh that lost a race with a revoke.
+    async fn queue_revocations(&self, items: &[OutboxItem], now: UnixTime) -> Result<(), StoreError>;
     /// Schedules another attempt.
     async fn retry_revocation(&self, id: &str, attempts: i32, next_attempt_at: UnixTime) -> Result<(), StoreError>;
 }

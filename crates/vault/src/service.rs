@@ -6,8 +6,8 @@ use crate::cipher::{Cipher, CipherError};
 use crate::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind, TokenSet};
 use crate::policy::{evaluate, Policy, PolicyDecision};
 use crate::ports::{
-    ConnectState, GrantFilter, OAuthClient, OAuthEndpoint, OAuthError, RefreshLock, RevokeScope, SaveGrantError,
-    VaultStore,
+    ConnectState, GrantFilter, OAuthClient, OAuthEndpoint, OAuthError, OutboxItem, RefreshLock, RevokeScope,
+    SaveGrantError, VaultStore,
 };
 use crate::provider::{is_valid_scope, preset, ProviderConfig, ProviderName};
 use custody_identity::audit::{AuditEntry, AuditOutcome};
@@ -692,6 +692,12 @@ impl VaultService {
             if credential.refresh_token.is_some() {
                 credential = self.refresh(&grant, credential).await?;
             } else if credential.expires_at.is_some_and(|exp| exp <= now) {
+                // Expired with nothing to refresh it: the grant can never hand out again.
+                let mut audit = self.grant_audit(&grant, "token.refresh", "system".into());
+                audit.outcome = AuditOutcome::Failure;
+                audit.detail =
+                    Some("the access token expired and there is no refresh token; the grant is expired".into());
+                self.store.expire_grant(&grant.id, now, &audit).await?;
                 return Err(VaultError::ReauthRequired);
             }
         }
@@ -733,19 +739,29 @@ impl VaultService {
         let refresh_token = self.cipher.open_secret(refresh_box, &Credential::aad(&grant.id, TokenKind::Refresh))?;
         match self.oauth.refresh(&Self::endpoint(&provider, &secret), &refresh_token).await {
             Ok(mut tokens) => {
+                let rotated = tokens.refresh_token.is_some();
                 // RFC 6749 section 6: the provider may keep the old refresh token.
-                if tokens.refresh_token.is_none() {
+                if !rotated {
                     tokens.refresh_token = Some(refresh_token);
                 }
                 let next = self.seal_credential(&grant.id, &tokens, now, current.version + 1)?;
                 let audit = self.grant_audit(grant, "token.refresh", "system".into());
                 if self.store.replace_credential(&next, current.version, &audit).await? {
-                    Ok(next)
-                } else {
-                    self.store.load_credential(&grant.id).await?.ok_or(VaultError::ReauthRequired)
+                    return Ok(next);
                 }
+                // The grant was revoked, expired or reconnected while the provider minted these
+                // tokens: they belong to nobody now, so queue their revocation rather than leave
+                // them live at the provider.
+                self.queue_orphaned(&provider, &next, rotated).await?;
+                self.answer_for_lost_grant(grant).await
             }
             Err(OAuthError::InvalidGrant) => {
+                // A revoke that raced this refresh may have revoked the refresh token at the
+                // provider first: then the grant is revoked, not expired.
+                if self.store.get_grant(&grant.app_id, &grant.id).await?.is_none_or(|g| g.status != GrantStatus::Active)
+                {
+                    return self.answer_for_lost_grant(grant).await;
+                }
                 let mut audit = self.grant_audit(grant, "token.refresh", "system".into());
                 audit.outcome = AuditOutcome::Failure;
                 audit.detail = Some("the provider rejected the refresh token; the grant is expired".into());
@@ -754,6 +770,47 @@ impl VaultService {
             }
             Err(e) => Err(VaultError::ProviderError(e.to_string())),
         }
+    }
+
+    /// What to answer when a grant changed under a refresh: its credential if it is (again) active
+    /// (a reconnect), else why it cannot hand out.
+    async fn answer_for_lost_grant(&self, grant: &Grant) -> Result<Credential, VaultError> {
+        match self.store.get_grant(&grant.app_id, &grant.id).await?.map(|g| g.status) {
+            Some(GrantStatus::Active) => self.store.load_credential(&grant.id).await?.ok_or(VaultError::ReauthRequired),
+            Some(GrantStatus::Expired) => Err(VaultError::ReauthRequired),
+            Some(GrantStatus::Revoked) | None => Err(VaultError::GrantRevoked),
+        }
+    }
+
+    /// Queues the provider revocation of tokens minted for a grant that no longer wants them
+    /// (sealed in `orphan`, still bound to the grant's id). A refresh token the provider did not
+    /// rotate is the grant's old one, which the revocation that removed the grant already queued.
+    async fn queue_orphaned(
+        &self,
+        provider: &ProviderConfig,
+        orphan: &Credential,
+        rotated: bool,
+    ) -> Result<(), VaultError> {
+        let Some(url) = provider.revocation_url.clone() else { return Ok(()) };
+        let now = self.clock.now();
+        let item = |kind: TokenKind, token: &crate::cipher::SealedBox, label: &str| OutboxItem {
+            id: format!("{}:{label}:v{}", orphan.grant_id, orphan.version),
+            app_id: provider.app_id.clone(),
+            grant_id: orphan.grant_id.clone(),
+            provider: provider.name.clone(),
+            token_kind: kind,
+            token: token.clone(),
+            revocation_url: url.clone(),
+            client_id: provider.client_id.clone(),
+            client_secret: provider.client_secret.clone(),
+            attempts: 0,
+            next_attempt_at: now,
+        };
+        let mut items = vec![item(TokenKind::Access, &orphan.access_token, "access")];
+        if let (true, Some(refresh)) = (rotated, &orphan.refresh_token) {
+            items.push(item(TokenKind::Refresh, refresh, "refresh"));
+        }
+        Ok(self.store.queue_revocations(&items, now).await?)
     }
 
     // ----- revocation outbox -----
