@@ -330,6 +330,12 @@ impl FakeIdp {
         kid
     }
 
+    /// The current public key for `alg`, as a JWK (for verifying outside Custody, e.g. benchmarks).
+    pub fn public_jwk(&self, alg: Alg) -> josekit::jwk::Jwk {
+        let state = self.state();
+        josekit::jwk::Jwk::from_map(state.current(alg).public_jwk.clone()).expect("a valid public JWK")
+    }
+
     /// Claims for `sub`: this issuer, [`AUDIENCE`], issued now, expiring in five minutes.
     pub fn claims_for(&self, sub: &str) -> Value {
         let now = now();
