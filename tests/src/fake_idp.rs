@@ -8,8 +8,9 @@
 //! key, made-up key ids, keys that were never published. Counters tell how often Custody fetched
 //! the discovery document and the JWKS.
 //!
-//! Sign-in endpoints (authorization, token, end-session) are not served yet: add their paths in
-//! `route` and advertise them with [`FakeIdp::set_metadata`] (or in `discovery_document`).
+//! It also plays the IdP's part in sign-in ([`sign_in`]): an authorization endpoint with a login
+//! form, a token endpoint for codes (PKCE, client authentication, ID tokens) and an end-session
+//! endpoint, advertised in discovery after [`FakeIdp::advertise_sign_in`].
 #![allow(clippy::expect_used)]
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -32,6 +33,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
+
+pub mod sign_in;
+
+pub use sign_in::{ClientAuth, LogoutRequest, SignInFault, TokenRequest};
 
 /// The audience [`FakeIdp::token_for`] puts in its tokens.
 pub const AUDIENCE: &str = "custody-tests";
@@ -125,6 +130,8 @@ struct State {
     metadata: Map<String, Value>,
     jwks_failing: bool,
     jwks_cache_control: Option<String>,
+    /// Registered clients, issued codes, faults and call records of the sign-in endpoints.
+    sign_in: sign_in::SignInState,
 }
 
 impl State {
@@ -212,6 +219,7 @@ impl FakeIdp {
             metadata: Map::new(),
             jwks_failing: false,
             jwks_cache_control: None,
+            sign_in: sign_in::SignInState::default(),
         };
         for alg in Alg::ALL {
             let kid = state.new_kid(alg);
@@ -233,7 +241,7 @@ impl FakeIdp {
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(route(&shared, req)) }
+                        async move { Ok::<_, Infallible>(route(&shared, req).await) }
                     });
                     let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
                 });
@@ -424,8 +432,27 @@ fn json_response(value: &Value) -> Response<Full<Bytes>> {
     respond(StatusCode::OK, "application/json", value.to_string())
 }
 
-/// Routes a request. New endpoints (authorization, token, end-session) go here.
-fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Routes a request.
+async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let query = req.uri().query().unwrap_or_default().as_bytes().to_vec();
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/authorize") => return sign_in::authorize_page(shared, &query),
+        (&Method::GET, "/logout") => return sign_in::end_session(shared, &query),
+        (&Method::POST, "/authorize") | (&Method::POST, "/token") => {
+            use http_body_util::BodyExt as _;
+            let (parts, body) = req.into_parts();
+            let Ok(collected) = http_body_util::Limited::new(body, 64 * 1024).collect().await else {
+                return respond(StatusCode::BAD_REQUEST, "text/plain", "unreadable body");
+            };
+            let body = collected.to_bytes();
+            return if parts.uri.path() == "/token" {
+                sign_in::token(shared, &parts.headers, &body)
+            } else {
+                sign_in::authorize_submit(shared, &body)
+            };
+        }
+        _ => {}
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/.well-known/openid-configuration") => {
             shared.counters.discovery_fetches.fetch_add(1, Ordering::SeqCst);

@@ -1,10 +1,13 @@
 //! Custody's integration harness: a fake identity provider ([`fake_idp`]), a fake OAuth
 //! provider ([`fake_oauth`]) and the server started in-process on `127.0.0.1:0` against a fresh
 //! database per test ([`harness`]), on SQLite and, when `CUSTODY_TEST_POSTGRES_URL` is set,
-//! PostgreSQL.
+//! PostgreSQL; helpers for the sign-in suites ([`sign_in_flow`]); plus benchmark pieces for
+//! `cargo xtask bench` ([`bench`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod bench;
 pub mod fake_idp;
 pub mod fake_oauth;
 pub mod harness;
+pub mod sign_in_flow;

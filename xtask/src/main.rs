@@ -184,6 +184,11 @@ async fn fixtures(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The OIDC client `dev-idp` registers for a Custody at `http://127.0.0.1:8080` (development only).
+const DEV_CLIENT_ID: &str = "custody-dev";
+/// Its client secret (development only; printed at start).
+const DEV_CLIENT_SECRET: &str = "custody-dev-secret";
+
 async fn dev_idp(args: &[String]) -> Result<(), String> {
     let listen = match args {
         [] => "127.0.0.1:9000".to_owned(),
@@ -191,10 +196,20 @@ async fn dev_idp(args: &[String]) -> Result<(), String> {
         _ => return Err(USAGE.to_owned()),
     };
     let idp = custody_tests::fake_idp::FakeIdp::start_on(&listen).await;
+    // Sign-in: a client for a Custody at the default public URL (a login form takes any name).
+    let custody = "http://127.0.0.1:8080";
+    idp.advertise_sign_in();
+    idp.register_client(
+        DEV_CLIENT_ID,
+        DEV_CLIENT_SECRET,
+        &[&format!("{custody}/v1/auth/callback"), &format!("{custody}/wallet/auth/callback")],
+        &[&format!("{custody}/wallet/sign-in")],
+    );
     println!("development identity provider (not for production) at {}", idp.issuer());
     println!("  issuer:    {}", idp.issuer());
     println!("  audience:  {}", idp.audience());
     println!("  a token:   curl '{}/dev/token?sub=alice&email=alice@example.com&groups=eng'", idp.issuer());
+    println!("  sign-in:   client_id `{DEV_CLIENT_ID}`, client_secret `{DEV_CLIENT_SECRET}` (for {custody})");
     println!("Ctrl-C stops it.");
     tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
     Ok(())

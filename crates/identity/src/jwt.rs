@@ -108,16 +108,20 @@ pub fn validate_claims(
         _ => return Err(TokenRejection::WrongIssuer),
     }
     if let Some(audience) = expect.audience {
-        let ok = match claims.get("aud") {
-            Some(Value::String(aud)) => aud == audience,
-            Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(audience)),
-            _ => false,
-        };
-        if !ok {
+        if !audience_contains(&claims, audience) {
             return Err(TokenRejection::WrongAudience);
         }
     }
     Ok(VerifiedClaims { claims, expires_at: UnixTime(exp), issued_at: iat.map(UnixTime) })
+}
+
+/// Whether the token's `aud` (a string or an array of strings) names `audience`.
+pub fn audience_contains(claims: &Map<String, Value>, audience: &str) -> bool {
+    match claims.get("aud") {
+        Some(Value::String(aud)) => aud == audience,
+        Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(audience)),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

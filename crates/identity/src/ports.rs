@@ -131,6 +131,13 @@ pub trait IdentityStore: Send + Sync {
     ) -> Result<(), UpdateIdpError>;
     /// Removes the app's IdP configuration; users stay. `false` when there was none.
     async fn delete_idp(&self, app: &AppId, audit: &AuditEntry) -> Result<bool, StoreError>;
+    /// The client id of the app's OIDC sign-in client, when one is set: ID tokens from sign-in
+    /// name it as their audience and are accepted as user tokens too. Stores without sign-in
+    /// support have none.
+    async fn oidc_client_id(&self, app: &AppId) -> Result<Option<String>, StoreError> {
+        let _ = app;
+        Ok(None)
+    }
 
     /// Finds the user (app, `identity.subject`) or creates it as `active`, in one transaction
     /// that also sets the claim lock per `lock`. For a user who is not deprovisioned, replaces

@@ -8,7 +8,7 @@ use crate::claims::ClaimMappings;
 use crate::idp::{ClaimMappingsLocked, IdpConfig, IdpEndpoints, IdpKind, IdpPatch, RequestedClaims};
 use crate::ids::{ApiKeyId, AppId, IdpId, UserId};
 use crate::issuer::{InvalidIssuerUrl, Issuer, IssuerUrl, IssuerUrlPolicy};
-use crate::jwt::{validate_claims, ClaimExpectations, TokenRejection, VerifiedClaims};
+use crate::jwt::{audience_contains, validate_claims, ClaimExpectations, TokenRejection, VerifiedClaims};
 use crate::ports::{
     Clock, CreateIdpError, Discovery, DiscoveryDocument, DiscoveryError, IdentityStore, LockGuard, Random,
     ResolveUserError, SecretHasher, StoreError, TokenVerifier, UpdateIdpError,
@@ -328,6 +328,29 @@ impl IdentityService {
         validate_claims(claims, &expect, self.clock.now())
     }
 
+    /// Verifies a user token on a runtime endpoint: its audience must be the configured one or,
+    /// when the app has an OIDC sign-in client, that client's id (an ID token from sign-in). The
+    /// client id is looked up only for a token the configured audience does not accept.
+    pub async fn verify_user_token(&self, config: &IdpConfig, token: &str) -> Result<VerifiedClaims, ResolveError> {
+        let claims = self.verifier.verify_signature(config, token).await?;
+        let mut audience = config.audience.clone();
+        if let Some(configured) = &config.audience {
+            if !audience_contains(&claims, configured) {
+                if let Some(client_id) = self.store.oidc_client_id(&config.app_id).await? {
+                    if audience_contains(&claims, &client_id) {
+                        audience = Some(client_id);
+                    }
+                }
+            }
+        }
+        let expect = ClaimExpectations {
+            issuer: &config.issuer,
+            audience: audience.as_deref(),
+            leeway_secs: self.settings.leeway_secs,
+        };
+        Ok(validate_claims(claims, &expect, self.clock.now())?)
+    }
+
     /// Resolves the user a token names: verify, map claims, find or create the user (locking the
     /// mappings on first sight), sync profile and memberships, and refuse users who may not act.
     pub async fn resolve_user(&self, app: &AppId, token: &str) -> Result<User, ResolveError> {
@@ -342,7 +365,7 @@ impl IdentityService {
         // verifying again under the new configuration is always correct, and changes are rare.
         for _ in 0..4 {
             let config = self.store.get_idp(app).await?.ok_or(ResolveError::NotConfigured)?;
-            let verified = self.verify_token(&config, token).await?;
+            let verified = self.verify_user_token(&config, token).await?;
             match self.resolve_verified(&config, &verified).await {
                 Err(ResolveError::ConfigChanged) => continue,
                 other => return other,

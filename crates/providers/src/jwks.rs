@@ -61,6 +61,9 @@ pub struct JwksSettings {
     pub max_jwks_bytes: usize,
     /// How many key sets (distinct `jwks_uri`s) the cache holds at most.
     pub max_cached_sets: u64,
+    /// Memory bound of the verified-token cache, in bytes (approximate: token, claims and key
+    /// id of each entry); 0 disables it. See [`JwksVerifier::verify`].
+    pub verified_cache_bytes: u64,
 }
 
 impl Default for JwksSettings {
@@ -76,6 +79,7 @@ impl Default for JwksSettings {
             max_keys: 100,
             max_jwks_bytes: 1024 * 1024,
             max_cached_sets: 10_000,
+            verified_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -155,6 +159,21 @@ struct VerifyingKey {
     kid: Option<String>,
     alg: Alg,
     verifier: Box<dyn JwsVerifier>,
+}
+
+/// Which key verified a token.
+struct VerifiedBy {
+    kid: Option<String>,
+    alg: Alg,
+    set: std::sync::Weak<KeySet>,
+}
+
+/// How long a token's `exp` leaves it to live, from the system clock; `None` when it has no
+/// usable `exp` or has expired (such tokens are not remembered).
+fn remaining_lifetime(claims: &Map<String, Value>) -> Option<Duration> {
+    let exp = claims.get("exp")?.as_f64()?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64();
+    (exp > now).then(|| Duration::from_secs_f64((exp - now).min(MAX_VERIFIED_TTL.as_secs_f64())))
 }
 
 /// A parsed JWKS.
@@ -361,13 +380,48 @@ fn build_key_set(body: &[u8], max_keys: usize) -> Result<KeySet, FetchError> {
     Ok(KeySet { keys: usable, fetched_at: Instant::now() })
 }
 
+/// A token whose signature verified, remembered so the same token presented again (an SDK
+/// reuses its user's JWT for many calls) skips the signature check. Only the signature is
+/// remembered: the caller still checks `exp`, `nbf`, `iss` and `aud` on every use, and the user,
+/// grants and policy are read on every request.
+struct VerifiedToken {
+    claims: Map<String, Value>,
+    jwks_uri: String,
+    /// The key that verified it; a hit requires the current key set to still hold it.
+    kid: Option<String>,
+    alg: Alg,
+    /// The set it was verified with, for keys without a kid (then only that very set counts).
+    set: std::sync::Weak<KeySet>,
+    /// Until the token's `exp` (and at most an hour).
+    ttl: Duration,
+    weight: u32,
+}
+
+struct VerifiedExpiry;
+
+impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for VerifiedExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<VerifiedToken>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// The longest a verified token is remembered, whatever its `exp`.
+const MAX_VERIFIED_TTL: Duration = Duration::from_secs(3600);
+
 struct Inner {
     client: HttpClient,
     config: JwksSettings,
     cache: Cache<String, CachedSet>,
+    verified: Option<Cache<[u8; 32], Arc<VerifiedToken>>>,
     slots: StdMutex<HashMap<String, Arc<Slot>>>,
     fetches: AtomicU64,
     fetch_failures: AtomicU64,
+    verified_hits: AtomicU64,
 }
 
 /// Verifies JWT signatures with the keys published at an IdP's `jwks_uri`. Cheap to clone:
@@ -391,14 +445,24 @@ impl JwksVerifier {
     /// A verifier fetching key sets through `client`.
     pub fn new(client: HttpClient, config: JwksSettings) -> Self {
         let cache = Cache::builder().max_capacity(config.max_cached_sets).expire_after(SetExpiry).build();
+        let verified = (config.verified_cache_bytes > 0).then(|| {
+            Cache::builder()
+                .max_capacity(config.verified_cache_bytes)
+                .weigher(|_: &[u8; 32], v: &Arc<VerifiedToken>| v.weight)
+                .expire_after(VerifiedExpiry)
+                .support_invalidation_closures()
+                .build()
+        });
         Self {
             inner: Arc::new(Inner {
                 client,
                 config,
                 cache,
+                verified,
                 slots: StdMutex::new(HashMap::new()),
                 fetches: AtomicU64::new(0),
                 fetch_failures: AtomicU64::new(0),
+                verified_hits: AtomicU64::new(0),
             }),
         }
     }
@@ -406,6 +470,11 @@ impl JwksVerifier {
     /// How many JWKS fetches were attempted since start (for metrics).
     pub fn fetch_count(&self) -> u64 {
         self.inner.fetches.load(Ordering::Relaxed)
+    }
+
+    /// How many verifications were answered from the verified-token cache (for metrics).
+    pub fn verified_cache_hits(&self) -> u64 {
+        self.inner.verified_hits.load(Ordering::Relaxed)
     }
 
     /// How many of those fetches failed (for metrics).
@@ -421,7 +490,60 @@ impl JwksVerifier {
     /// Verifies `token`'s signature with the keys at `jwks_uri` and returns its claims; see the
     /// module documentation for the rules. [`TokenVerifier::verify_signature`] calls this with
     /// the configuration's `jwks_uri`.
+    ///
+    /// A token verified before is answered from the verified-token cache while its entry lives
+    /// (until the token's `exp`, at most an hour, within the cache's memory bound) and the key
+    /// that verified it is still in the cached key set: a key rotated out of the JWKS, or
+    /// [`JwksVerifier::forget_jwks_uri`], ends its tokens' entries.
     pub async fn verify(&self, jwks_uri: &str, token: &str) -> Result<Map<String, Value>, TokenRejection> {
+        if token.len() > self.inner.config.max_token_bytes {
+            return Err(TokenRejection::TooLong(self.inner.config.max_token_bytes));
+        }
+        let Some(verified) = &self.inner.verified else {
+            return self.verify_uncached(jwks_uri, token).await.map(|(c, _)| c);
+        };
+        let digest = openssl::sha::sha256(token.as_bytes());
+        if let Some(hit) = verified.get(&digest).await {
+            if hit.jwks_uri == jwks_uri && self.still_holds(&hit).await {
+                self.inner.verified_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(hit.claims.clone());
+            }
+            verified.invalidate(&digest).await;
+        }
+        let (claims, by) = self.verify_uncached(jwks_uri, token).await?;
+        if let Some(ttl) = remaining_lifetime(&claims) {
+            let weight = u32::try_from(token.len() * 2 + 256).unwrap_or(u32::MAX);
+            let entry = VerifiedToken {
+                claims: claims.clone(),
+                jwks_uri: jwks_uri.to_owned(),
+                kid: by.kid,
+                alg: by.alg,
+                set: by.set,
+                ttl: ttl.min(MAX_VERIFIED_TTL),
+                weight,
+            };
+            verified.insert(digest, Arc::new(entry)).await;
+        }
+        Ok(claims)
+    }
+
+    /// Whether the key that verified a remembered token is still in the key set now cached for
+    /// its `jwks_uri` (no fetch: an absent set means "not sure", which is a miss).
+    async fn still_holds(&self, hit: &VerifiedToken) -> bool {
+        let Some(current) = self.inner.cache.get(&hit.jwks_uri).await else { return false };
+        match &hit.kid {
+            Some(kid) => current.keys.keys.iter().any(|k| k.kid.as_deref() == Some(kid.as_str()) && k.alg == hit.alg),
+            None => hit.set.upgrade().is_some_and(|set| Arc::ptr_eq(&set, &current.keys)),
+        }
+    }
+
+    /// The full check: parse, find the key (refetching once per cooldown for an unknown kid),
+    /// verify the signature. Returns the claims and which key verified them.
+    async fn verify_uncached(
+        &self,
+        jwks_uri: &str,
+        token: &str,
+    ) -> Result<(Map<String, Value>, VerifiedBy), TokenRejection> {
         let parsed = parse_token(token, self.inner.config.max_token_bytes)?;
         let mut set = match self.inner.cache.get(jwks_uri).await {
             Some(cached) => cached.keys,
@@ -431,13 +553,15 @@ impl JwksVerifier {
         for _ in 0..2 {
             match lookup(&set, parsed.kid.as_deref(), parsed.alg) {
                 Lookup::Candidates(keys) => {
-                    return if keys
+                    return match keys
                         .iter()
-                        .any(|k| k.verifier.verify(parsed.signing_input.as_bytes(), &parsed.signature).is_ok())
+                        .find(|k| k.verifier.verify(parsed.signing_input.as_bytes(), &parsed.signature).is_ok())
                     {
-                        decode_payload(parsed.payload)
-                    } else {
-                        Err(TokenRejection::BadSignature)
+                        Some(key) => {
+                            let by = VerifiedBy { kid: key.kid.clone(), alg: key.alg, set: Arc::downgrade(&set) };
+                            decode_payload(parsed.payload).map(|claims| (claims, by))
+                        }
+                        None => Err(TokenRejection::BadSignature),
                     };
                 }
                 Lookup::Mismatch => return Err(TokenRejection::BadSignature),
@@ -450,9 +574,14 @@ impl JwksVerifier {
         Err(TokenRejection::UnknownKey)
     }
 
-    /// Drops the cached key set and fetch state of `jwks_uri`.
+    /// Drops the cached key set and fetch state of `jwks_uri`, and every token it verified.
     pub async fn forget_jwks_uri(&self, jwks_uri: &str) {
         self.inner.cache.invalidate(jwks_uri).await;
+        if let Some(verified) = &self.inner.verified {
+            let uri = jwks_uri.to_owned();
+            // Only fails when closures are not supported, which the builder enables.
+            let _ = verified.invalidate_entries_if(move |_, v| v.jwks_uri == uri);
+        }
         if let Ok(mut slots) = self.inner.slots.lock() {
             slots.remove(jwks_uri);
         }

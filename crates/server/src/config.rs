@@ -42,6 +42,9 @@ pub struct Config {
     pub jwks_refetch_cooldown_secs: u64,
     /// `CUSTODY_MAX_TOKEN_BYTES`, default 16384.
     pub max_token_bytes: usize,
+    /// `CUSTODY_TOKEN_CACHE_MB`, default 64: memory for remembering verified user tokens so the
+    /// same token presented again skips the signature check; 0 disables it.
+    pub token_cache_mb: u64,
     /// `CUSTODY_REFRESH_WINDOW_SECS`, default 60.
     pub refresh_window_secs: i64,
     /// `CUSTODY_HEADER_READ_TIMEOUT_SECS`, default 10.
@@ -78,6 +81,7 @@ struct FileConfig {
     jwt_leeway_secs: Option<i64>,
     jwks_refetch_cooldown_secs: Option<u64>,
     max_token_bytes: Option<usize>,
+    token_cache_mb: Option<u64>,
     refresh_window_secs: Option<i64>,
     header_read_timeout_secs: Option<u64>,
     outbox_retry_secs: Option<i64>,
@@ -98,6 +102,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "CUSTODY_JWT_LEEWAY_SECS",
     "CUSTODY_JWKS_REFETCH_COOLDOWN_SECS",
     "CUSTODY_MAX_TOKEN_BYTES",
+    "CUSTODY_TOKEN_CACHE_MB",
     "CUSTODY_REFRESH_WINDOW_SECS",
     "CUSTODY_HEADER_READ_TIMEOUT_SECS",
     "CUSTODY_OUTBOX_RETRY_SECS",
@@ -211,6 +216,7 @@ impl Config {
             max_token_bytes: number(vars, "CUSTODY_MAX_TOKEN_BYTES", file.max_token_bytes, 16 * 1024, |v| {
                 (1024..=256 * 1024).contains(&v)
             })?,
+            token_cache_mb: number(vars, "CUSTODY_TOKEN_CACHE_MB", file.token_cache_mb, 64, |v| v <= 64 * 1024)?,
             refresh_window_secs: number(vars, "CUSTODY_REFRESH_WINDOW_SECS", file.refresh_window_secs, 60, |v| {
                 (0..=3600).contains(&v)
             })?,
@@ -245,6 +251,7 @@ impl Config {
             jwt_leeway_secs: 60,
             jwks_refetch_cooldown_secs: 60,
             max_token_bytes: 16 * 1024,
+            token_cache_mb: 64,
             refresh_window_secs: 60,
             header_read_timeout_secs: 10,
             outbox_retry_base_secs: 1,

@@ -4,6 +4,7 @@
 
 pub mod bootstrap;
 pub mod config;
+pub mod html;
 pub mod json;
 pub mod metrics;
 pub mod problem;

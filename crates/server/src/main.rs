@@ -70,16 +70,26 @@ async fn reseal_all(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match state.vault.reseal_all(500).await {
-        Ok(report) => {
-            eprintln!("custody reseal: examined {} sealed values, re-sealed {}", report.examined, report.resealed);
-            ExitCode::SUCCESS
+    let mut report = match state.vault.reseal_all(500).await {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("custody reseal: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // OIDC sign-in client secrets.
+    match state.signin.reseal_client_secrets(500).await {
+        Ok(more) => {
+            report.examined += more.examined;
+            report.resealed += more.resealed;
         }
         Err(e) => {
             eprintln!("custody reseal: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
     }
+    eprintln!("custody reseal: examined {} sealed values, re-sealed {}", report.examined, report.resealed);
+    ExitCode::SUCCESS
 }
 
 async fn serve(config: Config) -> ExitCode {

@@ -15,8 +15,11 @@ use custody_providers::discovery::HttpDiscovery;
 use custody_providers::http::{HttpClient, HttpClientSettings};
 use custody_providers::jwks::{JwksSettings, JwksVerifier};
 use custody_providers::oauth::HttpOAuthClient;
+use custody_providers::oidc::HttpOidcClient;
 use custody_store::{Store, StoreOptions};
 use custody_vault::service::{VaultService, VaultSettings};
+use custody_vault::signin::{SignInService, SignInSettings};
+use custody_vault::webhook::{OutboxWaker, WebhookPorts, WebhookService};
 use custody_vault::Cipher;
 use std::fmt;
 use std::sync::Arc;
@@ -61,6 +64,10 @@ pub struct AppState {
     pub public_url: String,
     pub identity: IdentityService,
     pub vault: VaultService,
+    /// Sign-in through the app's IdP: OIDC client settings, SDK sessions, the Wallet.
+    pub signin: SignInService,
+    /// Lifecycle webhooks: settings and deliveries.
+    pub webhooks: WebhookService,
     pub store: Store,
     pub verifier: Arc<JwksVerifier>,
     pub cipher: Arc<KeyRing>,
@@ -106,6 +113,7 @@ impl AppState {
             JwksSettings {
                 refetch_cooldown: Duration::from_secs(config.jwks_refetch_cooldown_secs),
                 max_token_bytes: config.max_token_bytes,
+                verified_cache_bytes: config.token_cache_mb * 1024 * 1024,
                 ..JwksSettings::default()
             },
         ));
@@ -126,6 +134,16 @@ impl AppState {
                 leeway_secs: config.jwt_leeway_secs,
             },
         );
+        let signin = SignInService::new(
+            identity.clone(),
+            Arc::new(store.clone()),
+            Arc::new(HttpOidcClient::new(http.clone())),
+            cipher.clone(),
+            hasher.clone(),
+            clock.clone(),
+            random.clone(),
+            SignInSettings::new(public_url.clone()),
+        );
         let vault = VaultService::new(
             Arc::new(store.clone()),
             Arc::new(store.clone()),
@@ -139,11 +157,25 @@ impl AppState {
                 outbox_retry_base_secs: config.outbox_retry_base_secs,
             },
         );
+        let outbox_wake = Arc::new(tokio::sync::Notify::new());
+        let webhooks = WebhookService::new(WebhookPorts {
+            store: Arc::new(store.clone()),
+            vault: Arc::new(store.clone()),
+            svix: Arc::new(custody_providers::SvixSignatures),
+            hasher: hasher.clone(),
+            cipher: cipher.clone(),
+            clock: clock.clone(),
+            random: random.clone(),
+            outbox: Arc::new(NotifyOutbox(outbox_wake.clone())),
+            public_url: public_url.clone(),
+        });
         Ok(AppState {
             config,
             public_url,
             identity,
             vault,
+            signin,
+            webhooks,
             store,
             verifier,
             cipher,
@@ -151,7 +183,7 @@ impl AppState {
             random,
             clock,
             metrics: Metrics::default(),
-            outbox_wake: Arc::new(tokio::sync::Notify::new()),
+            outbox_wake,
             admin_token_hash,
             key_touches: moka::sync::Cache::builder()
                 .max_capacity(10_000)
@@ -186,6 +218,16 @@ impl AppState {
     /// Asks the outbox worker to run now (after revocations queued provider calls).
     pub fn wake_outbox(&self) {
         self.outbox_wake.notify_one();
+    }
+}
+
+/// Wakes the outbox worker for the webhook use case.
+#[derive(Debug)]
+struct NotifyOutbox(Arc<tokio::sync::Notify>);
+
+impl OutboxWaker for NotifyOutbox {
+    fn wake(&self) {
+        self.0.notify_one();
     }
 }
 

@@ -491,6 +491,10 @@ impl IdentityStore for Store {
         result.map_err(TxError::into_domain)
     }
 
+    async fn oidc_client_id(&self, app: &AppId) -> Result<Option<String>, StoreError> {
+        crate::signin::oidc_client_id(self, app).await
+    }
+
     async fn resolve_user(
         &self,
         app: &AppId,

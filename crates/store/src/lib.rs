@@ -18,6 +18,10 @@
 //! - `vault.rs`: the [`custody_vault::ports::VaultStore`] implementation (providers, policies,
 //!   grants and credentials, revocation and its outbox, lifecycle events, connect states,
 //!   re-sealing).
+//! - `webhook.rs`: [`custody_vault::webhook::WebhookStore`], the lifecycle webhook settings of
+//!   an app's identity provider.
+//! - `signin.rs`: [`custody_vault::signin::SignInStore`], sign-in: the app's OIDC client, pending
+//!   sign-in states, SDK sessions and Wallet sessions.
 //! - `refresh_lock.rs`: [`custody_vault::ports::RefreshLock`], single flight of a grant's refresh
 //!   in the process and, on PostgreSQL, across processes (session advisory locks).
 //! - `testing` (feature `testing`): a fresh database per test on every configured backend.
@@ -37,10 +41,12 @@ mod models;
 mod pool;
 mod refresh_lock;
 mod schema;
+mod signin;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod vault;
+mod webhook;
 
 pub use error::{ConnectError, MigrationError};
 pub use migrate::MigrationStatus;

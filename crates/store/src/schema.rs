@@ -194,6 +194,21 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Lifecycle webhook settings of an app's identity provider: a keyed hash of a generated
+    /// secret or a sealed provided one.
+    idp_webhooks (app_id) {
+        app_id -> Text,
+        idp_id -> Text,
+        enabled -> Bool,
+        secret_source -> Text,
+        secret_hash -> Nullable<Binary>,
+        sealed_secret -> Nullable<Binary>,
+        rotated_at -> Nullable<BigInt>,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::joinable!(api_keys -> apps (app_id));
 diesel::joinable!(idp_configs -> apps (app_id));
 diesel::joinable!(users -> apps (app_id));
@@ -216,4 +231,64 @@ diesel::allow_tables_to_appear_in_same_query!(
     connect_states,
     revocation_outbox,
     webhook_events,
+    idp_webhooks,
 );
+
+// Sign-in (migration 000004_sign_in): the app's OIDC client, pending sign-in states, SDK
+// sign-in sessions and Wallet sessions. Queried on their own, never joined.
+
+diesel::table! {
+    /// The app's OIDC client for sign-in; the secret is sealed. Goes with the IdP configuration.
+    oidc_clients (app_id) {
+        app_id -> Text,
+        idp_id -> Text,
+        client_id -> Text,
+        client_secret -> Binary,
+        token_auth_method -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// SDK sign-in sessions; the ID token is sealed until it is handed out.
+    sdk_sessions (id) {
+        id -> Text,
+        app_id -> Text,
+        status -> Text,
+        error -> Nullable<Text>,
+        user_id -> Nullable<Text>,
+        user_token -> Nullable<Binary>,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        completed_at -> Nullable<BigInt>,
+        token_delivered_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    /// Pending sign-ins, keyed by the hash of their state value.
+    sign_in_states (state_hash) {
+        state_hash -> Text,
+        app_id -> Text,
+        purpose -> Text,
+        sdk_session_id -> Nullable<Text>,
+        nonce_hash -> Text,
+        pkce_verifier -> Binary,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Wallet sessions, keyed by the hash of the cookie's value.
+    wallet_sessions (id_hash) {
+        id_hash -> Text,
+        app_id -> Text,
+        idp_id -> Text,
+        user_id -> Text,
+        id_token -> Nullable<Binary>,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}

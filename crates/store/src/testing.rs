@@ -232,6 +232,11 @@ pub async fn count_rows(store: &Store, table: &str) -> Result<i64, StoreError> {
         "connect_states",
         "revocation_outbox",
         "webhook_events",
+        "oidc_clients",
+        "sign_in_states",
+        "sdk_sessions",
+        "wallet_sessions",
+        "idp_webhooks",
     ];
     if !TABLES.contains(&table) {
         return Err(StoreError::Unavailable(format!("unknown table {table}")));

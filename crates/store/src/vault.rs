@@ -437,6 +437,9 @@ impl Store {
                     .map(|(hash, sealed)| sealed_value(kind, &[&hash], ConnectState::verifier_aad(&hash), sealed))
                     .collect())
             }
+            SealedKind::WebhookSecret => {
+                crate::webhook::sealed_secrets(self, after.map(KeyCursor::into_single), limit).await
+            }
             SealedKind::InstanceSecret => {
                 let after = after.map(KeyCursor::into_single);
                 let rows: Vec<(String, Vec<u8>)> = with_conn!(self, |conn| {
@@ -1081,6 +1084,9 @@ impl VaultStore for Store {
                     .await
                     .map_err(db_error)?
                 })
+            }
+            SealedKind::WebhookSecret => {
+                crate::webhook::replace_sealed_secret(self, &key.into_single(), old, new).await?
             }
             SealedKind::InstanceSecret => {
                 let name = key.into_single();

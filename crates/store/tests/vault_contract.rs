@@ -1174,6 +1174,8 @@ async fn expected_aad(store: &Store, app: &AppId, v: &SealedValue) -> Vec<u8> {
             ConnectState::verifier_aad(&state.state_hash)
         }
         SealedKind::InstanceSecret => instance_secret_aad("hash-key"),
+        // Covered by the webhook suite (tests/tests/webhooks_http.rs).
+        SealedKind::WebhookSecret => custody_vault::webhook::webhook_secret_aad(app),
     }
 }
 

@@ -5,10 +5,13 @@
 
 pub mod cipher;
 pub mod grant;
+pub mod lifecycle;
 pub mod policy;
 pub mod ports;
 pub mod provider;
 pub mod service;
+pub mod signin;
+pub mod webhook;
 
 pub use cipher::{Cipher, CipherError, SealedBox};
 pub use grant::{Grant, GrantId, GrantStatus};

@@ -129,6 +129,9 @@ pub enum SealedKind {
     OutboxClientSecret,
     ConnectVerifier,
     InstanceSecret,
+    /// A provided lifecycle webhook signing secret (Clerk's), bound to its app
+    /// ([`crate::webhook::webhook_secret_aad`]).
+    WebhookSecret,
 }
 
 /// One sealed value, with what identifies its row and so its associated data.

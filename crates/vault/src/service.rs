@@ -882,6 +882,7 @@ impl VaultService {
             OutboxClientSecret,
             ConnectVerifier,
             InstanceSecret,
+            WebhookSecret,
         ] {
             let mut after: Option<String> = None;
             loop {

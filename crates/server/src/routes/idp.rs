@@ -72,7 +72,9 @@ fn webhook_secret_source(kind: IdpKind) -> &'static str {
     }
 }
 
-/// The IdP object of the contract.
+/// The IdP object of the contract, its webhook settings at their defaults (disabled) and no OIDC
+/// client; [`super::webhooks::idp_object`] fills in the stored webhook settings and
+/// [`super::signin::idp_object`] the OIDC client too.
 pub fn idp_json(state: &AppState, config: &IdpConfig) -> Value {
     let public = &state.public_url;
     json!({
@@ -84,12 +86,7 @@ pub fn idp_json(state: &AppState, config: &IdpConfig) -> Value {
         "claims": claims_json(&config.claims),
         "claims_locked": config.claims_locked(),
         "claims_locked_at": rfc3339_opt(config.claims_locked_at),
-        "oidc": {
-            "configured": false,
-            "client_id": null,
-            "redirect_uris": {"sdk": format!("{public}/v1/auth/callback"), "wallet": format!("{public}/wallet/auth/callback")},
-            "logout_url": format!("{public}/wallet/sign-in"),
-        },
+        "oidc": super::signin::oidc_json(public, None),
         "webhook": {
             "url": format!("{public}/v1/webhooks/{}", config.app_id),
             "enabled": false,
@@ -146,7 +143,7 @@ pub async fn create(state: Arc<AppState>, call: Call) -> Result<HttpResponse, Ap
         claims: body.claims.map(RequestedClaims::from).unwrap_or_default(),
     };
     let config = state.identity.add_idp(&app.id, request).await?;
-    Ok(json_response(StatusCode::CREATED, &idp_json(&state, &config)))
+    Ok(json_response(StatusCode::CREATED, &super::signin::idp_object(&state, &config).await?))
 }
 
 pub async fn get(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
@@ -154,7 +151,7 @@ pub async fn get(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiEr
     let app = existing_app(&state, &call).await?;
     use custody_identity::ports::IdentityStore as _;
     let config = state.store.get_idp(&app.id).await?.ok_or_else(ApiError::idp_not_configured)?;
-    Ok(json_response(StatusCode::OK, &idp_json(&state, &config)))
+    Ok(json_response(StatusCode::OK, &super::signin::idp_object(&state, &config).await?))
 }
 
 pub async fn patch(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
@@ -167,7 +164,7 @@ pub async fn patch(state: Arc<AppState>, call: Call) -> Result<HttpResponse, Api
     let patch =
         IdpPatch { audience: body.audience, claims: body.claims.map(RequestedClaims::from).unwrap_or_default() };
     let config = state.identity.patch_idp(&app.id, &patch).await?;
-    Ok(json_response(StatusCode::OK, &idp_json(&state, &config)))
+    Ok(json_response(StatusCode::OK, &super::signin::idp_object(&state, &config).await?))
 }
 
 pub async fn delete(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {

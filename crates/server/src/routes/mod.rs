@@ -6,7 +6,10 @@ mod apps;
 mod idp;
 mod ops;
 mod runtime;
+mod signin;
 mod vault;
+mod wallet;
+mod webhooks;
 
 use crate::json::{problem_response, read_body, HttpResponse};
 use crate::problem::ApiError;
@@ -95,6 +98,22 @@ fn routes() -> Vec<Route> {
         r(Method::GET, "/v1/apps/{app_id}/identity-provider", handler!(idp::get)),
         r(Method::PATCH, "/v1/apps/{app_id}/identity-provider", handler!(idp::patch)),
         r(Method::DELETE, "/v1/apps/{app_id}/identity-provider", handler!(idp::delete)),
+        r(Method::GET, "/v1/apps/{app_id}/identity-provider/webhook", handler!(webhooks::get_settings)),
+        r(Method::POST, "/v1/apps/{app_id}/identity-provider/webhook/enable", handler!(webhooks::enable)),
+        r(Method::POST, "/v1/apps/{app_id}/identity-provider/webhook/rotate", handler!(webhooks::rotate)),
+        r(Method::POST, "/v1/apps/{app_id}/identity-provider/webhook/disable", handler!(webhooks::disable)),
+        r(Method::POST, "/v1/webhooks/{app_id}", handler!(webhooks::receive)),
+        r(Method::PUT, "/v1/apps/{app_id}/identity-provider/oidc", handler!(signin::put_oidc)),
+        r(Method::DELETE, "/v1/apps/{app_id}/identity-provider/oidc", handler!(signin::delete_oidc)),
+        r(Method::POST, "/v1/auth/sessions", handler!(signin::create_session)),
+        r(Method::GET, "/v1/auth/sessions/{session_id}", handler!(signin::get_session)),
+        r(Method::GET, "/v1/auth/callback", handler!(signin::sdk_callback)),
+        r(Method::GET, "/wallet", handler!(wallet::wallet_page)),
+        r(Method::GET, "/wallet/sign-in", handler!(wallet::sign_in_page)),
+        r(Method::GET, "/wallet/login", handler!(wallet::login)),
+        r(Method::GET, "/wallet/auth/callback", handler!(wallet::callback)),
+        r(Method::POST, "/wallet/grants/{grant_id}/revoke", handler!(wallet::revoke)),
+        r(Method::POST, "/wallet/sign-out", handler!(wallet::sign_out)),
         r(Method::GET, "/v1/me", handler!(runtime::me)),
         r(Method::PUT, "/v1/apps/{app_id}/providers/{provider}", handler!(vault::put_provider)),
         r(Method::GET, "/v1/apps/{app_id}/providers/{provider}", handler!(vault::get_provider)),
