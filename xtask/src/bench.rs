@@ -27,6 +27,10 @@ pub struct BenchOptions {
     pub seconds: u64,
     pub repetitions: usize,
     pub postgres_url: Option<String>,
+    /// Record a `perf` profile of the server during the first measured run of each backend.
+    pub perf: bool,
+    /// Skip the deletion-webhook benchmark.
+    pub skip_deletion: bool,
 }
 
 impl BenchOptions {
@@ -37,6 +41,8 @@ impl BenchOptions {
             connections: 50,
             seconds: 10,
             repetitions: 3,
+            perf: false,
+            skip_deletion: false,
             postgres_url: Some(
                 std::env::var("CUSTODY_BENCH_POSTGRES_URL")
                     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
@@ -53,6 +59,8 @@ impl BenchOptions {
                 "--seconds" => o.seconds = number(value()?)? as u64,
                 "--repetitions" => o.repetitions = number(value()?)?,
                 "--no-postgres" => o.postgres_url = None,
+                "--perf" => o.perf = true,
+                "--no-deletion" => o.skip_deletion = true,
                 "--quick" => {
                     o.users = 200;
                     o.tokens = 400;
@@ -373,7 +381,31 @@ async fn bench_backend(
     run_wrk(&server, &script, options, 2)?;
     let mut runs = Vec::new();
     for r in 1..=options.repetitions {
+        let profiler = if options.perf && r == 1 {
+            let data = out_dir.join(format!("perf-{label}.data"));
+            let child = Command::new("perf")
+                .args(["record", "-F", "499", "-g", "-o"])
+                .arg(&data)
+                .args([
+                    "-p",
+                    &server.child.id().to_string(),
+                    "--",
+                    "sleep",
+                    &options.seconds.saturating_sub(1).max(1).to_string(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot run perf ({e}); apt-get install -y linux-perf"))?;
+            eprintln!("[{label}] profiling into {} (perf report -i … --no-children)", data.display());
+            Some(child)
+        } else {
+            None
+        };
         let run = run_wrk(&server, &script, options, options.seconds)?;
+        if let Some(mut p) = profiler {
+            let _ = p.wait();
+        }
         eprintln!(
             "[{label}] run {r}: {:.0} hand-outs/s, p50 {:.2} ms, p99 {:.2} ms, {:.0} µs server CPU per hand-out{}",
             run.rps,
@@ -486,7 +518,11 @@ pub async fn run(args: &[String]) -> Result<(), String> {
     if let Some((url, name)) = &reachable_pg {
         drop_postgres_database(url, name).await;
     }
-    let deletion = deletion_webhook(reachable_pg.as_ref().map(|(url, _)| url.as_str()))?;
+    let deletion = if options.skip_deletion {
+        Value::Null
+    } else {
+        deletion_webhook(reachable_pg.as_ref().map(|(url, _)| url.as_str()))?
+    };
     let report = json!({
         "benchmark": "POST /v1/token over HTTP on loopback, warm caches, wrk -t1",
         "rs256_verify_us": verify_us,

@@ -112,6 +112,8 @@ pub async fn run(args: &[String]) -> Result<(), String> {
     }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let idp = FakeIdp::start().await;
+    // The demo IdP also offers OpenID Connect sign-in (for the Wallet at the end).
+    idp.advertise_sign_in();
     let oauth = FakeOAuth::start().await;
     let mut config = custody_server::Config::for_tests(
         &format!("sqlite://{}", dir.path().join("custody.db").display()),
@@ -359,10 +361,13 @@ pub async fn run(args: &[String]) -> Result<(), String> {
 /// Prepares the Wallet for a second user, Bob, with one imported grant, and returns its URL.
 async fn wallet_step(d: &mut Demo, idp: &FakeIdp, app_id: &str, oauth: &FakeOAuth) -> Result<Option<String>, String> {
     d.step("The Wallet: Bob's own page of grants");
-    let Some((client_id, client_secret)) = idp.oidc_client() else {
-        d.say("the demo identity provider has no OIDC client; skipping the Wallet");
-        return Ok(None);
-    };
+    let (client_id, client_secret) = ("custody-demo", "custody-demo-client-secret");
+    idp.register_client(
+        client_id,
+        client_secret,
+        &[&format!("{}/v1/auth/callback", d.base), &format!("{}/wallet/auth/callback", d.base)],
+        &[&format!("{}/wallet/sign-in", d.base)],
+    );
     d.call(
         Method::PUT,
         &format!("/v1/apps/{app_id}/identity-provider/oidc"),
@@ -384,8 +389,32 @@ async fn wallet_step(d: &mut Demo, idp: &FakeIdp, app_id: &str, oauth: &FakeOAut
     .await?;
     let url = format!("{}/wallet/sign-in?app_id={app_id}", d.base);
     let (_, _) = d.call(Method::GET, &url, None, None, None, StatusCode::OK).await?;
+    d.check(
+        idp_discovery_has_sign_in(d, idp).await?,
+        "the identity provider advertises sign-in, and the Wallet's client is registered with Custody",
+    )?;
+    let (_, h) =
+        d.call(Method::GET, &format!("/wallet/login?app_id={app_id}"), None, None, None, StatusCode::FOUND).await?;
+    d.check(
+        location(&h)?.starts_with(&idp.authorization_endpoint()),
+        "the Wallet's sign-in button leads to the identity provider",
+    )?;
     d.say("sign in as `bob` at the demo identity provider's login form to see and revoke the grant");
     Ok(Some(url))
+}
+
+/// Whether the demo IdP's discovery document now lists the sign-in endpoints.
+async fn idp_discovery_has_sign_in(d: &Demo, idp: &FakeIdp) -> Result<bool, String> {
+    let doc: Value = d
+        .http
+        .get(format!("{}/.well-known/openid-configuration", idp.issuer()))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(doc["authorization_endpoint"].is_string() && doc["end_session_endpoint"].is_string())
 }
 
 fn base64_std(bytes: &[u8]) -> String {

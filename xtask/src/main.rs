@@ -7,11 +7,14 @@
 //!   JWKS, and `GET /dev/token?sub=...` handing out signed user tokens).
 //! - `bench [--quick] [...]`: the token hand-out over HTTP with wrk, on SQLite and PostgreSQL;
 //!   figures in `target/bench/handout.json` (see `bench.rs`).
+//! - `demo [--listen ADDR] [--no-wait]`: the whole product on one machine, narrated step by
+//!   step (see `demo.rs`).
 //! - `ci`: the checks CI runs (format, clippy, tests).
 
 #![allow(clippy::print_stdout)]
 
 mod bench;
+mod demo;
 
 use custody_identity::idp::{IdpConfig, IdpEndpoints, IdpKind};
 use custody_identity::ports::IdentityStore as _;
@@ -32,6 +35,7 @@ const USAGE: &str = "usage:
   cargo xtask fixtures --database-url URL   (master keys from CUSTODY_MASTER_KEYS or <data dir>/master-keys)
   cargo xtask dev-idp [--listen 127.0.0.1:9000]
   cargo xtask bench [--quick] [--users N] [--tokens N] [--connections N] [--seconds N] [--repetitions N] [--no-postgres]
+  cargo xtask demo [--listen 127.0.0.1:8080] [--no-wait]
   cargo xtask ci";
 
 fn main() -> ExitCode {
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
         Some("fixtures") => runtime().and_then(|rt| rt.block_on(fixtures(&args[1..]))),
         Some("dev-idp") => runtime().and_then(|rt| rt.block_on(dev_idp(&args[1..]))),
         Some("bench") => runtime().and_then(|rt| rt.block_on(bench::run(&args[1..]))),
+        Some("demo") => runtime().and_then(|rt| rt.block_on(demo::run(&args[1..]))),
         Some("ci") => ci(),
         _ => Err(USAGE.to_owned()),
     };

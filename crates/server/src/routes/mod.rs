@@ -4,6 +4,7 @@
 
 mod apps;
 mod idp;
+mod openapi;
 mod ops;
 mod runtime;
 mod signin;
@@ -82,6 +83,7 @@ fn routes() -> Vec<Route> {
         r(Method::GET, "/healthz", handler!(ops::healthz)),
         r(Method::GET, "/readyz", handler!(ops::readyz)),
         r(Method::GET, "/metrics", handler!(ops::metrics)),
+        r(Method::GET, "/openapi.json", handler!(openapi::document)),
         r(Method::POST, "/v1/apps", handler!(apps::create_app)),
         r(Method::GET, "/v1/apps", handler!(apps::list_apps)),
         r(Method::GET, "/v1/apps/{app_id}", handler!(apps::get_app)),

@@ -26,7 +26,7 @@ use custody_identity::{AppId, User};
 use custody_vault::service::VaultError;
 use custody_vault::signin::service::{CallbackError, SessionEnd, SignedIn, StartSignInError, WalletAccess};
 use custody_vault::signin::{SignInPurpose, WalletSession};
-use custody_vault::{Grant, GrantId, GrantStatus};
+use custody_vault::{Grant, GrantId, GrantStatus, ProviderName};
 use hyper::header::{HeaderValue, COOKIE, SET_COOKIE};
 use hyper::StatusCode;
 use std::collections::HashMap;
@@ -374,6 +374,7 @@ async fn wallet_page_inner(state: &AppState, call: &Call) -> PageResult {
     let notice = call
         .query
         .get("revoked")
+        .filter(|provider| ProviderName::parse(provider).is_ok())
         .map(|provider| {
             format!(
                 "<p class=\"notice\" role=\"status\">Access to <strong>{}</strong> was revoked. {app} can no longer \
