@@ -9,23 +9,31 @@
 #   2. builds the `custody` binary and `xtask` (for its development identity provider);
 #   3. moves into a private network namespace (only loopback), so nothing the fuzzer makes
 #      Custody fetch (issuer URLs, provider token and revocation URLs) can leave the machine;
-#   4. starts the development IdP and Custody (temporary SQLite data dir, admin token set,
-#      insecure issuers allowed) on free loopback ports, and seeds:
+#   4. starts the development IdP (a free port) and Custody (127.0.0.1:8080 inside the namespace,
+#      where the IdP's sign-in client expects it; temporary SQLite data dir, admin token set,
+#      insecure issuers allowed), and seeds:
 #        - app O, the operator endpoints' target: the IdP, provider `github` with a policy, a
 #          second API key, and an imported grant of user `alice`;
 #        - app D, which `DELETE /v1/apps/{app_id}` deletes;
 #        - app R, the runtime endpoints' app: the IdP, an OIDC client, providers `github` and
-#          `slack`, alice's grants of both, a user token for her and a pending SDK sign-in;
-#   5. runs schemathesis on every operation of the document, the admin token, API key and user
-#      token passed per security scheme, and the seeded ids passed as path parameters.
+#          `slack`, alice's grants of both and a user token for her; alice then signs in through
+#          the browser flows (the IdP's login form), once for an SDK session and once for the
+#          Wallet, whose session cookie and CSRF token the run uses;
+#   5. runs schemathesis on every operation of the document (examples, coverage and fuzzing
+#      phases; positive and negative data) with the credentials per security scheme (admin
+#      token, API key, user token, Wallet cookie) and the seeded ids as path parameters, and
+#      checks not_a_server_error, status_code_conformance, content_type_conformance,
+#      response_headers_conformance and response_schema_conformance. Exits non-zero on any
+#      failure.
 #
-# Every operation is exercised, the browser ones included: the Wallet pages, the sign-in and
-# connect callbacks and the webhook receiver only on their refusal paths (no session cookie,
-# unknown states, no valid signature), which still checks that they answer as documented and
-# never with a 5xx. Signed-in Wallet pages and signed webhook deliveries are covered by the
-# integration suites (tests/tests/wallet_browser.rs, webhooks_http.rs), not here.
+# Every operation is exercised. Five are reached only on their refusal paths, which still
+# checks that they answer as documented and never with a 5xx: the webhook receiver (the secret
+# changes as the run enables and rotates it; signed deliveries are tests/tests/webhooks_http.rs),
+# the two OIDC callbacks and the two connect legs (their states are single-use values minted by
+# a browser flow; the whole flows are tests/tests/signin_http.rs, wallet_browser.rs and
+# vault_http.rs).
 #
-# Environment: SCHEMATHESIS_MAX_EXAMPLES (default 25), SCHEMATHESIS_SEED (default fixed, for
+# Environment: SCHEMATHESIS_MAX_EXAMPLES (default 50), SCHEMATHESIS_SEED (default fixed, for
 # reproducible runs), SCHEMATHESIS_WORKERS (default 2). Arguments are passed on to
 # `schemathesis run`, e.g. `.ci/schemathesis.sh --include-path-regex '^/v1/apps'`.
 set -euo pipefail
@@ -106,12 +114,15 @@ log "development identity provider and custody"
 idp_port=$(free_port)
 "$XTASK_BIN" dev-idp --listen "127.0.0.1:$idp_port" >"$tmp/idp.log" 2>&1 &
 pids+=($!)
-custody_port=$(free_port)
-while [ "$custody_port" = "$idp_port" ]; do custody_port=$(free_port); done
+# The development IdP registers its sign-in client for a Custody at 127.0.0.1:8080; the port is
+# free in this namespace whatever runs outside it.
+custody_port=8080
 export ST_IDP="http://127.0.0.1:$idp_port"
 export ST_BASE="http://127.0.0.1:$custody_port"
 export ST_ADMIN_TOKEN="schemathesis-admin-token-$(date +%s)-$RANDOM"
-CUSTODY_LISTEN="127.0.0.1:$custody_port" \
+# A clean environment: no CUSTODY_* setting of the caller's (a database URL, master keys) applies.
+env -i PATH="$PATH" HOME="${HOME:-/tmp}" \
+  CUSTODY_LISTEN="127.0.0.1:$custody_port" \
   CUSTODY_DATA_DIR="$tmp/data" \
   CUSTODY_ADMIN_TOKEN="$ST_ADMIN_TOKEN" \
   CUSTODY_ALLOW_INSECURE_ISSUERS=true \
@@ -124,7 +135,7 @@ echo "custody at $ST_BASE, identity provider at $ST_IDP"
 
 log "seed"
 "$VENV/bin/python" - >"$tmp/seed.env" <<'PY'
-import json, os, sys, urllib.error, urllib.parse, urllib.request
+import html, http.client, json, os, re, sys, urllib.error, urllib.parse, urllib.request
 
 BASE, IDP, ADMIN = os.environ["ST_BASE"], os.environ["ST_IDP"], os.environ["ST_ADMIN_TOKEN"]
 
@@ -174,12 +185,56 @@ call("POST", f"/v1/apps/{r}/grants",
      {"user_id": me["user_id"], "provider": "github", "access_token": "gho_runtime", "scopes": ["repo"]})
 slack_grant = call("POST", f"/v1/apps/{r}/grants",
                    {"user_id": me["user_id"], "provider": "slack", "access_token": "xoxp-runtime"})["id"]
-session = call("POST", "/v1/auth/sessions", {}, token=api_key)["session_id"]
+
+# Alice signs in through the browser flows, as a person would at the development IdP's login
+# form: an SDK sign-in (completed, so its first read hands the user token out) and the Wallet
+# (its session cookie and CSRF token).
+def fetch(method, url, headers=None, body=None):
+    """One request, redirects not followed: (status, Location, Set-Cookie values, text)."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    connection.request(method, parts.path + (f"?{parts.query}" if parts.query else ""), body=body, headers=headers or {})
+    response = connection.getresponse()
+    text = response.read().decode(errors="replace")
+    return response.status, response.getheader("Location"), response.headers.get_all("Set-Cookie") or [], text
+
+def expect(what, status, got):
+    if got[0] != status:
+        sys.exit(f"seed: {what}: expected {status}, got {got[0]}: {got[3][:500]}")
+    return got
+
+def hidden_inputs(page):
+    return {n: html.unescape(v) for n, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page)}
+
+def log_in_at_idp(authorize_url):
+    """The IdP's login form for alice; returns its redirect to Custody's callback."""
+    form = expect("IdP login form", 200, fetch("GET", authorize_url))
+    fields = dict(hidden_inputs(form[3]), username="alice", action="sign-in")
+    submitted = fetch("POST", f"{IDP}/authorize", {"Content-Type": "application/x-www-form-urlencoded"},
+                      urllib.parse.urlencode(fields))
+    return expect("IdP login", 302, submitted)[1]
+
+def cookie(set_cookies, name):
+    for value in set_cookies:
+        pair = value.split(";", 1)[0]
+        if pair.startswith(f"{name}="):
+            return pair[len(name) + 1:]
+    sys.exit(f"seed: no `{name}` cookie in {set_cookies}")
+
+session = call("POST", "/v1/auth/sessions", {}, token=api_key)
+expect("SDK sign-in callback", 200, fetch("GET", log_in_at_idp(session["authorize_url"])))
+login = expect("Wallet login", 302, fetch("GET", f"{BASE}/wallet/login?app_id={r}"))
+binding = cookie(login[2], "custody_wallet_signin")
+callback = expect("Wallet callback", 303, fetch("GET", log_in_at_idp(login[1]), {"Cookie": f"custody_wallet_signin={binding}"}))
+wallet_session = cookie(callback[2], "custody_wallet")
+wallet = expect("Wallet page", 200, fetch("GET", f"{BASE}/wallet", {"Cookie": f"custody_wallet={wallet_session}"}))
+csrf = hidden_inputs(wallet[3])["csrf"]
 
 for name, value in {
     "ST_APP": o, "ST_DELETE_APP": d, "ST_KEY_ID": key, "ST_USER_ID": grant["user_id"], "ST_GRANT_ID": grant["id"],
     "ST_RUNTIME_APP": r, "ST_API_KEY": api_key, "ST_USER_TOKEN": user_token,
-    "ST_RUNTIME_GRANT_ID": slack_grant, "ST_SESSION_ID": session,
+    "ST_RUNTIME_GRANT_ID": slack_grant, "ST_SESSION_ID": session["session_id"],
+    "ST_WALLET_SESSION": wallet_session, "ST_WALLET_CSRF": csrf,
 }.items():
     print(f"export {name}='{value}'")
 PY
@@ -197,6 +252,9 @@ bearer = "${ST_API_KEY}"
 
 [auth.openapi.UserToken]
 api_key = "${ST_USER_TOKEN}"
+
+[auth.openapi.WalletSession]
+api_key = "${ST_WALLET_SESSION}"
 
 # Seeded ids, so the operations reach real resources and not only their 404s.
 [parameters]
@@ -218,23 +276,34 @@ parameters = { "path.app_id" = "${ST_DELETE_APP}" }
 include-operation-id = "revokeMyGrant"
 parameters = { "path.grant_id" = "${ST_RUNTIME_GRANT_ID}" }
 
+# The Wallet's revoke form with the session's CSRF token; sign-out keeps generated (wrong) ones,
+# so the session lives through the run.
+[[operations]]
+include-operation-id = "walletRevoke"
+parameters = { "path.grant_id" = "${ST_RUNTIME_GRANT_ID}", "body.csrf" = "${ST_WALLET_CSRF}" }
+
 # Discovery against the development identity provider (anything else fails in the namespace).
 [[operations]]
 include-operation-id = ["discoverIdp", "createIdp"]
 parameters = { "body.issuer_url" = "${ST_IDP}" }
 TOML
+# Schemathesis keeps crashes for `schemathesis replay` in a cache, and the examples that failed in
+# a database (`--generation-database`): both under target/, not in the tree.
+printf '\n[cache]\ndirectory = "%s"\n' "$PWD/$WORK/cache" >>"$tmp/schemathesis.toml"
 
 log "schemathesis run"
+export HYPOTHESIS_STORAGE_DIRECTORY="$PWD/$WORK/hypothesis"
 set +e
 "$VENV/bin/schemathesis" --config-file "$tmp/schemathesis.toml" run docs/openapi.json \
   --url "$ST_BASE" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
   --phases examples,coverage,fuzzing \
-  --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-25}" \
+  --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-50}" \
   --seed "${SCHEMATHESIS_SEED:-20261122}" \
   --workers "${SCHEMATHESIS_WORKERS:-2}" \
   --request-timeout 20 \
   --max-redirects 0 \
+  --generation-database "$PWD/$WORK/examples" \
   --no-color \
   --report junit --report-junit-path "$tmp/junit.xml" \
   "$@"

@@ -15,6 +15,28 @@
 //!
 //! Library errors (hyper, josekit, OpenSSL, svix) stay inside this crate: every public operation
 //! returns this crate's or the domain's error types, whose messages never carry secrets.
+//!
+//! Verifying an IdP's tokens without the server (the README's embedding example):
+//!
+//! ```no_run
+//! use custody_identity::jwt::{validate_claims, ClaimExpectations};
+//! use custody_identity::ports::Discovery;
+//! use custody_identity::{idp::IdpKind, Issuer, IssuerUrl, IssuerUrlPolicy, UnixTime};
+//! use custody_providers::{HttpClient, HttpClientSettings, HttpDiscovery, JwksSettings, JwksVerifier};
+//!
+//! async fn verify(token: &str, now: UnixTime) -> Result<String, Box<dyn std::error::Error>> {
+//!     let http = HttpClient::new(HttpClientSettings::default())?;
+//!     let url = IssuerUrl::parse("https://acme.us.auth0.com/", IssuerUrlPolicy::HttpsOnly)?;
+//!     let document = HttpDiscovery::new(http.clone()).discover(&url).await?;
+//!     let verifier = JwksVerifier::new(http, JwksSettings::default());
+//!     let claims = verifier.verify(&document.jwks_uri, token).await?;
+//!     let issuer = Issuer::new(document.issuer);
+//!     let expect = ClaimExpectations { issuer: &issuer, audience: Some("https://api.acme.example"), leeway_secs: 60 };
+//!     let verified = validate_claims(claims, &expect, now)?;
+//!     let identity = IdpKind::detect(&url).default_claims().extract(&verified.claims)?;
+//!     Ok(identity.subject)
+//! }
+//! ```
 
 pub mod crypto;
 pub mod discovery;
