@@ -1717,3 +1717,50 @@ async fn deleting_an_app_deletes_its_credentials() {
         assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "app_not_found"), "[{b}] {:?}", a.body);
     }
 }
+
+/// Every hand-out writes its audit row before answering: when the row cannot be written, the
+/// request fails with 503 and no token leaves the vault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handout_whose_audit_row_fails_hands_nothing_out() {
+    for backend in backends() {
+        let w = World::new(backend).await;
+        let b = backend;
+        let alice = w.user("alice");
+        w.connect_ok(&alice).await;
+        assert_eq!(w.token_for(&alice).await.status, StatusCode::OK, "[{b}]");
+        let store = w.s.store().await;
+        let (create, drop): (Vec<&str>, Vec<&str>) = match backend {
+            Backend::Sqlite => (
+                vec![
+                    "CREATE TRIGGER handout_audit_failure BEFORE INSERT ON audit_log \
+                     WHEN NEW.action = 'token.handout' BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+                ],
+                vec!["DROP TRIGGER handout_audit_failure"],
+            ),
+            Backend::Postgres => (
+                vec![
+                    "CREATE FUNCTION handout_audit_failure() RETURNS trigger LANGUAGE plpgsql AS \
+                     $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
+                    "CREATE TRIGGER handout_audit_failure BEFORE INSERT ON audit_log FOR EACH ROW \
+                     WHEN (NEW.action = 'token.handout') EXECUTE FUNCTION handout_audit_failure()",
+                ],
+                vec!["DROP TRIGGER handout_audit_failure ON audit_log", "DROP FUNCTION handout_audit_failure()"],
+            ),
+        };
+        for sql in create {
+            custody_store::testing::execute_sql(&store, sql).await.unwrap();
+        }
+        let a = w.token_for(&alice).await;
+        assert_eq!(
+            (a.status, a.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
+            "[{b}] {:?}",
+            a.body
+        );
+        assert!(a.body.get("access_token").is_none(), "[{b}] a token left without its audit row: {:?}", a.body);
+        for sql in drop {
+            custody_store::testing::execute_sql(&store, sql).await.unwrap();
+        }
+        assert_eq!(w.token_for(&alice).await.status, StatusCode::OK, "[{b}]");
+    }
+}

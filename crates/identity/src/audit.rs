@@ -49,6 +49,25 @@ pub struct AuditEntry {
     pub detail: Option<String>,
 }
 
+impl AuditEntry {
+    /// A successful action on `app` by `actor` at `at`, with no user, grant, provider or detail
+    /// yet (callers fill in what applies).
+    pub fn new(id: String, app_id: AppId, at: UnixTime, action: &str, actor: &str) -> Self {
+        Self {
+            id,
+            app_id,
+            at,
+            action: action.to_owned(),
+            actor: actor.to_owned(),
+            user_id: None,
+            grant_id: None,
+            provider: None,
+            outcome: AuditOutcome::Success,
+            detail: None,
+        }
+    }
+}
+
 /// Filters for listing audit rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {

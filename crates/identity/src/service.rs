@@ -3,7 +3,7 @@
 //! the ports they are built with.
 
 use crate::app::{api_key_prefix, ApiKeyRecord, App, AppName, API_KEY_PREFIX_LEN};
-use crate::audit::{AuditEntry, AuditOutcome};
+use crate::audit::AuditEntry;
 use crate::claims::ClaimMappings;
 use crate::idp::{ClaimMappingsLocked, IdpConfig, IdpEndpoints, IdpKind, IdpPatch, RequestedClaims};
 use crate::ids::{ApiKeyId, AppId, IdpId, UserId};
@@ -161,18 +161,7 @@ impl IdentityService {
 
     /// An audit entry for an operator's action on `app`, stamped now.
     pub fn audit(&self, app: &AppId, action: &str, actor: &str, detail: Option<String>) -> AuditEntry {
-        AuditEntry {
-            id: self.new_id(),
-            app_id: app.clone(),
-            at: self.clock.now(),
-            action: action.to_owned(),
-            actor: actor.to_owned(),
-            user_id: None,
-            grant_id: None,
-            provider: None,
-            outcome: AuditOutcome::Success,
-            detail,
-        }
+        AuditEntry { detail, ..AuditEntry::new(self.new_id(), app.clone(), self.clock.now(), action, actor) }
     }
 
     fn generate_api_key(&self, app: &AppId) -> NewApiKey {

@@ -189,18 +189,7 @@ impl VaultService {
     }
 
     fn audit(&self, app: &AppId, action: &str, actor: String) -> AuditEntry {
-        AuditEntry {
-            id: self.random.uuid(),
-            app_id: app.clone(),
-            at: self.clock.now(),
-            action: action.to_owned(),
-            actor,
-            user_id: None,
-            grant_id: None,
-            provider: None,
-            outcome: AuditOutcome::Success,
-            detail: None,
-        }
+        AuditEntry::new(self.random.uuid(), app.clone(), self.clock.now(), action, &actor)
     }
 
     fn grant_audit(&self, grant: &Grant, action: &str, actor: String) -> AuditEntry {

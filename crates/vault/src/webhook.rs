@@ -18,7 +18,7 @@ use crate::lifecycle::{decode, DecodedEvent, MalformedPayload, SvixMessage, Webh
 use crate::ports::{LifecycleChange, LifecycleEvent, LifecycleOutcome, VaultStore};
 use async_trait::async_trait;
 use base64::Engine as _;
-use custody_identity::audit::{AuditEntry, AuditOutcome};
+use custody_identity::audit::AuditEntry;
 use custody_identity::idp::IdpKind;
 use custody_identity::ports::{Clock, Random, SecretHasher, StoreError};
 use custody_identity::{AppId, IdpId, Secret, UnixTime};
@@ -495,18 +495,7 @@ impl WebhookService {
     }
 
     fn audit(&self, app: &AppId, action: &str, actor: &str, detail: Option<String>) -> AuditEntry {
-        AuditEntry {
-            id: self.random.uuid(),
-            app_id: app.clone(),
-            at: self.clock.now(),
-            action: action.to_owned(),
-            actor: actor.to_owned(),
-            user_id: None,
-            grant_id: None,
-            provider: None,
-            outcome: AuditOutcome::Success,
-            detail,
-        }
+        AuditEntry { detail, ..AuditEntry::new(self.random.uuid(), app.clone(), self.clock.now(), action, actor) }
     }
 
     /// The settings of an app whose identity provider is `target`, as shown to the operator.
