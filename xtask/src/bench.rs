@@ -292,7 +292,8 @@ fn run_wrk(server: &Server, script: &Path, options: &BenchOptions, seconds: u64)
     let pct =
         |p: &str| find(p).and_then(|l| l.split_whitespace().nth(1).and_then(parse_latency_ms)).unwrap_or(f64::NAN);
     let total: f64 =
-        find("requests in").and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok())).unwrap_or(0.0);
+        // `  33540 requests in 10.00s, 12.34MB read`: the count leads the line.
+        text.lines().find(|l| l.contains(" requests in ")).and_then(|l| l.split_whitespace().next()?.parse().ok()).unwrap_or(0.0);
     let non_2xx = find("Non-2xx").and_then(|l| l.split_whitespace().last().and_then(|v| v.parse().ok())).unwrap_or(0);
     let cpu_secs = (after - before) as f64 / ticks_per_second();
     Ok(Run {
