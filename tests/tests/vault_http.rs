@@ -1764,3 +1764,21 @@ async fn a_handout_whose_audit_row_fails_hands_nothing_out() {
         assert_eq!(w.token_for(&alice).await.status, StatusCode::OK, "[{b}]");
     }
 }
+
+/// A refused import (unknown provider, malformed token) creates no user for its subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_import_changes_nothing() {
+    for backend in backends() {
+        let w = World::new(backend).await;
+        let b = backend;
+        let path = format!("/v1/apps/{}/grants", w.app);
+        let unknown = json!({"subject": "newcomer", "provider": "nope", "access_token": "t"});
+        let a = w.api.admin(Method::POST, &path, Some(unknown)).await;
+        assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "provider_not_found"), "[{b}] {:?}", a.body);
+        let empty = json!({"subject": "newcomer", "provider": PROVIDER, "access_token": ""});
+        let a = w.api.admin(Method::POST, &path, Some(empty)).await;
+        assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "invalid_request"), "[{b}] {:?}", a.body);
+        let users = w.api.admin(Method::GET, &format!("/v1/apps/{}/users", w.app), None).await;
+        assert_eq!(users.body["items"], json!([]), "[{b}] a refused import created a user");
+    }
+}

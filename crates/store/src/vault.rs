@@ -999,108 +999,57 @@ impl VaultStore for Store {
         let (old, new) = (value.sealed.0.as_slice(), new.0.as_slice());
         // Compare-and-set on the old bytes: a value rewritten meanwhile (a refresh, a new
         // secret) is left alone.
+        // One column of one row, by compare-and-set on its old bytes.
+        macro_rules! swap {
+            ($table:path, $row:expr, $column:path, $value:expr) => {
+                with_conn!(self, |conn| {
+                    diesel::update($table.filter($row).filter($column.eq(old)))
+                        .set($column.eq($value))
+                        .execute(conn)
+                        .await
+                        .map_err(db_error)?
+                })
+            };
+        }
         let updated = match value.kind {
             SealedKind::CredentialAccess => {
                 let grant = key.into_single();
-                with_conn!(self, |conn| {
-                    diesel::update(
-                        credentials::table
-                            .filter(credentials::grant_id.eq(grant.as_str()))
-                            .filter(credentials::access_token.eq(old)),
-                    )
-                    .set(credentials::access_token.eq(new))
-                    .execute(conn)
-                    .await
-                    .map_err(db_error)?
-                })
+                swap!(credentials::table, credentials::grant_id.eq(grant.as_str()), credentials::access_token, new)
             }
             SealedKind::CredentialRefresh => {
                 let grant = key.into_single();
-                with_conn!(self, |conn| {
-                    diesel::update(
-                        credentials::table
-                            .filter(credentials::grant_id.eq(grant.as_str()))
-                            .filter(credentials::refresh_token.eq(old)),
-                    )
-                    .set(credentials::refresh_token.eq(Some(new)))
-                    .execute(conn)
-                    .await
-                    .map_err(db_error)?
-                })
+                swap!(
+                    credentials::table,
+                    credentials::grant_id.eq(grant.as_str()),
+                    credentials::refresh_token,
+                    Some(new)
+                )
             }
             SealedKind::ProviderSecret => {
                 let (app, name) = key.into_pair();
-                with_conn!(self, |conn| {
-                    diesel::update(
-                        providers::table
-                            .filter(providers::app_id.eq(app.as_str()))
-                            .filter(providers::name.eq(name.as_str()))
-                            .filter(providers::client_secret.eq(old)),
-                    )
-                    .set(providers::client_secret.eq(new))
-                    .execute(conn)
-                    .await
-                    .map_err(db_error)?
-                })
+                let row = providers::app_id.eq(app.as_str()).and(providers::name.eq(name.as_str()));
+                swap!(providers::table, row, providers::client_secret, new)
             }
             SealedKind::OutboxToken => {
                 let id = key.into_single();
-                with_conn!(self, |conn| {
-                    diesel::update(
-                        revocation_outbox::table
-                            .filter(revocation_outbox::id.eq(id.as_str()))
-                            .filter(revocation_outbox::token.eq(old)),
-                    )
-                    .set(revocation_outbox::token.eq(new))
-                    .execute(conn)
-                    .await
-                    .map_err(db_error)?
-                })
+                swap!(revocation_outbox::table, revocation_outbox::id.eq(id.as_str()), revocation_outbox::token, new)
             }
             SealedKind::OutboxClientSecret => {
                 let id = key.into_single();
-                with_conn!(self, |conn| {
-                    diesel::update(
-                        revocation_outbox::table
-                            .filter(revocation_outbox::id.eq(id.as_str()))
-                            .filter(revocation_outbox::client_secret.eq(old)),
-                    )
-                    .set(revocation_outbox::client_secret.eq(new))
-                    .execute(conn)
-                    .await
-                    .map_err(db_error)?
-                })
+                let row = revocation_outbox::id.eq(id.as_str());
+                swap!(revocation_outbox::table, row, revocation_outbox::client_secret, new)
             }
             SealedKind::ConnectVerifier => {
                 let hash = key.into_single();
-                with_conn!(self, |conn| {
-                    diesel::update(
-                        connect_states::table
-                            .filter(connect_states::state_hash.eq(hash.as_str()))
-                            .filter(connect_states::pkce_verifier.eq(old)),
-                    )
-                    .set(connect_states::pkce_verifier.eq(new))
-                    .execute(conn)
-                    .await
-                    .map_err(db_error)?
-                })
+                let row = connect_states::state_hash.eq(hash.as_str());
+                swap!(connect_states::table, row, connect_states::pkce_verifier, new)
             }
             SealedKind::WebhookSecret => {
                 crate::webhook::replace_sealed_secret(self, &key.into_single(), old, new).await?
             }
             SealedKind::InstanceSecret => {
                 let name = key.into_single();
-                with_conn!(self, |conn| {
-                    diesel::update(
-                        instance_secrets::table
-                            .filter(instance_secrets::name.eq(name.as_str()))
-                            .filter(instance_secrets::value.eq(old)),
-                    )
-                    .set(instance_secrets::value.eq(new))
-                    .execute(conn)
-                    .await
-                    .map_err(db_error)?
-                })
+                swap!(instance_secrets::table, instance_secrets::name.eq(name.as_str()), instance_secrets::value, new)
             }
         };
         Ok(updated == 1)

@@ -125,6 +125,36 @@ pub struct ImportGrant {
     pub account: Option<String>,
 }
 
+/// The longest token accepted for import, in bytes.
+pub const MAX_IMPORTED_TOKEN_BYTES: usize = 16 * 1024;
+/// The longest `expires_in` accepted for import: ten years.
+pub const MAX_IMPORTED_EXPIRES_IN: i64 = 10 * 365 * 86_400;
+
+impl ImportGrant {
+    /// Checks the imported values; the caller runs this before creating anything (such as the
+    /// user the grant is for), so a bad import changes nothing.
+    pub fn validate(&self) -> Result<(), VaultError> {
+        let bad = |m: &str| Err(VaultError::Invalid(m.to_owned()));
+        let token_ok = |t: &Secret| !t.expose().is_empty() && t.expose().len() <= MAX_IMPORTED_TOKEN_BYTES;
+        if !token_ok(&self.tokens.access_token) {
+            return bad("access_token: must be 1 to 16384 characters");
+        }
+        if self.tokens.refresh_token.as_ref().is_some_and(|t| !token_ok(t)) {
+            return bad("refresh_token: must be 1 to 16384 characters");
+        }
+        if self.tokens.expires_in.is_some_and(|e| !(0..=MAX_IMPORTED_EXPIRES_IN).contains(&e)) {
+            return bad("expires_in: must be between 0 and 315360000 seconds");
+        }
+        if self.account.as_ref().is_some_and(|a| a.len() > 320) {
+            return bad("account: at most 320 characters");
+        }
+        if let Some(scopes) = &self.tokens.scopes {
+            check_scopes("scopes", scopes)?;
+        }
+        Ok(())
+    }
+}
+
 /// The vault use cases over their ports.
 #[derive(Clone)]
 pub struct VaultService {
@@ -622,11 +652,9 @@ impl VaultService {
 
     /// Imports tokens obtained elsewhere as the user's grant (operator).
     pub async fn import_grant(&self, app: &AppId, user: &UserId, import: ImportGrant) -> Result<Grant, VaultError> {
+        import.validate()?;
         if self.store.get_provider(app, &import.provider).await?.is_none() {
             return Err(VaultError::ProviderNotFound(import.provider.to_string()));
-        }
-        if let Some(scopes) = &import.tokens.scopes {
-            check_scopes("scopes", scopes)?;
         }
         self.save_tokens(
             app,

@@ -332,37 +332,6 @@ pub async fn import_grant(state: Arc<AppState>, call: Call) -> Result<HttpRespon
     require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let body: ImportBody = parse_json(&call.body)?;
-    if body.access_token.is_empty() || body.access_token.len() > 16 * 1024 {
-        return Err(ApiError::invalid_request("access_token: must be 1 to 16384 characters"));
-    }
-    if body.refresh_token.as_ref().is_some_and(|t| t.is_empty() || t.len() > 16 * 1024) {
-        return Err(ApiError::invalid_request("refresh_token: must be 1 to 16384 characters"));
-    }
-    if body.expires_in.is_some_and(|e| !(0..=10 * 365 * 86400).contains(&e)) {
-        return Err(ApiError::invalid_request("expires_in: must be between 0 and 315360000 seconds"));
-    }
-    if body.account.as_ref().is_some_and(|a| a.len() > 320) {
-        return Err(ApiError::invalid_request("account: at most 320 characters"));
-    }
-    let user = match (body.subject, body.user_id) {
-        (Some(subject), None) => {
-            if subject.is_empty() || subject.len() > custody_identity::claims::MAX_SUBJECT_LEN {
-                return Err(ApiError::invalid_request("subject: must be 1 to 255 characters"));
-            }
-            let new_id = UserId::parse(&custody_identity::ports::Random::uuid(state.random.as_ref()))
-                .map_err(|_| ApiError::internal())?;
-            state.store.ensure_user(&app.id, &subject, &new_id, state.clock.now()).await?
-        }
-        (None, Some(id)) => {
-            let not_found = || ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "user not found");
-            let id = UserId::parse(&id).map_err(|_| not_found())?;
-            state.store.get_user(&app.id, &id).await?.ok_or_else(not_found)?
-        }
-        _ => return Err(ApiError::invalid_request("subject: give exactly one of subject and user_id")),
-    };
-    if user.status == custody_identity::UserStatus::Deprovisioned {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "user_deprovisioned", "the user has been deprovisioned"));
-    }
     let import = ImportGrant {
         provider: body.provider,
         tokens: TokenSet {
@@ -374,6 +343,31 @@ pub async fn import_grant(state: Arc<AppState>, call: Call) -> Result<HttpRespon
         },
         account: body.account,
     };
+    // Everything that can refuse the import is checked before a user may be created for it, so
+    // a refused import changes nothing.
+    import.validate()?;
+    if state.vault.store().get_provider(&app.id, &import.provider).await?.is_none() {
+        return Err(custody_vault::service::VaultError::ProviderNotFound(import.provider.to_string()).into());
+    }
+    let user = match (body.subject, body.user_id) {
+        (Some(subject), None) => {
+            if subject.is_empty() || subject.len() > custody_identity::claims::MAX_SUBJECT_LEN {
+                return Err(ApiError::invalid_request("subject: must be 1 to 255 characters"));
+            }
+            let new_id = UserId::parse(&state.identity.random().uuid()).map_err(|_| ApiError::internal())?;
+            state.store.ensure_user(&app.id, &subject, &new_id, state.clock.now()).await?
+        }
+        (None, Some(id)) => {
+            let not_found = || ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "user not found");
+            let id = UserId::parse(&id).map_err(|_| not_found())?;
+            state.store.get_user(&app.id, &id).await?.ok_or_else(not_found)?
+        }
+        _ => return Err(ApiError::invalid_request("subject: give exactly one of subject and user_id")),
+    };
+    // A suspended user's grants are kept, so one may be imported; a deprovisioned user is final.
+    if user.status == custody_identity::UserStatus::Deprovisioned {
+        return Err(custody_identity::user::UserRefused::Deprovisioned.into());
+    }
     let grant = state.vault.import_grant(&app.id, &user.id, import).await?;
     Ok(json_response(StatusCode::CREATED, &grant_json(&grant)))
 }
