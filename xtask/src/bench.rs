@@ -1,74 +1,157 @@
-//! `cargo xtask bench`: the token hand-out (`POST /v1/token`) over real HTTP on loopback.
+//! `cargo xtask bench`: the token hand-out (`POST /v1/token`) over real HTTP on loopback, Custody
+//! side by side with the reference pipeline, against the four targets of issue 6.
 //!
-//! It builds the release `custody` binary, starts it on a fresh SQLite database (and on a fresh
-//! PostgreSQL database when one is reachable), seeds an app whose identity provider is an
-//! in-process development IdP, imports a grant for each of `--users` users, and drives the
-//! hand-out with `wrk` (Debian package `wrk`) rotating over pre-minted RS256 user tokens, with the
-//! server's caches warm. For each run it reports hand-outs per second, p50/p99 latency and the
-//! server's CPU time per hand-out (from `/proc/<pid>/stat`), next to the cost of one RS256
-//! verification measured in the same process, and writes everything to
-//! `target/bench/handout.json`.
+//! What one invocation does, in order:
+//!
+//! 1. Builds the release `custody` binary, and the reference pipeline (`perfbench`, from
+//!    `--reference PATH`, `CUSTODY_PERF_REFERENCE`, or `<workspace>/../shared/perf-reference`):
+//!    its sources are copied into `<temp dir>/custody-perf-reference/perfbench` (outside the
+//!    workspace; files are rewritten only when they changed, so its release build is reused) and
+//!    built there with `cargo build --release`.
+//! 2. Starts an in-process development identity provider (RS256), and a Custody on a fresh
+//!    SQLite database in a temporary data directory; seeds through the admin API an app with that
+//!    IdP, a `github` provider and one imported grant for each of `--users` users (`user-<n>`,
+//!    access token `gho_bench_<n>`); stops it (SIGTERM) and copies its data directory three times:
+//!    - `sqlite_fresh`: served with `CUSTODY_TOKEN_CACHE_MB=0` (no verified-token cache: every
+//!      request verifies the RS256 signature);
+//!    - `sqlite_cached`: served with the default cache;
+//!    - `sqlite_large_cached`: grown to `--large-users` users (1,000,000) by writing the missing
+//!      users, grants, sealed credentials and `grant.import` audit rows straight into the SQLite
+//!      file (`custody_store::bulk`, the store's own row conversions, one transaction; no
+//!      `ANALYZE`, since the server runs none), then served with the default cache. A few bulk
+//!      users' hand-outs are checked (status and token value) before measuring.
+//! 3. With PostgreSQL reachable (`CUSTODY_BENCH_POSTGRES_URL`, default
+//!    `postgres://postgres@127.0.0.1:5432/postgres`): a fresh database, a Custody on it with
+//!    `CUSTODY_DATABASE_MAX_CONNECTIONS=16`, seeded through the API like SQLite (`postgres_cached`).
+//! 4. Starts the reference: `perfbench server 2 <port> full-josekit` (it builds its own 100,000
+//!    user `server.db` and 2,000 tokens on every start) — a minimal hyper server that verifies the
+//!    RS256 bearer token with josekit, reads the grant from SQLite and opens it with AES-256-GCM.
+//! 5. Drives every server with `wrk -t1 -c<connections> -d<seconds>s --latency` (Debian package
+//!    `wrk`): Custody with a Lua script rotating over `--tokens` pre-minted RS256 user tokens (a
+//!    different user on consecutive requests; for the large store, users spread evenly over the
+//!    whole range), the reference with its own `rotate.lua` over its 2,000 tokens. Every server
+//!    gets one request checked by hand and a 2 s warm-up first. Then `--repetitions` rounds; in
+//!    each round every configuration runs once, in the same order, so background noise lands on
+//!    all of them alike. Per run: hand-outs per second, p50/p99 latency, and the server process's
+//!    CPU time per hand-out (from `/proc/<pid>/stat`; for PostgreSQL, Custody's CPU only, not the
+//!    database's). A non-2xx answer in any run fails the benchmark.
+//! 6. Prints each configuration's medians, and the four ratios (of medians; the paired
+//!    per-round ratios are shown too) with their targets, pass or miss:
+//!    1. `sqlite_fresh` / `reference` hand-outs/s ≥ 0.8;
+//!    2. `sqlite_cached` / `reference` hand-outs/s ≥ 1.3;
+//!    3. `postgres_cached` / `sqlite_cached` hand-outs/s ≥ 0.6;
+//!    4. p50 of `sqlite_large_cached` / p50 of `sqlite_cached` within [0.8, 1.2] (the p50 at the
+//!       large store is within 20% of the p50 at `--users` users, either way).
+//!
+//!    A missed target is reported, not an error (the exit status is 0).
+//! 7. Unless `--no-deletion`: the deletion-webhook benchmark (issue 4), the ignored test
+//!    `deletion_benchmark_full` run in a release build.
+//!
+//! Everything (settings, every run, medians, ratios, the load time of the large store, the
+//! deletion figures) goes to `target/bench/handout.json`.
+//!
+//! Defaults: 1,000 and 1,000,000 users, 2,000 tokens, 50 connections, 3 rounds of 10 s.
+//! `--quick` is a smoke run: 200 users, 400 tokens, 1 round of 3 s, and no large store unless
+//! `--million` (or `--large-users N`) asks for it.
 
+use custody_identity::audit::AuditEntry;
+use custody_identity::ports::Random as _;
+use custody_identity::{AppId, Secret, UnixTime, User, UserId, UserStatus};
+use custody_providers::crypto::{KeyRing, OsRandom};
+use custody_store::bulk::ImportedGrant;
 use custody_tests::fake_idp::{Alg, FakeIdp};
+use custody_vault::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind};
+use custody_vault::{Cipher as _, ProviderName};
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ADMIN: &str = "bench-admin-token-0123456789abcdef";
 const MASTER_KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+/// Lifetime of the imported access tokens (far beyond the benchmark: no refresh happens).
+const TOKEN_LIFETIME_SECS: i64 = 86_400 * 30;
+/// PostgreSQL pool size for target 3.
+const PG_CONNECTIONS: usize = 16;
+/// The reference's mode (`full-josekit`: the same JWT library as Custody).
+const REFERENCE_MODE: &str = "full-josekit";
 
 /// Options of one benchmark invocation.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
+    /// Users in the ordinary stores (SQLite and PostgreSQL).
     pub users: usize,
+    /// Users in the large SQLite store (target 4); `None` skips it.
+    pub large_users: Option<usize>,
     pub tokens: usize,
     pub connections: usize,
     pub seconds: u64,
     pub repetitions: usize,
     pub postgres_url: Option<String>,
-    /// Record a `perf` profile of the server during the first measured run of each backend.
+    /// The reference pipeline's sources (`perfbench`, or the folder holding it); `None` skips it.
+    pub reference: Option<PathBuf>,
+    /// Worker threads of the reference server.
+    pub reference_threads: usize,
+    /// Record a `perf` profile of each server during the first round.
     pub perf: bool,
     /// Skip the deletion-webhook benchmark.
     pub skip_deletion: bool,
 }
 
+/// The default size of the large store.
+const LARGE_USERS: usize = 1_000_000;
+
 impl BenchOptions {
     pub fn parse(args: &[String]) -> Result<BenchOptions, String> {
+        let quick = args.iter().any(|a| a == "--quick");
         let mut o = BenchOptions {
-            users: 1000,
-            tokens: 2000,
+            users: if quick { 200 } else { 1000 },
+            large_users: if quick { None } else { Some(LARGE_USERS) },
+            tokens: if quick { 400 } else { 2000 },
             connections: 50,
-            seconds: 10,
-            repetitions: 3,
+            seconds: if quick { 3 } else { 10 },
+            repetitions: if quick { 1 } else { 3 },
             perf: false,
             skip_deletion: false,
             postgres_url: Some(
                 std::env::var("CUSTODY_BENCH_POSTGRES_URL")
                     .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
             ),
+            reference: Some(match std::env::var("CUSTODY_PERF_REFERENCE") {
+                Ok(p) if !p.is_empty() => PathBuf::from(p),
+                _ => workspace_root().join("..").join("shared").join("perf-reference"),
+            }),
+            reference_threads: 2,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
             let mut value = || it.next().cloned().ok_or(format!("{flag} needs a value"));
             let number = |v: String| v.parse::<usize>().map_err(|_| format!("{flag}: expected a number"));
             match flag.as_str() {
+                "--quick" => {}
                 "--users" => o.users = number(value()?)?,
+                "--large-users" => o.large_users = Some(number(value()?)?),
+                "--million" => o.large_users = Some(o.large_users.unwrap_or(LARGE_USERS)),
+                "--no-million" => o.large_users = None,
                 "--tokens" => o.tokens = number(value()?)?,
                 "--connections" => o.connections = number(value()?)?,
                 "--seconds" => o.seconds = number(value()?)? as u64,
                 "--repetitions" => o.repetitions = number(value()?)?,
+                "--reference" => o.reference = Some(PathBuf::from(value()?)),
+                "--reference-threads" => o.reference_threads = number(value()?)?,
+                "--no-reference" => o.reference = None,
                 "--no-postgres" => o.postgres_url = None,
                 "--perf" => o.perf = true,
                 "--no-deletion" => o.skip_deletion = true,
-                "--quick" => {
-                    o.users = 200;
-                    o.tokens = 400;
-                    o.seconds = 3;
-                    o.repetitions = 1;
-                }
                 other => return Err(format!("unknown bench option `{other}`")),
             }
+        }
+        if o.users == 0 || o.tokens == 0 || o.connections == 0 || o.seconds == 0 || o.repetitions == 0 {
+            return Err("--users, --tokens, --connections, --seconds and --repetitions must be positive".into());
+        }
+        if o.large_users.is_some_and(|n| n <= o.users) {
+            return Err(format!("--large-users must exceed --users ({})", o.users));
         }
         Ok(o)
     }
@@ -105,11 +188,31 @@ fn ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// A running release server, killed on drop.
+fn now() -> UnixTime {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    UnixTime(i64::try_from(secs).unwrap_or(0))
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: f64) -> String {
+    let digits = format!("{:.0}", n.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+// ----- servers -----
+
+/// A running server process, killed on drop, with the data directory it owns (if any).
 struct Server {
     child: Child,
     base: String,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -119,8 +222,53 @@ impl Drop for Server {
     }
 }
 
-async fn start_server(binary: &Path, database_url: Option<&str>) -> Result<Server, String> {
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+impl Server {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then waits for a graceful exit (Custody checkpoints and closes its database).
+    /// The data directory stays until the server is dropped.
+    fn stop_gracefully(&mut self) -> Result<(), String> {
+        let pid = self.pid().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().map_err(|e| format!("kill -TERM {pid}: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.child.try_wait().map_err(|e| e.to_string())?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err("the server did not stop within 20 s of SIGTERM".into())
+    }
+
+    /// Waits until `GET <base><path>` answers (with `success` required or any status).
+    async fn wait_ready(&mut self, path: &str, success: bool, timeout: Duration) -> Result<(), String> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(format!("{}{path}", self.base)).send().await {
+                if !success || r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                return Err(format!("the server exited while starting ({status})"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!("the server did not become ready within {} s", timeout.as_secs()))
+    }
+}
+
+/// Starts the release server on `dir` (its data directory) and, when given, a database URL
+/// (default: `custody.db` in `dir`), with extra environment variables.
+async fn start_custody(
+    binary: &Path,
+    dir: tempfile::TempDir,
+    database_url: Option<&str>,
+    extra_env: &[(&str, String)],
+) -> Result<Server, String> {
     let port = free_port()?;
     let mut cmd = Command::new(binary);
     cmd.env_clear()
@@ -131,23 +279,38 @@ async fn start_server(binary: &Path, database_url: Option<&str>) -> Result<Serve
         .env("CUSTODY_MASTER_KEYS", MASTER_KEYS)
         .env("CUSTODY_ALLOW_INSECURE_ISSUERS", "true")
         .env("CUSTODY_LOG", "warn")
+        .env(
+            "CUSTODY_DATABASE_URL",
+            database_url.map(str::to_owned).unwrap_or_else(|| format!("sqlite://{}", sqlite_file(dir.path()).display())),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
-    if let Some(url) = database_url {
-        cmd.env("CUSTODY_DATABASE_URL", url);
+    for (name, value) in extra_env {
+        cmd.env(name, value);
     }
     let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-    let base = format!("http://127.0.0.1:{port}");
-    let server = Server { child, base, _dir: dir };
-    let client = reqwest::Client::new();
-    for _ in 0..200 {
-        if client.get(format!("{}/readyz", server.base)).send().await.is_ok_and(|r| r.status().is_success()) {
-            return Ok(server);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err("the server did not become ready".into())
+    let mut server = Server { child, base: format!("http://127.0.0.1:{port}"), _dir: Some(dir) };
+    server.wait_ready("/readyz", true, Duration::from_secs(60)).await?;
+    Ok(server)
 }
+
+fn sqlite_file(dir: &Path) -> PathBuf {
+    dir.join("custody.db")
+}
+
+/// A new temporary directory holding a copy of every file in `from` (a stopped server's data).
+fn copy_data_dir(from: &Path) -> Result<tempfile::TempDir, String> {
+    let to = tempfile::tempdir().map_err(|e| e.to_string())?;
+    for entry in std::fs::read_dir(from).map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        if entry.file_type().map_err(|e| e.to_string())?.is_file() {
+            std::fs::copy(entry.path(), to.path().join(entry.file_name())).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(to)
+}
+
+// ----- seeding through the API -----
 
 async fn post(client: &reqwest::Client, url: &str, bearer: &str, body: Value) -> Result<Value, String> {
     let r = client.post(url).bearer_auth(bearer).json(&body).send().await.map_err(|e| e.to_string())?;
@@ -159,13 +322,29 @@ async fn post(client: &reqwest::Client, url: &str, bearer: &str, body: Value) ->
     Ok(v)
 }
 
-/// Seeds an app with the IdP, a provider and a grant per user; returns the API key.
-async fn seed(server: &Server, idp: &FakeIdp, users: usize) -> Result<String, String> {
+/// The app the seeding created.
+#[derive(Debug, Clone)]
+struct Seeded {
+    app_id: String,
+    api_key: String,
+}
+
+/// The access token imported for user number `n`.
+fn access_token_of(n: usize) -> String {
+    format!("gho_bench_{n}")
+}
+
+fn subject_of(n: usize) -> String {
+    format!("user-{n}")
+}
+
+/// Seeds an app with the IdP, a provider and a grant per user, through the admin API.
+async fn seed(server: &Server, idp: &FakeIdp, users: usize) -> Result<Seeded, String> {
     let client = reqwest::Client::new();
     let base = &server.base;
     let app = post(&client, &format!("{base}/v1/apps"), ADMIN, json!({"name": "bench"})).await?;
     let app_id = app["id"].as_str().ok_or("no app id")?.to_owned();
-    let key = app["api_key"].as_str().ok_or("no api key")?.to_owned();
+    let api_key = app["api_key"].as_str().ok_or("no api key")?.to_owned();
     post(
         &client,
         &format!("{base}/v1/apps/{app_id}/identity-provider"),
@@ -193,8 +372,8 @@ async fn seed(server: &Server, idp: &FakeIdp, users: usize) -> Result<String, St
                 &client,
                 &url,
                 ADMIN,
-                json!({"subject": format!("user-{u}"), "provider": "github",
-                       "access_token": format!("gho_bench_{u}"), "expires_in": 86_400 * 30, "scopes": ["repo"]}),
+                json!({"subject": subject_of(u), "provider": "github",
+                       "access_token": access_token_of(u), "expires_in": TOKEN_LIFETIME_SECS, "scopes": ["repo"]}),
             )
             .await
         }));
@@ -207,15 +386,139 @@ async fn seed(server: &Server, idp: &FakeIdp, users: usize) -> Result<String, St
     for p in pending {
         p.await.map_err(|e| e.to_string())??;
     }
-    Ok(key)
+    Ok(Seeded { app_id, api_key })
 }
 
-/// Writes the wrk script and its token file; returns the script path.
-fn write_wrk_script(dir: &Path, idp: &FakeIdp, options: &BenchOptions, key: &str) -> Result<PathBuf, String> {
+// ----- the large store -----
+
+/// What the import endpoint stores for user number `n` (a new subject), built with the same
+/// domain constructors: `ensure_user`'s user, `save_tokens`' grant and credential (sealed with
+/// the server's key ring, bound to the grant id), `grant_audit`'s `grant.import` row.
+fn imported_grant(
+    n: usize,
+    app: &AppId,
+    provider: &ProviderName,
+    ring: &KeyRing,
+    random: &OsRandom,
+    at: UnixTime,
+) -> Result<ImportedGrant, String> {
+    let user_id = UserId::parse(&random.uuid()).map_err(|e| e.to_string())?;
+    let grant_id = GrantId::parse(&random.uuid()).map_err(|e| e.to_string())?;
+    let user = User {
+        id: user_id.clone(),
+        app_id: app.clone(),
+        subject: subject_of(n),
+        status: UserStatus::Active,
+        email: None,
+        name: None,
+        groups: BTreeSet::new(),
+        roles: BTreeSet::new(),
+        created_at: at,
+        last_seen_at: None,
+    };
+    let grant = Grant {
+        id: grant_id.clone(),
+        app_id: app.clone(),
+        user_id: user_id.clone(),
+        provider: provider.clone(),
+        status: GrantStatus::Active,
+        scopes: vec!["repo".into()],
+        account: None,
+        created_at: at,
+        updated_at: at,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    let access_token = ring
+        .seal_secret(&Secret::new(access_token_of(n)), &Credential::aad(&grant_id, TokenKind::Access))
+        .map_err(|e| e.to_string())?;
+    let credential = Credential {
+        grant_id: grant_id.clone(),
+        access_token,
+        refresh_token: None,
+        token_type: "Bearer".into(),
+        expires_at: Some(at.plus_seconds(TOKEN_LIFETIME_SECS)),
+        version: 1,
+    };
+    let audit = AuditEntry {
+        user_id: Some(user_id),
+        grant_id: Some(grant_id.to_string()),
+        provider: Some(provider.to_string()),
+        ..AuditEntry::new(random.uuid(), app.clone(), at, "grant.import", "operator")
+    };
+    Ok(ImportedGrant { user, grant, credential, audit })
+}
+
+/// Adds users `from..to` (with their grants) to the stopped SQLite database at `db`: one thread
+/// builds and seals rows, the loader writes them in one transaction. Returns the seconds taken.
+async fn bulk_load(db: &Path, app_id: &str, from: usize, to: usize) -> Result<f64, String> {
+    let started = Instant::now();
+    let app = AppId::parse(app_id).map_err(|e| e.to_string())?;
+    let provider = ProviderName::parse("github").map_err(|e| e.to_string())?;
+    let ring = KeyRing::parse(MASTER_KEYS).map_err(|e| e.to_string())?;
+    let db = db.to_path_buf();
+    let at = now();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<ImportedGrant>>(16);
+    let producer = std::thread::spawn(move || -> Result<(), String> {
+        let random = OsRandom;
+        let mut n = from;
+        while n < to {
+            let end = (n + 1000).min(to);
+            let batch =
+                (n..end).map(|i| imported_grant(i, &app, &provider, &ring, &random, at)).collect::<Result<Vec<_>, _>>()?;
+            if tx.send(batch).is_err() {
+                // The loader stopped (it failed); it reports why.
+                return Ok(());
+            }
+            n = end;
+        }
+        Ok(())
+    });
+    let loaded = tokio::task::spawn_blocking(move || {
+        custody_store::bulk::load_imported_grants_sqlite(&db, rx.into_iter().flatten()).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    producer.join().map_err(|_| "the row builder panicked".to_owned())??;
+    if loaded != (to - from) as u64 {
+        return Err(format!("bulk load wrote {loaded} grants, expected {}", to - from));
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Hands out a token for each of `users` with fresh user tokens and checks the value.
+async fn check_handouts(server: &Server, idp: &FakeIdp, api_key: &str, users: &[usize]) -> Result<(), String> {
+    let client = reqwest::Client::new();
+    for &n in users {
+        let token = idp.token_for(&subject_of(n));
+        let r = client
+            .post(format!("{}/v1/token", server.base))
+            .bearer_auth(api_key)
+            .header("X-User-Token", token)
+            .json(&json!({"provider": "github"}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        if !status.is_success() || body["access_token"].as_str() != Some(access_token_of(n).as_str()) {
+            return Err(format!("hand-out for {}: {status} {body}", subject_of(n)));
+        }
+    }
+    Ok(())
+}
+
+// ----- wrk -----
+
+/// Writes the wrk script and its token file (tokens for `subjects`, in order) under `dir`;
+/// returns the script path.
+fn write_wrk_script(dir: &Path, idp: &FakeIdp, subjects: &[usize], key: &str) -> Result<PathBuf, String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let tokens: Vec<String> = (0..options.tokens)
-        .map(|i| {
-            let mut claims = idp.claims_for(&format!("user-{}", i % options.users));
+    let tokens: Vec<String> = subjects
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let mut claims = idp.claims_for(&subject_of(n));
             // Long-lived and distinct, so every token in the rotation verifies and differs.
             claims["exp"] = json!(claims["exp"].as_i64().unwrap_or(0) + 3600);
             claims["jti"] = json!(format!("bench-{i}"));
@@ -257,7 +560,17 @@ struct Run {
     p50_ms: f64,
     p99_ms: f64,
     cpu_us_per_handout: f64,
+    requests: f64,
     non_2xx: u64,
+    socket_errors: u64,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        json!({"handouts_per_sec": self.rps, "p50_ms": self.p50_ms, "p99_ms": self.p99_ms,
+               "server_cpu_us_per_handout": self.cpu_us_per_handout, "requests": self.requests,
+               "socket_errors": self.socket_errors})
+    }
 }
 
 fn parse_latency_ms(s: &str) -> Option<f64> {
@@ -274,44 +587,134 @@ fn parse_latency_ms(s: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|n| n * factor)
 }
 
-fn run_wrk(server: &Server, script: &Path, options: &BenchOptions, seconds: u64) -> Result<Run, String> {
-    let pid = server.child.id();
-    let before = cpu_ticks(pid)?;
-    let out = Command::new("wrk")
-        .args(["-t1", &format!("-c{}", options.connections), &format!("-d{seconds}s"), "--latency", "-s"])
-        .arg(script)
-        .arg(format!("{}/v1/token", server.base))
-        .output()
-        .map_err(|e| format!("cannot run wrk ({e}); install it with `apt-get install -y wrk`"))?;
-    let after = cpu_ticks(pid)?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let find = |prefix: &str| text.lines().find(|l| l.trim_start().starts_with(prefix)).map(str::to_owned);
-    let rps: f64 = find("Requests/sec:")
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .ok_or_else(|| format!("wrk printed no rate:\n{text}"))?;
-    let pct =
-        |p: &str| find(p).and_then(|l| l.split_whitespace().nth(1).and_then(parse_latency_ms)).unwrap_or(f64::NAN);
-    let total: f64 =
+/// The configurations, in the order each round runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Config {
+    Reference,
+    SqliteFresh,
+    SqliteCached,
+    SqliteLarge,
+    Postgres,
+}
+
+impl Config {
+    fn key(self) -> &'static str {
+        match self {
+            Config::Reference => "reference",
+            Config::SqliteFresh => "sqlite_fresh",
+            Config::SqliteCached => "sqlite_cached",
+            Config::SqliteLarge => "sqlite_large_cached",
+            Config::Postgres => "postgres_cached",
+        }
+    }
+}
+
+/// A server under load and what wrk sends it.
+struct Target {
+    config: Config,
+    title: String,
+    description: String,
+    server: Server,
+    url: String,
+    script: PathBuf,
+    /// wrk's working directory (the reference's script reads `tokens.txt` relative to it).
+    cwd: Option<PathBuf>,
+    users: usize,
+    tokens: usize,
+    runs: Vec<Run>,
+}
+
+impl Target {
+    fn run_wrk(&self, connections: usize, seconds: u64) -> Result<Run, String> {
+        let pid = self.server.pid();
+        let before = cpu_ticks(pid)?;
+        let mut cmd = Command::new("wrk");
+        cmd.args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency", "-s"])
+            .arg(&self.script)
+            .arg(&self.url);
+        if let Some(cwd) = &self.cwd {
+            cmd.current_dir(cwd);
+        }
+        let out = cmd.output().map_err(|e| format!("cannot run wrk ({e}); install it with `apt-get install -y wrk`"))?;
+        let after = cpu_ticks(pid)?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if !out.status.success() {
+            return Err(format!("wrk failed: {}\n{text}", String::from_utf8_lossy(&out.stderr)));
+        }
+        let find = |prefix: &str| text.lines().find(|l| l.trim_start().starts_with(prefix)).map(str::to_owned);
+        let rps: f64 = find("Requests/sec:")
+            .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            .ok_or_else(|| format!("wrk printed no rate:\n{text}"))?;
+        let pct = |p: &str| {
+            find(p).and_then(|l| l.split_whitespace().nth(1).and_then(parse_latency_ms)).unwrap_or(f64::NAN)
+        };
         // `  33540 requests in 10.00s, 12.34MB read`: the count leads the line.
-        text.lines().find(|l| l.contains(" requests in ")).and_then(|l| l.split_whitespace().next()?.parse().ok()).unwrap_or(0.0);
-    let non_2xx = find("Non-2xx").and_then(|l| l.split_whitespace().last().and_then(|v| v.parse().ok())).unwrap_or(0);
-    let cpu_secs = (after - before) as f64 / ticks_per_second();
-    Ok(Run {
-        rps,
-        p50_ms: pct("50%"),
-        p99_ms: pct("99%"),
-        cpu_us_per_handout: if total > 0.0 { cpu_secs * 1e6 / total } else { f64::NAN },
-        non_2xx,
-    })
+        let requests: f64 = text
+            .lines()
+            .find(|l| l.contains(" requests in "))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0);
+        let non_2xx =
+            find("Non-2xx").and_then(|l| l.split_whitespace().last().and_then(|v| v.parse().ok())).unwrap_or(0);
+        // `  Socket errors: connect 0, read 0, write 0, timeout 0`
+        let socket_errors = find("Socket errors:")
+            .map(|l| {
+                l.split(',').filter_map(|part| part.split_whitespace().last().and_then(|v| v.parse::<u64>().ok())).sum()
+            })
+            .unwrap_or(0);
+        let cpu_secs = (after - before) as f64 / ticks_per_second();
+        Ok(Run {
+            rps,
+            p50_ms: pct("50%"),
+            p99_ms: pct("99%"),
+            cpu_us_per_handout: if requests > 0.0 { cpu_secs * 1e6 / requests } else { f64::NAN },
+            requests,
+            non_2xx,
+            socket_errors,
+        })
+    }
+
+    fn median(&self, f: impl Fn(&Run) -> f64) -> f64 {
+        median(self.runs.iter().map(f).collect())
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "configuration": self.config.key(),
+            "title": self.title,
+            "description": self.description,
+            "users": self.users,
+            "tokens": self.tokens,
+            "runs": self.runs.iter().map(Run::json).collect::<Vec<_>>(),
+            "median": {
+                "handouts_per_sec": self.median(|r| r.rps),
+                "p50_ms": self.median(|r| r.p50_ms),
+                "p99_ms": self.median(|r| r.p99_ms),
+                "server_cpu_us_per_handout": self.median(|r| r.cpu_us_per_handout),
+            }
+        })
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v[v.len() / 2]
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
+}
+
+/// Starts `perf record` on `pid` for about `seconds`.
+fn start_perf(pid: u32, seconds: u64, data: &Path) -> Result<Child, String> {
+    Command::new("perf")
+        .args(["record", "-F", "499", "-g", "-o"])
+        .arg(data)
+        .args(["-p", &pid.to_string(), "--", "sleep", &seconds.saturating_sub(1).max(1).to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run perf ({e}); apt-get install -y linux-perf"))
 }
 
 /// The cost of one RS256 signature verification with josekit, in microseconds.
@@ -327,6 +730,8 @@ fn rs256_verify_cost_us(idp: &FakeIdp) -> Result<f64, String> {
     }
     Ok(start.elapsed().as_secs_f64() * 1e6 / n as f64)
 }
+
+// ----- PostgreSQL -----
 
 /// Creates a fresh PostgreSQL database for the run, or `None` when PostgreSQL is unreachable.
 async fn postgres_database(admin_url: &str) -> Option<(String, String)> {
@@ -349,10 +754,16 @@ async fn drop_postgres_database(admin_url: &str, name: &str) {
     }
 }
 
+// ----- builds -----
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
 fn build_release() -> Result<PathBuf, String> {
     let root = workspace_root();
     eprintln!("building the release server…");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let status = Command::new(cargo())
         .args(["build", "--release", "-p", "custody-server"])
         .current_dir(&root)
         .status()
@@ -364,84 +775,292 @@ fn build_release() -> Result<PathBuf, String> {
     Ok(target.join("release").join("custody"))
 }
 
-/// Runs the hand-out benchmark on one backend.
-async fn bench_backend(
-    label: &str,
-    binary: &Path,
-    database_url: Option<&str>,
-    idp: &FakeIdp,
-    options: &BenchOptions,
-    out_dir: &Path,
-) -> Result<Value, String> {
-    let server = start_server(binary, database_url).await?;
-    let seeded = Instant::now();
-    let key = seed(&server, idp, options.users).await?;
-    eprintln!("[{label}] seeded {} users with grants in {:.1} s", options.users, seeded.elapsed().as_secs_f64());
-    let script = write_wrk_script(&out_dir.join(label), idp, options, &key)?;
-    // Warm-up: every token verified once, caches filled.
-    run_wrk(&server, &script, options, 2)?;
-    let mut runs = Vec::new();
-    for r in 1..=options.repetitions {
-        let profiler = if options.perf && r == 1 {
-            let data = out_dir.join(format!("perf-{label}.data"));
-            let child = Command::new("perf")
-                .args(["record", "-F", "499", "-g", "-o"])
-                .arg(&data)
-                .args([
-                    "-p",
-                    &server.child.id().to_string(),
-                    "--",
-                    "sleep",
-                    &options.seconds.saturating_sub(1).max(1).to_string(),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("cannot run perf ({e}); apt-get install -y linux-perf"))?;
-            eprintln!("[{label}] profiling into {} (perf report -i … --no-children)", data.display());
-            Some(child)
-        } else {
-            None
-        };
-        let run = run_wrk(&server, &script, options, options.seconds)?;
-        if let Some(mut p) = profiler {
-            let _ = p.wait();
+/// The reference's `perfbench` folder: `path` itself or `path/perfbench`.
+fn reference_sources(path: &Path) -> Result<PathBuf, String> {
+    for candidate in [path.join("perfbench"), path.to_path_buf()] {
+        if candidate.join("Cargo.toml").is_file() && candidate.join("rotate.lua").is_file() {
+            return Ok(candidate);
         }
-        eprintln!(
-            "[{label}] run {r}: {:.0} hand-outs/s, p50 {:.2} ms, p99 {:.2} ms, {:.0} µs server CPU per hand-out{}",
-            run.rps,
-            run.p50_ms,
-            run.p99_ms,
-            run.cpu_us_per_handout,
-            if run.non_2xx > 0 { format!(", {} non-2xx!", run.non_2xx) } else { String::new() }
-        );
-        if run.non_2xx > 0 {
-            return Err(format!("[{label}] {} hand-outs failed during the run", run.non_2xx));
-        }
-        runs.push(run);
     }
-    Ok(json!({
-        "backend": label,
-        "users": options.users,
-        "tokens": options.tokens,
-        "connections": options.connections,
-        "seconds": options.seconds,
-        "runs": runs.iter().map(|r| json!({"handouts_per_sec": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
-            "server_cpu_us_per_handout": r.cpu_us_per_handout})).collect::<Vec<_>>(),
-        "median": {
-            "handouts_per_sec": median(runs.iter().map(|r| r.rps).collect()),
-            "p50_ms": median(runs.iter().map(|r| r.p50_ms).collect()),
-            "p99_ms": median(runs.iter().map(|r| r.p99_ms).collect()),
-            "server_cpu_us_per_handout": median(runs.iter().map(|r| r.cpu_us_per_handout).collect()),
-        }
-    }))
+    Err(format!(
+        "no reference pipeline at {} (expected perfbench/ with Cargo.toml and rotate.lua); \
+         pass --reference PATH, set CUSTODY_PERF_REFERENCE, or --no-reference",
+        path.display()
+    ))
 }
+
+/// Copies `from` into `to`, rewriting only files whose content differs (so cargo's fingerprints
+/// survive), skipping `target/` and what the reference generates at run time.
+fn sync_dir(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    for entry in std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let name = entry.file_name();
+        let name_str = name.to_string_lossy();
+        if name_str == "target" || name_str.starts_with("server.db") || name_str.starts_with("bench.db") {
+            continue;
+        }
+        if name_str == "tokens.txt" || name_str.ends_with(".err") {
+            continue;
+        }
+        let (src, dst) = (entry.path(), to.join(&name));
+        if entry.file_type().map_err(|e| e.to_string())?.is_dir() {
+            sync_dir(&src, &dst)?;
+        } else {
+            let content = std::fs::read(&src).map_err(|e| format!("{}: {e}", src.display()))?;
+            if std::fs::read(&dst).ok().as_deref() != Some(content.as_slice()) {
+                std::fs::write(&dst, &content).map_err(|e| format!("{}: {e}", dst.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copies the reference outside the workspace and builds it; returns its folder (with
+/// `target/release/perfbench` in it).
+fn prepare_reference(path: &Path) -> Result<PathBuf, String> {
+    let sources = reference_sources(path)?;
+    let dir = std::env::temp_dir().join("custody-perf-reference").join("perfbench");
+    sync_dir(&sources, &dir)?;
+    eprintln!("building the reference pipeline in {}…", dir.display());
+    let status = Command::new(cargo())
+        .args(["build", "--release", "--target-dir", "target"])
+        .current_dir(&dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR")
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("cargo build --release of the reference failed in {}", dir.display()));
+    }
+    Ok(dir)
+}
+
+/// Starts `perfbench server <threads> <port> full-josekit` in `dir` (it writes `server.db` and
+/// `tokens.txt` there first) and checks one hand-out.
+async fn start_reference(dir: &Path, threads: usize) -> Result<Server, String> {
+    let port = free_port()?;
+    let started = Instant::now();
+    let err_log = std::fs::File::create(dir.join("server.err")).map_err(|e| e.to_string())?;
+    let child = Command::new(dir.join("target").join("release").join("perfbench"))
+        .args(["server", &threads.to_string(), &port.to_string(), REFERENCE_MODE])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(err_log)
+        .spawn()
+        .map_err(|e| format!("cannot start the reference: {e}"))?;
+    let mut server = Server { child, base: format!("http://127.0.0.1:{port}"), _dir: None };
+    // Any answer (401 without a token) means it listens; building its database comes first.
+    server.wait_ready("/", false, Duration::from_secs(300)).await?;
+    let token = std::fs::read_to_string(dir.join("tokens.txt"))
+        .map_err(|e| e.to_string())?
+        .lines()
+        .next()
+        .map(str::to_owned)
+        .ok_or("the reference wrote no tokens")?;
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/token/github", server.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !r.status().is_success() {
+        return Err(format!("the reference's sanity hand-out answered {}", r.status()));
+    }
+    eprintln!("[reference] ready in {:.1} s (it rebuilds its 100,000-user database on start)", started.elapsed().as_secs_f64());
+    Ok(server)
+}
+
+// ----- ratios -----
+
+#[derive(Debug, Clone, Copy)]
+enum Metric {
+    Rate,
+    P50,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    AtLeast(f64),
+    Within(f64, f64),
+}
+
+impl Rule {
+    fn holds(self, v: f64) -> bool {
+        match self {
+            Rule::AtLeast(min) => v >= min,
+            Rule::Within(lo, hi) => (lo..=hi).contains(&v),
+        }
+    }
+
+    fn text(self) -> String {
+        match self {
+            Rule::AtLeast(min) => format!("≥ {min:.2}"),
+            Rule::Within(lo, hi) => format!("in [{lo:.2}, {hi:.2}]"),
+        }
+    }
+}
+
+struct RatioSpec {
+    id: u8,
+    title: &'static str,
+    numerator: Config,
+    denominator: Config,
+    metric: Metric,
+    rule: Rule,
+}
+
+const RATIOS: [RatioSpec; 4] = [
+    RatioSpec {
+        id: 1,
+        title: "fresh RS256 token per request, SQLite: Custody / reference hand-outs/s",
+        numerator: Config::SqliteFresh,
+        denominator: Config::Reference,
+        metric: Metric::Rate,
+        rule: Rule::AtLeast(0.8),
+    },
+    RatioSpec {
+        id: 2,
+        title: "same token again (cache warm), SQLite: Custody / reference hand-outs/s",
+        numerator: Config::SqliteCached,
+        denominator: Config::Reference,
+        metric: Metric::Rate,
+        rule: Rule::AtLeast(1.3),
+    },
+    RatioSpec {
+        id: 3,
+        title: "PostgreSQL (16 connections) / SQLite hand-outs/s, Custody cached",
+        numerator: Config::Postgres,
+        denominator: Config::SqliteCached,
+        metric: Metric::Rate,
+        rule: Rule::AtLeast(0.6),
+    },
+    RatioSpec {
+        id: 4,
+        title: "p50 latency, large / small store, SQLite cached",
+        numerator: Config::SqliteLarge,
+        denominator: Config::SqliteCached,
+        metric: Metric::P50,
+        rule: Rule::Within(0.8, 1.2),
+    },
+];
+
+/// One ratio's outcome: `None` value when a side was not measured.
+struct RatioResult {
+    spec: &'static RatioSpec,
+    value: Option<f64>,
+    per_round: Vec<f64>,
+    note: String,
+}
+
+fn ratios(targets: &[Target]) -> Vec<RatioResult> {
+    let find = |c: Config| targets.iter().find(|t| t.config == c);
+    RATIOS
+        .iter()
+        .map(|spec| {
+            let pick = |r: &Run| match spec.metric {
+                Metric::Rate => r.rps,
+                Metric::P50 => r.p50_ms,
+            };
+            match (find(spec.numerator), find(spec.denominator)) {
+                (Some(n), Some(d)) => RatioResult {
+                    spec,
+                    value: Some(n.median(pick) / d.median(pick)),
+                    per_round: n.runs.iter().zip(&d.runs).map(|(a, b)| pick(a) / pick(b)).collect(),
+                    note: format!("{} {} users / {} {} users", n.config.key(), n.users, d.config.key(), d.users),
+                },
+                (n, d) => RatioResult {
+                    spec,
+                    value: None,
+                    per_round: Vec::new(),
+                    note: format!(
+                        "skipped: not measured: {}",
+                        [(n.is_none(), spec.numerator), (d.is_none(), spec.denominator)]
+                            .iter()
+                            .filter(|(missing, _)| *missing)
+                            .map(|(_, c)| c.key())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                },
+            }
+        })
+        .collect()
+}
+
+fn ratio_json(r: &RatioResult) -> Value {
+    json!({
+        "id": r.spec.id,
+        "title": r.spec.title,
+        "numerator": r.spec.numerator.key(),
+        "denominator": r.spec.denominator.key(),
+        "metric": match r.spec.metric { Metric::Rate => "handouts_per_sec", Metric::P50 => "p50_ms" },
+        "value": r.value,
+        "per_round": r.per_round,
+        "target": r.spec.rule.text(),
+        "pass": r.value.map(|v| r.spec.rule.holds(v)),
+        "note": r.note,
+    })
+}
+
+fn table(targets: &[Target], ratios: &[RatioResult], options: &BenchOptions) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "\nPOST /v1/token hand-outs, wrk -t1 -c{} -d{}s, medians of {} round(s)\n\n",
+        options.connections, options.seconds, options.repetitions
+    ));
+    out.push_str(&format!(
+        "{:<44} {:>10} {:>13} {:>9} {:>9} {:>12}\n",
+        "configuration", "users", "hand-outs/s", "p50 ms", "p99 ms", "CPU µs/h-o"
+    ));
+    for t in targets {
+        out.push_str(&format!(
+            "{:<44} {:>10} {:>13} {:>9.2} {:>9.2} {:>12.1}\n",
+            t.title,
+            thousands(t.users as f64),
+            thousands(t.median(|r| r.rps)),
+            t.median(|r| r.p50_ms),
+            t.median(|r| r.p99_ms),
+            t.median(|r| r.cpu_us_per_handout),
+        ));
+    }
+    out.push('\n');
+    for r in ratios {
+        let per_round = r.per_round.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(", ");
+        match r.value {
+            Some(v) => out.push_str(&format!(
+                "{}. {:<72} {:>5.2}  target {:<14} {}\n     ({}; per round: {})\n",
+                r.spec.id,
+                r.spec.title,
+                v,
+                r.spec.rule.text(),
+                if r.spec.rule.holds(v) { "PASS" } else { "MISS" },
+                r.note,
+                per_round
+            )),
+            None => out.push_str(&format!(
+                "{}. {:<72}   n/a  target {:<14} SKIPPED\n     ({})\n",
+                r.spec.id,
+                r.spec.title,
+                r.spec.rule.text(),
+                r.note
+            )),
+        }
+    }
+    out.push_str(
+        "   Ratios are of the medians. Target 4 passes when p50(large)/p50(small) lies in [0.80, 1.20],\n   \
+         i.e. the large store's median latency is within 20% of the small one's, either way.\n",
+    );
+    out
+}
+
+// ----- the deletion webhook -----
 
 /// The deletion-webhook benchmark (issue 4): a user holding 1,000 grants is deleted by a
 /// webhook; the time from sending it to its 200. Runs the ignored benchmark test of the webhook
 /// suite in a release build and reads the durations it prints.
 fn deletion_webhook(postgres_url: Option<&str>) -> Result<Value, String> {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut cmd = Command::new(cargo());
     cmd.args([
         "test",
         "--release",
@@ -488,51 +1107,258 @@ fn parse_duration_ms(s: &str) -> Option<f64> {
     None
 }
 
-/// `cargo xtask bench [--quick] [--users N] [--tokens N] [--connections N] [--seconds N]
-/// [--repetitions N] [--no-postgres]`.
+// ----- the whole benchmark -----
+
+/// Starts and seeds every configuration. The PostgreSQL database, once created, is returned in
+/// `postgres` even when a later step fails, so the caller can drop it.
+async fn setup(
+    options: &BenchOptions,
+    binary: &Path,
+    reference_dir: Option<&Path>,
+    idp: &FakeIdp,
+    out_dir: &Path,
+    postgres: &mut Option<(String, String)>,
+) -> Result<(Vec<Target>, Value), String> {
+    let mut targets = Vec::new();
+    let custody_target = |config: Config, title: String, description: &str, server: Server, script: PathBuf| Target {
+        config,
+        title,
+        description: description.to_owned(),
+        url: format!("{}/v1/token", server.base),
+        server,
+        script,
+        cwd: None,
+        users: options.users,
+        tokens: options.tokens,
+        runs: Vec::new(),
+    };
+    let small_subjects: Vec<usize> = (0..options.tokens).map(|i| i % options.users).collect();
+
+    // SQLite: seeded once through the API, then copied for each configuration.
+    let seed_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let seed_path = seed_dir.path().to_path_buf();
+    let seeder = start_custody(binary, seed_dir, None, &[]).await?;
+    let started = Instant::now();
+    let seeded = seed(&seeder, idp, options.users).await?;
+    eprintln!("[sqlite] seeded {} users with grants through the API in {:.1} s", options.users, started.elapsed().as_secs_f64());
+    // Stopped gracefully, its database is complete in `custody.db`; then copied three times.
+    let mut seeder = seeder;
+    seeder.stop_gracefully()?;
+    let (fresh_dir, cached_dir, large_dir) =
+        (copy_data_dir(&seed_path)?, copy_data_dir(&seed_path)?, copy_data_dir(&seed_path)?);
+    drop(seeder);
+    let sqlite_script = write_wrk_script(&out_dir.join("sqlite"), idp, &small_subjects, &seeded.api_key)?;
+
+    let fresh = start_custody(binary, fresh_dir, None, &[("CUSTODY_TOKEN_CACHE_MB", "0".into())]).await?;
+    targets.push(custody_target(
+        Config::SqliteFresh,
+        "custody sqlite, fresh token (cache off)".into(),
+        "Custody on SQLite with CUSTODY_TOKEN_CACHE_MB=0: every request verifies its RS256 token",
+        fresh,
+        sqlite_script.clone(),
+    ));
+    let cached = start_custody(binary, cached_dir, None, &[]).await?;
+    targets.push(custody_target(
+        Config::SqliteCached,
+        "custody sqlite, cached".into(),
+        "Custody on SQLite, default verified-token cache (warm: the tokens repeat)",
+        cached,
+        sqlite_script,
+    ));
+
+    let mut large_load = Value::Null;
+    if let Some(large) = options.large_users {
+        eprintln!("[sqlite large] writing {} more users with grants into SQLite…", thousands((large - options.users) as f64));
+        let secs = bulk_load(&sqlite_file(large_dir.path()), &seeded.app_id, options.users, large).await?;
+        let size = std::fs::metadata(sqlite_file(large_dir.path())).map(|m| m.len()).unwrap_or(0);
+        eprintln!(
+            "[sqlite large] loaded {} users in {secs:.1} s (database {:.0} MB)",
+            thousands((large - options.users) as f64),
+            size as f64 / 1e6
+        );
+        large_load = json!({"users": large, "api_seeded": options.users, "bulk_loaded": large - options.users,
+                            "seconds": secs, "database_bytes": size});
+        let server = start_custody(binary, large_dir, None, &[]).await?;
+        check_handouts(&server, idp, &seeded.api_key, &[0, options.users, large / 2, large - 1]).await?;
+        let subjects: Vec<usize> = (0..options.tokens).map(|i| i * large / options.tokens).collect();
+        let script = write_wrk_script(&out_dir.join("sqlite-large"), idp, &subjects, &seeded.api_key)?;
+        let mut target = custody_target(
+            Config::SqliteLarge,
+            format!("custody sqlite {} users, cached", thousands(large as f64)),
+            "Custody on SQLite with the large store, default cache; tokens spread over all users",
+            server,
+            script,
+        );
+        target.users = large;
+        targets.push(target);
+    }
+
+    if let Some(admin_url) = &options.postgres_url {
+        match postgres_database(admin_url).await {
+            Some((url, name)) => {
+                *postgres = Some((admin_url.clone(), name));
+                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                let server = start_custody(
+                    binary,
+                    dir,
+                    Some(&url),
+                    &[("CUSTODY_DATABASE_MAX_CONNECTIONS", PG_CONNECTIONS.to_string())],
+                )
+                .await?;
+                let started = Instant::now();
+                let seeded = seed(&server, idp, options.users).await?;
+                eprintln!(
+                    "[postgres] seeded {} users with grants through the API in {:.1} s",
+                    options.users,
+                    started.elapsed().as_secs_f64()
+                );
+                let script = write_wrk_script(&out_dir.join("postgres"), idp, &small_subjects, &seeded.api_key)?;
+                targets.push(custody_target(
+                    Config::Postgres,
+                    format!("custody postgres ({PG_CONNECTIONS} conns), cached"),
+                    "Custody on PostgreSQL, CUSTODY_DATABASE_MAX_CONNECTIONS=16, default cache",
+                    server,
+                    script,
+                ));
+            }
+            None => eprintln!("PostgreSQL not reachable at {admin_url}; skipped"),
+        }
+    }
+
+    if let Some(dir) = reference_dir {
+        let server = start_reference(dir, options.reference_threads).await?;
+        targets.insert(
+            0,
+            Target {
+                config: Config::Reference,
+                title: format!("reference ({}, {} threads)", REFERENCE_MODE, options.reference_threads),
+                description: "perf-reference `perfbench server`: josekit RS256 verify, SQLite lookup, AES-256-GCM open, \
+                              no cache; its own 2,000 tokens over 100,000 users"
+                    .into(),
+                url: format!("{}/", server.base),
+                server,
+                script: PathBuf::from("rotate.lua"),
+                cwd: Some(dir.to_path_buf()),
+                users: 100_000,
+                tokens: 2000,
+                runs: Vec::new(),
+            },
+        );
+    }
+    // Each round runs the reference, then the SQLite configurations, then PostgreSQL.
+    targets.sort_by_key(|t| t.config as u8);
+    Ok((targets, large_load))
+}
+
+/// Warm-up, then `repetitions` rounds over every target.
+fn measure(targets: &mut [Target], options: &BenchOptions, out_dir: &Path) -> Result<(), String> {
+    for t in targets.iter() {
+        // Warm-up: JWKS fetched, every token seen once, caches and connections filled.
+        let run = t.run_wrk(options.connections, 2)?;
+        if run.non_2xx > 0 {
+            return Err(format!("[{}] {} hand-outs failed during the warm-up", t.config.key(), run.non_2xx));
+        }
+    }
+    for round in 1..=options.repetitions {
+        for t in targets.iter_mut() {
+            let profiler = if options.perf && round == 1 {
+                let data = out_dir.join(format!("perf-{}.data", t.config.key()));
+                eprintln!("[{}] profiling into {} (perf report -i … --no-children)", t.config.key(), data.display());
+                Some(start_perf(t.server.pid(), options.seconds, &data)?)
+            } else {
+                None
+            };
+            let run = t.run_wrk(options.connections, options.seconds)?;
+            if let Some(mut p) = profiler {
+                let _ = p.wait();
+            }
+            eprintln!(
+                "[{}] round {round}: {} hand-outs/s, p50 {:.2} ms, p99 {:.2} ms, {:.1} µs server CPU per hand-out{}{}",
+                t.config.key(),
+                thousands(run.rps),
+                run.p50_ms,
+                run.p99_ms,
+                run.cpu_us_per_handout,
+                if run.non_2xx > 0 { format!(", {} non-2xx!", run.non_2xx) } else { String::new() },
+                if run.socket_errors > 0 { format!(", {} socket errors", run.socket_errors) } else { String::new() },
+            );
+            if run.non_2xx > 0 {
+                return Err(format!("[{}] {} hand-outs failed during the run", t.config.key(), run.non_2xx));
+            }
+            t.runs.push(run);
+        }
+    }
+    Ok(())
+}
+
+/// `cargo xtask bench [--quick] [--million | --no-million] [--users N] [--large-users N]
+/// [--tokens N] [--connections N] [--seconds N] [--repetitions N] [--reference PATH |
+/// --no-reference] [--reference-threads N] [--no-postgres] [--perf] [--no-deletion]`.
 pub async fn run(args: &[String]) -> Result<(), String> {
     let options = BenchOptions::parse(args)?;
+    let wall = Instant::now();
     if Command::new("wrk").arg("--version").output().is_err() {
         return Err("wrk is needed: apt-get install -y wrk".into());
     }
     let binary = build_release()?;
+    let reference_dir = options.reference.as_deref().map(prepare_reference).transpose()?;
     let out_dir = workspace_root().join("target").join("bench");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
     let idp = FakeIdp::start().await;
     let verify_us = rs256_verify_cost_us(&idp)?;
     eprintln!("one RS256 verification (josekit): {verify_us:.1} µs");
-    let mut results = vec![bench_backend("sqlite", &binary, None, &idp, &options, &out_dir).await?];
-    if let Some(admin_url) = &options.postgres_url {
-        match postgres_database(admin_url).await {
-            Some((url, name)) => {
-                let r = bench_backend("postgres", &binary, Some(&url), &idp, &options, &out_dir).await;
-                drop_postgres_database(admin_url, &name).await;
-                results.push(r?);
-            }
-            None => eprintln!("PostgreSQL not reachable at {admin_url}; skipped"),
-        }
+
+    let measured_from = Instant::now();
+    let mut postgres = None;
+    let measured = async {
+        let (mut targets, large_load) =
+            setup(&options, &binary, reference_dir.as_deref(), &idp, &out_dir, &mut postgres).await?;
+        eprintln!("set up in {:.0} s; measuring…", measured_from.elapsed().as_secs_f64());
+        measure(&mut targets, &options, &out_dir)?;
+        Ok::<_, String>((targets, large_load))
     }
-    let reachable_pg = match &options.postgres_url {
-        Some(url) => postgres_database(url).await.map(|(_, name)| name).map(|name| (url.clone(), name)),
-        None => None,
-    };
-    if let Some((url, name)) = &reachable_pg {
-        drop_postgres_database(url, name).await;
-    }
-    let deletion = if options.skip_deletion {
-        Value::Null
-    } else {
-        deletion_webhook(reachable_pg.as_ref().map(|(url, _)| url.as_str()))?
-    };
-    let report = json!({
-        "benchmark": "POST /v1/token over HTTP on loopback, warm caches, wrk -t1",
-        "rs256_verify_us": verify_us,
-        "results": results,
-        "deletion_webhook": deletion,
+    .await;
+    let setup_and_runs = measured_from.elapsed().as_secs_f64();
+    // The servers stop when `targets` drops at the end of this closure, before the PostgreSQL
+    // database goes.
+    let outcome = measured.map(|(targets, large_load)| {
+        let ratios = ratios(&targets);
+        let table = table(&targets, &ratios, &options);
+        let report = json!({
+            "benchmark": "POST /v1/token over HTTP on loopback, Custody and the reference pipeline, wrk -t1",
+            "settings": {
+                "connections": options.connections, "seconds": options.seconds, "rounds": options.repetitions,
+                "users": options.users, "large_users": options.large_users, "tokens": options.tokens,
+                "reference_threads": options.reference_threads, "postgres_connections": PG_CONNECTIONS,
+            },
+            "rs256_verify_us": verify_us,
+            "configurations": targets.iter().map(Target::json).collect::<Vec<_>>(),
+            "ratios": ratios.iter().map(ratio_json).collect::<Vec<_>>(),
+            "large_store_load": large_load,
+            "setup_and_measurement_secs": setup_and_runs,
+        });
+        (report, table)
     });
+    if let Some((admin_url, name)) = &postgres {
+        drop_postgres_database(admin_url, name).await;
+    }
+    let (mut report, table) = outcome?;
     let path = out_dir.join("handout.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap_or_default()).map_err(|e| e.to_string())?;
-    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-    eprintln!("written to {}", path.display());
+    let write = |report: &Value| {
+        std::fs::write(&path, serde_json::to_string_pretty(report).unwrap_or_default()).map_err(|e| e.to_string())
+    };
+    write(&report)?;
+    if !options.skip_deletion {
+        let pg = match &options.postgres_url {
+            Some(url) if postgres.is_some() => Some(url.as_str()),
+            _ => None,
+        };
+        report["deletion_webhook"] = deletion_webhook(pg)?;
+        write(&report)?;
+    }
+    report["total_wall_secs"] = json!(wall.elapsed().as_secs_f64());
+    write(&report)?;
+    println!("{table}");
+    println!("written to {} (total {:.0} s)", path.display(), wall.elapsed().as_secs_f64());
     Ok(())
 }

@@ -5,8 +5,10 @@
 //!   an identity provider); idempotent.
 //! - `dev-idp [--listen ADDR]`: a local OpenID provider for trying Custody by hand (discovery,
 //!   JWKS, and `GET /dev/token?sub=...` handing out signed user tokens).
-//! - `bench [--quick] [...]`: the token hand-out over HTTP with wrk, on SQLite and PostgreSQL;
-//!   figures in `target/bench/handout.json` (see `bench.rs`).
+//! - `bench [--quick] [...]`: the token hand-out over HTTP with wrk, Custody (SQLite with and
+//!   without the token cache, a 1,000,000-user SQLite store, PostgreSQL) side by side with the
+//!   reference pipeline, and the four ratios of issue 6; figures in `target/bench/handout.json`
+//!   (see `bench.rs`).
 //! - `demo [--listen ADDR] [--no-wait]`: the whole product on one machine, narrated step by
 //!   step (see `demo.rs`).
 //! - `ci`: the checks CI runs (format, clippy, tests).
@@ -34,7 +36,9 @@ const USAGE: &str = "usage:
   cargo xtask migrate --database-url URL [up|down|status]
   cargo xtask fixtures --database-url URL   (master keys from CUSTODY_MASTER_KEYS or <data dir>/master-keys)
   cargo xtask dev-idp [--listen 127.0.0.1:9000]
-  cargo xtask bench [--quick] [--users N] [--tokens N] [--connections N] [--seconds N] [--repetitions N] [--no-postgres]
+  cargo xtask bench [--quick] [--million | --no-million] [--users N] [--large-users N] [--tokens N]
+                    [--connections N] [--seconds N] [--repetitions N] [--reference PATH | --no-reference]
+                    [--reference-threads N] [--no-postgres] [--perf] [--no-deletion]
   cargo xtask demo [--listen 127.0.0.1:8080] [--no-wait]
   cargo xtask ci";
 

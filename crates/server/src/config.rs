@@ -29,6 +29,9 @@ pub struct Config {
     pub database_url: String,
     /// Whether `database_url` is the embedded default (no explicit database configured).
     pub database_is_default: bool,
+    /// `CUSTODY_DATABASE_MAX_CONNECTIONS`: the most pooled database connections; unset takes 8
+    /// for SQLite (writes serialise anyway) and 16 for PostgreSQL.
+    pub database_max_connections: Option<usize>,
     /// `CUSTODY_ADMIN_TOKEN`.
     pub admin_token: Option<Secret>,
     /// `CUSTODY_MASTER_KEYS`, `id:base64key,...`; the first key seals.
@@ -75,6 +78,7 @@ struct FileConfig {
     public_url: Option<String>,
     data_dir: Option<String>,
     database_url: Option<String>,
+    database_max_connections: Option<usize>,
     admin_token: Option<String>,
     master_keys: Option<String>,
     allow_insecure_issuers: Option<bool>,
@@ -96,6 +100,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "CUSTODY_PUBLIC_URL",
     "CUSTODY_DATA_DIR",
     "CUSTODY_DATABASE_URL",
+    "CUSTODY_DATABASE_MAX_CONNECTIONS",
     "CUSTODY_ADMIN_TOKEN",
     "CUSTODY_MASTER_KEYS",
     "CUSTODY_ALLOW_INSECURE_ISSUERS",
@@ -200,6 +205,12 @@ impl Config {
             data_dir,
             database_url,
             database_is_default,
+            database_max_connections: match vars.get("CUSTODY_DATABASE_MAX_CONNECTIONS").filter(|v| !v.is_empty()) {
+                Some(raw) => Some(raw.parse().map_err(|_| invalid("CUSTODY_DATABASE_MAX_CONNECTIONS", "expected a whole number"))?),
+                None => file.database_max_connections,
+            }
+            .map(|v: usize| if (1..=1024).contains(&v) { Ok(v) } else { Err(invalid("CUSTODY_DATABASE_MAX_CONNECTIONS", "out of range (1 to 1024)")) })
+            .transpose()?,
             admin_token: pick("CUSTODY_ADMIN_TOKEN", file.admin_token).map(Secret::new),
             master_keys: pick("CUSTODY_MASTER_KEYS", file.master_keys).map(Secret::new),
             allow_insecure_issuers: boolean("CUSTODY_ALLOW_INSECURE_ISSUERS", file.allow_insecure_issuers)?,
@@ -245,6 +256,7 @@ impl Config {
             data_dir: data_dir.to_owned(),
             database_url: database_url.to_owned(),
             database_is_default: false,
+            database_max_connections: None,
             admin_token: Some(Secret::new(admin_token)),
             master_keys: Some(Secret::new(master_keys)),
             allow_insecure_issuers: true,

@@ -95,7 +95,8 @@ impl AppState {
         let random = Arc::new(OsRandom);
         let cipher =
             Arc::new(KeyRing::parse(secrets.master_keys.expose()).map_err(|e| StartError::MasterKeys(e.to_string()))?);
-        let store = Store::connect(&config.database_url, StoreOptions::default())
+        let store_options = StoreOptions { max_connections: config.database_max_connections, ..StoreOptions::default() };
+        let store = Store::connect(&config.database_url, store_options)
             .await
             .map_err(|e| StartError::Database(e.to_string()))?;
         let hash_key = instance_hash_key(&store, cipher.as_ref(), random.as_ref()).await?;

@@ -33,6 +33,8 @@
 #[macro_use]
 mod macros;
 
+#[cfg(feature = "testing")]
+pub mod bulk;
 mod cursor;
 mod error;
 mod identity;
