@@ -115,6 +115,13 @@ pub trait IdentityStore: Send + Sync {
     async fn delete_api_key(&self, app: &AppId, key: &ApiKeyId, audit: &AuditEntry) -> Result<bool, StoreError>;
     /// The key with this public prefix, if any.
     async fn find_api_key(&self, prefix: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// As [`IdentityStore::find_api_key`], together with the key's app's identity provider
+    /// configuration (`None` when it has none), in one read: what every runtime call needs
+    /// first.
+    async fn find_api_key_with_idp(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<(ApiKeyRecord, Option<IdpConfig>)>, StoreError>;
     /// Records that a key was used at `at`.
     async fn touch_api_key(&self, key: &ApiKeyId, at: UnixTime) -> Result<(), StoreError>;
 

@@ -210,7 +210,22 @@ impl IdentityService {
     pub async fn authenticate_api_key(&self, presented: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         let Some(prefix) = api_key_prefix(presented) else { return Ok(None) };
         let Some(record) = self.store.find_api_key(prefix).await? else { return Ok(None) };
-        Ok(self.hasher.verify(API_KEY_PURPOSE, presented.as_bytes(), &record.hash).then_some(record))
+        Ok(self.key_matches(presented, &record).then_some(record))
+    }
+
+    /// As [`Self::authenticate_api_key`], with the app's identity provider configuration read
+    /// in the same statement (for [`Self::resolve_user_under`]).
+    pub async fn authenticate_api_key_with_idp(
+        &self,
+        presented: &str,
+    ) -> Result<Option<(ApiKeyRecord, Option<IdpConfig>)>, StoreError> {
+        let Some(prefix) = api_key_prefix(presented) else { return Ok(None) };
+        let Some((record, idp)) = self.store.find_api_key_with_idp(prefix).await? else { return Ok(None) };
+        Ok(self.key_matches(presented, &record).then_some((record, idp)))
+    }
+
+    fn key_matches(&self, presented: &str, record: &ApiKeyRecord) -> bool {
+        self.hasher.verify(API_KEY_PURPOSE, presented.as_bytes(), &record.hash)
     }
 
     /// Fetches and checks an issuer's discovery document; stores nothing.
@@ -350,10 +365,37 @@ impl IdentityService {
 
     /// As [`Self::resolve_user`] but returns users of any status.
     pub async fn resolve_user_any_status(&self, app: &AppId, token: &str) -> Result<User, ResolveError> {
+        let config = self.store.get_idp(app).await?;
+        self.resolve_any_status_under(app, config, token).await
+    }
+
+    /// As [`Self::resolve_user`], starting from the app's identity provider configuration as
+    /// the caller just read it (see [`Self::authenticate_api_key_with_idp`]). Should it have
+    /// changed since, the store notices and the configuration is read again.
+    pub async fn resolve_user_under(
+        &self,
+        app: &AppId,
+        config: Option<IdpConfig>,
+        token: &str,
+    ) -> Result<User, ResolveError> {
+        let user = self.resolve_any_status_under(app, config, token).await?;
+        user.ensure_active()?;
+        Ok(user)
+    }
+
+    async fn resolve_any_status_under(
+        &self,
+        app: &AppId,
+        mut config: Option<IdpConfig>,
+        token: &str,
+    ) -> Result<User, ResolveError> {
         // A configuration change between verification and resolution makes the store refuse;
         // verifying again under the new configuration is always correct, and changes are rare.
         for _ in 0..4 {
-            let config = self.store.get_idp(app).await?.ok_or(ResolveError::NotConfigured)?;
+            let config = match config.take() {
+                Some(config) => config,
+                None => self.store.get_idp(app).await?.ok_or(ResolveError::NotConfigured)?,
+            };
             let verified = self.verify_user_token(&config, token).await?;
             match self.resolve_verified(&config, &verified).await {
                 Err(ResolveError::ConfigChanged) => continue,

@@ -206,10 +206,18 @@ impl Config {
             database_url,
             database_is_default,
             database_max_connections: match vars.get("CUSTODY_DATABASE_MAX_CONNECTIONS").filter(|v| !v.is_empty()) {
-                Some(raw) => Some(raw.parse().map_err(|_| invalid("CUSTODY_DATABASE_MAX_CONNECTIONS", "expected a whole number"))?),
+                Some(raw) => Some(
+                    raw.parse().map_err(|_| invalid("CUSTODY_DATABASE_MAX_CONNECTIONS", "expected a whole number"))?,
+                ),
                 None => file.database_max_connections,
             }
-            .map(|v: usize| if (1..=1024).contains(&v) { Ok(v) } else { Err(invalid("CUSTODY_DATABASE_MAX_CONNECTIONS", "out of range (1 to 1024)")) })
+            .map(|v: usize| {
+                if (1..=1024).contains(&v) {
+                    Ok(v)
+                } else {
+                    Err(invalid("CUSTODY_DATABASE_MAX_CONNECTIONS", "out of range (1 to 1024)"))
+                }
+            })
             .transpose()?,
             admin_token: pick("CUSTODY_ADMIN_TOKEN", file.admin_token).map(Secret::new),
             master_keys: pick("CUSTODY_MASTER_KEYS", file.master_keys).map(Secret::new),

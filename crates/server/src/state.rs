@@ -9,7 +9,7 @@ use crate::metrics::Metrics;
 use crate::problem::ApiError;
 use custody_identity::ports::{Clock, Random, SecretHasher};
 use custody_identity::service::{IdentityService, IdentitySettings};
-use custody_identity::{ApiKeyRecord, IssuerUrlPolicy, UnixTime};
+use custody_identity::{ApiKeyRecord, IdpConfig, IssuerUrlPolicy, UnixTime};
 use custody_providers::crypto::{HmacHasher, KeyRing, OsRandom};
 use custody_providers::discovery::HttpDiscovery;
 use custody_providers::http::{HttpClient, HttpClientSettings};
@@ -95,7 +95,8 @@ impl AppState {
         let random = Arc::new(OsRandom);
         let cipher =
             Arc::new(KeyRing::parse(secrets.master_keys.expose()).map_err(|e| StartError::MasterKeys(e.to_string()))?);
-        let store_options = StoreOptions { max_connections: config.database_max_connections, ..StoreOptions::default() };
+        let store_options =
+            StoreOptions { max_connections: config.database_max_connections, ..StoreOptions::default() };
         let store = Store::connect(&config.database_url, store_options)
             .await
             .map_err(|e| StartError::Database(e.to_string()))?;
@@ -202,6 +203,24 @@ impl AppState {
     /// call (one indexed read), so a deleted key fails at once on every instance.
     pub async fn authenticate_api_key(&self, presented: &str) -> Result<ApiKeyRecord, ApiError> {
         let record = self.identity.authenticate_api_key(presented).await?.ok_or_else(ApiError::unauthorized)?;
+        self.note_key_use(&record);
+        Ok(record)
+    }
+
+    /// As [`Self::authenticate_api_key`], with the app's identity provider configuration read in
+    /// the same statement.
+    pub async fn authenticate_api_key_with_idp(
+        &self,
+        presented: &str,
+    ) -> Result<(ApiKeyRecord, Option<IdpConfig>), ApiError> {
+        let (record, idp) =
+            self.identity.authenticate_api_key_with_idp(presented).await?.ok_or_else(ApiError::unauthorized)?;
+        self.note_key_use(&record);
+        Ok((record, idp))
+    }
+
+    /// Records the key's `last_used_at`, at most once a minute per key, off the request path.
+    fn note_key_use(&self, record: &ApiKeyRecord) {
         if self.key_touches.get(record.id.as_str()).is_none() {
             self.key_touches.insert(record.id.as_str().to_owned(), ());
             let store = self.store.clone();
@@ -213,7 +232,6 @@ impl AppState {
                 }
             });
         }
-        Ok(record)
     }
 
     /// Asks the outbox worker to run now (after revocations queued provider calls).

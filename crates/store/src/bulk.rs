@@ -8,7 +8,7 @@
 //! formats. The caller seals the credential (the key ring lives in `custody-providers`).
 //!
 //! Everything is one transaction: the server must not be running on the file, and a failure
-//! leaves the database as it was. No `ANALYZE` or `PRAGMA optimize` is run, because the server
+//! (short of a crash) leaves the database as it was. No `ANALYZE` or `PRAGMA optimize` is run, because the server
 //! runs neither; a bulk-loaded database is what an import of the same rows leaves behind.
 
 use crate::models::{NewAuditRow, NewCredentialRow, NewGrantRow, NewUserRow};
@@ -23,9 +23,6 @@ use diesel::prelude::*;
 use diesel::SqliteConnection;
 use std::path::Path;
 use std::time::Duration;
-
-/// Rows per multi-row statement group; well under SQLite's bound-parameter limit.
-const BATCH: usize = 500;
 
 /// What importing one grant for a new subject stores: the user created for it, the active grant,
 /// its sealed credential and the `grant.import` audit row.
@@ -43,9 +40,16 @@ fn load_error(e: diesel::result::Error) -> StoreError {
 }
 
 /// Inserts `rows` into the SQLite database at `path` (already migrated, with the rows' app and
-/// provider present) in one transaction, users before their grants before their credentials.
+/// provider present) in one transaction, each user before its grant, credential and audit row.
+/// Returns how many grants were loaded.
+///
 /// The connection gets the server's per-connection settings (WAL, `synchronous=NORMAL`, foreign
-/// keys on), plus a large page cache for the load. Returns how many grants were loaded.
+/// keys checked), then, for the load only, a page cache that holds the whole database, temporary
+/// storage in memory, and the rollback journal in memory instead of the WAL (the pages are
+/// written once, at commit, rather than to the WAL and again at its checkpoint); the file is back
+/// in WAL mode when this returns. Rows go in one statement each: diesel runs a multi-row insert
+/// of rows with optional columns as single inserts inside a savepoint, and a savepoint makes
+/// SQLite copy every page it touches.
 pub fn load_imported_grants_sqlite(
     path: &Path,
     rows: impl IntoIterator<Item = ImportedGrant>,
@@ -54,30 +58,21 @@ pub fn load_imported_grants_sqlite(
     let mut conn = SqliteConnection::establish(path)
         .map_err(|e| StoreError::Unavailable(format!("bulk load: cannot open the database: {e}")))?;
     conn.batch_execute(&sqlite_pragmas(Duration::from_secs(30))).map_err(load_error)?;
-    // Random UUID keys land all over every index: keep the pages in memory for the load
-    // (a per-connection setting, not stored in the file).
-    conn.batch_execute("PRAGMA cache_size = -1048576;").map_err(load_error)?;
-    let mut rows = rows.into_iter();
-    conn.immediate_transaction(|conn| {
-        let mut loaded = 0u64;
-        let mut batch: Vec<ImportedGrant> = Vec::with_capacity(BATCH);
-        loop {
-            batch.clear();
-            batch.extend(rows.by_ref().take(BATCH));
-            if batch.is_empty() {
-                return Ok(loaded);
+    conn.batch_execute("PRAGMA cache_size = -4194304; PRAGMA temp_store = MEMORY; PRAGMA journal_mode = MEMORY;")
+        .map_err(load_error)?;
+    let loaded = conn
+        .immediate_transaction(|conn| {
+            let mut loaded = 0u64;
+            for r in rows {
+                diesel::insert_into(users::table).values(NewUserRow::from(&r.user)).execute(conn)?;
+                diesel::insert_into(grants::table).values(NewGrantRow::from(&r.grant)).execute(conn)?;
+                diesel::insert_into(credentials::table).values(NewCredentialRow::from(&r.credential)).execute(conn)?;
+                diesel::insert_into(audit_log::table).values(NewAuditRow::from(&r.audit)).execute(conn)?;
+                loaded += 1;
             }
-            let new_users: Vec<NewUserRow<'_>> = batch.iter().map(|r| NewUserRow::from(&r.user)).collect();
-            diesel::insert_into(users::table).values(&new_users).execute(conn)?;
-            let new_grants: Vec<NewGrantRow<'_>> = batch.iter().map(|r| NewGrantRow::from(&r.grant)).collect();
-            diesel::insert_into(grants::table).values(&new_grants).execute(conn)?;
-            let new_credentials: Vec<NewCredentialRow<'_>> =
-                batch.iter().map(|r| NewCredentialRow::from(&r.credential)).collect();
-            diesel::insert_into(credentials::table).values(&new_credentials).execute(conn)?;
-            let new_audit: Vec<NewAuditRow<'_>> = batch.iter().map(|r| NewAuditRow::from(&r.audit)).collect();
-            diesel::insert_into(audit_log::table).values(&new_audit).execute(conn)?;
-            loaded += batch.len() as u64;
-        }
-    })
-    .map_err(load_error)
+            Ok(loaded)
+        })
+        .map_err(load_error)?;
+    conn.batch_execute("PRAGMA journal_mode = WAL;").map_err(load_error)?;
+    Ok(loaded)
 }

@@ -119,7 +119,7 @@ impl Store {
         identity: &ExtractedIdentity,
         now: UnixTime,
     ) -> Result<Option<User>, ResolveUserError> {
-        let row: Option<(i64, Option<i64>, Option<UserRow>)> = with_conn!(self, |conn| {
+        let row: Option<(i64, Option<i64>, Option<UserRow>)> = read_conn!(self, |conn| {
             idp_configs::table
                 .left_join(
                     users::table
@@ -376,7 +376,7 @@ impl IdentityStore for Store {
     }
 
     async fn find_api_key(&self, prefix: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row: Option<ApiKeyRow> = with_conn!(self, |conn| {
+        let row: Option<ApiKeyRow> = read_conn!(self, |conn| {
             api_keys::table
                 .filter(api_keys::prefix.eq(prefix))
                 .select(ApiKeyRow::as_select())
@@ -386,6 +386,24 @@ impl IdentityStore for Store {
                 .map_err(db_error)?
         });
         row.map(ApiKeyRow::into_domain).transpose()
+    }
+
+    async fn find_api_key_with_idp(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<(ApiKeyRecord, Option<IdpConfig>)>, StoreError> {
+        let row: Option<(ApiKeyRow, Option<IdpRow>)> = read_conn!(self, |conn| {
+            api_keys::table
+                .left_join(idp_configs::table.on(idp_configs::app_id.eq(api_keys::app_id)))
+                .filter(api_keys::prefix.eq(prefix))
+                .select((ApiKeyRow::as_select(), Option::<IdpRow>::as_select()))
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?
+        });
+        let Some((key, idp)) = row else { return Ok(None) };
+        Ok(Some((key.into_domain()?, idp.map(IdpRow::into_domain).transpose()?)))
     }
 
     async fn touch_api_key(&self, key: &ApiKeyId, at: UnixTime) -> Result<(), StoreError> {
@@ -405,7 +423,7 @@ impl IdentityStore for Store {
     }
 
     async fn get_idp(&self, app: &AppId) -> Result<Option<IdpConfig>, StoreError> {
-        let row: Option<IdpRow> = with_conn!(self, |conn| {
+        let row: Option<IdpRow> = read_conn!(self, |conn| {
             idp_configs::table
                 .filter(idp_configs::app_id.eq(app.as_str()))
                 .select(IdpRow::as_select())

@@ -37,6 +37,7 @@ mod macros;
 pub mod bulk;
 mod cursor;
 mod error;
+mod handout_log;
 mod identity;
 mod migrate;
 mod models;

@@ -29,6 +29,29 @@ macro_rules! with_conn {
     }};
 }
 
+/// As `with_conn!` for a single read statement on the hot path. On SQLite, `$conn` is an inline
+/// read connection ([`crate::pool::SqliteReadConn`]): the statement runs on the calling thread
+/// (no blocking-pool handoff) and cannot write. On PostgreSQL it is the same as `with_conn!`.
+/// Keep `$body` to point reads: a long scan here would hold up a runtime thread.
+macro_rules! read_conn {
+    ($store:expr, |$conn:ident| $body:expr) => {{
+        let store: &$crate::Store = $store;
+        match store.pool() {
+            $crate::pool::DbPool::Sqlite(_) => {
+                let mut pooled =
+                    $crate::pool::checkout_sqlite_read(store.sqlite_reads()?, store.acquire_timeout()).await?;
+                let $conn: &mut $crate::pool::SqliteReadConn = &mut pooled;
+                $body
+            }
+            $crate::pool::DbPool::Postgres(pool) => {
+                let mut pooled = $crate::pool::checkout_postgres(pool, store.acquire_timeout()).await?;
+                let $conn: &mut $crate::pool::PgConn = &mut pooled;
+                $body
+            }
+        }
+    }};
+}
+
 /// Runs `$body` in one read-write transaction and evaluates to its `Result` (type `$ret`, whose
 /// error must implement `From<diesel::result::Error>`, e.g. [`crate::error::TxError`]). An `Err`
 /// rolls everything back.

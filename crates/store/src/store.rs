@@ -13,6 +13,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod deadpool_reads {
+    pub type Pool = diesel_async::pooled_connection::deadpool::Pool<crate::pool::SqliteReadConn>;
+}
+
 /// Tuning for [`Store::connect`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {
@@ -41,12 +45,16 @@ impl Default for StoreOptions {
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     pool: DbPool,
+    /// SQLite only: the inline read connections of `read_conn!`.
+    sqlite_reads: Option<deadpool_reads::Pool>,
     /// Kept to open dedicated migration connections; may hold a password, never printed.
     target: Target,
     options: StoreOptions,
     locks: RefreshLocks,
+    /// Group commit of hand-out records (see `handout_log.rs`).
+    handout_log: crate::handout_log::HandoutLog,
 }
 
 /// Custody's persistence adapter over SQLite or PostgreSQL. Cloning is cheap: clones share one
@@ -77,7 +85,7 @@ impl Store {
 
     async fn open(url: &str, options: StoreOptions, apply_migrations: bool) -> Result<Store, ConnectError> {
         let target = parse_url(url)?;
-        let (pool, locks) = match &target {
+        let (pool, sqlite_reads, locks) = match &target {
             Target::Sqlite(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     tokio::fs::create_dir_all(parent)
@@ -94,7 +102,12 @@ impl Store {
                     options.max_connections.unwrap_or(8),
                     options.sqlite_busy_timeout,
                 )?);
-                (pool, RefreshLocks::new(None, options.refresh_lock_timeout))
+                let reads = pool::sqlite_read_pool(
+                    &path_str,
+                    options.max_connections.unwrap_or(8),
+                    options.sqlite_busy_timeout,
+                )?;
+                (pool, Some(reads), RefreshLocks::new(None, options.refresh_lock_timeout))
             }
             Target::Postgres(url) => {
                 if apply_migrations {
@@ -106,10 +119,12 @@ impl Store {
                 // one per grant being refreshed at the same moment by this process.
                 let sessions =
                     pool::postgres_lock_pool(url, (max_connections / 2).max(2), options.refresh_lock_timeout)?;
-                (pool, RefreshLocks::new(Some(sessions), options.refresh_lock_timeout))
+                (pool, None, RefreshLocks::new(Some(sessions), options.refresh_lock_timeout))
             }
         };
-        let store = Store { inner: Arc::new(Inner { pool, target, options, locks }) };
+        let store = Store {
+            inner: Arc::new(Inner { pool, sqlite_reads, target, options, locks, handout_log: Default::default() }),
+        };
         // Fail at start-up, not on the first request, when the database cannot be reached.
         custody_identity::ports::IdentityStore::ping(&store).await.map_err(|e| ConnectError::Connect(e.to_string()))?;
         tracing::info!(backend = %store.backend(), "store connected");
@@ -123,6 +138,29 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &DbPool {
         &self.inner.pool
+    }
+
+    /// The inline read pool of a SQLite store (see `read_conn!`).
+    pub(crate) fn sqlite_reads(&self) -> Result<&deadpool_reads::Pool, StoreError> {
+        self.inner
+            .sqlite_reads
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("no SQLite read pool on this store".into()))
+    }
+
+    /// The group-commit queue of hand-out records.
+    pub(crate) fn handout_log(&self) -> &crate::handout_log::HandoutLog {
+        &self.inner.handout_log
+    }
+
+    /// A handle that does not keep the store open (for its own background tasks).
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    /// The store behind a [`Store::downgrade`] handle, while any `Store` still holds it.
+    pub(crate) fn upgrade(weak: &std::sync::Weak<Inner>) -> Option<Store> {
+        weak.upgrade().map(|inner| Store { inner })
     }
 
     pub(crate) fn refresh_locks(&self) -> &RefreshLocks {

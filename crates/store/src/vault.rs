@@ -41,8 +41,8 @@ use custody_vault::cipher::SealedBox;
 use custody_vault::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind};
 use custody_vault::policy::{Policy, PolicyLookup};
 use custody_vault::ports::{
-    instance_secret_aad, ConnectState, GrantFilter, LifecycleChange, LifecycleEvent, LifecycleOutcome, OutboxItem,
-    RevokeScope, SaveGrantError, SealedKind, SealedValue, VaultStore,
+    instance_secret_aad, ConnectState, GrantFilter, GrantSelector, HandoutView, LifecycleChange, LifecycleEvent,
+    LifecycleOutcome, OutboxItem, RevokeScope, SaveGrantError, SealedKind, SealedValue, VaultStore,
 };
 use custody_vault::provider::{ProviderConfig, ProviderName};
 use diesel::prelude::*;
@@ -564,7 +564,7 @@ impl VaultStore for Store {
     }
 
     async fn get_policy(&self, app: &AppId, provider: &ProviderName) -> Result<PolicyLookup, StoreError> {
-        let row: Option<PolicyRow> = with_conn!(self, |conn| {
+        let row: Option<PolicyRow> = read_conn!(self, |conn| {
             policies::table
                 .find((app.as_str(), provider.as_str()))
                 .select(PolicyRow::as_select())
@@ -609,7 +609,7 @@ impl VaultStore for Store {
     }
 
     async fn get_grant(&self, app: &AppId, grant: &GrantId) -> Result<Option<Grant>, StoreError> {
-        let row: Option<GrantRow> = with_conn!(self, |conn| {
+        let row: Option<GrantRow> = read_conn!(self, |conn| {
             grants::table
                 .filter(grants::id.eq(grant.as_str()))
                 .filter(grants::app_id.eq(app.as_str()))
@@ -630,7 +630,7 @@ impl VaultStore for Store {
     ) -> Result<Option<Grant>, StoreError> {
         // One statement on the hand-out path: the active grant sorts first, then the most
         // recently updated (ties broken by id, so the answer is stable).
-        let row: Option<GrantRow> = with_conn!(self, |conn| {
+        let row: Option<GrantRow> = read_conn!(self, |conn| {
             grants::table
                 .filter(grants::user_id.eq(user.as_str()))
                 .filter(grants::provider.eq(provider.as_str()))
@@ -752,7 +752,7 @@ impl VaultStore for Store {
     }
 
     async fn load_credential(&self, grant: &GrantId) -> Result<Option<Credential>, StoreError> {
-        let row: Option<CredentialRow> = with_conn!(self, |conn| {
+        let row: Option<CredentialRow> = read_conn!(self, |conn| {
             credentials::table
                 .find(grant.as_str())
                 .select(CredentialRow::as_select())
@@ -762,6 +762,51 @@ impl VaultStore for Store {
                 .map_err(db_error)?
         });
         row.map(CredentialRow::into_domain).transpose()
+    }
+
+    async fn handout_view(
+        &self,
+        app: &AppId,
+        user: &UserId,
+        selector: &GrantSelector,
+    ) -> Result<Option<HandoutView>, StoreError> {
+        type ViewRow = (GrantRow, Option<PolicyRow>, Option<CredentialRow>);
+        // The grant, left-joined with its provider's policy and its credential: one indexed
+        // statement instead of three on the hottest path.
+        let row: Option<ViewRow> = read_conn!(self, |conn| {
+            let view = grants::table
+                .left_join(
+                    policies::table
+                        .on(policies::app_id.eq(grants::app_id).and(policies::provider.eq(grants::provider))),
+                )
+                .left_join(credentials::table.on(credentials::grant_id.eq(grants::id)))
+                .filter(grants::app_id.eq(app.as_str()))
+                .filter(grants::user_id.eq(user.as_str()))
+                .select((
+                    GrantRow::as_select(),
+                    Option::<PolicyRow>::as_select(),
+                    Option::<CredentialRow>::as_select(),
+                ));
+            match selector {
+                // As `current_grant`: the active grant first, then the most recently updated.
+                GrantSelector::Provider(provider) => view
+                    .filter(grants::provider.eq(provider.as_str()))
+                    .order((grants::status.eq(active()).desc(), grants::updated_at.desc(), grants::id.desc()))
+                    .first(conn)
+                    .await
+                    .optional()
+                    .map_err(db_error)?,
+                GrantSelector::Id(id) => {
+                    view.filter(grants::id.eq(id.as_str())).first(conn).await.optional().map_err(db_error)?
+                }
+            }
+        });
+        let Some((grant, policy, credential)) = row else { return Ok(None) };
+        Ok(Some(HandoutView {
+            grant: grant.into_domain()?,
+            policy: policy.map_or(PolicyLookup::None, PolicyRow::into_lookup),
+            credential: credential.map(CredentialRow::into_domain).transpose()?,
+        }))
     }
 
     async fn replace_credential(
@@ -817,25 +862,8 @@ impl VaultStore for Store {
         touch: Option<UnixTime>,
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
-        let Some(at) = touch else {
-            // The common case: one INSERT, atomic on its own.
-            with_conn!(self, |conn| insert_audit!(conn, audit).map_err(db_error)?);
-            return Ok(());
-        };
-        let result = transaction!(self, |conn| -> Result<(), TxError<StoreError>> {
-            // Never moves it backwards when concurrent hand-outs finish out of order.
-            diesel::update(
-                grants::table
-                    .filter(grants::id.eq(grant.as_str()))
-                    .filter(grants::last_used_at.is_null().or(grants::last_used_at.lt(at.0))),
-            )
-            .set(grants::last_used_at.eq(Some(at.0)))
-            .execute(conn)
-            .await?;
-            insert_audit!(conn, audit)?;
-            Ok(())
-        });
-        result.map_err(TxError::into_domain)
+        // Group commit: answers once the transaction holding this record committed.
+        self.handout_log().record(self, grant.as_str(), touch.map(|t| t.0), audit).await
     }
 
     async fn revoke_grants(

@@ -199,6 +199,12 @@ async fn api_keys_create_find_touch_delete() {
         assert!(store.create_api_key(&key, &audit(&app.id, "api_key.create", NOW)).await.unwrap(), "{b}");
         assert_eq!(store.find_api_key(&key.prefix).await.unwrap(), Some(key.clone()), "{b}");
         assert_eq!(store.find_api_key("0000000000000000").await.unwrap(), None, "{b}");
+        // With the app's IdP settings in the same read: none yet, then the stored ones.
+        assert_eq!(store.find_api_key_with_idp(&key.prefix).await.unwrap(), Some((key.clone(), None)), "{b}");
+        assert_eq!(store.find_api_key_with_idp("0000000000000000").await.unwrap(), None, "{b}");
+        let idp = idp_for(&app.id);
+        store.create_idp(&idp, &audit(&app.id, "idp.create", NOW)).await.unwrap();
+        assert_eq!(store.find_api_key_with_idp(&key.prefix).await.unwrap(), Some((key.clone(), Some(idp))), "{b}");
 
         // An app that does not exist gets no key and no audit row.
         let ghost = AppId::parse(&uuid()).unwrap();

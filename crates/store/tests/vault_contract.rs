@@ -22,8 +22,8 @@ use custody_vault::cipher::SealedBox;
 use custody_vault::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind};
 use custody_vault::policy::{Policy, PolicyLookup};
 use custody_vault::ports::{
-    instance_secret_aad, ConnectState, GrantFilter, LifecycleChange, LifecycleEvent, LifecycleOutcome, RefreshLock,
-    RevokeScope, SaveGrantError, SealedKind, SealedValue, VaultStore,
+    instance_secret_aad, ConnectState, GrantFilter, GrantSelector, HandoutView, LifecycleChange, LifecycleEvent,
+    LifecycleOutcome, RefreshLock, RevokeScope, SaveGrantError, SealedKind, SealedValue, VaultStore,
 };
 use custody_vault::provider::{ProviderConfig, ProviderName};
 use std::collections::{BTreeMap, BTreeSet};
@@ -442,6 +442,113 @@ async fn current_grant_prefers_the_active_one_then_the_latest() {
         assert_eq!(store.current_grant(&app.id, &ann.id, &name("github")).await.unwrap(), None, "{b}");
         let other = seed_app(&store).await;
         assert_eq!(store.current_grant(&other.id, &ann.id, &name("google")).await.unwrap(), None, "{b}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handout_view_reads_grant_policy_and_credential_together() {
+    for (db, store) in databases().await {
+        let b = db.backend();
+        let app = seed_app(&store).await;
+        seed_provider(&store, &app.id, "google", false).await;
+        seed_provider(&store, &app.id, "github", false).await;
+        let ann = seed_user(&store, &app.id, "ann").await;
+        let bob = seed_user(&store, &app.id, "bob").await;
+        let by_provider = |p: &str| GrantSelector::Provider(name(p));
+        assert_eq!(store.handout_view(&app.id, &ann.id, &by_provider("google")).await.unwrap(), None, "{b}");
+
+        // The current grant (as `current_grant` picks it), no policy, its credential.
+        let old = seed_grant(&store, &ann, "google", true, NOW).await;
+        store
+            .revoke_grants(&app.id, &RevokeScope::Grant(old.id.clone()), NOW.plus_seconds(10), &grant_audit(&old, "r"))
+            .await
+            .unwrap();
+        let active = seed_grant(&store, &ann, "google", false, NOW.plus_seconds(1)).await;
+        let view = store.handout_view(&app.id, &ann.id, &by_provider("google")).await.unwrap().unwrap();
+        let current = store.current_grant(&app.id, &ann.id, &name("google")).await.unwrap().unwrap();
+        assert_eq!(
+            view,
+            HandoutView {
+                grant: current,
+                policy: PolicyLookup::None,
+                credential: Some(credential(&active.id, false, 1)),
+            },
+            "{b}"
+        );
+        assert_eq!(view.grant.id, active.id, "{b}");
+
+        // The provider's policy comes along; another provider's does not.
+        let policy = Policy {
+            app_id: app.id.clone(),
+            provider: name("google"),
+            allow_groups: set(&["eng"]),
+            allow_roles: BTreeSet::new(),
+            updated_at: NOW,
+        };
+        store.put_policy(&policy, &audit(&app.id, "policy.put", NOW)).await.unwrap();
+        let github_policy = Policy { provider: name("github"), allow_groups: set(&["ops"]), ..policy.clone() };
+        store.put_policy(&github_policy, &audit(&app.id, "policy.put", NOW)).await.unwrap();
+        let view = store.handout_view(&app.id, &ann.id, &by_provider("google")).await.unwrap().unwrap();
+        assert_eq!(view.policy, PolicyLookup::Found(policy.clone()), "{b}");
+
+        // By id: only the user's own grant of this app; a revoked one has no credential.
+        let by_id = |g: &Grant| GrantSelector::Id(g.id.clone());
+        let view = store.handout_view(&app.id, &ann.id, &by_id(&old)).await.unwrap().unwrap();
+        assert_eq!((view.grant.status, view.credential), (GrantStatus::Revoked, None), "{b}");
+        assert_eq!(store.handout_view(&app.id, &bob.id, &by_id(&active)).await.unwrap(), None, "{b}: not bob's");
+        let other = seed_app(&store).await;
+        assert_eq!(store.handout_view(&other.id, &ann.id, &by_id(&active)).await.unwrap(), None, "{b}");
+
+        // A policy row that no longer decodes reads as unreadable (deny), not as "no policy".
+        testing::execute_sql(&store, "UPDATE policies SET allow_groups_json = 'not json'").await.unwrap();
+        let view = store.handout_view(&app.id, &ann.id, &by_provider("google")).await.unwrap().unwrap();
+        assert_eq!(view.policy, PolicyLookup::Unreadable, "{b}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_handout_records_are_all_committed_and_a_bad_one_fails_alone() {
+    for (db, store) in databases().await {
+        let b = db.backend();
+        let app = seed_app(&store).await;
+        seed_provider(&store, &app.id, "google", false).await;
+        let ann = seed_user(&store, &app.id, "ann").await;
+        let g = seed_grant(&store, &ann, "google", false, NOW).await;
+        let before = count(&store, "audit_log").await;
+
+        // Many at once, so the writer groups them; every caller returns only once its row is in.
+        let taken = grant_audit(&g, "token.handout");
+        store.record_handout(&g.id, None, &taken).await.unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..200i64 {
+            let (store, g) = (store.clone(), g.clone());
+            // One record reuses an audit id that is taken (a unique violation): it alone fails.
+            let entry = if i == 100 {
+                taken.clone()
+            } else {
+                AuditEntry { action: format!("token.handout.{i}"), ..grant_audit(&g, "token.handout") }
+            };
+            tasks.spawn(async move {
+                let result = store.record_handout(&g.id, Some(NOW.plus_seconds(i)), &entry).await;
+                let filter = AuditFilter { action: Some(entry.action.clone()), user_id: None };
+                let page = PageRequest::new(Some(10), None).unwrap();
+                let visible = store.list_audit(&g.app_id, &filter, &page).await.unwrap().items;
+                (i, result, visible.iter().any(|e| e.id == entry.id))
+            });
+        }
+        let mut failed = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            let (i, result, visible) = done.unwrap();
+            match result {
+                Ok(()) => assert!(visible, "{b}: record {i} answered before its row was committed"),
+                Err(StoreError::Unavailable(_)) => failed.push(i),
+                Err(e) => panic!("{b}: record {i}: {e}"),
+            }
+        }
+        assert_eq!(failed, vec![100], "{b}");
+        assert_eq!(count(&store, "audit_log").await, before + 1 + 199, "{b}");
+        let stored = store.get_grant(&app.id, &g.id).await.unwrap().unwrap();
+        assert_eq!(stored.last_used_at, Some(NOW.plus_seconds(199)), "{b}: the latest touch wins");
     }
 }
 

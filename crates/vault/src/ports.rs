@@ -19,6 +19,27 @@ pub struct GrantFilter {
     pub status: Option<GrantStatus>,
 }
 
+/// Which of a user's grants a hand-out is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantSelector {
+    /// The user's current grant for the provider: the active one if any, else the most recently
+    /// updated one of any status.
+    Provider(ProviderName),
+    /// One grant by id; it must belong to the user.
+    Id(GrantId),
+}
+
+/// What a hand-out reads about one grant, read together in one statement: the grant, its
+/// provider's policy and its credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandoutView {
+    pub grant: Grant,
+    /// The provider's policy; [`PolicyLookup::Unreadable`] when the stored one cannot be decoded.
+    pub policy: PolicyLookup,
+    /// `None` when the grant has no credential (it is revoked or expired).
+    pub credential: Option<Credential>,
+}
+
 /// Which grants a revocation covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevokeScope {
@@ -213,6 +234,14 @@ pub trait VaultStore: Send + Sync {
         audit: &AuditEntry,
     ) -> Result<(), SaveGrantError>;
     async fn load_credential(&self, grant: &GrantId) -> Result<Option<Credential>, StoreError>;
+    /// The grant `selector` names among `user`'s grants of `app`, with its provider's policy
+    /// and its credential, as one consistent read; `None` when there is no such grant.
+    async fn handout_view(
+        &self,
+        app: &AppId,
+        user: &UserId,
+        selector: &GrantSelector,
+    ) -> Result<Option<HandoutView>, StoreError>;
     /// Replaces a credential if its stored version is still `expected_version` (the new
     /// credential carries the next version). `false` when the version moved on or it is gone.
     async fn replace_credential(

@@ -6,8 +6,8 @@ use crate::cipher::{Cipher, CipherError};
 use crate::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind, TokenSet};
 use crate::policy::{evaluate, Policy, PolicyDecision};
 use crate::ports::{
-    ConnectState, GrantFilter, OAuthClient, OAuthEndpoint, OAuthError, OutboxItem, RefreshLock, RevokeScope,
-    SaveGrantError, VaultStore,
+    ConnectState, GrantFilter, HandoutView, OAuthClient, OAuthEndpoint, OAuthError, OutboxItem, RefreshLock,
+    RevokeScope, SaveGrantError, VaultStore,
 };
 use crate::provider::{is_valid_scope, preset, ProviderConfig, ProviderName};
 use custody_identity::audit::{AuditEntry, AuditOutcome};
@@ -92,12 +92,7 @@ impl fmt::Debug for ProviderInput {
     }
 }
 
-/// Which grant a hand-out is for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GrantSelector {
-    Provider(ProviderName),
-    Id(GrantId),
-}
+pub use crate::ports::GrantSelector;
 
 /// An access token handed out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -685,25 +680,24 @@ impl VaultService {
     /// refresh when it expires within the window, audit row, answer.
     pub async fn hand_out(&self, user: &User, selector: &GrantSelector) -> Result<Handout, VaultError> {
         user.ensure_active().map_err(|e| VaultError::PolicyDenied(e.to_string()))?;
-        let grant = match selector {
-            GrantSelector::Provider(p) => self.store.current_grant(&user.app_id, &user.id, p).await?,
-            GrantSelector::Id(id) => self.store.get_grant(&user.app_id, id).await?.filter(|g| g.user_id == user.id),
-        }
-        .ok_or(VaultError::GrantNotFound)?;
+        // One read for the grant, its policy and its credential.
+        let HandoutView { grant, policy, credential } =
+            self.store.handout_view(&user.app_id, &user.id, selector).await?.ok_or(VaultError::GrantNotFound)?;
         match grant.status {
             GrantStatus::Active => {}
             GrantStatus::Revoked => return Err(VaultError::GrantRevoked),
             GrantStatus::Expired => return Err(VaultError::ReauthRequired),
         }
         let actor = format!("user:{}", user.id);
-        if let Err(denied) = self.check_policy(user, &grant.provider).await {
+        if let PolicyDecision::Deny(reason) = evaluate(&policy, user) {
+            let denied = VaultError::PolicyDenied(reason);
             let mut audit = self.grant_audit(&grant, "token.handout", actor);
             audit.outcome = AuditOutcome::Denied;
             audit.detail = Some(denied.to_string());
             self.store.record_handout(&grant.id, None, &audit).await?;
             return Err(denied);
         }
-        let mut credential = self.store.load_credential(&grant.id).await?.ok_or(VaultError::ReauthRequired)?;
+        let mut credential = credential.ok_or(VaultError::ReauthRequired)?;
         let now = self.clock.now();
         if credential.needs_refresh(now, self.settings.refresh_window_secs) {
             if credential.refresh_token.is_some() {

@@ -1,7 +1,7 @@
 //! Runtime endpoints an app's backend calls for a signed-in user (API key + user token).
 
 use super::apps::user_json;
-use super::{require_app_key, user_token, Call};
+use super::{bearer, user_token, Call};
 use crate::json::{json_response, HttpResponse};
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -11,9 +11,11 @@ use std::sync::Arc;
 
 /// Authenticates the app and resolves the active user the call acts for.
 pub async fn acting_user(state: &AppState, call: &Call) -> Result<User, ApiError> {
-    let key = require_app_key(state, call).await?;
+    let presented = bearer(&call.headers).ok_or_else(ApiError::unauthorized)?;
+    // The key and the app's IdP settings in one read: this runs on every hand-out.
+    let (key, idp) = state.authenticate_api_key_with_idp(presented).await?;
     let token = user_token(call)?;
-    Ok(state.identity.resolve_user(&key.app_id, token).await?)
+    Ok(state.identity.resolve_user_under(&key.app_id, idp, token).await?)
 }
 
 /// `GET /v1/me`.
