@@ -140,6 +140,9 @@ fn routes() -> Vec<Route> {
 /// The route table, built once.
 pub struct Router {
     routes: Vec<Route>,
+    /// Templates without parameters, by method and path: one hash lookup answers the runtime
+    /// endpoints (`POST /v1/token` above all) without walking the table.
+    fixed: HashMap<(Method, &'static str), usize>,
 }
 
 impl std::fmt::Debug for Router {
@@ -150,7 +153,14 @@ impl std::fmt::Debug for Router {
 
 impl Default for Router {
     fn default() -> Self {
-        Self { routes: routes() }
+        let routes = routes();
+        let fixed = routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.template.contains('{'))
+            .map(|(i, r)| ((r.method.clone(), r.template), i))
+            .collect();
+        Self { routes, fixed }
     }
 }
 
@@ -187,6 +197,10 @@ fn percent_decode(s: &str) -> Option<String> {
 
 impl Router {
     fn find(&self, method: &Method, path: &str) -> Matched<'_> {
+        // Sound because no parameterised template matches a fixed one's path (tested below).
+        if let Some(route) = self.fixed.get(&(method.clone(), path)).and_then(|&i| self.routes.get(i)) {
+            return Matched::Route(route, Vec::new());
+        }
         let mut allowed = Vec::new();
         for route in &self.routes {
             if let Some(params) = match_template(route.template, path) {
@@ -295,6 +309,24 @@ mod tests {
         assert_eq!(match_template("/v1/apps/{app_id}", "/v1/apps/a/b"), None);
         assert_eq!(match_template("/v1/apps", "/v1/apps"), Some(vec![]));
         assert_eq!(match_template("/v1/apps/{a}/x/{b}", "/v1/apps/1/x/a%20b"), Some(vec!["1".into(), "a b".into()]));
+    }
+
+    #[test]
+    fn fixed_paths_are_matched_by_no_parameterised_template() {
+        let router = Router::default();
+        for fixed in router.routes.iter().filter(|r| !r.template.contains('{')) {
+            for other in router.routes.iter().filter(|r| r.template.contains('{')) {
+                assert!(
+                    match_template(other.template, fixed.template).is_none(),
+                    "{} also matches {}",
+                    other.template,
+                    fixed.template
+                );
+            }
+            assert!(
+                matches!(router.find(&fixed.method, fixed.template), Matched::Route(r, _) if r.template == fixed.template)
+            );
+        }
     }
 
     #[test]
