@@ -4,55 +4,68 @@
 //! What one invocation does, in order:
 //!
 //! 1. Builds the release `custody` binary, and the reference pipeline (`perfbench`, from
-//!    `--reference PATH`, `CUSTODY_PERF_REFERENCE`, or `<workspace>/../shared/perf-reference`):
-//!    its sources are copied into `<temp dir>/custody-perf-reference/perfbench` (outside the
-//!    workspace; files are rewritten only when they changed, so its release build is reused) and
-//!    built there with `cargo build --release`.
-//! 2. Starts an in-process development identity provider (RS256), and a Custody on a fresh
-//!    SQLite database in a temporary data directory; seeds through the admin API an app with that
-//!    IdP, a `github` provider and one imported grant for each of `--users` users (`user-<n>`,
-//!    access token `gho_bench_<n>`); stops it (SIGTERM) and copies its data directory three times:
+//!    `--reference PATH`, else `CUSTODY_PERF_REFERENCE`, else
+//!    `<workspace>/../shared/perf-reference`; the folder or its `perfbench/`): its sources are
+//!    copied into `<temp dir>/custody-perf-reference/perfbench`, outside the workspace, rewriting
+//!    only files whose content changed so its release build is reused, and built there with
+//!    `cargo build --release` (its own `Cargo.lock` and `target/`).
+//! 2. Starts an in-process development identity provider (RS256) and a Custody on a fresh SQLite
+//!    database in a temporary data directory; seeds through the admin API an app with that IdP, a
+//!    `github` provider and one imported grant for each of `--users` users (`user-<n>`, access
+//!    token `gho_bench_<n>`); stops it with SIGTERM and copies its data directory three times:
 //!    - `sqlite_fresh`: served with `CUSTODY_TOKEN_CACHE_MB=0` (no verified-token cache: every
-//!      request verifies the RS256 signature);
+//!      request verifies its RS256 signature);
 //!    - `sqlite_cached`: served with the default cache;
-//!    - `sqlite_large_cached`: grown to `--large-users` users (1,000,000) by writing the missing
-//!      users, grants, sealed credentials and `grant.import` audit rows straight into the SQLite
-//!      file (`custody_store::bulk`, the store's own row conversions, one transaction; no
-//!      `ANALYZE`, since the server runs none), then served with the default cache. A few bulk
-//!      users' hand-outs are checked (status and token value) before measuring.
-//! 3. With PostgreSQL reachable (`CUSTODY_BENCH_POSTGRES_URL`, default
-//!    `postgres://postgres@127.0.0.1:5432/postgres`): a fresh database, a Custody on it with
-//!    `CUSTODY_DATABASE_MAX_CONNECTIONS=16`, seeded through the API like SQLite (`postgres_cached`).
-//! 4. Starts the reference: `perfbench server 2 <port> full-josekit` (it builds its own 100,000
-//!    user `server.db` and 2,000 tokens on every start) — a minimal hyper server that verifies the
-//!    RS256 bearer token with josekit, reads the grant from SQLite and opens it with AES-256-GCM.
-//! 5. Drives every server with `wrk -t1 -c<connections> -d<seconds>s --latency` (Debian package
-//!    `wrk`): Custody with a Lua script rotating over `--tokens` pre-minted RS256 user tokens (a
-//!    different user on consecutive requests; for the large store, users spread evenly over the
-//!    whole range), the reference with its own `rotate.lua` over its 2,000 tokens. Every server
-//!    gets one request checked by hand and a 2 s warm-up first. Then `--repetitions` rounds; in
-//!    each round every configuration runs once, in the same order, so background noise lands on
-//!    all of them alike. Per run: hand-outs per second, p50/p99 latency, and the server process's
-//!    CPU time per hand-out (from `/proc/<pid>/stat`; for PostgreSQL, Custody's CPU only, not the
-//!    database's). A non-2xx answer in any run fails the benchmark.
-//! 6. Prints each configuration's medians, and the four ratios (of medians; the paired
-//!    per-round ratios are shown too) with their targets, pass or miss:
+//!    - `sqlite_large_cached`: first grown to `--large-users` users (1,000,000) by writing the
+//!      missing users, grants, sealed credentials and `grant.import` audit rows straight into the
+//!      SQLite file with `custody_store::bulk` (the store's own row conversions; ids from the
+//!      server's random source; credentials sealed by the same key ring, bound to their grant;
+//!      one transaction; see `bulk.rs` for the load-only SQLite settings). No `ANALYZE` or
+//!      `PRAGMA optimize` follows, since the server runs neither. Served with the default cache,
+//!      after hand-outs for users at the start, the seam, the middle and the end of the range
+//!      are checked (status and token value).
+//! 3. When PostgreSQL is reachable (`CUSTODY_BENCH_POSTGRES_URL`, default
+//!    `postgres://postgres@127.0.0.1:5432/postgres`; `--no-postgres` skips it): a fresh database,
+//!    a Custody on it with `CUSTODY_DATABASE_MAX_CONNECTIONS=16` and the default cache, seeded
+//!    through the API like SQLite (`postgres_cached`); the database is dropped at the end.
+//! 4. Starts the reference, `perfbench server <--reference-threads, 2> <port> full-josekit` in
+//!    its folder: a minimal hyper server that verifies the RS256 bearer token with josekit (no
+//!    cache), reads the grant from SQLite and opens it with AES-256-GCM. It rebuilds its own
+//!    100,000-user `server.db` and 2,000 tokens on every start (a few seconds).
+//! 5. Drives every server with `wrk -t1 -c<--connections> -d<--seconds>s --latency` (Debian
+//!    package `wrk`): Custody with a Lua script rotating over `--tokens` pre-minted RS256 user
+//!    tokens (a different user on consecutive requests; for the large store the users are spread
+//!    evenly over the whole range), the reference with its own `rotate.lua` over its tokens.
+//!    Each server first answers one request checked by hand, then gets a 2 s warm-up. Then
+//!    `--repetitions` rounds: each round runs every configuration once, in the order reference,
+//!    `sqlite_fresh`, `sqlite_cached`, `sqlite_large_cached`, `postgres_cached` (all servers stay
+//!    up, idle while another is measured), so background noise lands on all of them alike. Per
+//!    run: hand-outs per second, p50/p99 latency, and the server process's CPU time per hand-out
+//!    (from `/proc/<pid>/stat`; for PostgreSQL, Custody's CPU only, not the database's). Any
+//!    non-2xx answer fails the benchmark, with one request's answer in the error.
+//! 6. Prints each configuration's medians and the four ratios, each a ratio of medians (the
+//!    paired per-round ratios are shown too), with its target and PASS or MISS:
 //!    1. `sqlite_fresh` / `reference` hand-outs/s ≥ 0.8;
 //!    2. `sqlite_cached` / `reference` hand-outs/s ≥ 1.3;
 //!    3. `postgres_cached` / `sqlite_cached` hand-outs/s ≥ 0.6;
-//!    4. p50 of `sqlite_large_cached` / p50 of `sqlite_cached` within [0.8, 1.2] (the p50 at the
-//!       large store is within 20% of the p50 at `--users` users, either way).
+//!    4. p50 of `sqlite_large_cached` / p50 of `sqlite_cached` in [0.8, 1.2]: the large store's
+//!       median latency within 20% of the `--users` store's, either way.
 //!
-//!    A missed target is reported, not an error (the exit status is 0).
+//!    A ratio whose configurations were not measured is SKIPPED. A MISS is reported, not an
+//!    error: the exit status is 0 unless something failed.
 //! 7. Unless `--no-deletion`: the deletion-webhook benchmark (issue 4), the ignored test
 //!    `deletion_benchmark_full` run in a release build.
 //!
-//! Everything (settings, every run, medians, ratios, the load time of the large store, the
-//! deletion figures) goes to `target/bench/handout.json`.
+//! Everything (settings, every run, medians, ratios with their per-round values, the large
+//! store's load time and size, the deletion figures, the wall time) goes to
+//! `target/bench/handout.json`; the table goes to stdout, progress to stderr.
 //!
-//! Defaults: 1,000 and 1,000,000 users, 2,000 tokens, 50 connections, 3 rounds of 10 s.
-//! `--quick` is a smoke run: 200 users, 400 tokens, 1 round of 3 s, and no large store unless
-//! `--million` (or `--large-users N`) asks for it.
+//! Defaults: 1,000 and 1,000,000 users, 2,000 tokens, 50 connections, 3 rounds of 10 s: about
+//! 4½ minutes on the 2-vCPU development machine once both binaries are built, 1½ of them
+//! loading the large store. `--quick` is a smoke run: 200 users, 400 tokens, 1 round of 3 s, and
+//! no large store unless `--million` (or `--large-users N`) asks for it (then about 2 minutes).
+//! `--no-million` skips the large store in a full run; `--no-reference` skips the reference;
+//! `--perf` records a `perf` profile of every server during the first round.
 
 use custody_identity::audit::AuditEntry;
 use custody_identity::ports::Random as _;
@@ -281,7 +294,9 @@ async fn start_custody(
         .env("CUSTODY_LOG", "warn")
         .env(
             "CUSTODY_DATABASE_URL",
-            database_url.map(str::to_owned).unwrap_or_else(|| format!("sqlite://{}", sqlite_file(dir.path()).display())),
+            database_url
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("sqlite://{}", sqlite_file(dir.path()).display())),
         )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
@@ -464,8 +479,9 @@ async fn bulk_load(db: &Path, app_id: &str, from: usize, to: usize) -> Result<f6
         let mut n = from;
         while n < to {
             let end = (n + 1000).min(to);
-            let batch =
-                (n..end).map(|i| imported_grant(i, &app, &provider, &ring, &random, at)).collect::<Result<Vec<_>, _>>()?;
+            let batch = (n..end)
+                .map(|i| imported_grant(i, &app, &provider, &ring, &random, at))
+                .collect::<Result<Vec<_>, _>>()?;
             if tx.send(batch).is_err() {
                 // The loader stopped (it failed); it reports why.
                 return Ok(());
@@ -510,9 +526,46 @@ async fn check_handouts(server: &Server, idp: &FakeIdp, api_key: &str, users: &[
 
 // ----- wrk -----
 
-/// Writes the wrk script and its token file (tokens for `subjects`, in order) under `dir`;
-/// returns the script path.
-fn write_wrk_script(dir: &Path, idp: &FakeIdp, subjects: &[usize], key: &str) -> Result<PathBuf, String> {
+/// What wrk sends a server, and one request of it to check by hand.
+struct Load {
+    script: PathBuf,
+    probe: Probe,
+}
+
+/// One hand-out request, sent before the warm-up (it must succeed) and again after a run with
+/// failures (its answer goes into the error).
+#[derive(Debug, Clone)]
+enum Probe {
+    /// Custody: `POST /v1/token` with the app's API key and a user token.
+    Custody { api_key: String, user_token: String },
+    /// The reference: `GET /v1/token/github` with the user token as the bearer.
+    Reference { user_token: String },
+}
+
+impl Probe {
+    /// `Ok` on a 2xx answer; otherwise the status and (the start of) the body.
+    async fn send(&self, base: &str) -> Result<(), String> {
+        let client = reqwest::Client::new();
+        let request = match self {
+            Probe::Custody { api_key, user_token } => client
+                .post(format!("{base}/v1/token"))
+                .bearer_auth(api_key)
+                .header("X-User-Token", user_token)
+                .json(&json!({"provider": "github"})),
+            Probe::Reference { user_token } => client.get(format!("{base}/v1/token/github")).bearer_auth(user_token),
+        };
+        let r = request.send().await.map_err(|e| format!("no answer: {e}"))?;
+        let status = r.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = r.text().await.unwrap_or_default();
+        Err(format!("{status} {}", body.chars().take(400).collect::<String>()))
+    }
+}
+
+/// Writes the wrk script and its token file (tokens for `subjects`, in order) under `dir`.
+fn write_wrk_script(dir: &Path, idp: &FakeIdp, subjects: &[usize], key: &str) -> Result<Load, String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let tokens: Vec<String> = subjects
         .iter()
@@ -550,7 +603,8 @@ end
         ),
     )
     .map_err(|e| e.to_string())?;
-    Ok(script)
+    let user_token = tokens.first().cloned().ok_or("no tokens")?;
+    Ok(Load { script, probe: Probe::Custody { api_key: key.to_owned(), user_token } })
 }
 
 /// One wrk run's figures.
@@ -617,6 +671,7 @@ struct Target {
     server: Server,
     url: String,
     script: PathBuf,
+    probe: Probe,
     /// wrk's working directory (the reference's script reads `tokens.txt` relative to it).
     cwd: Option<PathBuf>,
     users: usize,
@@ -635,7 +690,8 @@ impl Target {
         if let Some(cwd) = &self.cwd {
             cmd.current_dir(cwd);
         }
-        let out = cmd.output().map_err(|e| format!("cannot run wrk ({e}); install it with `apt-get install -y wrk`"))?;
+        let out =
+            cmd.output().map_err(|e| format!("cannot run wrk ({e}); install it with `apt-get install -y wrk`"))?;
         let after = cpu_ticks(pid)?;
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         if !out.status.success() {
@@ -645,9 +701,8 @@ impl Target {
         let rps: f64 = find("Requests/sec:")
             .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
             .ok_or_else(|| format!("wrk printed no rate:\n{text}"))?;
-        let pct = |p: &str| {
-            find(p).and_then(|l| l.split_whitespace().nth(1).and_then(parse_latency_ms)).unwrap_or(f64::NAN)
-        };
+        let pct =
+            |p: &str| find(p).and_then(|l| l.split_whitespace().nth(1).and_then(parse_latency_ms)).unwrap_or(f64::NAN);
         // `  33540 requests in 10.00s, 12.34MB read`: the count leads the line.
         let requests: f64 = text
             .lines()
@@ -823,22 +878,27 @@ fn prepare_reference(path: &Path) -> Result<PathBuf, String> {
     let dir = std::env::temp_dir().join("custody-perf-reference").join("perfbench");
     sync_dir(&sources, &dir)?;
     eprintln!("building the reference pipeline in {}…", dir.display());
-    let status = Command::new(cargo())
+    // Its compiler warnings are not ours: shown only when the build fails.
+    let out = Command::new(cargo())
         .args(["build", "--release", "--target-dir", "target"])
         .current_dir(&dir)
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET_DIR")
-        .status()
+        .output()
         .map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err(format!("cargo build --release of the reference failed in {}", dir.display()));
+    if !out.status.success() {
+        return Err(format!(
+            "cargo build --release of the reference failed in {}:\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     Ok(dir)
 }
 
 /// Starts `perfbench server <threads> <port> full-josekit` in `dir` (it writes `server.db` and
-/// `tokens.txt` there first) and checks one hand-out.
-async fn start_reference(dir: &Path, threads: usize) -> Result<Server, String> {
+/// `tokens.txt` there first); returns it with a request of its own to check.
+async fn start_reference(dir: &Path, threads: usize) -> Result<(Server, Probe), String> {
     let port = free_port()?;
     let started = Instant::now();
     let err_log = std::fs::File::create(dir.join("server.err")).map_err(|e| e.to_string())?;
@@ -852,23 +912,17 @@ async fn start_reference(dir: &Path, threads: usize) -> Result<Server, String> {
     let mut server = Server { child, base: format!("http://127.0.0.1:{port}"), _dir: None };
     // Any answer (401 without a token) means it listens; building its database comes first.
     server.wait_ready("/", false, Duration::from_secs(300)).await?;
-    let token = std::fs::read_to_string(dir.join("tokens.txt"))
+    let user_token = std::fs::read_to_string(dir.join("tokens.txt"))
         .map_err(|e| e.to_string())?
         .lines()
         .next()
         .map(str::to_owned)
         .ok_or("the reference wrote no tokens")?;
-    let r = reqwest::Client::new()
-        .get(format!("{}/v1/token/github", server.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if !r.status().is_success() {
-        return Err(format!("the reference's sanity hand-out answered {}", r.status()));
-    }
-    eprintln!("[reference] ready in {:.1} s (it rebuilds its 100,000-user database on start)", started.elapsed().as_secs_f64());
-    Ok(server)
+    eprintln!(
+        "[reference] ready in {:.1} s (it rebuilds its 100,000-user database on start)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok((server, Probe::Reference { user_token }))
 }
 
 // ----- ratios -----
@@ -1120,13 +1174,14 @@ async fn setup(
     postgres: &mut Option<(String, String)>,
 ) -> Result<(Vec<Target>, Value), String> {
     let mut targets = Vec::new();
-    let custody_target = |config: Config, title: String, description: &str, server: Server, script: PathBuf| Target {
+    let custody_target = |config: Config, title: String, description: &str, server: Server, load: Load| Target {
         config,
         title,
         description: description.to_owned(),
         url: format!("{}/v1/token", server.base),
         server,
-        script,
+        script: load.script,
+        probe: load.probe,
         cwd: None,
         users: options.users,
         tokens: options.tokens,
@@ -1140,14 +1195,18 @@ async fn setup(
     let seeder = start_custody(binary, seed_dir, None, &[]).await?;
     let started = Instant::now();
     let seeded = seed(&seeder, idp, options.users).await?;
-    eprintln!("[sqlite] seeded {} users with grants through the API in {:.1} s", options.users, started.elapsed().as_secs_f64());
+    eprintln!(
+        "[sqlite] seeded {} users with grants through the API in {:.1} s",
+        options.users,
+        started.elapsed().as_secs_f64()
+    );
     // Stopped gracefully, its database is complete in `custody.db`; then copied three times.
     let mut seeder = seeder;
     seeder.stop_gracefully()?;
     let (fresh_dir, cached_dir, large_dir) =
         (copy_data_dir(&seed_path)?, copy_data_dir(&seed_path)?, copy_data_dir(&seed_path)?);
     drop(seeder);
-    let sqlite_script = write_wrk_script(&out_dir.join("sqlite"), idp, &small_subjects, &seeded.api_key)?;
+    let sqlite_load = || write_wrk_script(&out_dir.join("sqlite"), idp, &small_subjects, &seeded.api_key);
 
     let fresh = start_custody(binary, fresh_dir, None, &[("CUSTODY_TOKEN_CACHE_MB", "0".into())]).await?;
     targets.push(custody_target(
@@ -1155,7 +1214,7 @@ async fn setup(
         "custody sqlite, fresh token (cache off)".into(),
         "Custody on SQLite with CUSTODY_TOKEN_CACHE_MB=0: every request verifies its RS256 token",
         fresh,
-        sqlite_script.clone(),
+        sqlite_load()?,
     ));
     let cached = start_custody(binary, cached_dir, None, &[]).await?;
     targets.push(custody_target(
@@ -1163,12 +1222,15 @@ async fn setup(
         "custody sqlite, cached".into(),
         "Custody on SQLite, default verified-token cache (warm: the tokens repeat)",
         cached,
-        sqlite_script,
+        sqlite_load()?,
     ));
 
     let mut large_load = Value::Null;
     if let Some(large) = options.large_users {
-        eprintln!("[sqlite large] writing {} more users with grants into SQLite…", thousands((large - options.users) as f64));
+        eprintln!(
+            "[sqlite large] writing {} more users with grants into SQLite…",
+            thousands((large - options.users) as f64)
+        );
         let secs = bulk_load(&sqlite_file(large_dir.path()), &seeded.app_id, options.users, large).await?;
         let size = std::fs::metadata(sqlite_file(large_dir.path())).map(|m| m.len()).unwrap_or(0);
         eprintln!(
@@ -1181,13 +1243,13 @@ async fn setup(
         let server = start_custody(binary, large_dir, None, &[]).await?;
         check_handouts(&server, idp, &seeded.api_key, &[0, options.users, large / 2, large - 1]).await?;
         let subjects: Vec<usize> = (0..options.tokens).map(|i| i * large / options.tokens).collect();
-        let script = write_wrk_script(&out_dir.join("sqlite-large"), idp, &subjects, &seeded.api_key)?;
+        let load = write_wrk_script(&out_dir.join("sqlite-large"), idp, &subjects, &seeded.api_key)?;
         let mut target = custody_target(
             Config::SqliteLarge,
             format!("custody sqlite {} users, cached", thousands(large as f64)),
             "Custody on SQLite with the large store, default cache; tokens spread over all users",
             server,
-            script,
+            load,
         );
         target.users = large;
         targets.push(target);
@@ -1212,13 +1274,13 @@ async fn setup(
                     options.users,
                     started.elapsed().as_secs_f64()
                 );
-                let script = write_wrk_script(&out_dir.join("postgres"), idp, &small_subjects, &seeded.api_key)?;
+                let load = write_wrk_script(&out_dir.join("postgres"), idp, &small_subjects, &seeded.api_key)?;
                 targets.push(custody_target(
                     Config::Postgres,
                     format!("custody postgres ({PG_CONNECTIONS} conns), cached"),
                     "Custody on PostgreSQL, CUSTODY_DATABASE_MAX_CONNECTIONS=16, default cache",
                     server,
-                    script,
+                    load,
                 ));
             }
             None => eprintln!("PostgreSQL not reachable at {admin_url}; skipped"),
@@ -1226,37 +1288,45 @@ async fn setup(
     }
 
     if let Some(dir) = reference_dir {
-        let server = start_reference(dir, options.reference_threads).await?;
-        targets.insert(
-            0,
-            Target {
-                config: Config::Reference,
-                title: format!("reference ({}, {} threads)", REFERENCE_MODE, options.reference_threads),
-                description: "perf-reference `perfbench server`: josekit RS256 verify, SQLite lookup, AES-256-GCM open, \
+        let (server, probe) = start_reference(dir, options.reference_threads).await?;
+        targets.push(Target {
+            config: Config::Reference,
+            title: format!("reference ({}, {} threads)", REFERENCE_MODE, options.reference_threads),
+            description: "perf-reference `perfbench server`: josekit RS256 verify, SQLite lookup, AES-256-GCM open, \
                               no cache; its own 2,000 tokens over 100,000 users"
-                    .into(),
-                url: format!("{}/", server.base),
-                server,
-                script: PathBuf::from("rotate.lua"),
-                cwd: Some(dir.to_path_buf()),
-                users: 100_000,
-                tokens: 2000,
-                runs: Vec::new(),
-            },
-        );
+                .into(),
+            url: format!("{}/", server.base),
+            server,
+            script: PathBuf::from("rotate.lua"),
+            probe,
+            cwd: Some(dir.to_path_buf()),
+            users: 100_000,
+            tokens: 2000,
+            runs: Vec::new(),
+        });
     }
     // Each round runs the reference, then the SQLite configurations, then PostgreSQL.
     targets.sort_by_key(|t| t.config as u8);
     Ok((targets, large_load))
 }
 
-/// Warm-up, then `repetitions` rounds over every target.
-fn measure(targets: &mut [Target], options: &BenchOptions, out_dir: &Path) -> Result<(), String> {
+/// The error for a run with failed hand-outs, with the answer to one request sent now.
+async fn failed(t: &Target, during: &str, non_2xx: u64) -> String {
+    let answer = match t.probe.send(&t.server.base).await {
+        Ok(()) => "succeeds".to_owned(),
+        Err(e) => format!("answers {e}"),
+    };
+    format!("[{}] {non_2xx} hand-outs failed during {during}; one request sent now {answer}", t.config.key())
+}
+
+/// One checked request, a warm-up, then `repetitions` rounds over every target.
+async fn measure(targets: &mut [Target], options: &BenchOptions, out_dir: &Path) -> Result<(), String> {
     for t in targets.iter() {
+        t.probe.send(&t.server.base).await.map_err(|e| format!("[{}] the first hand-out: {e}", t.config.key()))?;
         // Warm-up: JWKS fetched, every token seen once, caches and connections filled.
         let run = t.run_wrk(options.connections, 2)?;
         if run.non_2xx > 0 {
-            return Err(format!("[{}] {} hand-outs failed during the warm-up", t.config.key(), run.non_2xx));
+            return Err(failed(t, "the warm-up", run.non_2xx).await);
         }
     }
     for round in 1..=options.repetitions {
@@ -1283,7 +1353,7 @@ fn measure(targets: &mut [Target], options: &BenchOptions, out_dir: &Path) -> Re
                 if run.socket_errors > 0 { format!(", {} socket errors", run.socket_errors) } else { String::new() },
             );
             if run.non_2xx > 0 {
-                return Err(format!("[{}] {} hand-outs failed during the run", t.config.key(), run.non_2xx));
+                return Err(failed(t, &format!("round {round}"), run.non_2xx).await);
             }
             t.runs.push(run);
         }
@@ -1314,7 +1384,7 @@ pub async fn run(args: &[String]) -> Result<(), String> {
         let (mut targets, large_load) =
             setup(&options, &binary, reference_dir.as_deref(), &idp, &out_dir, &mut postgres).await?;
         eprintln!("set up in {:.0} s; measuring…", measured_from.elapsed().as_secs_f64());
-        measure(&mut targets, &options, &out_dir)?;
+        measure(&mut targets, &options, &out_dir).await?;
         Ok::<_, String>((targets, large_load))
     }
     .await;

@@ -43,13 +43,14 @@ fn load_error(e: diesel::result::Error) -> StoreError {
 /// provider present) in one transaction, each user before its grant, credential and audit row.
 /// Returns how many grants were loaded.
 ///
-/// The connection gets the server's per-connection settings (WAL, `synchronous=NORMAL`, foreign
-/// keys checked), then, for the load only, a page cache that holds the whole database, temporary
-/// storage in memory, and the rollback journal in memory instead of the WAL (the pages are
-/// written once, at commit, rather than to the WAL and again at its checkpoint); the file is back
-/// in WAL mode when this returns. Rows go in one statement each: diesel runs a multi-row insert
-/// of rows with optional columns as single inserts inside a savepoint, and a savepoint makes
-/// SQLite copy every page it touches.
+/// The connection gets the server's per-connection settings (WAL, `synchronous=NORMAL`), then,
+/// for the load only: foreign keys unchecked (the rows reference each other by construction, and
+/// the checks are a third of the B-tree work), a page cache that holds the whole database,
+/// temporary storage in memory, and the rollback journal in memory instead of the WAL (pages are
+/// written once, at commit, rather than to the WAL and again at its checkpoint). None of these
+/// changes what is stored; the file is back in WAL mode when this returns. Rows go in one
+/// statement each: diesel runs a multi-row insert of rows with optional columns as single inserts
+/// inside a savepoint, and a savepoint makes SQLite copy every page it touches.
 pub fn load_imported_grants_sqlite(
     path: &Path,
     rows: impl IntoIterator<Item = ImportedGrant>,
@@ -58,8 +59,11 @@ pub fn load_imported_grants_sqlite(
     let mut conn = SqliteConnection::establish(path)
         .map_err(|e| StoreError::Unavailable(format!("bulk load: cannot open the database: {e}")))?;
     conn.batch_execute(&sqlite_pragmas(Duration::from_secs(30))).map_err(load_error)?;
-    conn.batch_execute("PRAGMA cache_size = -4194304; PRAGMA temp_store = MEMORY; PRAGMA journal_mode = MEMORY;")
-        .map_err(load_error)?;
+    conn.batch_execute(
+        "PRAGMA foreign_keys = OFF; PRAGMA cache_size = -4194304; PRAGMA temp_store = MEMORY; \
+         PRAGMA journal_mode = MEMORY;",
+    )
+    .map_err(load_error)?;
     let loaded = conn
         .immediate_transaction(|conn| {
             let mut loaded = 0u64;
