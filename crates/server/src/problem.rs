@@ -41,6 +41,12 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", detail)
     }
 
+    /// The server is at one of its limits (connections, buffered request bodies): retry shortly.
+    /// Answered with `Retry-After`.
+    pub fn server_busy() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_busy", "the server is at capacity; retry in a second")
+    }
+
     pub fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "an unexpected error occurred")
     }
