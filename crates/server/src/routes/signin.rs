@@ -203,6 +203,7 @@ pub async fn sdk_callback(state: Arc<AppState>, call: Call) -> Result<HttpRespon
         .signin
         .complete(SignInPurpose::Sdk, param("state").unwrap_or_default(), param("code"), param("error"))
         .await;
+    log_sign_in_failure("sdk", &result);
     let response = match result {
         Ok(SignedIn::Sdk { app_id, .. }) => {
             let to = match app_name(&state, &app_id).await {
@@ -247,6 +248,20 @@ pub async fn sdk_callback(state: Arc<AppState>, call: Call) -> Result<HttpRespon
         }
     };
     Ok(response)
+}
+
+/// Logs why a sign-in callback failed, at `warn` (never the code, state or any token).
+pub fn log_sign_in_failure<T>(purpose: &str, result: &Result<T, CallbackError>) {
+    match result {
+        Ok(_) => {}
+        Err(CallbackError::UnknownState) => {
+            tracing::warn!(purpose, reason = "unknown_state", "sign-in failed: the state is unknown, expired or used")
+        }
+        Err(CallbackError::Failed { app_id, failure }) => {
+            tracing::warn!(purpose, app_id = %app_id, reason = failure.as_str(), "sign-in failed: {}", failure.explanation())
+        }
+        Err(CallbackError::Store(_)) => {}
+    }
 }
 
 /// A page with a heading and one paragraph of markup (escaped by the caller).
