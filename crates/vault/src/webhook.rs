@@ -1,7 +1,7 @@
 //! Lifecycle webhooks: the per-app settings (enable, rotate, disable), authenticating a
 //! delivery on its raw bytes, and applying the events it carries.
 //!
-//! Secrets: for Auth0 and custom OIDC providers the server generates the secret, shows it once
+//! Secrets: for Auth0, Okta, Keycloak and custom OIDC providers the server generates the secret, shows it once
 //! and keeps only its keyed hash ([`SecretHasher`] with purpose [`WEBHOOK_SECRET_PURPOSE`]); a
 //! delivery's `Authorization` value (with or without `Bearer `) is compared with it in constant
 //! time. For Clerk the operator supplies Clerk's Svix signing secret (`whsec_` + base64), which
@@ -14,6 +14,7 @@
 //! before it stay applied (a redelivery finds them as duplicates), nothing of the failing one is.
 
 use crate::cipher::{Cipher, CipherError, SealedBox};
+use crate::lifecycle::okta::OKTA_VERIFICATION_HEADER;
 use crate::lifecycle::{decode, DecodedEvent, MalformedPayload, SvixMessage, WebhookFormat};
 use crate::ports::{LifecycleChange, LifecycleEvent, LifecycleOutcome, VaultStore};
 use async_trait::async_trait;
@@ -721,6 +722,34 @@ impl WebhookService {
             Some(format!("{} webhook event {}", format.as_str(), event.event_id)),
         );
         self.vault.apply_lifecycle_event(app, event, self.clock.now(), &audit).await
+    }
+
+    /// Answers an identity provider's one-time check of the webhook URL (Okta event hooks send a
+    /// GET with `x-okta-verification-challenge` and the configured secret): the request must prove
+    /// the secret like a delivery, and the challenge comes back to be echoed.
+    pub async fn verify_endpoint(
+        &self,
+        app: &AppId,
+        authorization: Option<&str>,
+        challenge: Option<&str>,
+    ) -> Result<String, ReceiveError> {
+        let headers = SvixHeaders::default();
+        let verified = self.authenticate(app, &Delivery { authorization, svix: &headers, body: b"" }).await?;
+        if verified.format != WebhookFormat::OktaEventHook {
+            return Err(MalformedPayload(format!(
+                "{} webhooks have no verification request; only Okta event hooks verify the URL with a GET",
+                verified.format.as_str()
+            ))
+            .into());
+        }
+        let challenge = challenge.map(str::trim).unwrap_or_default();
+        if challenge.is_empty() || challenge.len() > 256 || !challenge.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(MalformedPayload(format!(
+                "the {OKTA_VERIFICATION_HEADER} header is required: 1 to 256 printable characters"
+            ))
+            .into());
+        }
+        Ok(challenge.to_owned())
     }
 
     /// Authenticates and applies a delivery.

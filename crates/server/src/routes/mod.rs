@@ -200,6 +200,7 @@ fn routes() -> Vec<Route> {
             handler!(webhooks::disable),
         ),
         r(post.clone(), "/v1/webhooks/{app_id}", Webhook, Buffered, handler!(webhooks::receive)),
+        r(get.clone(), "/v1/webhooks/{app_id}", Public, NoBody, handler!(webhooks::verify)),
         r(put.clone(), "/v1/apps/{app_id}/identity-provider/oidc", Operator, Buffered, handler!(signin::put_oidc)),
         r(delete.clone(), "/v1/apps/{app_id}/identity-provider/oidc", Operator, NoBody, handler!(signin::delete_oidc)),
         r(post.clone(), "/v1/auth/sessions", App, Buffered, handler!(signin::create_session)),
