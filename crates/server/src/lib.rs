@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod html;
 pub mod json;
+pub mod logging;
 pub mod metrics;
 pub mod problem;
 pub mod routes;
