@@ -143,6 +143,18 @@ impl ImportGrant {
         if self.account.as_ref().is_some_and(|a| a.len() > 320) {
             return bad("account: at most 320 characters");
         }
+        // PostgreSQL cannot store NUL and SQLite can: refused here, the same on both.
+        let nul = |t: &str| t.contains('\0');
+        for (field, value) in [
+            ("access_token", Some(self.tokens.access_token.expose())),
+            ("refresh_token", self.tokens.refresh_token.as_ref().map(Secret::expose)),
+            ("token_type", Some(self.tokens.token_type.as_str())),
+            ("account", self.account.as_deref()),
+        ] {
+            if value.is_some_and(nul) {
+                return Err(VaultError::Invalid(format!("{field}: must not contain a NUL character")));
+            }
+        }
         if let Some(scopes) = &self.tokens.scopes {
             check_scopes("scopes", scopes)?;
         }
@@ -268,8 +280,8 @@ impl VaultService {
         if let Some(r) = &revocation_url {
             check_url("revocation_url", r)?;
         }
-        if input.client_id.is_empty() || input.client_id.len() > 512 {
-            return Err(VaultError::Invalid("client_id: must be 1 to 512 characters".into()));
+        if input.client_id.is_empty() || input.client_id.len() > 512 || input.client_id.contains('\0') {
+            return Err(VaultError::Invalid("client_id: must be 1 to 512 characters, without NUL".into()));
         }
         let scopes = input.scopes.unwrap_or_else(|| {
             preset.map(|p| p.default_scopes.iter().map(|s| s.to_string()).collect()).unwrap_or_default()

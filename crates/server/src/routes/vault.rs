@@ -340,8 +340,9 @@ pub async fn import_grant(state: Arc<AppState>, call: Call) -> Result<HttpRespon
     }
     let user = match (body.subject, body.user_id) {
         (Some(subject), None) => {
-            if subject.is_empty() || subject.len() > custody_identity::claims::MAX_SUBJECT_LEN {
-                return Err(ApiError::invalid_request("subject: must be 1 to 255 characters"));
+            if subject.is_empty() || subject.len() > custody_identity::claims::MAX_SUBJECT_LEN || subject.contains('\0')
+            {
+                return Err(ApiError::invalid_request("subject: must be 1 to 255 characters, without NUL"));
             }
             let new_id = UserId::parse(&state.identity.random().uuid()).map_err(|_| ApiError::internal())?;
             state.store.ensure_user(&app.id, &subject, &new_id, state.clock.now()).await?
