@@ -21,7 +21,7 @@ use bytes::Bytes;
 use custody_identity::page::PageRequest;
 use custody_identity::{ApiKeyRecord, AppId, IdpConfig};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, COOKIE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, COOKIE, TRANSFER_ENCODING};
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -375,13 +375,22 @@ impl Router {
                 )
             }
         };
-        let response = match self.dispatch(state, route, params, parts, body).await {
+        let declares_body = declares_body(&parts.headers);
+        let (result, body_read) = self.dispatch(state, route, params, parts, body).await;
+        let mut response = match result {
             Ok(response) => response,
             Err(e) => problem_response(&e),
         };
+        if declares_body && !body_read {
+            // The rest of the body was never read; draining it would let a client that stalls
+            // mid-body hold the connection forever. Close it after this answer instead.
+            response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         (no_store(response), route.template)
     }
 
+    /// Admits the caller, reads the body as the route declares, and runs the handler. Also says
+    /// whether the request body was consumed (read whole, or handed to a streaming handler).
     async fn dispatch(
         &self,
         state: Arc<AppState>,
@@ -389,19 +398,21 @@ impl Router {
         params: Vec<String>,
         parts: hyper::http::request::Parts,
         body: Incoming,
-    ) -> Result<HttpResponse, ApiError> {
-        let (app, read) = match self.admit(&state, route, &parts.headers).await? {
-            Admitted::Caller(app) => (app, true),
-            Admitted::WithoutBody => (None, false),
+    ) -> (Result<HttpResponse, ApiError>, bool) {
+        let (app, read) = match self.admit(&state, route, &parts.headers).await {
+            Ok(Admitted::Caller(app)) => (app, true),
+            Ok(Admitted::WithoutBody) => (None, false),
+            Err(e) => return (Err(e), false),
         };
         let (body, stream, permit) = match route.body {
-            BodyUse::Buffered if read => {
-                let (bytes, permit) = read_body(body, parts.headers.get(CONTENT_LENGTH), &self.limits).await?;
-                (bytes, None, permit)
-            }
-            BodyUse::Stream => (Bytes::new(), Some(body), None),
-            BodyUse::Buffered | BodyUse::None => (Bytes::new(), None, None),
+            BodyUse::Buffered if read => match read_body(body, parts.headers.get(CONTENT_LENGTH), &self.limits).await {
+                Ok((bytes, permit)) => (bytes, None, permit),
+                Err(e) => return (Err(e), false),
+            },
+            BodyUse::Stream if read => (Bytes::new(), Some(body), None),
+            BodyUse::Buffered | BodyUse::Stream | BodyUse::None => (Bytes::new(), None, None),
         };
+        let consumed = read && route.body != BodyUse::None;
         let query = parts
             .uri
             .query()
@@ -417,8 +428,18 @@ impl Router {
             app,
             _body_permit: permit,
         };
-        (route.handler)(state, call).await
+        ((route.handler)(state, call).await, consumed)
     }
+}
+
+/// Whether the request says a body follows (a non-zero `Content-Length`, or chunked).
+fn declares_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(TRANSFER_ENCODING)
+        || headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|len| len > 0)
 }
 
 /// The outcome of checking a route's caller. A short-lived value on the stack, moved once: boxing
