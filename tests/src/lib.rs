@@ -11,4 +11,5 @@ pub mod binary;
 pub mod fake_idp;
 pub mod fake_oauth;
 pub mod harness;
+pub mod portal;
 pub mod sign_in_flow;
