@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod binary;
+pub mod browser;
 pub mod fake_idp;
 pub mod fake_oauth;
 pub mod harness;

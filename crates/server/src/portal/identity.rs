@@ -185,7 +185,8 @@ pub async fn discover(state: Arc<AppState>, call: Call) -> Result<HttpResponse, 
                 );
                 return render(&state, &op, &app, Extra { add: Some(add), errors, ..Extra::default() }).await;
             }
-            match state.identity.discover(&issuer_url, None).await {
+            let kind = field(&fields, "kind").and_then(IdpKind::parse);
+            match state.identity.discover(&issuer_url, kind).await {
                 Ok(found) => {
                     add.discovered = true;
                     add.kind = found.kind.as_str().to_owned();
