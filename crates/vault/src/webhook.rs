@@ -19,7 +19,7 @@ use crate::lifecycle::{decode, DecodedEvent, MalformedPayload, SvixMessage, Webh
 use crate::ports::{LifecycleChange, LifecycleEvent, LifecycleOutcome, VaultStore};
 use async_trait::async_trait;
 use base64::Engine as _;
-use custody_identity::audit::AuditEntry;
+use custody_identity::audit::{Actor, AuditEntry};
 use custody_identity::idp::IdpKind;
 use custody_identity::ports::{Clock, Random, SecretHasher, StoreError};
 use custody_identity::{AppId, IdpId, Secret, UnixTime};
@@ -542,7 +542,12 @@ impl WebhookService {
     }
 
     /// Enables webhooks. Returns the generated secret (Auth0, custom OIDC) this once.
-    pub async fn enable(&self, app: &AppId, signing_secret: Option<Secret>) -> Result<EnabledWebhooks, EnableError> {
+    pub async fn enable(
+        &self,
+        app: &AppId,
+        signing_secret: Option<Secret>,
+        actor: &Actor,
+    ) -> Result<EnabledWebhooks, EnableError> {
         let target = self.store.webhook_target(app).await?.ok_or(EnableError::NotConfigured)?;
         if target.active_secret().is_some() {
             return Err(EnableError::AlreadyEnabled);
@@ -553,7 +558,8 @@ impl WebhookService {
             SecretInputError::Sealing => EnableError::Sealing,
         })?;
         let source = secret.stored.source();
-        let audit = self.audit(app, "webhook.enable", "operator", Some(format!("secret source: {}", source.as_str())));
+        let audit =
+            self.audit(app, "webhook.enable", actor.as_str(), Some(format!("secret source: {}", source.as_str())));
         let now = self.clock.now();
         self.store.enable_webhooks(app, &target.idp_id, &secret.stored, now, &audit).await.map_err(|e| match e {
             EnableWebhooksError::NotConfigured => EnableError::NotConfigured,
@@ -567,7 +573,12 @@ impl WebhookService {
     }
 
     /// Replaces the webhook secret; the old one stops working at once.
-    pub async fn rotate(&self, app: &AppId, signing_secret: Option<Secret>) -> Result<EnabledWebhooks, RotateError> {
+    pub async fn rotate(
+        &self,
+        app: &AppId,
+        signing_secret: Option<Secret>,
+        actor: &Actor,
+    ) -> Result<EnabledWebhooks, RotateError> {
         let target = self.store.webhook_target(app).await?.ok_or(RotateError::NotConfigured)?;
         if target.active_secret().is_none() {
             return Err(RotateError::NotEnabled);
@@ -578,7 +589,7 @@ impl WebhookService {
             SecretInputError::Sealing => RotateError::Sealing,
         })?;
         let source = secret.stored.source();
-        let audit = self.audit(app, "webhook.rotate", "operator", Some("webhook secret rotated".into()));
+        let audit = self.audit(app, "webhook.rotate", actor.as_str(), Some("webhook secret rotated".into()));
         let now = self.clock.now();
         self.store.rotate_webhook_secret(app, &target.idp_id, &secret.stored, now, &audit).await.map_err(
             |e| match e {
@@ -594,12 +605,12 @@ impl WebhookService {
     }
 
     /// Disables webhooks and forgets the secret: every delivery answers "not enabled".
-    pub async fn disable(&self, app: &AppId) -> Result<WebhookView, DisableError> {
+    pub async fn disable(&self, app: &AppId, actor: &Actor) -> Result<WebhookView, DisableError> {
         let target = self.store.webhook_target(app).await?.ok_or(DisableError::NotConfigured)?;
         if target.active_secret().is_none() {
             return Err(DisableError::NotEnabled);
         }
-        let audit = self.audit(app, "webhook.disable", "operator", Some("webhooks disabled".into()));
+        let audit = self.audit(app, "webhook.disable", actor.as_str(), Some("webhooks disabled".into()));
         self.store.disable_webhooks(app, &target.idp_id, self.clock.now(), &audit).await.map_err(|e| match e {
             ChangeWebhooksError::NotConfigured => DisableError::NotConfigured,
             ChangeWebhooksError::NotEnabled => DisableError::NotEnabled,

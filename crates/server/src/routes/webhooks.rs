@@ -13,6 +13,7 @@ use super::Call;
 use crate::json::{json_response, parse_json, rfc3339_opt, HttpResponse};
 use crate::problem::ApiError;
 use crate::state::AppState;
+use custody_identity::audit::Actor;
 use custody_identity::idp::IdpConfig;
 use custody_identity::{AppId, Secret};
 use custody_vault::lifecycle::okta::OKTA_VERIFICATION_HEADER;
@@ -171,20 +172,20 @@ pub async fn get_settings(state: Arc<AppState>, call: Call) -> Result<HttpRespon
 pub async fn enable(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let body: SecretBody = parse_json(&call.body)?;
-    let enabled = state.webhooks.enable(&app.id, secret_of(body)).await?;
+    let enabled = state.webhooks.enable(&app.id, secret_of(body), &Actor::operator()).await?;
     Ok(json_response(StatusCode::OK, &enabled_json(enabled)))
 }
 
 pub async fn rotate(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let body: SecretBody = parse_json(&call.body)?;
-    let rotated = state.webhooks.rotate(&app.id, secret_of(body)).await?;
+    let rotated = state.webhooks.rotate(&app.id, secret_of(body), &Actor::operator()).await?;
     Ok(json_response(StatusCode::OK, &enabled_json(rotated)))
 }
 
 pub async fn disable(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    let view = state.webhooks.disable(&app.id).await?;
+    let view = state.webhooks.disable(&app.id, &Actor::operator()).await?;
     Ok(json_response(StatusCode::OK, &view_json(&view)))
 }
 
