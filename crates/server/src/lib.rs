@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod html;
 pub mod json;
+pub mod logging;
 pub mod metrics;
 pub mod problem;
 pub mod routes;

@@ -2,29 +2,26 @@
 //! in [`custody_server::cli`].
 
 use custody_server::cli::{self, io::StdStreams, Command};
-use custody_server::config::{Config, LogFormat};
+use custody_server::config::Config;
+use custody_server::logging;
 use std::process::ExitCode;
-use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc's allocator (see crates/server/Cargo.toml for why). Only the binary
 /// sets it; services embedding the crates keep their own.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Starts logging for `serve`. Kept in one small function: how log lines reach stderr is changed
-/// in one place.
-fn init_logging(config: &Config) {
-    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Pretty => builder.init(),
-    }
+/// Prints to stderr without panicking when stderr is closed (`eprintln!` would).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
-        eprintln!("custody: cannot start the runtime: {e}");
+        say!("custody: cannot start the runtime: {e}");
         ExitCode::FAILURE
     })
 }
@@ -50,11 +47,11 @@ fn serve_from_env(runtime: &tokio::runtime::Runtime) -> ExitCode {
     let (config, unknown) = match Config::from_env() {
         Ok(pair) => pair,
         Err(e) => {
-            eprintln!("custody: configuration error: {e}");
+            say!("custody: configuration error: {e}");
             return ExitCode::from(cli::exit::USAGE);
         }
     };
-    init_logging(&config);
+    let _log_guard = logging::init(&config);
     for name in unknown {
         tracing::warn!(variable = %name, "unknown CUSTODY_* environment variable ignored");
     }
@@ -62,21 +59,26 @@ fn serve_from_env(runtime: &tokio::runtime::Runtime) -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
+    let log_format = config.log_format;
     let server = match custody_server::start(config).await {
         Ok(server) => server,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
-            eprintln!("custody: cannot start: {e}");
+            say!("custody: cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
     if let Some(path) = &server.generated_admin_token {
         // Printed once, on the start that generated it; later starts read it from the file.
         let token = std::fs::read_to_string(path).unwrap_or_default();
-        eprintln!(
-            "\nCustody generated an admin token (shown once; it is kept in {}):\n\n    {}\n",
-            path.display(),
-            token.trim()
+        let kept_in = path.display().to_string();
+        logging::notice(
+            log_format,
+            &format!(
+                "\nCustody generated an admin token (shown once; it is kept in {kept_in}):\n\n    {}\n",
+                token.trim()
+            ),
+            &[("event", "admin_token_generated"), ("kept_in", &kept_in), ("admin_token", token.trim())],
         );
     }
     tracing::info!(listen = %server.local_addr, public_url = %server.public_url, "custody is serving");

@@ -41,6 +41,12 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", detail)
     }
 
+    /// The server is at one of its limits (connections, buffered request bodies): retry shortly.
+    /// Answered with `Retry-After`.
+    pub fn server_busy() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_busy", "the server is at capacity; retry in a second")
+    }
+
     pub fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "an unexpected error occurred")
     }
@@ -158,18 +164,30 @@ impl From<custody_vault::service::VaultError> for ApiError {
             }
             V::GrantNotFound => ApiError::new(StatusCode::NOT_FOUND, "grant_not_found", "grant not found"),
             V::GrantRevoked => ApiError::new(StatusCode::GONE, "grant_revoked", "the grant has been revoked"),
-            V::ReauthRequired => ApiError::new(
-                StatusCode::GONE,
-                "reauth_required",
-                "the provider no longer accepts this grant; the user must connect again",
-            ),
+            V::ReauthRequired => {
+                tracing::warn!(
+                    reason = "invalid_grant",
+                    "refresh refused by the provider; the user must connect again"
+                );
+                ApiError::new(
+                    StatusCode::GONE,
+                    "reauth_required",
+                    "the provider no longer accepts this grant; the user must connect again",
+                )
+            }
             V::PolicyDenied(reason) => ApiError::new(StatusCode::FORBIDDEN, "policy_denied", reason),
-            V::ProviderError(detail) => ApiError::new(StatusCode::BAD_GATEWAY, "provider_error", detail),
-            V::UnknownConnectState => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_state",
-                "the connect session is unknown, expired or already used",
-            ),
+            V::ProviderError(detail) => {
+                tracing::warn!(reason = %detail, "a call to the provider failed (code exchange, refresh or revocation)");
+                ApiError::new(StatusCode::BAD_GATEWAY, "provider_error", detail)
+            }
+            V::UnknownConnectState => {
+                tracing::warn!(reason = "invalid_state", "connect failed: the state is unknown, expired or used");
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_state",
+                    "the connect session is unknown, expired or already used",
+                )
+            }
             V::Sealing => {
                 tracing::error!("a sealed value could not be opened");
                 ApiError::new(

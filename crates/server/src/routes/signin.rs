@@ -4,7 +4,7 @@
 //! Wallet's pages are in `wallet.rs`.
 
 use super::apps::{existing_app, user_json};
-use super::{require_admin, require_app_key, Call};
+use super::Call;
 use crate::html::{escape, Page};
 use crate::json::{json_response, no_content, parse_json, rfc3339, HttpResponse};
 use crate::problem::ApiError;
@@ -106,7 +106,6 @@ struct OidcBody {
 
 /// `PUT /v1/apps/{app_id}/identity-provider/oidc`.
 pub async fn put_oidc(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let body: OidcBody = parse_json(&call.body)?;
     let auth_method = body
@@ -127,7 +126,6 @@ pub async fn put_oidc(state: Arc<AppState>, call: Call) -> Result<HttpResponse, 
 
 /// `DELETE /v1/apps/{app_id}/identity-provider/oidc`.
 pub async fn delete_oidc(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     if state.store.get_idp(&app.id).await?.is_none() {
         return Err(ApiError::idp_not_configured());
@@ -145,7 +143,7 @@ struct SessionBody {}
 
 /// `POST /v1/auth/sessions`.
 pub async fn create_session(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    let key = require_app_key(&state, &call).await?;
+    let key = call.app_key()?.clone();
     let _: SessionBody = parse_json(&call.body)?;
     let started = state.signin.start_sdk_session(&key.app_id).await?;
     Ok(no_store(json_response(
@@ -161,7 +159,7 @@ pub async fn create_session(state: Arc<AppState>, call: Call) -> Result<HttpResp
 /// `GET /v1/auth/sessions/{session_id}`: the status, and the user token on the first read after
 /// completion (never again).
 pub async fn get_session(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    let key = require_app_key(&state, &call).await?;
+    let key = call.app_key()?.clone();
     let id = SdkSessionId::parse(call.param(0)).map_err(|_| session_not_found())?;
     let view = state.signin.sdk_session(&key.app_id, &id).await?;
     let mut body = json!({
@@ -205,6 +203,7 @@ pub async fn sdk_callback(state: Arc<AppState>, call: Call) -> Result<HttpRespon
         .signin
         .complete(SignInPurpose::Sdk, param("state").unwrap_or_default(), param("code"), param("error"))
         .await;
+    log_sign_in_failure("sdk", &result);
     let response = match result {
         Ok(SignedIn::Sdk { app_id, .. }) => {
             let to = match app_name(&state, &app_id).await {
@@ -249,6 +248,20 @@ pub async fn sdk_callback(state: Arc<AppState>, call: Call) -> Result<HttpRespon
         }
     };
     Ok(response)
+}
+
+/// Logs why a sign-in callback failed, at `warn` (never the code, state or any token).
+pub fn log_sign_in_failure<T>(purpose: &str, result: &Result<T, CallbackError>) {
+    match result {
+        Ok(_) => {}
+        Err(CallbackError::UnknownState) => {
+            tracing::warn!(purpose, reason = "unknown_state", "sign-in failed: the state is unknown, expired or used")
+        }
+        Err(CallbackError::Failed { app_id, failure }) => {
+            tracing::warn!(purpose, app_id = %app_id, reason = failure.as_str(), "sign-in failed: {}", failure.explanation())
+        }
+        Err(CallbackError::Store(_)) => {}
+    }
 }
 
 /// A page with a heading and one paragraph of markup (escaped by the caller).

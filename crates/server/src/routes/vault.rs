@@ -3,7 +3,7 @@
 
 use super::apps::{existing_app, list_json};
 use super::runtime::acting_user;
-use super::{require_admin, Call};
+use super::Call;
 use crate::json::{double_option, json_response, no_content, parse_json, redirect, rfc3339, rfc3339_opt, HttpResponse};
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -79,7 +79,6 @@ struct ProviderBody {
 }
 
 pub async fn put_provider(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
     let body: ProviderBody = parse_json(&call.body)?;
@@ -97,7 +96,6 @@ pub async fn put_provider(state: Arc<AppState>, call: Call) -> Result<HttpRespon
 }
 
 pub async fn get_provider(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
     let provider = state.vault.store().get_provider(&app.id, &name).await?.ok_or_else(|| provider_not_found(&name))?;
@@ -109,14 +107,12 @@ fn provider_not_found(name: &ProviderName) -> ApiError {
 }
 
 pub async fn list_providers(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let page = state.vault.store().list_providers(&app.id, &call.page()?).await?;
     Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(provider_json).collect(), page.next_cursor)))
 }
 
 pub async fn delete_provider(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
     if !state.vault.delete_provider(&app.id, &name).await? {
@@ -136,7 +132,6 @@ struct PolicyBody {
 }
 
 pub async fn put_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
     let body: PolicyBody = parse_json(&call.body)?;
@@ -145,7 +140,6 @@ pub async fn put_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse
 }
 
 pub async fn get_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
     match state.vault.store().get_policy(&app.id, &name).await? {
@@ -158,14 +152,12 @@ pub async fn get_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse
 }
 
 pub async fn list_policies(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let page = state.vault.store().list_policies(&app.id, &call.page()?).await?;
     Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(policy_json).collect(), page.next_cursor)))
 }
 
 pub async fn delete_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
     if !state.vault.delete_policy(&app.id, &name).await? {
@@ -183,8 +175,8 @@ struct ConnectBody {
     scopes: Option<Vec<String>>,
 }
 
-pub async fn create_connect_session(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    let user = acting_user(&state, &call).await?;
+pub async fn create_connect_session(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse, ApiError> {
+    let user = acting_user(&state, &mut call).await?;
     let body: ConnectBody = parse_json(&call.body)?;
     let session = state.vault.start_connect(&user, &body.provider, &body.return_url, body.scopes).await?;
     Ok(json_response(
@@ -212,14 +204,14 @@ pub async fn connect_callback(state: Arc<AppState>, call: Call) -> Result<HttpRe
     Ok(redirect(&url))
 }
 
-pub async fn list_my_grants(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    let user = acting_user(&state, &call).await?;
+pub async fn list_my_grants(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse, ApiError> {
+    let user = acting_user(&state, &mut call).await?;
     let page = state.vault.user_grants(&user, &call.page()?).await?;
     Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(grant_json).collect(), page.next_cursor)))
 }
 
-pub async fn revoke_my_grant(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    let user = acting_user(&state, &call).await?;
+pub async fn revoke_my_grant(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse, ApiError> {
+    let user = acting_user(&state, &mut call).await?;
     let id = grant_param(&call, 0)?;
     let grant = state.vault.revoke_user_grant(&user, &id).await?;
     state.wake_outbox();
@@ -235,8 +227,8 @@ struct TokenBody {
     grant_id: Option<String>,
 }
 
-pub async fn token(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    let user = acting_user(&state, &call).await?;
+pub async fn token(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse, ApiError> {
+    let user = acting_user(&state, &mut call).await?;
     let body: TokenBody = parse_json(&call.body)?;
     let selector = match (body.provider, body.grant_id) {
         (Some(p), None) => GrantSelector::Provider(p),
@@ -264,7 +256,6 @@ pub async fn token(state: Arc<AppState>, call: Call) -> Result<HttpResponse, Api
 }
 
 pub async fn list_app_grants(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let q = |k: &str| call.query.get(k).filter(|v| !v.is_empty());
     let filter = GrantFilter {
@@ -295,7 +286,6 @@ struct RevokeBody {
 }
 
 pub async fn revoke_app_grant(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let id = grant_param(&call, 1)?;
     let body: RevokeBody = parse_json(&call.body)?;
@@ -329,7 +319,6 @@ struct ImportBody {
 }
 
 pub async fn import_grant(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let body: ImportBody = parse_json(&call.body)?;
     let import = ImportGrant {

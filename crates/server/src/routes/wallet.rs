@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The Wallet session cookie.
-const SESSION_COOKIE: &str = "custody_wallet";
+pub(crate) const SESSION_COOKIE: &str = "custody_wallet";
 /// The cookie binding a pending sign-in to the browser that started it.
 const BINDING_COOKIE: &str = "custody_wallet_signin";
 /// Grants shown per page.
@@ -267,6 +267,7 @@ async fn callback_inner(state: &AppState, call: &Call) -> PageResult {
             && openssl::memcmp::eq(c.as_bytes(), returned_state.as_bytes())
     });
     if !bound {
+        tracing::warn!(purpose = "wallet", reason = "unbound_state", "sign-in failed: not the browser that started it");
         return Ok(message_page(
             StatusCode::BAD_REQUEST,
             "This sign-in link is not valid",
@@ -275,6 +276,7 @@ async fn callback_inner(state: &AppState, call: &Call) -> PageResult {
         ));
     }
     let result = state.signin.complete(SignInPurpose::Wallet, returned_state, param("code"), param("error")).await;
+    super::signin::log_sign_in_failure("wallet", &result);
     let mut response = match result {
         Ok(SignedIn::Wallet { session_token, expires_at, .. }) => {
             let mut response = html::redirect(StatusCode::SEE_OTHER, "/wallet");
