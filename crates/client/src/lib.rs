@@ -54,6 +54,7 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
+    page_size: u16,
 }
 
 impl fmt::Debug for Client {
@@ -89,7 +90,13 @@ impl Client {
             .user_agent(concat!("custody-client/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Connect(e.to_string()))?;
-        Ok(Client { http, base, token: token.to_owned() })
+        Ok(Client { http, base, token: token.to_owned(), page_size: 1000 })
+    }
+
+    /// The page size [`Client::list_all`] asks for (1–1000, default 1000, the API's maximum).
+    pub fn with_page_size(mut self, size: u16) -> Client {
+        self.page_size = size.clamp(1, 1000);
+        self
     }
 
     /// The server's base URL without a terminating `/`.
@@ -149,10 +156,11 @@ impl Client {
         let separator = if path.contains('?') { '&' } else { '?' };
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
+        let limit = self.page_size;
         loop {
             let page_path = match &cursor {
-                None => format!("{path}{separator}limit=1000"),
-                Some(c) => format!("{path}{separator}limit=1000&cursor={}", segment(c)),
+                None => format!("{path}{separator}limit={limit}"),
+                Some(c) => format!("{path}{separator}limit={limit}&cursor={}", segment(c)),
             };
             let page: Page<T> = self.send(Method::GET, &page_path, None::<&()>).await?;
             items.extend(page.items);
