@@ -3,6 +3,7 @@
 //! in `custody-identity` and `custody-vault`; this crate only translates HTTP to them.
 
 pub mod bootstrap;
+pub mod cli;
 pub mod config;
 pub mod html;
 pub mod json;

@@ -909,9 +909,20 @@ impl VaultService {
     /// keeps serving) are never overwritten: a row changed meanwhile was sealed by the current
     /// key anyway.
     pub async fn reseal_all(&self, batch: u32) -> Result<ResealReport, VaultError> {
+        self.reseal_all_with_progress(batch, |_, _| {}).await
+    }
+
+    /// As [`VaultService::reseal_all`], calling `progress` after every batch with the totals so
+    /// far and how many kinds of sealed values are still to go (for `custody reseal`'s progress
+    /// line; counting every row first would cost a full scan of each table).
+    pub async fn reseal_all_with_progress(
+        &self,
+        batch: u32,
+        mut progress: impl FnMut(&ResealReport, usize) + Send,
+    ) -> Result<ResealReport, VaultError> {
         use crate::ports::SealedKind::*;
         let mut report = ResealReport::default();
-        for kind in [
+        let kinds = [
             CredentialAccess,
             CredentialRefresh,
             ProviderSecret,
@@ -920,7 +931,9 @@ impl VaultService {
             ConnectVerifier,
             InstanceSecret,
             WebhookSecret,
-        ] {
+        ];
+        for (done, kind) in kinds.into_iter().enumerate() {
+            let kinds_left = kinds.len() - done - 1;
             let mut after: Option<String> = None;
             loop {
                 let values = self.store.sealed_values(kind, after.as_deref(), batch).await?;
@@ -937,6 +950,7 @@ impl VaultService {
                         report.resealed += 1;
                     }
                 }
+                progress(&report, kinds_left);
                 if values.len() < batch as usize {
                     break;
                 }

@@ -28,6 +28,8 @@ fn kind_label(kind: IdpKind) -> &'static str {
     match kind {
         IdpKind::Auth0 => "Auth0",
         IdpKind::Clerk => "Clerk",
+        IdpKind::Okta => "Okta",
+        IdpKind::Keycloak => "Keycloak",
         IdpKind::CustomOidc => "Custom OIDC",
     }
 }
