@@ -342,7 +342,7 @@ fn grant_row(app: &App, grant: &Grant) -> GrantRow {
         provider: grant.provider.as_str().to_owned(),
         user: grant.user_id.as_str().to_owned(),
         user_href: format!("{base}/users/{}", grant.user_id),
-        scopes: grant.scopes.iter().cloned().collect::<Vec<_>>().join(" "),
+        scopes: grant.scopes.join(" "),
         status: grant.status.as_str().to_owned(),
         created: utc(grant.created_at),
         revoked: utc_or(grant.revoked_at, ""),
