@@ -9,7 +9,7 @@
 
 use custody_identity::{UnixTime, UserId, UserStatus};
 use custody_store::testing::{count_rows, set_user_status};
-use custody_store::Store;
+use custody_store::{Backend, Store};
 use custody_tests::fake_idp::{Alg, DiscoveryMode, FakeIdp};
 use custody_tests::harness::{backends, Answer, TestServer, ADMIN_TOKEN};
 use reqwest::{Method, StatusCode};
@@ -1527,6 +1527,30 @@ async fn second_instance(server: &TestServer) -> (custody_server::RunningServer,
     (running, dir, client)
 }
 
+/// The backends that run several instances on one database: PostgreSQL. On SQLite a second
+/// serving instance is refused (one process per database file, tests/tests/data_dir.rs), which
+/// this checks before leaving the multi-instance tests to PostgreSQL.
+async fn multi_instance_backends() -> Vec<Backend> {
+    let mut out = Vec::new();
+    for backend in backends() {
+        if backend == Backend::Sqlite {
+            let server = TestServer::start(backend).await;
+            let dir = tempfile::tempdir().unwrap();
+            let config = custody_server::Config::for_tests(
+                server.db.url(),
+                dir.path(),
+                ADMIN_TOKEN,
+                custody_tests::harness::MASTER_KEYS,
+            );
+            let refused = custody_server::start(config).await.expect_err("a second instance on one SQLite file");
+            assert!(refused.to_string().contains("another custody process"), "{refused}");
+        } else {
+            out.push(backend);
+        }
+    }
+    out
+}
+
 /// Just enough of a client for the second instance.
 struct TestServerClient {
     base: String,
@@ -1550,7 +1574,7 @@ impl TestServerClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_status_holds_on_every_instance_at_once() {
-    for backend in backends() {
+    for backend in multi_instance_backends().await {
         eprintln!("backend {backend:?}");
         let server = TestServer::start(backend).await;
         let (second, _dir, client) = second_instance(&server).await;
@@ -1579,7 +1603,7 @@ async fn user_status_holds_on_every_instance_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_api_key_stops_at_once_on_every_instance() {
     let mut failures = Vec::new();
-    for backend in backends() {
+    for backend in multi_instance_backends().await {
         eprintln!("backend {backend:?}");
         let server = TestServer::start(backend).await;
         let (second, _dir, client) = second_instance(&server).await;
