@@ -18,7 +18,7 @@ use custody_tests::fake_idp::FakeIdp;
 use custody_tests::harness::{backends, TestServer};
 use custody_tests::sign_in_flow::sign_in_app;
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wallet_in_a_real_browser() {
