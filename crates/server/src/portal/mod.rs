@@ -12,22 +12,23 @@
 //!   `state.vault`, `state.signin`, `state.webhooks`) with the actor `operator:portal`, so the
 //!   portal has no rule of its own and writes the same audit rows.
 //!
-//! Submodules: `session` (tokens, CSRF, throttle), `pages` (apps, API keys, users, grants,
-//! providers, policies, audit), `identity` (the Identity page: IdP, OIDC sign-in, webhooks).
+//! Submodules: `session` (tokens, CSRF, throttle), `pages` (apps, API keys), `identity` (the
+//! Identity page: IdP, OIDC sign-in, webhooks), `people` (users, grants, audit), `catalog`
+//! (providers, policies).
 
+mod catalog;
 mod identity;
 mod pages;
+mod people;
 pub mod session;
 
+pub use catalog::{delete_policy, delete_provider, policies_page, providers_page, put_policy, put_provider};
 pub use identity::{
     add_provider, discover, identity_page, oidc_save, refresh_keys, remove_idp, save_mappings, webhooks_disable,
     webhooks_enable, webhooks_rotate,
 };
-pub use pages::{
-    api_keys_page, app_page, apps_page, audit_page, create_api_key, create_app, delete_api_key, delete_policy,
-    delete_provider, deprovision, grants_page, policies_page, providers_page, put_policy, put_provider, revoke_grant,
-    user_page, users_page,
-};
+pub use pages::{api_keys_page, app_page, apps_page, create_api_key, create_app, delete_api_key};
+pub use people::{audit_page, deprovision, grants_page, revoke_grant, user_page, users_page};
 pub use session::SignInThrottle;
 
 use crate::html;
@@ -276,14 +277,19 @@ fn secure(state: &AppState) -> bool {
 }
 
 fn session_cookie(state: &AppState, value: &str, max_age: i64) -> Option<HeaderValue> {
-    let cookie = cookie::Cookie::build((SESSION_COOKIE, value.to_owned()))
+    HeaderValue::from_str(&session_cookie_text(secure(state), value, max_age)).ok()
+}
+
+/// The `Set-Cookie` value of the session cookie (`max_age` 0 deletes it).
+fn session_cookie_text(secure: bool, value: &str, max_age: i64) -> String {
+    cookie::Cookie::build((SESSION_COOKIE, value.to_owned()))
         .path("/portal")
         .http_only(true)
         .same_site(cookie::SameSite::Strict)
-        .secure(secure(state))
+        .secure(secure)
         .max_age(cookie::time::Duration::seconds(max_age.max(0)))
-        .build();
-    HeaderValue::from_str(&cookie.to_string()).ok()
+        .build()
+        .to_string()
 }
 
 /// The signed-in operator, or the answer for a signed-out browser: the sign-in page (303 to
@@ -479,4 +485,25 @@ struct Landing {
 /// `GET /`: what this server is and where to go.
 pub async fn landing(_state: Arc<AppState>, _call: Call) -> Result<HttpResponse, ApiError> {
     Ok(page(StatusCode::OK, &Landing { layout: Layout { title: "Custody".into(), ..Layout::default() } }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_cookie_is_strict_and_secure_on_https() {
+        let https = session_cookie_text(true, "abc", session::SESSION_SECS);
+        for part in ["custody_portal=abc", "HttpOnly", "SameSite=Strict", "Path=/portal", "Max-Age=28800", "Secure"] {
+            assert!(https.contains(part), "{https} lacks {part}");
+        }
+        assert!(!session_cookie_text(false, "abc", 10).contains("Secure"));
+        assert!(session_cookie_text(true, "", 0).contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn one_time_format_everywhere() {
+        assert_eq!(utc(UnixTime(1_795_341_600)), "2026-11-22 10:00:00 UTC");
+        assert_eq!(utc_or(None, "never"), "never");
+    }
 }
