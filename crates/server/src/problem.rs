@@ -170,6 +170,11 @@ impl From<custody_vault::service::VaultError> for ApiError {
                 "the provider no longer accepts this grant; the user must connect again",
             ),
             V::PolicyDenied(reason) => ApiError::new(StatusCode::FORBIDDEN, "policy_denied", reason),
+            e @ V::HandoutDisabled(_) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "handout_disabled",
+                format!("{e}; call the provider's API through /v1/proxy/{{provider}}/... instead"),
+            ),
             V::ProviderError(detail) => ApiError::new(StatusCode::BAD_GATEWAY, "provider_error", detail),
             V::UnknownConnectState => ApiError::new(
                 StatusCode::BAD_REQUEST,
