@@ -66,7 +66,8 @@ fn every_route_is_documented_and_every_documented_operation_is_routed() {
         .templates()
         .into_iter()
         .filter(|(_, template)| !is_portal_route(template))
-        .map(|(method, template)| (method, template.to_owned()))
+        // A catch-all `{*path}` is an ordinary `{path}` parameter in OpenAPI.
+        .map(|(method, template)| (method, template.replace("{*", "{")))
         .collect();
     let documented = documented_operations(&document());
     let undocumented: Vec<String> = routed.difference(&documented).map(|(m, t)| format!("{m} {t}")).collect();

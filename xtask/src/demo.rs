@@ -4,7 +4,7 @@
 //! demo OAuth provider on loopback, then walks through the product, printing each step and the
 //! HTTP call it makes: an app, its identity provider (detection and claim defaults), a user's
 //! first JWT (the user created, the mappings locked), connecting a provider, fetching a token, a
-//! refresh, a policy denial, a Clerk-style signed deletion webhook, and the user's tokens gone.
+//! refresh, the proxy (and a `proxy_only` policy), a policy denial, a Clerk-style signed deletion webhook, and the user's tokens gone.
 //! Every step checks its answer and the demo stops loudly if one does not do what it says. It
 //! ends with the Wallet URL and keeps serving until Ctrl-C.
 
@@ -195,6 +195,7 @@ pub async fn run(args: &[String]) -> Result<(), String> {
     d.step("Alice connects the demo provider (OAuth authorization code with PKCE)");
     let mut provider = oauth.provider_body(&["mail.read"]);
     provider["client_secret"] = json!(custody_tests::fake_oauth::CLIENT_SECRET);
+    provider["api_base_url"] = json!(oauth.api_base_url());
     d.call(
         Method::PUT,
         &format!("/v1/apps/{app_id}/providers/mail"),
@@ -257,6 +258,35 @@ pub async fn run(args: &[String]) -> Result<(), String> {
         )
         .await?;
     d.check(audit["items"].as_array().is_some_and(|a| a.len() == 2), "every refresh is in the audit log")?;
+
+    d.step("The proxy: the app calls the provider's API and never sees the token");
+    let (who, h) = d.call(Method::GET, "/v1/proxy/mail/user", Some(&key), Some(&alice), None, StatusCode::OK).await?;
+    d.check(
+        who["login"].is_string() && h.get("x-custody-proxy").is_some_and(|v| v == "upstream"),
+        "the provider's own answer, through Custody, with X-Custody-Proxy: upstream",
+    )?;
+    d.call(
+        Method::PUT,
+        &format!("/v1/apps/{app_id}/policies/mail"),
+        Some(ADMIN),
+        None,
+        Some(json!({"allow_groups": ["org_research"], "token_access": "proxy_only"})),
+        StatusCode::OK,
+    )
+    .await?;
+    let (refused, _) = d
+        .call(
+            Method::POST,
+            "/v1/token",
+            Some(&key),
+            Some(&alice),
+            Some(json!({"provider": "mail"})),
+            StatusCode::FORBIDDEN,
+        )
+        .await?;
+    d.check(refused["code"] == "handout_disabled", "with a proxy_only policy the token is never handed out")?;
+    let (again, _) = d.call(Method::GET, "/v1/proxy/mail/user", Some(&key), Some(&alice), None, StatusCode::OK).await?;
+    d.check(again["login"] == who["login"], "and the proxy still works")?;
 
     d.step("A policy: only the org_finance group may use the provider");
     d.call(

@@ -176,6 +176,11 @@ impl From<custody_vault::service::VaultError> for ApiError {
                 )
             }
             V::PolicyDenied(reason) => ApiError::new(StatusCode::FORBIDDEN, "policy_denied", reason),
+            e @ V::HandoutDisabled(_) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "handout_disabled",
+                format!("{e}; call the provider's API through /v1/proxy/{{provider}}/... instead"),
+            ),
             V::ProviderError(detail) => {
                 tracing::warn!(reason = %detail, "a call to the provider failed (code exchange, refresh or revocation)");
                 ApiError::new(StatusCode::BAD_GATEWAY, "provider_error", detail)

@@ -12,6 +12,7 @@ use crate::state::AppState;
 use askama::Template;
 use custody_identity::page::PageRequest;
 use custody_identity::{App, Secret};
+use custody_vault::policy::TokenAccess;
 use custody_vault::service::ProviderInput;
 use custody_vault::ProviderName;
 use hyper::StatusCode;
@@ -95,6 +96,7 @@ pub async fn put_provider(state: Arc<AppState>, call: Call) -> Result<HttpRespon
                 client_id: text("client_id").unwrap_or_default(),
                 client_secret: text("client_secret").map(Secret::new),
                 scopes: text("scopes").map(|s| s.split_whitespace().map(str::to_owned).collect()),
+                api_base_url: text("api_base_url").map(Some),
             };
             match state.vault.put_provider(&app.id, &name, input, &actor()).await {
                 Ok(_) => Ok(see_other(&format!("/portal/apps/{}/providers", app.id))),
@@ -227,9 +229,11 @@ pub async fn put_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse
             };
             let groups = names(field(&fields, "allow_groups"));
             let roles = names(field(&fields, "allow_roles"));
-            // The token_access choice (handout / proxy_only) lands with the proxy work; see
-            // docs/portal.md. TOKEN_ACCESS: add the field here when `put_policy` takes it.
-            match state.vault.put_policy(&app.id, &provider, groups, roles, &actor()).await {
+            let Some(token_access) = TokenAccess::parse(field(&fields, "token_access").unwrap_or("handout")) else {
+                return policies(&state, &op, &app, FieldErrors::one("token_access", "Choose how tokens may be used."))
+                    .await;
+            };
+            match state.vault.put_policy(&app.id, &provider, groups, roles, token_access, &actor()).await {
                 Ok(_) => Ok(see_other(&format!("/portal/apps/{}/policies", app.id))),
                 Err(e) => {
                     let e = ApiError::from(e);

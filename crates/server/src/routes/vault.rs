@@ -11,7 +11,7 @@ use custody_identity::audit::Actor;
 use custody_identity::ports::IdentityStore as _;
 use custody_identity::{Secret, UserId};
 use custody_vault::grant::TokenSet;
-use custody_vault::policy::{Policy, PolicyLookup};
+use custody_vault::policy::{Policy, PolicyLookup, TokenAccess};
 use custody_vault::ports::GrantFilter;
 use custody_vault::service::{GrantSelector, ImportGrant, ProviderInput};
 use custody_vault::{Grant, GrantId, GrantStatus, ProviderConfig, ProviderName};
@@ -43,13 +43,20 @@ fn provider_json(p: &ProviderConfig) -> Value {
         "revocation_url": p.revocation_url,
         "client_id": p.client_id,
         "scopes": p.scopes,
+        "api_base_url": p.api_base_url,
         "created_at": rfc3339(p.created_at),
         "updated_at": rfc3339(p.updated_at),
     })
 }
 
 fn policy_json(p: &Policy) -> Value {
-    json!({"provider": p.provider, "allow_groups": p.allow_groups, "allow_roles": p.allow_roles, "updated_at": rfc3339(p.updated_at)})
+    json!({
+        "provider": p.provider,
+        "allow_groups": p.allow_groups,
+        "allow_roles": p.allow_roles,
+        "token_access": p.token_access.as_str(),
+        "updated_at": rfc3339(p.updated_at),
+    })
 }
 
 fn provider_param(call: &Call, n: usize) -> Result<ProviderName, ApiError> {
@@ -77,6 +84,8 @@ struct ProviderBody {
     client_secret: Option<String>,
     #[serde(default)]
     scopes: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    api_base_url: Option<Option<String>>,
 }
 
 pub async fn put_provider(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
@@ -91,6 +100,7 @@ pub async fn put_provider(state: Arc<AppState>, call: Call) -> Result<HttpRespon
         client_id: body.client_id,
         client_secret: body.client_secret.map(Secret::new),
         scopes: body.scopes,
+        api_base_url: body.api_base_url,
     };
     let provider = state.vault.put_provider(&app.id, &name, input, &Actor::operator()).await?;
     Ok(json_response(StatusCode::OK, &provider_json(&provider)))
@@ -130,14 +140,23 @@ struct PolicyBody {
     allow_groups: Vec<String>,
     #[serde(default)]
     allow_roles: Vec<String>,
+    #[serde(default)]
+    token_access: Option<String>,
 }
 
 pub async fn put_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
     let body: PolicyBody = parse_json(&call.body)?;
-    let policy =
-        state.vault.put_policy(&app.id, &name, body.allow_groups, body.allow_roles, &Actor::operator()).await?;
+    let token_access = match body.token_access.as_deref() {
+        None => TokenAccess::Handout,
+        Some(raw) => TokenAccess::parse(raw)
+            .ok_or_else(|| ApiError::invalid_request("token_access: expected handout or proxy_only"))?,
+    };
+    let policy = state
+        .vault
+        .put_policy(&app.id, &name, body.allow_groups, body.allow_roles, token_access, &Actor::operator())
+        .await?;
     Ok(json_response(StatusCode::OK, &policy_json(&policy)))
 }
 
