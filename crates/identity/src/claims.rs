@@ -4,7 +4,12 @@
 //! name wins (`https://example.com/groups`, `cognito:groups`); a name starting with `/` is a JSON
 //! Pointer (RFC 6901, `/o/rol`); anything else is tried as a dotted path (`realm_access.roles`).
 //! Group and role values may be an array of strings, a single string, or an object whose keys are
-//! the values (Clerk's `org_memberships`).
+//! the values (Clerk's `org_memberships`); of an object, only the keys whose value is `true`, a
+//! non-empty object or a non-empty string count, so `{"admins": false}` grants nothing.
+//!
+//! No text taken from a token may contain NUL (U+0000): PostgreSQL cannot store it and SQLite
+//! would, so a NUL in the subject, `email` or `name` refuses the token, and a group or role
+//! value with one is dropped.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -160,6 +165,8 @@ pub enum IdentityClaimError {
     MissingUserId(String),
     #[error("the user-id claim `{0}` is not a non-empty string")]
     BadUserId(String),
+    #[error("the token's `{0}` claim contains a NUL character")]
+    NulCharacter(String),
 }
 
 /// The longest subject accepted, in bytes.
@@ -182,11 +189,17 @@ impl ClaimMappings {
             Some(Value::Number(n)) => n.to_string(),
             Some(_) => return Err(IdentityClaimError::BadUserId(self.user_id.to_string())),
         };
-        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+        if subject.contains('\0') {
+            return Err(IdentityClaimError::NulCharacter(self.user_id.to_string()));
+        }
+        let text = |name: &str| match claims.get(name).and_then(Value::as_str) {
+            Some(s) if s.contains('\0') => Err(IdentityClaimError::NulCharacter(name.to_owned())),
+            other => Ok(other.map(str::to_owned)),
+        };
         Ok(ExtractedIdentity {
             subject,
-            email: text("email"),
-            name: text("name"),
+            email: text("email")?,
+            name: text("name")?,
             groups: self.group.as_ref().map(|p| membership_values(p.resolve(claims))).unwrap_or_default(),
             roles: self.role.as_ref().map(|p| membership_values(p.resolve(claims))).unwrap_or_default(),
         })
@@ -198,16 +211,33 @@ pub const MAX_MEMBERSHIP_LEN: usize = 255;
 /// The most groups or roles kept from one token.
 pub const MAX_MEMBERSHIPS: usize = 256;
 
-/// Group or role values from a claim: an array of strings, one string, or an object's keys.
+/// Group or role values from a claim: an array of strings, one string, or the keys of an object
+/// whose value says "member" (see [`is_membership_marker`]). Empty, overlong and NUL-carrying
+/// values are dropped.
 pub fn membership_values(value: Option<&Value>) -> BTreeSet<String> {
-    let keep = |s: &str| !s.is_empty() && s.len() <= MAX_MEMBERSHIP_LEN;
+    let keep = |s: &str| !s.is_empty() && s.len() <= MAX_MEMBERSHIP_LEN && !s.contains('\0');
     let values: Box<dyn Iterator<Item = &str>> = match value {
         Some(Value::Array(items)) => Box::new(items.iter().filter_map(Value::as_str)),
         Some(Value::String(s)) => Box::new(std::iter::once(s.as_str())),
-        Some(Value::Object(map)) => Box::new(map.keys().map(String::as_str)),
+        Some(Value::Object(map)) => {
+            Box::new(map.iter().filter(|(_, v)| is_membership_marker(v)).map(|(k, _)| k.as_str()))
+        }
         _ => Box::new(std::iter::empty()),
     };
     values.filter(|s| keep(s)).take(MAX_MEMBERSHIPS).map(str::to_owned).collect()
+}
+
+/// Whether an object-shaped group claim's value makes its key a membership: `true` (Okta-style
+/// flags), a non-empty object (Clerk's per-organisation details) or a non-empty string (a role
+/// in that organisation). `false`, `null`, numbers, arrays and empty values do not: a flag that
+/// says "not a member" must never grant the group.
+pub fn is_membership_marker(value: &Value) -> bool {
+    match value {
+        Value::Bool(b) => *b,
+        Value::Object(map) => !map.is_empty(),
+        Value::String(s) => !s.is_empty(),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -256,6 +286,16 @@ mod tests {
         assert_eq!(membership_values(Some(&json!("solo"))), set(&["solo"]));
         assert_eq!(membership_values(Some(&json!({"org_1": "admin", "org_2": "member"}))), set(&["org_1", "org_2"]));
         assert_eq!(membership_values(Some(&json!(42))), set(&[]));
+        assert_eq!(
+            membership_values(Some(&json!({
+                "admins": false, "yes": true, "none": null, "zero": 0, "one": 1, "empty": "", "blank": {},
+                "list": ["x"], "org": {"role": "admin"}, "team": "lead"
+            }))),
+            set(&["org", "team", "yes"]),
+            "only true, a non-empty object or a non-empty string makes a member"
+        );
+        assert_eq!(membership_values(Some(&json!(["a\u{0}b", "ok"]))), set(&["ok"]), "NUL values are dropped");
+        assert_eq!(membership_values(Some(&json!({"a\u{0}": true}))), set(&[]));
         assert_eq!(membership_values(None), set(&[]));
     }
 
@@ -276,5 +316,9 @@ mod tests {
         assert_eq!(m.extract(&claims(json!({"email": "x"}))), Err(IdentityClaimError::MissingUserId("sub".into())));
         assert_eq!(m.extract(&claims(json!({"sub": ""}))), Err(IdentityClaimError::BadUserId("sub".into())));
         assert_eq!(m.extract(&claims(json!({"sub": ["a"]}))), Err(IdentityClaimError::BadUserId("sub".into())));
+        let nul = IdentityClaimError::NulCharacter;
+        assert_eq!(m.extract(&claims(json!({"sub": "a\u{0}"}))), Err(nul("sub".into())));
+        assert_eq!(m.extract(&claims(json!({"sub": "a", "name": "A\u{0}n"}))), Err(nul("name".into())));
+        assert_eq!(m.extract(&claims(json!({"sub": "a", "email": "\u{0}@x"}))), Err(nul("email".into())));
     }
 }

@@ -194,7 +194,10 @@ impl fmt::Debug for Response {
 /// 169.254/16, IETF protocol assignments 192.0.0/24, documentation ranges, benchmarking
 /// 198.18/15, multicast 224/4, reserved 240/4 and broadcast; IPv6 unspecified, loopback,
 /// IPv4-compatible `::/96`, discard-only 100::/64, documentation 2001:db8::/32, unique-local
-/// fc00::/7, link-local fe80::/10, site-local fec0::/10 and multicast ff00::/8. IPv6 addresses
+/// fc00::/7, link-local fe80::/10, site-local fec0::/10, multicast ff00::/8, and the translation
+/// ranges whose IPv4 side cannot be judged from the address alone: local-use NAT64
+/// `64:ff9b:1::/48` (RFC 8215), Teredo `2001::/32` (RFC 4380) and SIIT `::ffff:0:0:0/96`
+/// (RFC 2765, IPv4-translated, which reaches whatever IPv4 host a translator maps). IPv6 addresses
 /// that embed an IPv4 address (mapped `::ffff:0:0/96`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`)
 /// are judged by the embedded address.
 pub fn is_public_address(ip: IpAddr) -> bool {
@@ -235,6 +238,9 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         return is_public_v4(embedded);
     }
     let refused = s[0..6] == [0, 0, 0, 0, 0, 0]
+        || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 0x0001)
+        || (s[0] == 0x2001 && s[1] == 0x0000)
+        || s[0..6] == [0, 0, 0, 0, 0xffff, 0]
         || (s[0] == 0x0100 && s[1..4] == [0, 0, 0])
         || (s[0] == 0x2001 && s[1] == 0x0db8)
         || (s[0] & 0xfe00) == 0xfc00
@@ -587,6 +593,12 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "2002:c0a8:0101::1",
             "2001:db8::1",
+            "64:ff9b:1::808:808",
+            "64:ff9b:1:ffff::1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "::ffff:0:808:808",
+            "::ffff:0:0:1",
         ] {
             assert!(!public(refused), "{refused} must be refused");
         }
@@ -603,6 +615,8 @@ mod tests {
             "2001:4860:4860::8888",
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
+            "64:ff9b:2::1",
+            "2001:4860::1",
         ] {
             assert!(public(allowed), "{allowed} must be allowed");
         }

@@ -9,6 +9,7 @@ pub mod html;
 pub mod json;
 pub mod logging;
 pub mod metrics;
+pub mod portal;
 pub mod problem;
 pub mod routes;
 pub mod server;

@@ -10,7 +10,7 @@ use crate::ports::{
     RevokeScope, SaveGrantError, VaultStore,
 };
 use crate::provider::{is_valid_scope, preset, ProviderConfig, ProviderName};
-use custody_identity::audit::{AuditEntry, AuditOutcome};
+use custody_identity::audit::{Actor, AuditEntry, AuditOutcome};
 use custody_identity::page::{Page, PageRequest};
 use custody_identity::ports::{Clock, Random, StoreError};
 use custody_identity::{AppId, Secret, UnixTime, User, UserId};
@@ -143,6 +143,18 @@ impl ImportGrant {
         if self.account.as_ref().is_some_and(|a| a.len() > 320) {
             return bad("account: at most 320 characters");
         }
+        // PostgreSQL cannot store NUL and SQLite can: refused here, the same on both.
+        let nul = |t: &str| t.contains('\0');
+        for (field, value) in [
+            ("access_token", Some(self.tokens.access_token.expose())),
+            ("refresh_token", self.tokens.refresh_token.as_ref().map(Secret::expose)),
+            ("token_type", Some(self.tokens.token_type.as_str())),
+            ("account", self.account.as_deref()),
+        ] {
+            if value.is_some_and(nul) {
+                return Err(VaultError::Invalid(format!("{field}: must not contain a NUL character")));
+            }
+        }
         if let Some(scopes) = &self.tokens.scopes {
             check_scopes("scopes", scopes)?;
         }
@@ -243,6 +255,7 @@ impl VaultService {
         app: &AppId,
         name: &ProviderName,
         input: ProviderInput,
+        actor: &Actor,
     ) -> Result<ProviderConfig, VaultError> {
         let preset = match &input.preset {
             None => None,
@@ -268,8 +281,8 @@ impl VaultService {
         if let Some(r) = &revocation_url {
             check_url("revocation_url", r)?;
         }
-        if input.client_id.is_empty() || input.client_id.len() > 512 {
-            return Err(VaultError::Invalid("client_id: must be 1 to 512 characters".into()));
+        if input.client_id.is_empty() || input.client_id.len() > 512 || input.client_id.contains('\0') {
+            return Err(VaultError::Invalid("client_id: must be 1 to 512 characters, without NUL".into()));
         }
         let scopes = input.scopes.unwrap_or_else(|| {
             preset.map(|p| p.default_scopes.iter().map(|s| s.to_string()).collect()).unwrap_or_default()
@@ -300,15 +313,15 @@ impl VaultService {
             updated_at: now,
         };
         let mut audit =
-            self.audit(app, if existing.is_some() { "provider.update" } else { "provider.create" }, "operator".into());
+            self.audit(app, if existing.is_some() { "provider.update" } else { "provider.create" }, actor.to_string());
         audit.provider = Some(name.to_string());
         self.store.put_provider(&config, &audit).await?;
         Ok(config)
     }
 
     /// Deletes a provider and revokes its grants. `false` when there was none.
-    pub async fn delete_provider(&self, app: &AppId, name: &ProviderName) -> Result<bool, VaultError> {
-        let mut audit = self.audit(app, "provider.delete", "operator".into());
+    pub async fn delete_provider(&self, app: &AppId, name: &ProviderName, actor: &Actor) -> Result<bool, VaultError> {
+        let mut audit = self.audit(app, "provider.delete", actor.to_string());
         audit.provider = Some(name.to_string());
         audit.detail = Some("provider deleted; its grants are revoked".into());
         let revoked = self.store.delete_provider(app, name, self.clock.now(), &audit).await?;
@@ -322,6 +335,7 @@ impl VaultService {
         provider: &ProviderName,
         allow_groups: Vec<String>,
         allow_roles: Vec<String>,
+        actor: &Actor,
     ) -> Result<Policy, VaultError> {
         if self.store.get_provider(app, provider).await?.is_none() {
             return Err(VaultError::ProviderNotFound(provider.to_string()));
@@ -339,15 +353,15 @@ impl VaultService {
             allow_roles: clean("allow_roles", allow_roles)?,
             updated_at: self.clock.now(),
         };
-        let mut audit = self.audit(app, "policy.put", "operator".into());
+        let mut audit = self.audit(app, "policy.put", actor.to_string());
         audit.provider = Some(provider.to_string());
         self.store.put_policy(&policy, &audit).await?;
         Ok(policy)
     }
 
     /// Deletes a provider's policy. `false` when there was none.
-    pub async fn delete_policy(&self, app: &AppId, provider: &ProviderName) -> Result<bool, VaultError> {
-        let mut audit = self.audit(app, "policy.delete", "operator".into());
+    pub async fn delete_policy(&self, app: &AppId, provider: &ProviderName, actor: &Actor) -> Result<bool, VaultError> {
+        let mut audit = self.audit(app, "policy.delete", actor.to_string());
         audit.provider = Some(provider.to_string());
         Ok(self.store.delete_policy(app, provider, &audit).await?)
     }
@@ -609,9 +623,15 @@ impl VaultService {
     }
 
     /// Revokes a grant of the app (operator).
-    pub async fn revoke_grant(&self, app: &AppId, id: &GrantId, reason: Option<String>) -> Result<Grant, VaultError> {
+    pub async fn revoke_grant(
+        &self,
+        app: &AppId,
+        id: &GrantId,
+        reason: Option<String>,
+        actor: &Actor,
+    ) -> Result<Grant, VaultError> {
         let grant = self.store.get_grant(app, id).await?.ok_or(VaultError::GrantNotFound)?;
-        self.revoke(grant, "operator".into(), reason).await
+        self.revoke(grant, actor.to_string(), reason).await
     }
 
     async fn revoke(&self, grant: Grant, actor: String, reason: Option<String>) -> Result<Grant, VaultError> {
@@ -646,7 +666,13 @@ impl VaultService {
     }
 
     /// Imports tokens obtained elsewhere as the user's grant (operator).
-    pub async fn import_grant(&self, app: &AppId, user: &UserId, import: ImportGrant) -> Result<Grant, VaultError> {
+    pub async fn import_grant(
+        &self,
+        app: &AppId,
+        user: &UserId,
+        import: ImportGrant,
+        actor: &Actor,
+    ) -> Result<Grant, VaultError> {
         import.validate()?;
         if self.store.get_provider(app, &import.provider).await?.is_none() {
             return Err(VaultError::ProviderNotFound(import.provider.to_string()));
@@ -659,7 +685,7 @@ impl VaultService {
             import.account,
             None,
             "grant.import",
-            "operator".into(),
+            actor.to_string(),
         )
         .await
     }

