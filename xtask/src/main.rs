@@ -1,6 +1,6 @@
 //! `cargo xtask`: developer and operator tasks that are not part of the server.
 //!
-//! - `migrate --database-url URL [up|down|status]`: apply, revert the last, or list migrations.
+//! - `migrate --database-url URL [up|down|status]`: `custody migrate` with the URL as a flag.
 //! - `fixtures --database-url URL`: load a small demo data set (an app with a known API key and
 //!   an identity provider); idempotent.
 //! - `dev-idp [--listen ADDR]`: a local OpenID provider for trying Custody by hand (discovery,
@@ -49,7 +49,7 @@ const USAGE: &str = "usage:
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("migrate") => runtime().and_then(|rt| rt.block_on(migrate(&args[1..]))),
+        Some("migrate") => migrate(&args[1..]),
         Some("fixtures") => runtime().and_then(|rt| rt.block_on(fixtures(&args[1..]))),
         Some("dev-idp") => runtime().and_then(|rt| rt.block_on(dev_idp(&args[1..]))),
         Some("bench") => runtime().and_then(|rt| rt.block_on(bench::run(&args[1..]))),
@@ -88,31 +88,21 @@ fn database_url(args: &[String]) -> Result<(String, Vec<String>), String> {
     Ok((url.ok_or("--database-url URL is required")?, rest))
 }
 
-async fn migrate(args: &[String]) -> Result<(), String> {
+/// A thin wrapper around `custody migrate` (the same code, in `custody_server::cli`), kept so
+/// `--database-url` works as before.
+fn migrate(args: &[String]) -> Result<(), String> {
     let (url, rest) = database_url(args)?;
-    let store = Store::connect_without_migrating(&url, StoreOptions::default()).await.map_err(|e| e.to_string())?;
-    match rest.first().map(String::as_str).unwrap_or("up") {
-        "up" => {
-            let applied = store.migrate_up().await.map_err(|e| e.to_string())?;
-            if applied.is_empty() {
-                println!("no pending migrations");
-            }
-            for version in applied {
-                println!("applied {version}");
-            }
-        }
-        "down" => match store.migrate_down().await.map_err(|e| e.to_string())? {
-            Some(version) => println!("reverted {version}"),
-            None => println!("nothing to revert"),
-        },
-        "status" => {
-            for m in store.migration_status().await.map_err(|e| e.to_string())? {
-                println!("{} {}", if m.applied { "applied" } else { "pending" }, m.name);
-            }
-        }
-        other => return Err(format!("unknown migrate action `{other}`\n{USAGE}")),
+    let action = rest.first().map(String::as_str).unwrap_or("up");
+    // Before any runtime thread exists: `custody migrate` reads its settings from the environment.
+    std::env::set_var("CUSTODY_DATABASE_URL", url);
+    let rt = runtime()?;
+    let mut streams = custody_server::cli::io::StdStreams::new();
+    let code = rt.block_on(custody_server::cli::run(["custody", "migrate", action], &mut streams.io()));
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(format!("custody migrate {action} failed (exit code {code})"))
     }
-    Ok(())
 }
 
 async fn fixtures(args: &[String]) -> Result<(), String> {
