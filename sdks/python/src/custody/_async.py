@@ -75,7 +75,7 @@ class AsyncCustody:
     async def me(self, user_token: Optional[str] = None) -> User:
         """The signed-in user (`GET /v1/me`)."""
         call = Call("GET", "/v1/me", user_token=await self._token(user_token), retryable=True)
-        return User.from_json(_core.json_body(await self._send(call)))
+        return _core.parse(User.from_json, await self._send(call))
 
     async def token(
         self,
@@ -92,7 +92,7 @@ class AsyncCustody:
             raise ValueError("pass exactly one of provider= or grant_id=")
         body = {"provider": provider} if provider is not None else {"grant_id": grant_id}
         call = Call("POST", "/v1/token", await self._token(user_token), json=body, retryable=True)
-        return Token.from_json(_core.json_body(await self._send(call)))
+        return _core.parse(Token.from_json, await self._send(call))
 
     async def grants(self, user_token: Optional[str] = None) -> List[Grant]:
         """All the user's grants, newest first (every page)."""
@@ -112,7 +112,7 @@ class AsyncCustody:
         """Revokes one of the user's grants; its tokens are deleted. Returns the revoked grant."""
         path = f"/v1/grants/{_core.segment(grant_id)}"
         call = Call("DELETE", path, await self._token(user_token), retryable=True)
-        return Grant.from_json(_core.json_body(await self._send(call)))
+        return _core.parse(Grant.from_json, await self._send(call))
 
     async def connect(
         self,
@@ -128,7 +128,7 @@ class AsyncCustody:
         if scopes is not None:
             body["scopes"] = list(scopes)
         call = Call("POST", "/v1/connect/sessions", await self._token(user_token), json=body)
-        return ConnectSession.from_json(_core.json_body(await self._send(call)))
+        return _core.parse(ConnectSession.from_json, await self._send(call))
 
     async def authenticate(
         self,

@@ -9,7 +9,7 @@ import random
 import sys
 import webbrowser
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar, Union
 from urllib.parse import quote
 
 import httpx
@@ -212,6 +212,24 @@ def json_body(response: httpx.Response) -> Any:
             response.status_code,
             "invalid_response",
             "Custody answered with a body that is not JSON",
+            response.headers.get("x-request-id"),
+        ) from None
+
+
+T = TypeVar("T")
+
+
+def parse(build: Callable[[Any], T], response: httpx.Response) -> T:
+    """The answer's JSON as an object; an answer of the wrong shape is a `CustodyError`
+    (`invalid_response`), not a KeyError from deep inside the SDK."""
+    body = json_body(response)
+    try:
+        return build(body)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CustodyError(
+            response.status_code,
+            "invalid_response",
+            f"Custody's answer does not have the expected shape ({type(error).__name__})",
             response.headers.get("x-request-id"),
         ) from None
 

@@ -74,7 +74,7 @@ class Custody:
     def me(self, user_token: Optional[str] = None) -> User:
         """The signed-in user (`GET /v1/me`)."""
         call = Call("GET", "/v1/me", user_token=self._token(user_token), retryable=True)
-        return User.from_json(_core.json_body(self._send(call)))
+        return _core.parse(User.from_json, self._send(call))
 
     def token(
         self,
@@ -91,7 +91,7 @@ class Custody:
             raise ValueError("pass exactly one of provider= or grant_id=")
         body = {"provider": provider} if provider is not None else {"grant_id": grant_id}
         call = Call("POST", "/v1/token", self._token(user_token), json=body, retryable=True)
-        return Token.from_json(_core.json_body(self._send(call)))
+        return _core.parse(Token.from_json, self._send(call))
 
     def grants(self, user_token: Optional[str] = None) -> List[Grant]:
         """All the user's grants, newest first (every page)."""
@@ -111,7 +111,7 @@ class Custody:
         """Revokes one of the user's grants; its tokens are deleted. Returns the revoked grant."""
         path = f"/v1/grants/{_core.segment(grant_id)}"
         call = Call("DELETE", path, self._token(user_token), retryable=True)
-        return Grant.from_json(_core.json_body(self._send(call)))
+        return _core.parse(Grant.from_json, self._send(call))
 
     def connect(
         self,
@@ -127,7 +127,7 @@ class Custody:
         if scopes is not None:
             body["scopes"] = list(scopes)
         call = Call("POST", "/v1/connect/sessions", self._token(user_token), json=body)
-        return ConnectSession.from_json(_core.json_body(self._send(call)))
+        return _core.parse(ConnectSession.from_json, self._send(call))
 
     def authenticate(
         self,
