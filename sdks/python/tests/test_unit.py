@@ -22,7 +22,7 @@ USER_TOKEN = "eyJhbGciOiJSUzI1NiJ9.USERTOKENPAYLOAD.USERTOKENSIGNATURE"
 ACCESS_TOKEN = "gho_ACCESSTOKENSECRET123"
 SECRETS = (API_KEY, USER_TOKEN, ACCESS_TOKEN)
 
-ME = {
+ME: Dict[str, Any] = {
     "user_id": "3f1c2a4e-0000-4000-8000-000000000001",
     "subject": "alice",
     "status": "active",
@@ -33,7 +33,7 @@ ME = {
     "created_at": "2026-11-22T10:00:00Z",
     "last_seen_at": "2026-11-22T10:00:00.123456789Z",
 }
-GRANT = {
+GRANT: Dict[str, Any] = {
     "id": "9b2f0000-0000-4000-8000-000000000002",
     "provider": "github",
     "status": "active",

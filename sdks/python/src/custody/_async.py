@@ -90,7 +90,7 @@ class AsyncCustody:
         shared by concurrent callers)."""
         if (provider is None) == (grant_id is None):
             raise ValueError("pass exactly one of provider= or grant_id=")
-        body = {"provider": provider} if provider is not None else {"grant_id": grant_id}
+        body = {"provider": provider} if provider is not None else {"grant_id": str(grant_id)}
         call = Call("POST", "/v1/token", await self._token(user_token), json=body, retryable=True)
         return _core.parse(Token.from_json, await self._send(call))
 
@@ -100,7 +100,9 @@ class AsyncCustody:
         grants: List[Grant] = []
         cursor: Optional[str] = None
         while True:
-            params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+            params: Dict[str, Union[str, int]] = {"limit": 1000}
+            if cursor:
+                params["cursor"] = cursor
             call = Call("GET", "/v1/grants", token, params=params, retryable=True)
             page = _core.json_body(await self._send(call))
             grants.extend(Grant.list_from_json(page))
