@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
+import webbrowser
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional
 
@@ -437,6 +439,43 @@ def test_authenticate_raises_when_the_sign_in_ends_without_a_token(
         client.authenticate(open_browser=False, on_authorize_url=seen.append, poll_interval=0)
     assert caught.value.code == code
     assert seen == [SESSION["authorize_url"]]
+
+
+def recording_browser(opened: List[str]) -> Callable[[str], bool]:
+    def open_url(url: str) -> bool:
+        opened.append(url)
+        return True
+
+    return open_url
+
+
+def test_authenticate_opens_the_browser_where_there_is_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    opened: List[str] = []
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("DISPLAY", ":0")
+    monkeypatch.setattr(webbrowser, "open", recording_browser(opened))
+    done = session_state("complete", user=ME, user_token=USER_TOKEN)
+    client = sync_client(Recorder(httpx.Response(201, json=SESSION), done))
+    assert client.authenticate(poll_interval=0).user_token == USER_TOKEN
+    assert opened == [SESSION["authorize_url"]]
+    assert capsys.readouterr().err == ""
+
+
+def test_authenticate_prints_instead_on_a_linux_box_without_a_display(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    opened: List[str] = []
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(webbrowser, "open", recording_browser(opened))
+    done = session_state("complete", user=ME, user_token=USER_TOKEN)
+    client = sync_client(Recorder(httpx.Response(201, json=SESSION), done))
+    client.authenticate(open_browser=True, poll_interval=0)
+    assert opened == []
+    assert SESSION["authorize_url"] in capsys.readouterr().err
 
 
 def test_authenticate_gives_up_after_its_timeout() -> None:

@@ -248,6 +248,12 @@ def async_getter_in_sync_client() -> TypeError:
     )
 
 
+def started_session(response: httpx.Response) -> Tuple[str, str]:
+    """(path of the session to poll, URL to open) from `POST /v1/auth/sessions`."""
+    started = parse(lambda body: (str(body["session_id"]), str(body["authorize_url"])), response)
+    return f"/v1/auth/sessions/{segment(started[0])}", started[1]
+
+
 def sign_in_outcome(session: Mapping[str, Any]) -> Optional[SignIn]:
     """The SignIn of a completed session, None while pending; raises for every other end."""
     status = session.get("status")

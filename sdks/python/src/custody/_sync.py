@@ -146,9 +146,9 @@ class Custody:
         receives it instead of the print), then polls every `poll_interval` seconds until the
         session completes. Raises `SignInFailed` when it fails, expires or `timeout` passes."""
         deadline = time.monotonic() + timeout
-        started = _core.json_body(self._send(Call("POST", "/v1/auth/sessions", json={})))
-        session_path = f"/v1/auth/sessions/{_core.segment(str(started['session_id']))}"
-        _core.show_authorize_url(str(started["authorize_url"]), open_browser, on_authorize_url)
+        started = self._send(Call("POST", "/v1/auth/sessions", json={}))
+        session_path, authorize_url = _core.started_session(started)
+        _core.show_authorize_url(authorize_url, open_browser, on_authorize_url)
         while True:
             session = _core.json_body(self._send(Call("GET", session_path, retryable=True)))
             outcome = _core.sign_in_outcome(session)
