@@ -245,9 +245,10 @@ def test_request_calls_the_provider_api_as_the_user(
     )
     assert pinned.status_code == 200
 
+    # Encoded dot segments reach Custody, which refuses to leave the provider's API base.
     with pytest.raises(errors.CustodyError) as caught:
-        client.request(user_token, "GET", "/../../v1/apps", provider=sdk_env.provider)
-    assert caught.value.status in (400, 404)
+        client.request(user_token, "GET", "/%2e%2e/%2e%2e/v1/apps", provider=sdk_env.provider)
+    assert (caught.value.status, caught.value.code) == (400, "invalid_proxy_path")
 
 
 def test_proxy_only_grants_work_through_request_but_never_hand_out_the_token(

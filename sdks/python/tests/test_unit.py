@@ -339,6 +339,14 @@ def test_request_refuses_headers_custody_owns(name: str) -> None:
     assert rec.requests == []
 
 
+@pytest.mark.parametrize("path", ["/../../me", "/a/./b", "..", "/repos/../x?q=1"])
+def test_request_refuses_dot_segments_httpx_would_resolve(path: str) -> None:
+    rec = Recorder(httpx.Response(200))
+    with pytest.raises(ValueError, match="segments"):
+        sync_client(rec).request(USER_TOKEN, "GET", path, provider="github")
+    assert rec.requests == []
+
+
 # -- user_token_getter ------------------------------------------------------------------------
 
 

@@ -132,6 +132,10 @@ def proxy_call(
         extra[name] = value
     if grant_id is not None:
         extra["X-Custody-Grant-Id"] = grant_id
+    if any(part in (".", "..") for part in path.split("?", 1)[0].split("/")):
+        # httpx would resolve them before sending, turning a proxy call into a call to another
+        # Custody endpoint with this app's key and this user's token.
+        raise ValueError("path must not contain '.' or '..' segments")
     verb = method.upper()
     return Call(
         method=verb,
