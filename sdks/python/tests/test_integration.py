@@ -10,7 +10,7 @@ import re
 import sys
 import threading
 import uuid
-from typing import Callable, Iterator, List
+from typing import Callable, Iterator, List, Optional
 
 import pytest
 
@@ -30,10 +30,11 @@ def fresh_user() -> str:
     return f"u-{uuid.uuid4().hex[:12]}"
 
 
-def connect(client: Custody, user_token: str, provider: str) -> str:
-    """Connects `provider` for the user the way a browser would; returns the grant id."""
+def connect(client: Custody, user_token: str, provider: str, login: Optional[str] = None) -> str:
+    """Connects `provider` for the user the way a browser would (as the provider account
+    `login`); returns the grant id."""
     session = client.connect(user_token, provider=provider, return_url=RETURN_URL)
-    outcome = connect_in_browser(session.connect_url, RETURN_URL)
+    outcome = connect_in_browser(session.connect_url, RETURN_URL, login)
     assert outcome.get("status") == "connected", outcome
     return outcome["grant_id"]
 
@@ -199,7 +200,7 @@ def test_the_async_client_covers_every_call(sdk_env: SdkEnv, proxy_route: None) 
             session = await c.connect(provider=sdk_env.provider, return_url=RETURN_URL)
             # the browser's part is blocking HTTP; run it off the event loop
             outcome = await asyncio.get_running_loop().run_in_executor(
-                None, connect_in_browser, session.connect_url, RETURN_URL
+                None, connect_in_browser, session.connect_url, RETURN_URL, username
             )
             grant_id = outcome["grant_id"]
             assert [g.id for g in await c.grants()] == [grant_id]
@@ -210,7 +211,7 @@ def test_the_async_client_covers_every_call(sdk_env: SdkEnv, proxy_route: None) 
             )
             assert answer.status_code == 200
             assert answer.headers["x-custody-proxy"] == "upstream"
-            assert username in answer.text
+            assert answer.json()["login"] == username
             assert (await c.revoke_grant(None, grant_id)).status == "revoked"
             with pytest.raises(errors.GrantRevoked):
                 await c.request(
@@ -232,13 +233,13 @@ def test_request_calls_the_provider_api_as_the_user(
 ) -> None:
     username = fresh_user()
     user_token = sdk_env.user_token(username)
-    grant_id = connect(client, user_token, sdk_env.provider)
+    grant_id = connect(client, user_token, sdk_env.provider, login=username)
 
     answer = client.request(user_token, "GET", sdk_env.provider_api_path, provider=sdk_env.provider)
     assert answer.status_code == 200
     assert answer.headers["x-custody-proxy"] == "upstream"
     assert answer.headers["x-custody-grant-id"] == grant_id
-    assert username in answer.text
+    assert answer.json()["login"] == username
 
     pinned = client.request(
         user_token, "GET", sdk_env.provider_api_path, provider=sdk_env.provider, grant_id=grant_id
@@ -256,7 +257,7 @@ def test_proxy_only_grants_work_through_request_but_never_hand_out_the_token(
 ) -> None:
     username = fresh_user()
     user_token = sdk_env.user_token(username)
-    grant_id = connect(client, user_token, sdk_env.proxy_only_provider)
+    grant_id = connect(client, user_token, sdk_env.proxy_only_provider, login=username)
 
     with pytest.raises(errors.CustodyError) as by_provider:
         client.token(user_token, provider=sdk_env.proxy_only_provider)
@@ -269,7 +270,7 @@ def test_proxy_only_grants_work_through_request_but_never_hand_out_the_token(
         user_token, "GET", sdk_env.provider_api_path, provider=sdk_env.proxy_only_provider
     )
     assert answer.status_code == 200
-    assert username in answer.text
+    assert answer.json()["login"] == username
 
 
 # -- errors as Custody really answers them ----------------------------------------------------
