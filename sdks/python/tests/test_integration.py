@@ -185,7 +185,7 @@ def test_a_user_token_getter_stands_in_for_the_token(sdk_env: SdkEnv) -> None:
 # -- the calls, async ---------------------------------------------------------------------------
 
 
-def test_the_async_client_covers_every_call(sdk_env: SdkEnv, proxy_route: None) -> None:
+def test_the_async_client_covers_every_call(sdk_env: SdkEnv) -> None:
     username = fresh_user()
     user_token = sdk_env.user_token(username)
 
@@ -205,22 +205,32 @@ def test_the_async_client_covers_every_call(sdk_env: SdkEnv, proxy_route: None) 
             grant_id = outcome["grant_id"]
             assert [g.id for g in await c.grants()] == [grant_id]
             token = await c.token(grant_id=grant_id)
-            assert token.provider == sdk_env.provider
-            answer = await c.request(
-                None, "GET", sdk_env.provider_api_path, provider=sdk_env.provider
-            )
+            assert (token.provider, token.grant_id) == (sdk_env.provider, grant_id)
+            assert (await c.revoke_grant(None, grant_id)).status == "revoked"
+            with pytest.raises(errors.GrantRevoked):
+                await c.token(grant_id=grant_id)
+            with pytest.raises(errors.NotFound):
+                await c.token(grant_id=str(uuid.uuid4()))
+
+    asyncio.run(run())
+
+
+def test_the_async_client_goes_through_the_proxy(sdk_env: SdkEnv, proxy_route: None) -> None:
+    username = fresh_user()
+    user_token = sdk_env.user_token(username)
+    with Custody(api_key=sdk_env.api_key, base_url=sdk_env.base_url) as sync:
+        grant_id = connect(sync, user_token, sdk_env.provider, login=username)
+
+    async def run() -> None:
+        async with AsyncCustody(api_key=sdk_env.api_key, base_url=sdk_env.base_url) as c:
+            path, provider = sdk_env.provider_api_path, sdk_env.provider
+            answer = await c.request(user_token, "GET", path, provider=provider)
             assert answer.status_code == 200
             assert answer.headers["x-custody-proxy"] == "upstream"
             assert answer.json()["login"] == username
-            assert (await c.revoke_grant(None, grant_id)).status == "revoked"
+            await c.revoke_grant(user_token, grant_id)
             with pytest.raises(errors.GrantRevoked):
-                await c.request(
-                    None,
-                    "GET",
-                    sdk_env.provider_api_path,
-                    grant_id=grant_id,
-                    provider=sdk_env.provider,
-                )
+                await c.request(user_token, "GET", path, provider=provider, grant_id=grant_id)
 
     asyncio.run(run())
 
@@ -250,6 +260,18 @@ def test_request_calls_the_provider_api_as_the_user(
     with pytest.raises(errors.CustodyError) as caught:
         client.request(user_token, "GET", "/%2e%2e/%2e%2e/v1/apps", provider=sdk_env.provider)
     assert (caught.value.status, caught.value.code) == (400, "invalid_proxy_path")
+
+
+def test_proxy_only_grants_never_hand_out_the_token(sdk_env: SdkEnv, client: Custody) -> None:
+    user_token = sdk_env.user_token(fresh_user())
+    grant_id = connect(client, user_token, sdk_env.proxy_only_provider)
+    with pytest.raises(errors.CustodyError) as by_provider:
+        client.token(user_token, provider=sdk_env.proxy_only_provider)
+    with pytest.raises(errors.CustodyError) as by_grant:
+        client.token(user_token, grant_id=grant_id)
+    for caught in (by_provider, by_grant):
+        assert type(caught.value) is errors.CustodyError
+        assert (caught.value.status, caught.value.code) == (403, "handout_disabled")
 
 
 def test_proxy_only_grants_work_through_request_but_never_hand_out_the_token(
