@@ -55,8 +55,12 @@ fn operations(doc: &Value) -> Vec<(String, String, &Value, &Value)> {
 
 #[test]
 fn every_route_is_documented_and_every_documented_operation_is_routed() {
-    let routed: BTreeSet<(String, String)> =
-        Router::default().templates().into_iter().map(|(method, template)| (method, template.to_owned())).collect();
+    let routed: BTreeSet<(String, String)> = Router::default()
+        .templates()
+        .into_iter()
+        // A catch-all `{*path}` is an ordinary `{path}` parameter in OpenAPI.
+        .map(|(method, template)| (method, template.replace("{*", "{")))
+        .collect();
     let documented = documented_operations(&document());
     let undocumented: Vec<String> = routed.difference(&documented).map(|(m, t)| format!("{m} {t}")).collect();
     let unrouted: Vec<String> = documented.difference(&routed).map(|(m, t)| format!("{m} {t}")).collect();
