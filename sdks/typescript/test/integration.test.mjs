@@ -100,7 +100,8 @@ describe("the calls", { skip: skipAll }, () => {
     const userToken = await env.userToken(username);
     const c = client();
     const me = await c.me(userToken);
-    assert.deepEqual([me.subject, me.status, me.groups], [username, "active", ["eng"]]);
+    assert.deepEqual([me.subject, me.status], [username, "active"]);
+    assert.ok(Array.isArray(me.groups) && Array.isArray(me.roles));
     assert.deepEqual(await c.grants(userToken), []);
 
     const session = await c.connect(userToken, { provider: env.provider, returnUrl: RETURN_URL });
@@ -220,6 +221,8 @@ describe("request() through the proxy", { skip: skipAll }, () => {
   });
 
   test("proxy_only: token() is refused with handout_disabled, request() works", async (t) => {
+    // proxy_only policies come with the proxy (issue 14); without the route there are none.
+    if (missing) return t.skip(missing);
     const userToken = await env.userToken(freshUser());
     const c = client();
     const grantId = await connect(c, userToken, env.proxyOnlyProvider);
@@ -227,7 +230,6 @@ describe("request() through the proxy", { skip: skipAll }, () => {
     assert.ok(refused instanceof HandoutDisabled && refused instanceof PolicyDenied, `${refused}`);
     assert.deepEqual([refused.status, refused.code], [403, "handout_disabled"]);
     await assert.rejects(c.token(userToken, { grantId }), HandoutDisabled);
-    if (missing) return t.skip(missing);
     const answer = await c.request(userToken, "GET", env.providerApiPath, { provider: env.proxyOnlyProvider });
     assert.equal(answer.status, 200, await answer.clone().text());
     assert.equal(answer.headers.get("x-custody-proxy"), "upstream");
