@@ -43,12 +43,35 @@ trap 'rm -rf "$scratch"' EXIT
     console.log(`@custody/sdk ${VERSION} installed and working`);
   '
   test -f node_modules/@custody/sdk/dist/index.d.ts
+  # The declarations work for a strict TypeScript consumer (Node types from the SDK's dev install).
+  cat >check.ts <<'TS'
+import { Custody, CustodyError, HandoutDisabled, PolicyDenied, type Grant, type SignIn, type Token, type User } from "@custody/sdk";
+const custody = new Custody({ apiKey: "ck_x", userTokenGetter: async () => "jwt" });
+export async function use(): Promise<number> {
+  const user: User = await custody.me();
+  const token: Token = await custody.token({ provider: "github" });
+  const grants: Grant[] = await custody.grants();
+  const signIn: SignIn = await custody.authenticate({ openBrowser: false, timeout: 60 });
+  const answer: Response = await custody.request("GET", "/user", { provider: "github", params: { page: 1 } });
+  try {
+    await custody.token(signIn.userToken, { grantId: grants[0]?.id ?? "" });
+  } catch (e) {
+    if (e instanceof HandoutDisabled && e instanceof PolicyDenied && e instanceof CustodyError) return e.status ?? 0;
+  }
+  return user.id.length + token.accessToken.length + answer.status;
+}
+TS
+  "$root/$sdk/node_modules/.bin/tsc" --noEmit --strict --module nodenext --moduleResolution nodenext \
+    --target es2022 --types node --typeRoots "$root/$sdk/node_modules/@types" check.ts
   test ! -e node_modules/@custody/sdk/node_modules # no runtime dependency came along
 )
 
 log "typescript SDK: the sdk-env fixture"
-cargo build -q -p xtask
-export CUSTODY_SDK_ENV_BIN="$root/target/debug/xtask"
+# CUSTODY_SDK_ENV_BIN may name an already built xtask binary (CI builds it once for all SDKs).
+if [ -z "${CUSTODY_SDK_ENV_BIN:-}" ]; then
+  cargo build -q -p xtask
+  export CUSTODY_SDK_ENV_BIN="$root/target/debug/xtask"
+fi
 export CUSTODY_SDK_ENV_REQUIRED=1
 
 log "typescript SDK: node --test (unit and integration)"
