@@ -110,9 +110,13 @@ function queryString(params: Record<string, QueryValue> | undefined): string {
  * the request would reach another Custody route instead of the provider.
  */
 export function proxyPath(path: string): string {
-  const trimmed = path.replace(/^\/+/, "");
+  // URL parsing drops tabs and newlines and reads `\` as `/`, so both could hide a `..`.
+  if (/[\t\n\r]/.test(path)) {
+    throw new CustodyError(null, "invalid_proxy_path", "the path must not contain tabs or line breaks");
+  }
+  const trimmed = path.replace(/^[/\\]+/, "");
   const pathOnly = trimmed.split(/[?#]/, 1)[0] ?? "";
-  for (const part of pathOnly.split("/")) {
+  for (const part of pathOnly.split(/[/\\]/)) {
     if (/^(\.|%2e){1,2}$/i.test(part)) {
       throw new CustodyError(null, "invalid_proxy_path", "the path must stay under the provider's API base (no `.` or `..` segments)");
     }
