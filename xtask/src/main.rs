@@ -11,12 +11,15 @@
 //!   (see `bench.rs`).
 //! - `demo [--listen ADDR] [--no-wait]`: the whole product on one machine, narrated step by
 //!   step (see `demo.rs`).
+//! - `sdk-env`: the fakes and Custody for the SDK test suites; prints one line of JSON and
+//!   serves until stdin closes (see `sdk_env.rs`).
 //! - `ci`: the checks CI runs (format, clippy, tests).
 
 #![allow(clippy::print_stdout)]
 
 mod bench;
 mod demo;
+mod sdk_env;
 
 use custody_identity::idp::{IdpConfig, IdpEndpoints, IdpKind};
 use custody_identity::ports::IdentityStore as _;
@@ -40,6 +43,7 @@ const USAGE: &str = "usage:
                     [--connections N] [--seconds N] [--repetitions N] [--reference PATH | --no-reference]
                     [--reference-threads N] [--no-postgres] [--perf] [--no-deletion]
   cargo xtask demo [--listen 127.0.0.1:8080] [--no-wait]
+  cargo xtask sdk-env
   cargo xtask ci";
 
 fn main() -> ExitCode {
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Some("dev-idp") => runtime().and_then(|rt| rt.block_on(dev_idp(&args[1..]))),
         Some("bench") => runtime().and_then(|rt| rt.block_on(bench::run(&args[1..]))),
         Some("demo") => runtime().and_then(|rt| rt.block_on(demo::run(&args[1..]))),
+        Some("sdk-env") => runtime().and_then(|rt| rt.block_on(sdk_env::run(&args[1..]))),
         Some("ci") => ci(),
         _ => Err(USAGE.to_owned()),
     };

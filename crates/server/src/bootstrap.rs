@@ -26,6 +26,98 @@ pub enum BootstrapError {
     MasterKeysRequired,
     #[error("cannot use the data directory {path}: {reason}")]
     DataDir { path: String, reason: String },
+    #[error("another custody process is already serving the SQLite database {database} (it holds {lock}); stop it first, or use PostgreSQL to run several instances")]
+    DatabaseInUse { database: String, lock: String },
+}
+
+/// The exclusive lock a server holds on its SQLite database for as long as it runs (released
+/// when dropped, or by the kernel when the process dies). Two processes on one SQLite file would
+/// each run their own refresh single-flight, and the loser of a refresh race would expire the
+/// grant.
+#[derive(Debug)]
+pub struct DatabaseLock {
+    _file: Option<std::fs::File>,
+}
+
+/// Prepares the data directory and the SQLite database file with owner-only permissions (0700
+/// and 0600: SQLite creates its `-wal` and `-shm` files with the database file's mode), and takes
+/// the [`DatabaseLock`]. Nothing to lock on PostgreSQL, where instances share the database by
+/// design.
+pub fn prepare_storage(config: &Config) -> Result<DatabaseLock, BootstrapError> {
+    let dir = &config.data_dir;
+    if config.database_is_default || dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| data_dir_error(dir, e))?;
+        restrict(dir, 0o700).map_err(|e| data_dir_error(dir, e))?;
+        restrict_files_in(dir);
+    }
+    let Some(database) = custody_store::sqlite_path(&config.database_url) else {
+        return Ok(DatabaseLock { _file: None });
+    };
+    if let Some(parent) = database.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| data_dir_error(parent, e))?;
+    }
+    let mut lock_name = database.clone().into_os_string();
+    lock_name.push(".lock");
+    let lock_path = PathBuf::from(lock_name);
+    let lock = owner_only_file(&lock_path).map_err(|e| data_dir_error(&lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(BootstrapError::DatabaseInUse {
+                database: database.display().to_string(),
+                lock: lock_path.display().to_string(),
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(data_dir_error(&lock_path, e)),
+    }
+    // Created before SQLite opens it, so it (and the journal files SQLite derives from it) is
+    // never readable by others, whatever the umask.
+    owner_only_file(&database).map_err(|e| data_dir_error(&database, e))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = database.clone().into_os_string();
+        name.push(suffix);
+        let _ = restrict(Path::new(&name), 0o600);
+    }
+    Ok(DatabaseLock { _file: Some(lock) })
+}
+
+/// Opens (creating if needed) `path` with mode 0600, and narrows an existing file to 0600.
+fn owner_only_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let file = options.open(path)?;
+    restrict(path, 0o600)?;
+    Ok(file)
+}
+
+/// Sets `path`'s permission bits (Unix; elsewhere nothing to do).
+fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, mode);
+        Ok(())
+    }
+}
+
+/// Narrows every regular file directly in `dir` to 0600 (files an older version created 0644).
+fn restrict_files_in(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                let _ = restrict(&entry.path(), 0o600);
+            }
+        }
+    }
 }
 
 /// The file holding a generated admin token.
@@ -72,7 +164,7 @@ fn data_dir_error(path: &Path, e: std::io::Error) -> BootstrapError {
 /// at once cannot both write: the loser reads the winner's value.
 fn read_or_create(dir: &Path, name: &str, make: impl FnOnce() -> String) -> Result<(Secret, bool), BootstrapError> {
     std::fs::create_dir_all(dir).map_err(|e| data_dir_error(dir, e))?;
-    restrict_dir(dir);
+    restrict(dir, 0o700).map_err(|e| data_dir_error(dir, e))?;
     let path = dir.join(name);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -100,14 +192,5 @@ fn read_or_create(dir: &Path, name: &str, make: impl FnOnce() -> String) -> Resu
             Ok((Secret::new(value), false))
         }
         Err(e) => Err(data_dir_error(&path, e)),
-    }
-}
-
-fn restrict_dir(dir: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        // Best effort: the files themselves are created 0600 regardless.
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     }
 }

@@ -52,6 +52,14 @@ pub struct Config {
     pub refresh_window_secs: i64,
     /// `CUSTODY_HEADER_READ_TIMEOUT_SECS`, default 10.
     pub header_read_timeout_secs: u64,
+    /// `CUSTODY_BODY_READ_TIMEOUT_SECS`, default 10: how long a request body may take to arrive.
+    pub body_read_timeout_secs: u64,
+    /// `CUSTODY_MAX_CONNECTIONS`, default 1024: open client connections; more are answered 503
+    /// with `Retry-After` and closed.
+    pub max_connections: usize,
+    /// `CUSTODY_MAX_BUFFERED_BODY_MB`, default 64: request-body bytes buffered at once across all
+    /// requests; a request that would exceed it is answered 503 with `Retry-After`.
+    pub max_buffered_body_mb: usize,
     /// `CUSTODY_OUTBOX_RETRY_SECS`, default 30: first retry delay of a failed provider
     /// revocation (doubling, capped at an hour).
     pub outbox_retry_base_secs: i64,
@@ -88,6 +96,9 @@ struct FileConfig {
     token_cache_mb: Option<u64>,
     refresh_window_secs: Option<i64>,
     header_read_timeout_secs: Option<u64>,
+    body_read_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    max_buffered_body_mb: Option<usize>,
     outbox_retry_secs: Option<i64>,
     log: Option<String>,
     log_format: Option<String>,
@@ -110,6 +121,9 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "CUSTODY_TOKEN_CACHE_MB",
     "CUSTODY_REFRESH_WINDOW_SECS",
     "CUSTODY_HEADER_READ_TIMEOUT_SECS",
+    "CUSTODY_BODY_READ_TIMEOUT_SECS",
+    "CUSTODY_MAX_CONNECTIONS",
+    "CUSTODY_MAX_BUFFERED_BODY_MB",
     "CUSTODY_OUTBOX_RETRY_SECS",
     "CUSTODY_LOG",
     "CUSTODY_LOG_FORMAT",
@@ -246,6 +260,19 @@ impl Config {
                 10,
                 |v| (1..=300).contains(&v),
             )?,
+            body_read_timeout_secs: number(
+                vars,
+                "CUSTODY_BODY_READ_TIMEOUT_SECS",
+                file.body_read_timeout_secs,
+                10,
+                |v| (1..=300).contains(&v),
+            )?,
+            max_connections: number(vars, "CUSTODY_MAX_CONNECTIONS", file.max_connections, 1024, |v| {
+                (1..=1_000_000).contains(&v)
+            })?,
+            max_buffered_body_mb: number(vars, "CUSTODY_MAX_BUFFERED_BODY_MB", file.max_buffered_body_mb, 64, |v| {
+                (1..=64 * 1024).contains(&v)
+            })?,
             outbox_retry_base_secs: number(vars, "CUSTODY_OUTBOX_RETRY_SECS", file.outbox_retry_secs, 30, |v| {
                 (1..=3600).contains(&v)
             })?,
@@ -274,6 +301,9 @@ impl Config {
             token_cache_mb: 64,
             refresh_window_secs: 60,
             header_read_timeout_secs: 10,
+            body_read_timeout_secs: 10,
+            max_connections: 1024,
+            max_buffered_body_mb: 64,
             outbox_retry_base_secs: 1,
             log: "warn".into(),
             log_format: LogFormat::Pretty,

@@ -16,7 +16,6 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
 use custody_identity::UnixTime;
-use http_body_util::Full;
 use hyper::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use hyper::{Response, StatusCode};
 use std::sync::LazyLock;
@@ -133,7 +132,7 @@ impl Page {
 
     /// The page as a response with `status` and the security headers.
     pub fn response(&self, status: StatusCode) -> HttpResponse {
-        let mut response = Response::new(Full::new(Bytes::from(self.render())));
+        let mut response = Response::new(crate::json::full(self.render()));
         *response.status_mut() = status;
         response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
         if let Ok(csp) = HeaderValue::from_str(&self.content_security_policy()) {
@@ -155,7 +154,7 @@ pub fn security_headers(response: &mut HttpResponse) {
 
 /// A redirect for a browser (`302 Found` or `303 See Other`) with the security headers.
 pub fn redirect(status: StatusCode, location: &str) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::new()));
+    let mut response = Response::new(crate::json::full(Bytes::new()));
     *response.status_mut() = status;
     if let Ok(v) = HeaderValue::from_str(location) {
         response.headers_mut().insert(LOCATION, v);

@@ -41,6 +41,12 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", detail)
     }
 
+    /// The server is at one of its limits (connections, buffered request bodies): retry shortly.
+    /// Answered with `Retry-After`.
+    pub fn server_busy() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_busy", "the server is at capacity; retry in a second")
+    }
+
     pub fn internal() -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "an unexpected error occurred")
     }
@@ -164,6 +170,11 @@ impl From<custody_vault::service::VaultError> for ApiError {
                 "the provider no longer accepts this grant; the user must connect again",
             ),
             V::PolicyDenied(reason) => ApiError::new(StatusCode::FORBIDDEN, "policy_denied", reason),
+            e @ V::HandoutDisabled(_) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "handout_disabled",
+                format!("{e}; call the provider's API through /v1/proxy/{{provider}}/... instead"),
+            ),
             V::ProviderError(detail) => ApiError::new(StatusCode::BAD_GATEWAY, "provider_error", detail),
             V::UnknownConnectState => ApiError::new(
                 StatusCode::BAD_REQUEST,

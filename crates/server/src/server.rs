@@ -1,8 +1,10 @@
-//! The HTTP server: accepts connections, applies the header-read timeout, tags every request
-//! with an id and a tracing span, records metrics, and shuts down gracefully.
+//! The HTTP server: accepts connections up to a cap (more are answered 503 and closed), applies
+//! the header-read timeout, tags every request with an id and a tracing span, logs one line per
+//! request, records metrics, and shuts down gracefully.
 
 use crate::bootstrap::{self, Secrets};
 use crate::config::Config;
+use crate::json::{BodyBudget, BodyLimits};
 use crate::routes::Router;
 use crate::state::{AppState, StartError};
 use hyper::header::HeaderValue;
@@ -16,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tracing::Instrument as _;
 
 /// A server running in this process.
@@ -32,6 +34,8 @@ pub struct RunningServer {
     pub generated_admin_token: Option<std::path::PathBuf>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// Held while the server runs (SQLite: one serving process per database file).
+    _database_lock: bootstrap::DatabaseLock,
 }
 
 impl RunningServer {
@@ -55,6 +59,7 @@ impl RunningServer {
 /// Binds, builds the state (database, migrations, keys) and starts serving in the background.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let random = custody_providers::crypto::OsRandom;
+    let database_lock = bootstrap::prepare_storage(&config)?;
     let secrets: Secrets = bootstrap::load_or_generate(&config, &random)?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -64,11 +69,19 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         .map_err(|e| StartError::Listen { addr: config.listen.to_string(), reason: e.to_string() })?;
     let public_url =
         if config.public_url.is_empty() { format!("http://{local_addr}") } else { config.public_url.clone() };
-    let header_timeout = Duration::from_secs(config.header_read_timeout_secs);
+    let limits = Limits {
+        header_timeout: Duration::from_secs(config.header_read_timeout_secs),
+        max_connections: config.max_connections,
+        body: BodyLimits {
+            max_bytes: crate::json::MAX_BODY_BYTES,
+            read_timeout: Duration::from_secs(config.body_read_timeout_secs),
+            budget: BodyBudget::new(config.max_buffered_body_mb.saturating_mul(1024 * 1024)),
+        },
+    };
     let state = Arc::new(AppState::build(config, public_url.clone(), &secrets).await?);
     let (shutdown, shutdown_rx) = watch::channel(false);
     tokio::spawn(crate::worker::run_outbox(state.clone(), shutdown_rx.clone()));
-    let task = tokio::spawn(serve(listener, state.clone(), header_timeout, shutdown_rx));
+    let task = tokio::spawn(serve(listener, state.clone(), limits, shutdown_rx));
     Ok(RunningServer {
         local_addr,
         public_url,
@@ -76,21 +89,28 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         generated_admin_token: secrets.generated_admin_token,
         shutdown,
         task,
+        _database_lock: database_lock,
     })
 }
 
 static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-async fn serve(
-    listener: TcpListener,
-    state: Arc<AppState>,
+/// The server's protective limits.
+#[derive(Debug)]
+struct Limits {
     header_timeout: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let router = Arc::new(Router::default());
+    max_connections: usize,
+    body: BodyLimits,
+}
+
+async fn serve(listener: TcpListener, state: Arc<AppState>, limits: Limits, mut shutdown: watch::Receiver<bool>) {
+    let router = Arc::new(Router::new(limits.body));
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
+    let mut refusing = http1::Builder::new();
+    refusing.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(false);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -104,6 +124,21 @@ async fn serve(
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
+        let Ok(slot) = connections.clone().try_acquire_owned() else {
+            // Over the cap: one 503 with Retry-After, then the connection closes. The header
+            // timeout bounds how long a refused client can hold even this.
+            state.metrics.record("over_capacity", 503, Duration::ZERO);
+            let refused = refusing.serve_connection(
+                TokioIo::new(stream),
+                service_fn(|_request| async {
+                    Ok::<_, Infallible>(crate::json::problem_response(&crate::problem::ApiError::server_busy()))
+                }),
+            );
+            tokio::spawn(async move {
+                let _ = refused.await;
+            });
+            continue;
+        };
         let state = state.clone();
         let router = router.clone();
         let service = service_fn(move |request| {
@@ -122,9 +157,15 @@ async fn serve(
                 if let Ok(v) = HeaderValue::from_str(&request_id) {
                     response.headers_mut().insert("x-request-id", v);
                 }
-                span.in_scope(
-                    || tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, peer = %peer, "answered"),
-                );
+                span.in_scope(|| {
+                    tracing::info!(
+                        route,
+                        status,
+                        duration_us = started.elapsed().as_micros() as u64,
+                        peer = %peer,
+                        "request"
+                    )
+                });
                 Ok::<_, Infallible>(response)
             }
         });
@@ -134,6 +175,7 @@ async fn serve(
             if let Err(e) = watched.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);

@@ -157,6 +157,7 @@ impl AppState {
                 refresh_window_secs: config.refresh_window_secs,
                 public_url: public_url.clone(),
                 outbox_retry_base_secs: config.outbox_retry_base_secs,
+                allow_insecure_api_base: config.allow_insecure_issuers,
             },
         );
         let outbox_wake = Arc::new(tokio::sync::Notify::new());

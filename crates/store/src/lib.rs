@@ -53,5 +53,5 @@ mod webhook;
 
 pub use error::{ConnectError, MigrationError};
 pub use migrate::MigrationStatus;
-pub use pool::{Backend, DbPool, PgConn, SqliteConn};
+pub use pool::{sqlite_path, Backend, DbPool, PgConn, SqliteConn};
 pub use store::{Store, StoreOptions};

@@ -19,7 +19,7 @@ use custody_identity::time::UnixTime;
 use custody_identity::user::{User, UserStatus};
 use custody_vault::cipher::SealedBox;
 use custody_vault::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind};
-use custody_vault::policy::{Policy, PolicyLookup};
+use custody_vault::policy::{Policy, PolicyLookup, TokenAccess};
 use custody_vault::ports::{ConnectState, OutboxItem};
 use custody_vault::provider::{ProviderConfig, ProviderName};
 use diesel::prelude::*;
@@ -393,6 +393,7 @@ pub(crate) struct ProviderRow {
     pub scopes_json: String,
     pub created_at: i64,
     pub updated_at: i64,
+    pub api_base_url: Option<String>,
 }
 
 impl ProviderRow {
@@ -406,6 +407,7 @@ impl ProviderRow {
             client_id: self.client_id,
             client_secret: SealedBox(self.client_secret),
             scopes: strings_from_json(&self.scopes_json, "provider scopes")?,
+            api_base_url: self.api_base_url,
             created_at: UnixTime(self.created_at),
             updated_at: UnixTime(self.updated_at),
         })
@@ -425,6 +427,7 @@ pub(crate) struct NewProviderRow<'a> {
     pub scopes_json: String,
     pub created_at: i64,
     pub updated_at: i64,
+    pub api_base_url: Option<&'a str>,
 }
 
 impl<'a> From<&'a ProviderConfig> for NewProviderRow<'a> {
@@ -440,6 +443,7 @@ impl<'a> From<&'a ProviderConfig> for NewProviderRow<'a> {
             scopes_json: strings_to_json(&p.scopes),
             created_at: p.created_at.0,
             updated_at: p.updated_at.0,
+            api_base_url: p.api_base_url.as_deref(),
         }
     }
 }
@@ -452,6 +456,7 @@ pub(crate) struct PolicyRow {
     pub allow_groups_json: String,
     pub allow_roles_json: String,
     pub updated_at: i64,
+    pub token_access: String,
 }
 
 impl PolicyRow {
@@ -461,6 +466,7 @@ impl PolicyRow {
             provider: provider_name(&self.provider)?,
             allow_groups: names_from_json(&self.allow_groups_json).map_err(|_| corrupt("policy groups"))?,
             allow_roles: names_from_json(&self.allow_roles_json).map_err(|_| corrupt("policy roles"))?,
+            token_access: TokenAccess::parse(&self.token_access).ok_or_else(|| corrupt("policy token access"))?,
             updated_at: UnixTime(self.updated_at),
         })
     }
@@ -483,6 +489,7 @@ pub(crate) struct NewPolicyRow<'a> {
     pub allow_groups_json: String,
     pub allow_roles_json: String,
     pub updated_at: i64,
+    pub token_access: &'static str,
 }
 
 impl<'a> From<&'a Policy> for NewPolicyRow<'a> {
@@ -493,6 +500,7 @@ impl<'a> From<&'a Policy> for NewPolicyRow<'a> {
             allow_groups_json: names_to_json(&p.allow_groups),
             allow_roles_json: names_to_json(&p.allow_roles),
             updated_at: p.updated_at.0,
+            token_access: p.token_access.as_str(),
         }
     }
 }

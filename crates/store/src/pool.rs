@@ -131,6 +131,14 @@ impl fmt::Debug for Target {
     }
 }
 
+/// The file of a SQLite database URL, `None` for PostgreSQL or a URL that does not parse.
+pub fn sqlite_path(url: &str) -> Option<PathBuf> {
+    match parse_url(url) {
+        Ok(Target::Sqlite(path)) => Some(path),
+        _ => None,
+    }
+}
+
 /// Parses a database URL: `sqlite://path` or `sqlite:path` (relative or absolute path to a
 /// file), `postgres://…` or `postgresql://…`. Anything else is refused.
 pub(crate) fn parse_url(url: &str) -> Result<Target, ConnectError> {

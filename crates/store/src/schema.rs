@@ -109,6 +109,7 @@ diesel::table! {
         scopes_json -> Text,
         created_at -> BigInt,
         updated_at -> BigInt,
+        api_base_url -> Nullable<Text>,
     }
 }
 
@@ -120,6 +121,7 @@ diesel::table! {
         allow_groups_json -> Text,
         allow_roles_json -> Text,
         updated_at -> BigInt,
+        token_access -> Text,
     }
 }
 

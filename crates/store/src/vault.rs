@@ -483,6 +483,7 @@ impl VaultStore for Store {
                     providers::client_id.eq(excluded(providers::client_id)),
                     providers::client_secret.eq(excluded(providers::client_secret)),
                     providers::scopes_json.eq(excluded(providers::scopes_json)),
+                    providers::api_base_url.eq(excluded(providers::api_base_url)),
                     providers::updated_at.eq(excluded(providers::updated_at)),
                 ))
                 .execute(conn)
@@ -553,6 +554,7 @@ impl VaultStore for Store {
                 .set((
                     policies::allow_groups_json.eq(excluded(policies::allow_groups_json)),
                     policies::allow_roles_json.eq(excluded(policies::allow_roles_json)),
+                    policies::token_access.eq(excluded(policies::token_access)),
                     policies::updated_at.eq(excluded(policies::updated_at)),
                 ))
                 .execute(conn)

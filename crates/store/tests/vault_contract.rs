@@ -20,7 +20,7 @@ use custody_store::testing::{self, TestDatabase};
 use custody_store::{Backend, Store, StoreOptions};
 use custody_vault::cipher::SealedBox;
 use custody_vault::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind};
-use custody_vault::policy::{Policy, PolicyLookup};
+use custody_vault::policy::{Policy, PolicyLookup, TokenAccess};
 use custody_vault::ports::{
     instance_secret_aad, ConnectState, GrantFilter, GrantSelector, HandoutView, LifecycleChange, LifecycleEvent,
     LifecycleOutcome, RefreshLock, RevokeScope, SaveGrantError, SealedKind, SealedValue, VaultStore,
@@ -96,6 +96,7 @@ fn provider(app: &AppId, provider: &str, revocable: bool) -> ProviderConfig {
         client_id: format!("client-{provider}"),
         client_secret: SealedBox(format!("sealed-secret-{provider}").into_bytes()),
         scopes: vec!["openid".into(), "email".into()],
+        api_base_url: revocable.then(|| format!("https://api.{provider}.example.com")),
         created_at: NOW,
         updated_at: NOW,
     }
@@ -275,6 +276,7 @@ async fn policies_put_get_list_delete_and_fail_closed() {
             provider: name("google"),
             allow_groups: set(&["eng"]),
             allow_roles: set(&["admin", "dev"]),
+            token_access: TokenAccess::Handout,
             updated_at: NOW,
         };
         store.put_policy(&policy, &audit(&app.id, "policy.put", NOW)).await.unwrap();
@@ -283,7 +285,13 @@ async fn policies_put_get_list_delete_and_fail_closed() {
             PolicyLookup::Found(policy.clone()),
             "{b}"
         );
-        let replaced = Policy { allow_groups: BTreeSet::new(), updated_at: NOW.plus_seconds(1), ..policy.clone() };
+        // Replacing it also switches its token access (the `proxy_only` column round-trips).
+        let replaced = Policy {
+            allow_groups: BTreeSet::new(),
+            token_access: TokenAccess::ProxyOnly,
+            updated_at: NOW.plus_seconds(1),
+            ..policy.clone()
+        };
         store.put_policy(&replaced, &audit(&app.id, "policy.put", NOW)).await.unwrap();
         assert_eq!(store.get_policy(&app.id, &name("google")).await.unwrap(), PolicyLookup::Found(replaced.clone()));
 
@@ -483,6 +491,7 @@ async fn handout_view_reads_grant_policy_and_credential_together() {
             provider: name("google"),
             allow_groups: set(&["eng"]),
             allow_roles: BTreeSet::new(),
+            token_access: TokenAccess::Handout,
             updated_at: NOW,
         };
         store.put_policy(&policy, &audit(&app.id, "policy.put", NOW)).await.unwrap();
@@ -731,6 +740,7 @@ async fn delete_provider_revokes_its_grants_then_goes_with_its_policy() {
             provider: name("slack"),
             allow_groups: set(&["eng"]),
             allow_roles: BTreeSet::new(),
+            token_access: TokenAccess::Handout,
             updated_at: NOW,
         };
         store.put_policy(&policy, &audit(&app.id, "policy.put", NOW)).await.unwrap();
@@ -1433,6 +1443,7 @@ async fn deleting_an_app_removes_every_vault_row() {
                 provider: name("google"),
                 allow_groups: set(&["eng"]),
                 allow_roles: BTreeSet::new(),
+                token_access: TokenAccess::Handout,
                 updated_at: NOW,
             };
             store.put_policy(&policy, &audit(&a.id, "policy.put", NOW)).await.unwrap();

@@ -13,7 +13,46 @@ pub struct Policy {
     pub provider: ProviderName,
     pub allow_groups: BTreeSet<String>,
     pub allow_roles: BTreeSet<String>,
+    /// Whether the grants of this provider may be handed out or only used through the proxy.
+    pub token_access: TokenAccess,
     pub updated_at: UnixTime,
+}
+
+/// How an app may use the access tokens of a provider's grants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum TokenAccess {
+    /// `POST /v1/token` hands the token out; the proxy works too.
+    #[default]
+    Handout,
+    /// Only the proxy uses the token; it never leaves Custody.
+    ProxyOnly,
+}
+
+impl TokenAccess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenAccess::Handout => "handout",
+            TokenAccess::ProxyOnly => "proxy_only",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "handout" => Some(TokenAccess::Handout),
+            "proxy_only" => Some(TokenAccess::ProxyOnly),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a token of a grant under `policy` may leave Custody (be handed out). Fails closed: an
+/// unreadable policy forbids it.
+pub fn allows_handout(policy: &PolicyLookup) -> bool {
+    match policy {
+        PolicyLookup::None => true,
+        PolicyLookup::Found(p) => p.token_access == TokenAccess::Handout,
+        PolicyLookup::Unreadable => false,
+    }
 }
 
 /// What the store found for a provider's policy. `Unreadable` covers a stored policy that could
@@ -84,6 +123,7 @@ mod tests {
             provider: ProviderName::parse("github").unwrap(),
             allow_groups: groups.iter().map(|s| s.to_string()).collect(),
             allow_roles: roles.iter().map(|s| s.to_string()).collect(),
+            token_access: TokenAccess::Handout,
             updated_at: UnixTime(0),
         })
     }
@@ -104,6 +144,21 @@ mod tests {
             !evaluate(&policy(&[], &[]), &user(&["eng"], &["admin"], UserStatus::Active)).is_allowed(),
             "an empty policy allows nobody"
         );
+    }
+
+    #[test]
+    fn proxy_only_forbids_handout_only() {
+        assert!(allows_handout(&PolicyLookup::None));
+        assert!(allows_handout(&policy(&["eng"], &[])));
+        let PolicyLookup::Found(mut p) = policy(&["eng"], &[]) else { unreachable!() };
+        p.token_access = TokenAccess::ProxyOnly;
+        let lookup = PolicyLookup::Found(p);
+        assert!(!allows_handout(&lookup));
+        assert!(evaluate(&lookup, &user(&["eng"], &[], UserStatus::Active)).is_allowed(), "the proxy may still use it");
+        assert!(!allows_handout(&PolicyLookup::Unreadable));
+        assert_eq!(TokenAccess::parse("proxy_only"), Some(TokenAccess::ProxyOnly));
+        assert_eq!(TokenAccess::parse("handout").map(TokenAccess::as_str), Some("handout"));
+        assert_eq!(TokenAccess::parse("both"), None);
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub struct ProviderConfig {
     /// Sealed with associated data [`ProviderConfig::secret_aad`].
     pub client_secret: SealedBox,
     pub scopes: Vec<String>,
+    /// The base URL of the provider's API, which the proxy (`/v1/proxy/{provider}/...`) calls;
+    /// `None` when the provider has none configured (the proxy then refuses).
+    pub api_base_url: Option<String>,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
 }
@@ -84,6 +87,7 @@ pub struct Preset {
     pub token_url: &'static str,
     pub revocation_url: Option<&'static str>,
     pub default_scopes: &'static [&'static str],
+    pub api_base_url: &'static str,
 }
 
 /// The presets: Google, GitHub, Slack (OAuth v2) and Microsoft identity platform (common tenant).
@@ -94,6 +98,7 @@ pub const PRESETS: &[Preset] = &[
         token_url: "https://oauth2.googleapis.com/token",
         revocation_url: Some("https://oauth2.googleapis.com/revoke"),
         default_scopes: &["openid", "email"],
+        api_base_url: "https://www.googleapis.com",
     },
     Preset {
         name: "github",
@@ -101,6 +106,7 @@ pub const PRESETS: &[Preset] = &[
         token_url: "https://github.com/login/oauth/access_token",
         revocation_url: None,
         default_scopes: &["read:user"],
+        api_base_url: "https://api.github.com",
     },
     Preset {
         name: "slack",
@@ -108,6 +114,7 @@ pub const PRESETS: &[Preset] = &[
         token_url: "https://slack.com/api/oauth.v2.access",
         revocation_url: Some("https://slack.com/api/auth.revoke"),
         default_scopes: &[],
+        api_base_url: "https://slack.com/api",
     },
     Preset {
         name: "microsoft",
@@ -115,6 +122,7 @@ pub const PRESETS: &[Preset] = &[
         token_url: "https://login.microsoftonline.com/common/oauth2/v2.0/token",
         revocation_url: None,
         default_scopes: &["offline_access", "User.Read"],
+        api_base_url: "https://graph.microsoft.com",
     },
 ];
 

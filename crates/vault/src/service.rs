@@ -4,7 +4,7 @@
 
 use crate::cipher::{Cipher, CipherError};
 use crate::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind, TokenSet};
-use crate::policy::{evaluate, Policy, PolicyDecision};
+use crate::policy::{allows_handout, evaluate, Policy, PolicyDecision, TokenAccess};
 use crate::ports::{
     ConnectState, GrantFilter, HandoutView, OAuthClient, OAuthEndpoint, OAuthError, OutboxItem, RefreshLock,
     RevokeScope, SaveGrantError, VaultStore,
@@ -34,6 +34,9 @@ pub struct VaultSettings {
     /// The first retry delay of a failed provider revocation; it doubles per attempt, capped
     /// at one hour.
     pub outbox_retry_base_secs: i64,
+    /// Whether a provider's `api_base_url` may be plain `http` on a loopback host (development
+    /// and tests, like insecure issuers); otherwise it must be `https`.
+    pub allow_insecure_api_base: bool,
 }
 
 /// Errors of the vault use cases, each mapped to one HTTP answer by the server.
@@ -53,6 +56,9 @@ pub enum VaultError {
     ReauthRequired,
     #[error("{0}")]
     PolicyDenied(String),
+    /// The provider's policy is `proxy_only`: its tokens never leave Custody.
+    #[error("the policy for `{0}` allows its tokens to be used only through the proxy")]
+    HandoutDisabled(String),
     #[error("the provider failed: {0}")]
     ProviderError(String),
     #[error("the connect session is unknown or already used")]
@@ -81,6 +87,8 @@ pub struct ProviderInput {
     /// Required when the provider is new; kept when omitted on an update.
     pub client_secret: Option<Secret>,
     pub scopes: Option<Vec<String>>,
+    /// `None` takes the preset's (or none); `Some(None)` clears it.
+    pub api_base_url: Option<Option<String>>,
 }
 
 impl fmt::Debug for ProviderInput {
@@ -103,6 +111,92 @@ pub struct Handout {
     pub grant_id: GrantId,
     pub provider: ProviderName,
     pub scopes: Vec<String>,
+}
+
+/// What a grant's token is being used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenUse {
+    Handout,
+    Proxy,
+}
+
+impl TokenUse {
+    fn audit_action(self) -> &'static str {
+        match self {
+            TokenUse::Handout => "token.handout",
+            TokenUse::Proxy => "proxy.request",
+        }
+    }
+}
+
+/// A grant that passed every rule, with its access token opened.
+struct UsableGrant {
+    access_token: Secret,
+    token_type: String,
+    expires_at: Option<UnixTime>,
+    credential_version: i64,
+    touch: Option<UnixTime>,
+    grant: Grant,
+}
+
+impl UsableGrant {
+    fn into_handout(self) -> Handout {
+        Handout {
+            access_token: self.access_token,
+            token_type: self.token_type,
+            expires_at: self.expires_at,
+            grant_id: self.grant.id,
+            provider: self.grant.provider,
+            scopes: self.grant.scopes,
+        }
+    }
+}
+
+/// A grant the proxy may use for one request: its access token (never shown to the caller),
+/// and where the provider's API lives.
+pub struct ProxyLease {
+    pub api_base_url: String,
+    pub access_token: Secret,
+    pub grant: Grant,
+    credential_version: i64,
+    touch: Option<UnixTime>,
+    actor: String,
+}
+
+impl fmt::Debug for ProxyLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyLease")
+            .field("api_base_url", &self.api_base_url)
+            .field("grant", &self.grant.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the audit row of a proxied request records: never headers, bodies or the query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyRecord {
+    pub method: String,
+    pub host: String,
+    /// The upstream path, without the query.
+    pub path: String,
+    /// `None` when the provider never answered (connection failure, timeout).
+    pub upstream_status: Option<u16>,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+impl ProxyRecord {
+    fn detail(&self) -> String {
+        let status = self.upstream_status.map_or_else(|| "no answer".to_owned(), |s| s.to_string());
+        let mut path: String = self.path.chars().take(512).collect();
+        if path.len() < self.path.len() {
+            path.push('…');
+        }
+        format!(
+            "{} {}{} -> {}; {} bytes sent, {} bytes received",
+            self.method, self.host, path, status, self.bytes_sent, self.bytes_received
+        )
+    }
 }
 
 /// A started connect flow.
@@ -185,6 +279,36 @@ fn check_url(field: &str, value: &str) -> Result<(), VaultError> {
         return Err(bad());
     }
     Ok(())
+}
+
+/// Checks a provider's API base URL: absolute `https` (plain `http` only on a loopback host when
+/// `allow_insecure`), no credentials, query or fragment. Returns it without a trailing `/`, so
+/// the proxy can append `/{path}`.
+fn check_api_base_url(value: &str, allow_insecure: bool) -> Result<String, VaultError> {
+    let bad = |why: &str| VaultError::Invalid(format!("api_base_url: {why}"));
+    let url = url::Url::parse(value).map_err(|_| bad("expected an absolute https URL"))?;
+    let host = url.host().ok_or_else(|| bad("expected an absolute https URL"))?;
+    let loopback = match &host {
+        url::Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_insecure && loopback => {}
+        "http" => return Err(bad("must use https (plain http only on loopback when insecure issuers are allowed)")),
+        _ => return Err(bad("expected an absolute https URL")),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not carry a user name or password"));
+    }
+    if url.query().is_some() || url.fragment().is_some() || value.contains('?') || value.contains('#') {
+        return Err(bad("must not carry a query or a fragment"));
+    }
+    if value.len() > 2048 {
+        return Err(bad("at most 2048 characters"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 fn check_scopes(field: &str, scopes: &[String]) -> Result<(), VaultError> {
@@ -275,6 +399,12 @@ impl VaultService {
             preset.map(|p| p.default_scopes.iter().map(|s| s.to_string()).collect()).unwrap_or_default()
         });
         check_scopes("scopes", &scopes)?;
+        let api_base_url = match input.api_base_url {
+            Some(explicit) => explicit,
+            None => preset.map(|p| p.api_base_url.to_owned()),
+        }
+        .map(|u| check_api_base_url(&u, self.settings.allow_insecure_api_base))
+        .transpose()?;
         let aad = ProviderConfig::secret_aad(app, name);
         let client_secret = match (input.client_secret, &existing) {
             (Some(secret), _) => {
@@ -296,6 +426,7 @@ impl VaultService {
             client_id: input.client_id,
             client_secret,
             scopes,
+            api_base_url,
             created_at: existing.as_ref().map(|e| e.created_at).unwrap_or(now),
             updated_at: now,
         };
@@ -322,6 +453,7 @@ impl VaultService {
         provider: &ProviderName,
         allow_groups: Vec<String>,
         allow_roles: Vec<String>,
+        token_access: TokenAccess,
     ) -> Result<Policy, VaultError> {
         if self.store.get_provider(app, provider).await?.is_none() {
             return Err(VaultError::ProviderNotFound(provider.to_string()));
@@ -337,6 +469,7 @@ impl VaultService {
             provider: provider.clone(),
             allow_groups: clean("allow_groups", allow_groups)?,
             allow_roles: clean("allow_roles", allow_roles)?,
+            token_access,
             updated_at: self.clock.now(),
         };
         let mut audit = self.audit(app, "policy.put", "operator".into());
@@ -676,9 +809,86 @@ impl VaultService {
 
     // ----- hand-out -----
 
-    /// Hands out an access token of the user's grant: grant found (the caller's own), policy,
-    /// refresh when it expires within the window, audit row, answer.
+    /// Hands out an access token of the user's grant: grant found (the caller's own), policy
+    /// (which must allow hand-out, not be `proxy_only`), refresh when it expires within the
+    /// window, audit row, answer.
     pub async fn hand_out(&self, user: &User, selector: &GrantSelector) -> Result<Handout, VaultError> {
+        let usable = self.usable_grant(user, selector, TokenUse::Handout).await?;
+        let audit = self.grant_audit(&usable.grant, "token.handout", format!("user:{}", user.id));
+        self.store.record_handout(&usable.grant.id, usable.touch, &audit).await?;
+        Ok(usable.into_handout())
+    }
+
+    /// The proxy's side of hand-out: the same user, grant, policy and refresh rules as
+    /// [`VaultService::hand_out`] (a `proxy_only` policy is fine here), plus the provider's API
+    /// base URL. Nothing is recorded yet: the proxy calls [`VaultService::record_proxy`] with the
+    /// upstream outcome, which writes the one audit row of the request.
+    pub async fn proxy_lease(&self, user: &User, selector: &GrantSelector) -> Result<ProxyLease, VaultError> {
+        let usable = self.usable_grant(user, selector, TokenUse::Proxy).await?;
+        let provider = self
+            .store
+            .get_provider(&user.app_id, &usable.grant.provider)
+            .await?
+            .ok_or_else(|| VaultError::ProviderNotFound(usable.grant.provider.to_string()))?;
+        let api_base_url = provider.api_base_url.ok_or_else(|| {
+            VaultError::Invalid(format!(
+                "provider `{}` has no api_base_url; set one on the provider to use the proxy",
+                usable.grant.provider
+            ))
+        })?;
+        Ok(ProxyLease {
+            api_base_url,
+            access_token: usable.access_token,
+            credential_version: usable.credential_version,
+            touch: usable.touch,
+            grant: usable.grant,
+            actor: format!("user:{}", user.id),
+        })
+    }
+
+    /// After the provider answered 401 to a proxied request: refreshes the grant's token once,
+    /// even if it does not look expired (unless someone refreshed it meanwhile), and returns the
+    /// new access token. `None` when the grant has no refresh token (the 401 then stands).
+    pub async fn proxy_force_refresh(&self, lease: &mut ProxyLease) -> Result<Option<Secret>, VaultError> {
+        let seen = self.store.load_credential(&lease.grant.id).await?.ok_or(VaultError::ReauthRequired)?;
+        if seen.refresh_token.is_none() && seen.version == lease.credential_version {
+            return Ok(None);
+        }
+        let fresh = if seen.version != lease.credential_version {
+            seen
+        } else {
+            let guard = self.locks.lock(&lease.grant.id).await?;
+            let result = self.refresh_locked(&lease.grant, seen, true).await;
+            guard.release().await;
+            result?
+        };
+        let token =
+            self.cipher.open_secret(&fresh.access_token, &Credential::aad(&lease.grant.id, TokenKind::Access))?;
+        lease.credential_version = fresh.version;
+        lease.access_token = token.clone();
+        Ok(Some(token))
+    }
+
+    /// Writes the `proxy.request` audit row of a proxied request (and touches `last_used_at`).
+    pub async fn record_proxy(&self, lease: &ProxyLease, record: &ProxyRecord) -> Result<(), VaultError> {
+        let mut audit = self.grant_audit(&lease.grant, "proxy.request", lease.actor.clone());
+        audit.detail = Some(record.detail());
+        if record.upstream_status.is_none() {
+            audit.outcome = AuditOutcome::Failure;
+        }
+        self.store.record_handout(&lease.grant.id, lease.touch, &audit).await?;
+        Ok(())
+    }
+
+    /// The rules shared by hand-out and the proxy: the user active, the grant the user's own and
+    /// active, the policy allowing the user (and, for hand-out, allowing the token to leave),
+    /// the token refreshed when it expires within the window, and opened.
+    async fn usable_grant(
+        &self,
+        user: &User,
+        selector: &GrantSelector,
+        purpose: TokenUse,
+    ) -> Result<UsableGrant, VaultError> {
         user.ensure_active().map_err(|e| VaultError::PolicyDenied(e.to_string()))?;
         // One read for the grant, its policy and its credential.
         let HandoutView { grant, policy, credential } =
@@ -688,14 +898,19 @@ impl VaultService {
             GrantStatus::Revoked => return Err(VaultError::GrantRevoked),
             GrantStatus::Expired => return Err(VaultError::ReauthRequired),
         }
-        let actor = format!("user:{}", user.id);
-        if let PolicyDecision::Deny(reason) = evaluate(&policy, user) {
-            let denied = VaultError::PolicyDenied(reason);
-            let mut audit = self.grant_audit(&grant, "token.handout", actor);
+        let refusal = match evaluate(&policy, user) {
+            PolicyDecision::Deny(reason) => Some(VaultError::PolicyDenied(reason)),
+            PolicyDecision::Allow if purpose == TokenUse::Handout && !allows_handout(&policy) => {
+                Some(VaultError::HandoutDisabled(grant.provider.to_string()))
+            }
+            PolicyDecision::Allow => None,
+        };
+        if let Some(refused) = refusal {
+            let mut audit = self.grant_audit(&grant, purpose.audit_action(), format!("user:{}", user.id));
             audit.outcome = AuditOutcome::Denied;
-            audit.detail = Some(denied.to_string());
+            audit.detail = Some(refused.to_string());
             self.store.record_handout(&grant.id, None, &audit).await?;
-            return Err(denied);
+            return Err(refused);
         }
         let mut credential = credential.ok_or(VaultError::ReauthRequired)?;
         let now = self.clock.now();
@@ -716,15 +931,13 @@ impl VaultService {
             self.cipher.open_secret(&credential.access_token, &Credential::aad(&grant.id, TokenKind::Access))?;
         let touch =
             grant.last_used_at.is_none_or(|t| now.seconds() - t.seconds() >= LAST_USED_GRANULARITY_SECS).then_some(now);
-        let audit = self.grant_audit(&grant, "token.handout", actor);
-        self.store.record_handout(&grant.id, touch, &audit).await?;
-        Ok(Handout {
+        Ok(UsableGrant {
             access_token,
             token_type: credential.token_type,
             expires_at: credential.expires_at,
-            grant_id: grant.id,
-            provider: grant.provider,
-            scopes: grant.scopes,
+            credential_version: credential.version,
+            touch,
+            grant,
         })
     }
 
@@ -732,15 +945,19 @@ impl VaultService {
     /// waited finds the new credential when they re-read it.
     async fn refresh(&self, grant: &Grant, seen: Credential) -> Result<Credential, VaultError> {
         let guard = self.locks.lock(&grant.id).await?;
-        let result = self.refresh_locked(grant, seen).await;
+        let result = self.refresh_locked(grant, seen, false).await;
         guard.release().await;
         result
     }
 
-    async fn refresh_locked(&self, grant: &Grant, seen: Credential) -> Result<Credential, VaultError> {
+    /// `forced`: refresh even when the token does not look expired (the provider refused it),
+    /// unless it changed since `seen`.
+    async fn refresh_locked(&self, grant: &Grant, seen: Credential, forced: bool) -> Result<Credential, VaultError> {
         let current = self.store.load_credential(&grant.id).await?.ok_or(VaultError::ReauthRequired)?;
         let now = self.clock.now();
-        if current.version != seen.version || !current.needs_refresh(now, self.settings.refresh_window_secs) {
+        if current.version != seen.version
+            || (!forced && !current.needs_refresh(now, self.settings.refresh_window_secs))
+        {
             return Ok(current);
         }
         let Some(refresh_box) = &current.refresh_token else { return Ok(current) };

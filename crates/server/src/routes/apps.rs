@@ -1,6 +1,6 @@
 //! Operator endpoints for apps, API keys, and the operator's views of users and audit rows.
 
-use super::{require_admin, Call};
+use super::Call;
 use crate::json::{json_response, no_content, parse_json, rfc3339, rfc3339_opt, HttpResponse};
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -69,7 +69,6 @@ struct CreateAppBody {
 }
 
 pub async fn create_app(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let body: CreateAppBody = parse_json(&call.body)?;
     let name = AppName::parse(&body.name).map_err(|e| ApiError::invalid_request(format!("name: {e}")))?;
     let (app, key) = state.identity.create_app(name).await?;
@@ -79,19 +78,16 @@ pub async fn create_app(state: Arc<AppState>, call: Call) -> Result<HttpResponse
 }
 
 pub async fn list_apps(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let page = state.store.list_apps(&call.page()?).await?;
     Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(app_json).collect(), page.next_cursor)))
 }
 
 pub async fn get_app(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     Ok(json_response(StatusCode::OK, &app_json(&app)))
 }
 
 pub async fn delete_app(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let id = call.app_id(0)?;
     let idp = state.store.get_idp(&id).await?;
     if !state.store.delete_app(&id).await? {
@@ -105,7 +101,6 @@ pub async fn delete_app(state: Arc<AppState>, call: Call) -> Result<HttpResponse
 }
 
 pub async fn create_api_key(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let id = call.app_id(0)?;
     let key = state
         .identity
@@ -119,14 +114,12 @@ pub async fn create_api_key(state: Arc<AppState>, call: Call) -> Result<HttpResp
 }
 
 pub async fn list_api_keys(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let page = state.store.list_api_keys(&app.id, &call.page()?).await?;
     Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(key_json).collect(), page.next_cursor)))
 }
 
 pub async fn delete_api_key(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "api_key_not_found", "API key not found");
     let key = ApiKeyId::parse(call.param(1)).map_err(|_| not_found())?;
@@ -137,7 +130,6 @@ pub async fn delete_api_key(state: Arc<AppState>, call: Call) -> Result<HttpResp
 }
 
 pub async fn list_users(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let status = match call.query.get("status").filter(|s| !s.is_empty()) {
         None => None,
@@ -151,7 +143,6 @@ pub async fn list_users(state: Arc<AppState>, call: Call) -> Result<HttpResponse
 }
 
 pub async fn get_user(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "user not found");
     let user_id = UserId::parse(call.param(1)).map_err(|_| not_found())?;
@@ -160,7 +151,6 @@ pub async fn get_user(state: Arc<AppState>, call: Call) -> Result<HttpResponse, 
 }
 
 pub async fn deprovision_user(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "user not found");
     let user_id = UserId::parse(call.param(1)).map_err(|_| not_found())?;
@@ -170,7 +160,6 @@ pub async fn deprovision_user(state: Arc<AppState>, call: Call) -> Result<HttpRe
 }
 
 pub async fn list_audit(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let user_id = match call.query.get("user_id").filter(|s| !s.is_empty()) {
         None => None,

@@ -1,7 +1,7 @@
 //! Operator endpoints for the app's identity provider: discovery, create, read, patch, delete.
 
 use super::apps::existing_app;
-use super::{require_admin, Call};
+use super::Call;
 use crate::json::{double_option, json_response, no_content, parse_json, rfc3339, rfc3339_opt, HttpResponse};
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -107,7 +107,6 @@ fn validate_audience(audience: &Option<String>) -> Result<(), ApiError> {
 }
 
 pub async fn discover(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     existing_app(&state, &call).await?;
     let body: DiscoverBody = parse_json(&call.body)?;
     let DiscoveredIdp { kind, document, claims } = state.identity.discover(&body.issuer_url, body.kind).await?;
@@ -132,7 +131,6 @@ pub async fn discover(state: Arc<AppState>, call: Call) -> Result<HttpResponse, 
 }
 
 pub async fn create(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let body: CreateBody = parse_json(&call.body)?;
     validate_audience(&body.audience)?;
@@ -147,7 +145,6 @@ pub async fn create(state: Arc<AppState>, call: Call) -> Result<HttpResponse, Ap
 }
 
 pub async fn get(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     use custody_identity::ports::IdentityStore as _;
     let config = state.store.get_idp(&app.id).await?.ok_or_else(ApiError::idp_not_configured)?;
@@ -155,7 +152,6 @@ pub async fn get(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiEr
 }
 
 pub async fn patch(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let body: PatchBody = parse_json(&call.body)?;
     if let Some(audience) = &body.audience {
@@ -168,7 +164,6 @@ pub async fn patch(state: Arc<AppState>, call: Call) -> Result<HttpResponse, Api
 }
 
 pub async fn delete(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     if !state.identity.delete_idp(&app.id).await? {
         return Err(ApiError::idp_not_configured());

@@ -1,6 +1,8 @@
-//! Routing: maps a method and path to a handler, authenticates the caller, and turns handler
-//! errors into problem responses. Handlers translate HTTP to use-case calls and back; business
-//! rules live in the domain crates.
+//! Routing: maps a method and path to a handler through one table in which every route declares
+//! who may call it ([`Access`]) and whether it reads a body ([`BodyUse`]). The router checks the
+//! caller before a single body byte is read, so an unauthenticated client cannot make the server
+//! buffer anything; bodies are then read within the [`BodyLimits`]. Handlers translate HTTP to
+//! use-case calls and back; business rules live in the domain crates.
 
 mod apps;
 mod idp;
@@ -12,26 +14,72 @@ mod vault;
 mod wallet;
 mod webhooks;
 
-use crate::json::{problem_response, read_body, HttpResponse};
+use crate::json::{problem_response, read_body, BodyLimits, BodyPermit, HttpResponse};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use bytes::Bytes;
 use custody_identity::page::PageRequest;
-use custody_identity::{ApiKeyRecord, AppId};
+use custody_identity::{ApiKeyRecord, AppId, IdpConfig};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH};
+use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, COOKIE};
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// A request after routing: its parts, the body read in full, path parameters, and the query.
+/// Who may call a route. The router enforces it before reading the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: health, the API description, and the browser legs of flows whose single-use
+    /// state authenticates them.
+    Public,
+    /// The operator, with the admin token.
+    Operator,
+    /// An app's backend, with one of its API keys; the end user's token (where the route needs
+    /// one) is verified by the use case.
+    App,
+    /// The app's identity provider delivering lifecycle events. The delivery is authenticated on
+    /// its raw bytes by the use case, so the router reads the body only when the request carries
+    /// credentials (`Authorization` or Svix signature headers).
+    Webhook,
+    /// A browser session: the named cookie must be present for the body to be read; the handler
+    /// checks the session itself (and shows a signed-out page without one).
+    Session(&'static str),
+}
+
+/// What a route does with the request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyUse {
+    /// Nothing: the body is never read (a body sent anyway ends the connection after the answer).
+    None,
+    /// Read whole, within the limits, after the caller was checked.
+    Buffered,
+    /// Handed to the handler unread, as a stream ([`Call::stream`]).
+    Stream,
+}
+
+/// The caller of an [`Access::App`] route, as the router authenticated it: the API key and the
+/// app's identity provider settings, read in one statement.
+#[derive(Debug)]
+pub struct AppCaller {
+    pub key: ApiKeyRecord,
+    pub idp: Option<IdpConfig>,
+}
+
+/// A request after routing: its parts, the body (read in full for [`BodyUse::Buffered`]
+/// routes), path parameters, the query, and the authenticated caller.
 #[derive(Debug)]
 pub struct Call {
     pub method: Method,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The unread body, for [`BodyUse::Stream`] routes.
+    pub stream: Option<Incoming>,
     pub params: Vec<String>,
     pub query: HashMap<String, String>,
+    /// Set on [`Access::App`] routes.
+    pub app: Option<AppCaller>,
+    /// The share of the body budget `body` holds; released with the call.
+    _body_permit: Option<BodyPermit>,
 }
 
 impl Call {
@@ -43,6 +91,11 @@ impl Call {
     /// The `n`th path parameter as an app id; a malformed id is a 404 like an unknown one.
     pub fn app_id(&self, n: usize) -> Result<AppId, ApiError> {
         AppId::parse(self.param(n)).map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "app_not_found", "app not found"))
+    }
+
+    /// The API key of an [`Access::App`] route's caller.
+    pub fn app_key(&self) -> Result<&ApiKeyRecord, ApiError> {
+        self.app.as_ref().map(|caller| &caller.key).ok_or_else(ApiError::unauthorized)
     }
 
     /// `?limit=&cursor=`.
@@ -70,79 +123,126 @@ macro_rules! handler {
     };
 }
 
-/// One row of the routing table: method, path template, handler.
+/// One row of the routing table.
 struct Route {
     method: Method,
     template: &'static str,
+    access: Access,
+    body: BodyUse,
     handler: Handler,
 }
 
 fn routes() -> Vec<Route> {
-    let r = |method: Method, template: &'static str, handler: Handler| Route { method, template, handler };
+    use Access::{App, Operator, Public, Webhook};
+    use BodyUse::{Buffered, None as NoBody};
+    let r = |method: Method, template: &'static str, access: Access, body: BodyUse, handler: Handler| Route {
+        method,
+        template,
+        access,
+        body,
+        handler,
+    };
+    let (get, post, put, patch, delete) = (Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE);
+    const WALLET: Access = Access::Session(wallet::SESSION_COOKIE);
     vec![
-        r(Method::GET, "/healthz", handler!(ops::healthz)),
-        r(Method::GET, "/readyz", handler!(ops::readyz)),
-        r(Method::GET, "/metrics", handler!(ops::metrics)),
-        r(Method::GET, "/openapi.json", handler!(openapi::document)),
-        r(Method::POST, "/v1/apps", handler!(apps::create_app)),
-        r(Method::GET, "/v1/apps", handler!(apps::list_apps)),
-        r(Method::GET, "/v1/apps/{app_id}", handler!(apps::get_app)),
-        r(Method::DELETE, "/v1/apps/{app_id}", handler!(apps::delete_app)),
-        r(Method::POST, "/v1/apps/{app_id}/api-keys", handler!(apps::create_api_key)),
-        r(Method::GET, "/v1/apps/{app_id}/api-keys", handler!(apps::list_api_keys)),
-        r(Method::DELETE, "/v1/apps/{app_id}/api-keys/{key_id}", handler!(apps::delete_api_key)),
-        r(Method::GET, "/v1/apps/{app_id}/users", handler!(apps::list_users)),
-        r(Method::GET, "/v1/apps/{app_id}/users/{user_id}", handler!(apps::get_user)),
-        r(Method::POST, "/v1/apps/{app_id}/users/{user_id}/deprovision", handler!(apps::deprovision_user)),
-        r(Method::GET, "/v1/apps/{app_id}/audit", handler!(apps::list_audit)),
-        r(Method::POST, "/v1/apps/{app_id}/identity-provider/discover", handler!(idp::discover)),
-        r(Method::POST, "/v1/apps/{app_id}/identity-provider", handler!(idp::create)),
-        r(Method::GET, "/v1/apps/{app_id}/identity-provider", handler!(idp::get)),
-        r(Method::PATCH, "/v1/apps/{app_id}/identity-provider", handler!(idp::patch)),
-        r(Method::DELETE, "/v1/apps/{app_id}/identity-provider", handler!(idp::delete)),
-        r(Method::GET, "/v1/apps/{app_id}/identity-provider/webhook", handler!(webhooks::get_settings)),
-        r(Method::POST, "/v1/apps/{app_id}/identity-provider/webhook/enable", handler!(webhooks::enable)),
-        r(Method::POST, "/v1/apps/{app_id}/identity-provider/webhook/rotate", handler!(webhooks::rotate)),
-        r(Method::POST, "/v1/apps/{app_id}/identity-provider/webhook/disable", handler!(webhooks::disable)),
-        r(Method::POST, "/v1/webhooks/{app_id}", handler!(webhooks::receive)),
-        r(Method::PUT, "/v1/apps/{app_id}/identity-provider/oidc", handler!(signin::put_oidc)),
-        r(Method::DELETE, "/v1/apps/{app_id}/identity-provider/oidc", handler!(signin::delete_oidc)),
-        r(Method::POST, "/v1/auth/sessions", handler!(signin::create_session)),
-        r(Method::GET, "/v1/auth/sessions/{session_id}", handler!(signin::get_session)),
-        r(Method::GET, "/v1/auth/callback", handler!(signin::sdk_callback)),
-        r(Method::GET, "/wallet", handler!(wallet::wallet_page)),
-        r(Method::GET, "/wallet/sign-in", handler!(wallet::sign_in_page)),
-        r(Method::GET, "/wallet/login", handler!(wallet::login)),
-        r(Method::GET, "/wallet/auth/callback", handler!(wallet::callback)),
-        r(Method::POST, "/wallet/grants/{grant_id}/revoke", handler!(wallet::revoke)),
-        r(Method::POST, "/wallet/sign-out", handler!(wallet::sign_out)),
-        r(Method::GET, "/v1/me", handler!(runtime::me)),
-        r(Method::PUT, "/v1/apps/{app_id}/providers/{provider}", handler!(vault::put_provider)),
-        r(Method::GET, "/v1/apps/{app_id}/providers/{provider}", handler!(vault::get_provider)),
-        r(Method::DELETE, "/v1/apps/{app_id}/providers/{provider}", handler!(vault::delete_provider)),
-        r(Method::GET, "/v1/apps/{app_id}/providers", handler!(vault::list_providers)),
-        r(Method::PUT, "/v1/apps/{app_id}/policies/{provider}", handler!(vault::put_policy)),
-        r(Method::GET, "/v1/apps/{app_id}/policies/{provider}", handler!(vault::get_policy)),
-        r(Method::DELETE, "/v1/apps/{app_id}/policies/{provider}", handler!(vault::delete_policy)),
-        r(Method::GET, "/v1/apps/{app_id}/policies", handler!(vault::list_policies)),
-        r(Method::GET, "/v1/apps/{app_id}/grants", handler!(vault::list_app_grants)),
-        r(Method::POST, "/v1/apps/{app_id}/grants", handler!(vault::import_grant)),
-        r(Method::POST, "/v1/apps/{app_id}/grants/{grant_id}/revoke", handler!(vault::revoke_app_grant)),
-        r(Method::POST, "/v1/connect/sessions", handler!(vault::create_connect_session)),
-        r(Method::GET, "/v1/connect/start", handler!(vault::connect_start)),
-        r(Method::GET, "/v1/connect/callback", handler!(vault::connect_callback)),
-        r(Method::GET, "/v1/grants", handler!(vault::list_my_grants)),
-        r(Method::DELETE, "/v1/grants/{grant_id}", handler!(vault::revoke_my_grant)),
-        r(Method::POST, "/v1/token", handler!(vault::token)),
+        r(get.clone(), "/healthz", Public, NoBody, handler!(ops::healthz)),
+        r(get.clone(), "/readyz", Public, NoBody, handler!(ops::readyz)),
+        r(get.clone(), "/metrics", Public, NoBody, handler!(ops::metrics)),
+        r(get.clone(), "/openapi.json", Public, NoBody, handler!(openapi::document)),
+        r(post.clone(), "/v1/apps", Operator, Buffered, handler!(apps::create_app)),
+        r(get.clone(), "/v1/apps", Operator, NoBody, handler!(apps::list_apps)),
+        r(get.clone(), "/v1/apps/{app_id}", Operator, NoBody, handler!(apps::get_app)),
+        r(delete.clone(), "/v1/apps/{app_id}", Operator, NoBody, handler!(apps::delete_app)),
+        r(post.clone(), "/v1/apps/{app_id}/api-keys", Operator, Buffered, handler!(apps::create_api_key)),
+        r(get.clone(), "/v1/apps/{app_id}/api-keys", Operator, NoBody, handler!(apps::list_api_keys)),
+        r(delete.clone(), "/v1/apps/{app_id}/api-keys/{key_id}", Operator, NoBody, handler!(apps::delete_api_key)),
+        r(get.clone(), "/v1/apps/{app_id}/users", Operator, NoBody, handler!(apps::list_users)),
+        r(get.clone(), "/v1/apps/{app_id}/users/{user_id}", Operator, NoBody, handler!(apps::get_user)),
+        r(
+            post.clone(),
+            "/v1/apps/{app_id}/users/{user_id}/deprovision",
+            Operator,
+            Buffered,
+            handler!(apps::deprovision_user),
+        ),
+        r(get.clone(), "/v1/apps/{app_id}/audit", Operator, NoBody, handler!(apps::list_audit)),
+        r(post.clone(), "/v1/apps/{app_id}/identity-provider/discover", Operator, Buffered, handler!(idp::discover)),
+        r(post.clone(), "/v1/apps/{app_id}/identity-provider", Operator, Buffered, handler!(idp::create)),
+        r(get.clone(), "/v1/apps/{app_id}/identity-provider", Operator, NoBody, handler!(idp::get)),
+        r(patch.clone(), "/v1/apps/{app_id}/identity-provider", Operator, Buffered, handler!(idp::patch)),
+        r(delete.clone(), "/v1/apps/{app_id}/identity-provider", Operator, NoBody, handler!(idp::delete)),
+        r(
+            get.clone(),
+            "/v1/apps/{app_id}/identity-provider/webhook",
+            Operator,
+            NoBody,
+            handler!(webhooks::get_settings),
+        ),
+        r(
+            post.clone(),
+            "/v1/apps/{app_id}/identity-provider/webhook/enable",
+            Operator,
+            Buffered,
+            handler!(webhooks::enable),
+        ),
+        r(
+            post.clone(),
+            "/v1/apps/{app_id}/identity-provider/webhook/rotate",
+            Operator,
+            Buffered,
+            handler!(webhooks::rotate),
+        ),
+        r(
+            post.clone(),
+            "/v1/apps/{app_id}/identity-provider/webhook/disable",
+            Operator,
+            Buffered,
+            handler!(webhooks::disable),
+        ),
+        r(post.clone(), "/v1/webhooks/{app_id}", Webhook, Buffered, handler!(webhooks::receive)),
+        r(put.clone(), "/v1/apps/{app_id}/identity-provider/oidc", Operator, Buffered, handler!(signin::put_oidc)),
+        r(delete.clone(), "/v1/apps/{app_id}/identity-provider/oidc", Operator, NoBody, handler!(signin::delete_oidc)),
+        r(post.clone(), "/v1/auth/sessions", App, Buffered, handler!(signin::create_session)),
+        r(get.clone(), "/v1/auth/sessions/{session_id}", App, NoBody, handler!(signin::get_session)),
+        r(get.clone(), "/v1/auth/callback", Public, NoBody, handler!(signin::sdk_callback)),
+        r(get.clone(), "/wallet", Public, NoBody, handler!(wallet::wallet_page)),
+        r(get.clone(), "/wallet/sign-in", Public, NoBody, handler!(wallet::sign_in_page)),
+        r(get.clone(), "/wallet/login", Public, NoBody, handler!(wallet::login)),
+        r(get.clone(), "/wallet/auth/callback", Public, NoBody, handler!(wallet::callback)),
+        r(post.clone(), "/wallet/grants/{grant_id}/revoke", WALLET, Buffered, handler!(wallet::revoke)),
+        r(post.clone(), "/wallet/sign-out", WALLET, Buffered, handler!(wallet::sign_out)),
+        r(get.clone(), "/v1/me", App, NoBody, handler!(runtime::me)),
+        r(put.clone(), "/v1/apps/{app_id}/providers/{provider}", Operator, Buffered, handler!(vault::put_provider)),
+        r(get.clone(), "/v1/apps/{app_id}/providers/{provider}", Operator, NoBody, handler!(vault::get_provider)),
+        r(delete.clone(), "/v1/apps/{app_id}/providers/{provider}", Operator, NoBody, handler!(vault::delete_provider)),
+        r(get.clone(), "/v1/apps/{app_id}/providers", Operator, NoBody, handler!(vault::list_providers)),
+        r(put.clone(), "/v1/apps/{app_id}/policies/{provider}", Operator, Buffered, handler!(vault::put_policy)),
+        r(get.clone(), "/v1/apps/{app_id}/policies/{provider}", Operator, NoBody, handler!(vault::get_policy)),
+        r(delete.clone(), "/v1/apps/{app_id}/policies/{provider}", Operator, NoBody, handler!(vault::delete_policy)),
+        r(get.clone(), "/v1/apps/{app_id}/policies", Operator, NoBody, handler!(vault::list_policies)),
+        r(get.clone(), "/v1/apps/{app_id}/grants", Operator, NoBody, handler!(vault::list_app_grants)),
+        r(post.clone(), "/v1/apps/{app_id}/grants", Operator, Buffered, handler!(vault::import_grant)),
+        r(
+            post.clone(),
+            "/v1/apps/{app_id}/grants/{grant_id}/revoke",
+            Operator,
+            Buffered,
+            handler!(vault::revoke_app_grant),
+        ),
+        r(post.clone(), "/v1/connect/sessions", App, Buffered, handler!(vault::create_connect_session)),
+        r(get.clone(), "/v1/connect/start", Public, NoBody, handler!(vault::connect_start)),
+        r(get.clone(), "/v1/connect/callback", Public, NoBody, handler!(vault::connect_callback)),
+        r(get.clone(), "/v1/grants", App, NoBody, handler!(vault::list_my_grants)),
+        r(delete.clone(), "/v1/grants/{grant_id}", App, NoBody, handler!(vault::revoke_my_grant)),
+        r(post, "/v1/token", App, Buffered, handler!(vault::token)),
     ]
 }
 
-/// The route table, built once.
+/// The route table, built once: one `matchit` tree per method.
 pub struct Router {
     routes: Vec<Route>,
-    /// Templates without parameters, by method and path: one hash lookup answers the runtime
-    /// endpoints (`POST /v1/token` above all) without walking the table.
-    fixed: HashMap<(Method, &'static str), usize>,
+    by_method: HashMap<Method, matchit::Router<usize>>,
+    limits: BodyLimits,
 }
 
 impl std::fmt::Debug for Router {
@@ -153,14 +253,7 @@ impl std::fmt::Debug for Router {
 
 impl Default for Router {
     fn default() -> Self {
-        let routes = routes();
-        let fixed = routes
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| !r.template.contains('{'))
-            .map(|(i, r)| ((r.method.clone(), r.template), i))
-            .collect();
-        Self { routes, fixed }
+        Self::new(BodyLimits::default())
     }
 }
 
@@ -172,44 +265,46 @@ enum Matched<'a> {
     NotFound,
 }
 
-fn match_template(template: &str, path: &str) -> Option<Vec<String>> {
-    let mut params = Vec::new();
-    let mut t = template.split('/');
-    let mut p = path.split('/');
-    loop {
-        match (t.next(), p.next()) {
-            (None, None) => return Some(params),
-            (Some(ts), Some(ps)) if ts.starts_with('{') => {
-                if ps.is_empty() {
-                    return None;
-                }
-                params.push(percent_decode(ps)?);
-            }
-            (Some(ts), Some(ps)) if ts == ps => {}
-            _ => return None,
-        }
-    }
-}
-
 fn percent_decode(s: &str) -> Option<String> {
     url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes()).next().map(|(_, v)| v.into_owned())
 }
 
 impl Router {
+    /// The table, reading request bodies within `limits`.
+    ///
+    /// # Panics
+    /// When two routes of one method conflict: the table is static, so this fails every test.
+    #[allow(clippy::expect_used)]
+    pub fn new(limits: BodyLimits) -> Self {
+        let routes = routes();
+        let mut by_method: HashMap<Method, matchit::Router<usize>> = HashMap::new();
+        for (i, route) in routes.iter().enumerate() {
+            by_method
+                .entry(route.method.clone())
+                .or_default()
+                .insert(route.template, i)
+                .expect("the route table has no conflicting templates");
+        }
+        Self { routes, by_method, limits }
+    }
+
     fn find(&self, method: &Method, path: &str) -> Matched<'_> {
-        // Sound because no parameterised template matches a fixed one's path (tested below).
-        if let Some(route) = self.fixed.get(&(method.clone(), path)).and_then(|&i| self.routes.get(i)) {
-            return Matched::Route(route, Vec::new());
-        }
-        let mut allowed = Vec::new();
-        for route in &self.routes {
-            if let Some(params) = match_template(route.template, path) {
-                if route.method == *method {
-                    return Matched::Route(route, params);
-                }
-                allowed.push(route.method.as_str());
+        let lookup = |m: &Method| {
+            let tree = self.by_method.get(m)?;
+            let found = tree.at(path).ok()?;
+            let route = self.routes.get(*found.value)?;
+            let params = found.params.iter().map(|(_, v)| percent_decode(v)).collect::<Option<Vec<_>>>()?;
+            if params.iter().any(String::is_empty) {
+                return None;
             }
+            Some((route, params))
+        };
+        if let Some((route, params)) = lookup(method) {
+            return Matched::Route(route, params);
         }
+        let mut allowed: Vec<&str> =
+            self.by_method.keys().filter(|m| *m != method && lookup(m).is_some()).map(Method::as_str).collect();
+        allowed.sort_unstable();
         if allowed.is_empty() {
             Matched::NotFound
         } else {
@@ -222,11 +317,44 @@ impl Router {
         self.routes.iter().map(|r| (r.method.to_string(), r.template)).collect()
     }
 
+    /// Checks the caller a route declares. [`Admitted::WithoutBody`] when the handler answers
+    /// without the body: a session route without its cookie (the signed-out page), a webhook
+    /// delivery without credentials (refused).
+    async fn admit(&self, state: &AppState, route: &Route, headers: &HeaderMap) -> Result<Admitted, ApiError> {
+        match route.access {
+            Access::Public => Ok(Admitted::Caller(None)),
+            Access::Operator => match bearer(headers) {
+                Some(token) if state.is_admin_token(token) => Ok(Admitted::Caller(None)),
+                _ => Err(ApiError::unauthorized()),
+            },
+            Access::App => {
+                let presented = bearer(headers).ok_or_else(ApiError::unauthorized)?;
+                let (key, idp) = state.authenticate_api_key_with_idp(presented).await?;
+                Ok(Admitted::Caller(Some(AppCaller { key, idp })))
+            }
+            Access::Webhook => {
+                // Without credentials the use case refuses the delivery whatever its bytes (and
+                // answers an unknown app like a disabled one), so there is nothing to read.
+                if headers.contains_key(AUTHORIZATION) || headers.contains_key("svix-signature") {
+                    Ok(Admitted::Caller(None))
+                } else {
+                    Ok(Admitted::WithoutBody)
+                }
+            }
+            Access::Session(cookie) => {
+                if has_cookie(headers, cookie) {
+                    Ok(Admitted::Caller(None))
+                } else {
+                    Ok(Admitted::WithoutBody)
+                }
+            }
+        }
+    }
+
     /// Answers one request. Returns the response and the route template for metrics.
     pub async fn handle(&self, state: Arc<AppState>, request: Request<Incoming>) -> (HttpResponse, &'static str) {
         let (parts, body) = request.into_parts();
-        let path = parts.uri.path().to_owned();
-        let (route, params) = match self.find(&parts.method, &path) {
+        let (route, params) = match self.find(&parts.method, parts.uri.path()) {
             Matched::Route(route, params) => (route, params),
             Matched::MethodNotAllowed(allowed) => {
                 let mut response = problem_response(&ApiError::new(
@@ -237,31 +365,89 @@ impl Router {
                 if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
                     response.headers_mut().insert(hyper::header::ALLOW, v);
                 }
-                return (response, "unmatched");
+                return (no_store(response), "unmatched");
             }
             Matched::NotFound => {
                 return (
-                    problem_response(&ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")),
+                    no_store(problem_response(&ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint"))),
                     "unmatched",
                 )
             }
         };
-        let body = match read_body(body, parts.headers.get(CONTENT_LENGTH)).await {
-            Ok(body) => body,
-            Err(e) => return (problem_response(&e), route.template),
+        let response = match self.dispatch(state, route, params, parts, body).await {
+            Ok(response) => response,
+            Err(e) => problem_response(&e),
+        };
+        (no_store(response), route.template)
+    }
+
+    async fn dispatch(
+        &self,
+        state: Arc<AppState>,
+        route: &Route,
+        params: Vec<String>,
+        parts: hyper::http::request::Parts,
+        body: Incoming,
+    ) -> Result<HttpResponse, ApiError> {
+        let (app, read) = match self.admit(&state, route, &parts.headers).await? {
+            Admitted::Caller(app) => (app, true),
+            Admitted::WithoutBody => (None, false),
+        };
+        let (body, stream, permit) = match route.body {
+            BodyUse::Buffered if read => {
+                let (bytes, permit) = read_body(body, parts.headers.get(CONTENT_LENGTH), &self.limits).await?;
+                (bytes, None, permit)
+            }
+            BodyUse::Stream => (Bytes::new(), Some(body), None),
+            BodyUse::Buffered | BodyUse::None => (Bytes::new(), None, None),
         };
         let query = parts
             .uri
             .query()
             .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
             .unwrap_or_default();
-        let call = Call { method: parts.method, headers: parts.headers, body, params, query };
-        let response = match (route.handler)(state, call).await {
-            Ok(response) => response,
-            Err(e) => problem_response(&e),
+        let call = Call {
+            method: parts.method,
+            headers: parts.headers,
+            body,
+            stream,
+            params,
+            query,
+            app,
+            _body_permit: permit,
         };
-        (response, route.template)
+        (route.handler)(state, call).await
     }
+}
+
+/// The outcome of checking a route's caller. A short-lived value on the stack, moved once: boxing
+/// the large variant would cost an allocation on every hand-out for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Admitted {
+    /// Go on, with the app caller for [`Access::App`] routes.
+    Caller(Option<AppCaller>),
+    /// Go on without reading the body.
+    WithoutBody,
+}
+
+/// Answers carry the caller's data (and some a secret shown once): no cache may keep them,
+/// unless the handler chose otherwise.
+fn no_store(mut response: HttpResponse) -> HttpResponse {
+    if !response.headers().contains_key(CACHE_CONTROL) {
+        response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// Whether the request carries cookie `name` with a value.
+fn has_cookie(headers: &HeaderMap, name: &str) -> bool {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .any(|(n, v)| n == name && !v.trim().is_empty())
 }
 
 /// The bearer credential in `Authorization`, if any.
@@ -269,20 +455,6 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
-}
-
-/// Requires the operator's admin token.
-pub fn require_admin(state: &AppState, call: &Call) -> Result<(), ApiError> {
-    match bearer(&call.headers) {
-        Some(token) if state.is_admin_token(token) => Ok(()),
-        _ => Err(ApiError::unauthorized()),
-    }
-}
-
-/// Requires an app's API key; returns its record.
-pub async fn require_app_key(state: &AppState, call: &Call) -> Result<ApiKeyRecord, ApiError> {
-    let token = bearer(&call.headers).ok_or_else(ApiError::unauthorized)?;
-    state.authenticate_api_key(token).await
 }
 
 /// The end user's JWT from `X-User-Token`, or 401 `user_token_missing`.
@@ -304,25 +476,27 @@ mod tests {
 
     #[test]
     fn templates_match_paths() {
-        assert_eq!(match_template("/v1/apps/{app_id}", "/v1/apps/abc"), Some(vec!["abc".to_string()]));
-        assert_eq!(match_template("/v1/apps/{app_id}", "/v1/apps/"), None);
-        assert_eq!(match_template("/v1/apps/{app_id}", "/v1/apps/a/b"), None);
-        assert_eq!(match_template("/v1/apps", "/v1/apps"), Some(vec![]));
-        assert_eq!(match_template("/v1/apps/{a}/x/{b}", "/v1/apps/1/x/a%20b"), Some(vec!["1".into(), "a b".into()]));
+        let router = Router::default();
+        let params = |method: Method, path: &str| match router.find(&method, path) {
+            Matched::Route(_, params) => Some(params),
+            _ => None,
+        };
+        assert_eq!(params(Method::GET, "/v1/apps/abc"), Some(vec!["abc".to_string()]));
+        assert_eq!(params(Method::GET, "/v1/apps/"), None);
+        assert_eq!(params(Method::GET, "/v1/apps/a/b"), None);
+        assert_eq!(params(Method::GET, "/v1/apps"), Some(vec![]));
+        assert_eq!(
+            params(Method::DELETE, "/v1/apps/1/providers/a%20b"),
+            Some(vec!["1".to_string(), "a b".to_string()])
+        );
+        assert!(matches!(router.find(&Method::PUT, "/v1/apps"), Matched::MethodNotAllowed(m) if m == ["GET", "POST"]));
+        assert!(matches!(router.find(&Method::GET, "/nope"), Matched::NotFound));
     }
 
     #[test]
-    fn fixed_paths_are_matched_by_no_parameterised_template() {
+    fn fixed_paths_route_to_themselves() {
         let router = Router::default();
         for fixed in router.routes.iter().filter(|r| !r.template.contains('{')) {
-            for other in router.routes.iter().filter(|r| r.template.contains('{')) {
-                assert!(
-                    match_template(other.template, fixed.template).is_none(),
-                    "{} also matches {}",
-                    other.template,
-                    fixed.template
-                );
-            }
             assert!(
                 matches!(router.find(&fixed.method, fixed.template), Matched::Route(r, _) if r.template == fixed.template)
             );
@@ -335,6 +509,18 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for (method, template) in router.templates() {
             assert!(seen.insert((method.clone(), template)), "{method} {template} twice");
+        }
+    }
+
+    #[test]
+    fn only_writes_read_bodies_and_every_admin_route_is_operator_only() {
+        for route in routes() {
+            if route.method == Method::GET || route.method == Method::DELETE {
+                assert_eq!(route.body, BodyUse::None, "{} {} reads a body", route.method, route.template);
+            }
+            if route.template.starts_with("/v1/apps") {
+                assert_eq!(route.access, Access::Operator, "{} {}", route.method, route.template);
+            }
         }
     }
 }

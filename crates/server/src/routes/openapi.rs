@@ -7,7 +7,6 @@ use crate::json::HttpResponse;
 use crate::problem::ApiError;
 use crate::state::AppState;
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use std::sync::Arc;
@@ -17,7 +16,7 @@ pub const DOCUMENT: &str = include_str!("../../../../docs/openapi.json");
 
 /// `GET /openapi.json`: public, like the API reference it is.
 pub async fn document(_state: Arc<AppState>, _call: Call) -> Result<HttpResponse, ApiError> {
-    let mut response = Response::new(Full::new(Bytes::from_static(DOCUMENT.as_bytes())));
+    let mut response = Response::new(crate::json::full(Bytes::from_static(DOCUMENT.as_bytes())));
     *response.status_mut() = StatusCode::OK;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(response)

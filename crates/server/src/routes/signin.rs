@@ -4,7 +4,7 @@
 //! Wallet's pages are in `wallet.rs`.
 
 use super::apps::{existing_app, user_json};
-use super::{require_admin, require_app_key, Call};
+use super::Call;
 use crate::html::{escape, Page};
 use crate::json::{json_response, no_content, parse_json, rfc3339, HttpResponse};
 use crate::problem::ApiError;
@@ -106,7 +106,6 @@ struct OidcBody {
 
 /// `PUT /v1/apps/{app_id}/identity-provider/oidc`.
 pub async fn put_oidc(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let body: OidcBody = parse_json(&call.body)?;
     let auth_method = body
@@ -127,7 +126,6 @@ pub async fn put_oidc(state: Arc<AppState>, call: Call) -> Result<HttpResponse, 
 
 /// `DELETE /v1/apps/{app_id}/identity-provider/oidc`.
 pub async fn delete_oidc(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     if state.store.get_idp(&app.id).await?.is_none() {
         return Err(ApiError::idp_not_configured());
@@ -145,7 +143,7 @@ struct SessionBody {}
 
 /// `POST /v1/auth/sessions`.
 pub async fn create_session(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    let key = require_app_key(&state, &call).await?;
+    let key = call.app_key()?.clone();
     let _: SessionBody = parse_json(&call.body)?;
     let started = state.signin.start_sdk_session(&key.app_id).await?;
     Ok(no_store(json_response(
@@ -161,7 +159,7 @@ pub async fn create_session(state: Arc<AppState>, call: Call) -> Result<HttpResp
 /// `GET /v1/auth/sessions/{session_id}`: the status, and the user token on the first read after
 /// completion (never again).
 pub async fn get_session(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    let key = require_app_key(&state, &call).await?;
+    let key = call.app_key()?.clone();
     let id = SdkSessionId::parse(call.param(0)).map_err(|_| session_not_found())?;
     let view = state.signin.sdk_session(&key.app_id, &id).await?;
     let mut body = json!({

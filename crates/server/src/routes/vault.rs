@@ -3,14 +3,14 @@
 
 use super::apps::{existing_app, list_json};
 use super::runtime::acting_user;
-use super::{require_admin, Call};
+use super::Call;
 use crate::json::{double_option, json_response, no_content, parse_json, redirect, rfc3339, rfc3339_opt, HttpResponse};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use custody_identity::ports::IdentityStore as _;
 use custody_identity::{Secret, UserId};
 use custody_vault::grant::TokenSet;
-use custody_vault::policy::{Policy, PolicyLookup};
+use custody_vault::policy::{Policy, PolicyLookup, TokenAccess};
 use custody_vault::ports::GrantFilter;
 use custody_vault::service::{GrantSelector, ImportGrant, ProviderInput};
 use custody_vault::{Grant, GrantId, GrantStatus, ProviderConfig, ProviderName};
@@ -42,13 +42,20 @@ fn provider_json(p: &ProviderConfig) -> Value {
         "revocation_url": p.revocation_url,
         "client_id": p.client_id,
         "scopes": p.scopes,
+        "api_base_url": p.api_base_url,
         "created_at": rfc3339(p.created_at),
         "updated_at": rfc3339(p.updated_at),
     })
 }
 
 fn policy_json(p: &Policy) -> Value {
-    json!({"provider": p.provider, "allow_groups": p.allow_groups, "allow_roles": p.allow_roles, "updated_at": rfc3339(p.updated_at)})
+    json!({
+        "provider": p.provider,
+        "allow_groups": p.allow_groups,
+        "allow_roles": p.allow_roles,
+        "token_access": p.token_access.as_str(),
+        "updated_at": rfc3339(p.updated_at),
+    })
 }
 
 fn provider_param(call: &Call, n: usize) -> Result<ProviderName, ApiError> {
@@ -76,10 +83,11 @@ struct ProviderBody {
     client_secret: Option<String>,
     #[serde(default)]
     scopes: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    api_base_url: Option<Option<String>>,
 }
 
 pub async fn put_provider(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
     let body: ProviderBody = parse_json(&call.body)?;
@@ -91,13 +99,13 @@ pub async fn put_provider(state: Arc<AppState>, call: Call) -> Result<HttpRespon
         client_id: body.client_id,
         client_secret: body.client_secret.map(Secret::new),
         scopes: body.scopes,
+        api_base_url: body.api_base_url,
     };
     let provider = state.vault.put_provider(&app.id, &name, input).await?;
     Ok(json_response(StatusCode::OK, &provider_json(&provider)))
 }
 
 pub async fn get_provider(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
     let provider = state.vault.store().get_provider(&app.id, &name).await?.ok_or_else(|| provider_not_found(&name))?;
@@ -109,14 +117,12 @@ fn provider_not_found(name: &ProviderName) -> ApiError {
 }
 
 pub async fn list_providers(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let page = state.vault.store().list_providers(&app.id, &call.page()?).await?;
     Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(provider_json).collect(), page.next_cursor)))
 }
 
 pub async fn delete_provider(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
     if !state.vault.delete_provider(&app.id, &name).await? {
@@ -133,19 +139,24 @@ struct PolicyBody {
     allow_groups: Vec<String>,
     #[serde(default)]
     allow_roles: Vec<String>,
+    #[serde(default)]
+    token_access: Option<String>,
 }
 
 pub async fn put_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
     let body: PolicyBody = parse_json(&call.body)?;
-    let policy = state.vault.put_policy(&app.id, &name, body.allow_groups, body.allow_roles).await?;
+    let token_access = match body.token_access.as_deref() {
+        None => TokenAccess::Handout,
+        Some(raw) => TokenAccess::parse(raw)
+            .ok_or_else(|| ApiError::invalid_request("token_access: expected handout or proxy_only"))?,
+    };
+    let policy = state.vault.put_policy(&app.id, &name, body.allow_groups, body.allow_roles, token_access).await?;
     Ok(json_response(StatusCode::OK, &policy_json(&policy)))
 }
 
 pub async fn get_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
     match state.vault.store().get_policy(&app.id, &name).await? {
@@ -158,14 +169,12 @@ pub async fn get_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse
 }
 
 pub async fn list_policies(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let page = state.vault.store().list_policies(&app.id, &call.page()?).await?;
     Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(policy_json).collect(), page.next_cursor)))
 }
 
 pub async fn delete_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
     if !state.vault.delete_policy(&app.id, &name).await? {
@@ -183,8 +192,8 @@ struct ConnectBody {
     scopes: Option<Vec<String>>,
 }
 
-pub async fn create_connect_session(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    let user = acting_user(&state, &call).await?;
+pub async fn create_connect_session(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse, ApiError> {
+    let user = acting_user(&state, &mut call).await?;
     let body: ConnectBody = parse_json(&call.body)?;
     let session = state.vault.start_connect(&user, &body.provider, &body.return_url, body.scopes).await?;
     Ok(json_response(
@@ -212,14 +221,14 @@ pub async fn connect_callback(state: Arc<AppState>, call: Call) -> Result<HttpRe
     Ok(redirect(&url))
 }
 
-pub async fn list_my_grants(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    let user = acting_user(&state, &call).await?;
+pub async fn list_my_grants(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse, ApiError> {
+    let user = acting_user(&state, &mut call).await?;
     let page = state.vault.user_grants(&user, &call.page()?).await?;
     Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(grant_json).collect(), page.next_cursor)))
 }
 
-pub async fn revoke_my_grant(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    let user = acting_user(&state, &call).await?;
+pub async fn revoke_my_grant(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse, ApiError> {
+    let user = acting_user(&state, &mut call).await?;
     let id = grant_param(&call, 0)?;
     let grant = state.vault.revoke_user_grant(&user, &id).await?;
     state.wake_outbox();
@@ -235,8 +244,8 @@ struct TokenBody {
     grant_id: Option<String>,
 }
 
-pub async fn token(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    let user = acting_user(&state, &call).await?;
+pub async fn token(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse, ApiError> {
+    let user = acting_user(&state, &mut call).await?;
     let body: TokenBody = parse_json(&call.body)?;
     let selector = match (body.provider, body.grant_id) {
         (Some(p), None) => GrantSelector::Provider(p),
@@ -264,7 +273,6 @@ pub async fn token(state: Arc<AppState>, call: Call) -> Result<HttpResponse, Api
 }
 
 pub async fn list_app_grants(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let q = |k: &str| call.query.get(k).filter(|v| !v.is_empty());
     let filter = GrantFilter {
@@ -295,7 +303,6 @@ struct RevokeBody {
 }
 
 pub async fn revoke_app_grant(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let id = grant_param(&call, 1)?;
     let body: RevokeBody = parse_json(&call.body)?;
@@ -329,7 +336,6 @@ struct ImportBody {
 }
 
 pub async fn import_grant(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &call)?;
     let app = existing_app(&state, &call).await?;
     let body: ImportBody = parse_json(&call.body)?;
     let import = ImportGrant {

@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The Wallet session cookie.
-const SESSION_COOKIE: &str = "custody_wallet";
+pub(crate) const SESSION_COOKIE: &str = "custody_wallet";
 /// The cookie binding a pending sign-in to the browser that started it.
 const BINDING_COOKIE: &str = "custody_wallet_signin";
 /// Grants shown per page.
