@@ -19,6 +19,8 @@ const { values: args } = parseArgs({
     path: { type: "string", default: "/user" },
     "return-url": { type: "string", default: process.env.CUSTODY_RETURN_URL ?? "http://127.0.0.1:9/connected" },
     auto: { type: "boolean", default: process.env.CUSTODY_EXAMPLE_AUTO === "1" },
+    // For servers without the proxy route (before issue 14's proxy): stop after connecting.
+    "skip-request": { type: "boolean", default: false },
   },
 });
 
@@ -56,6 +58,11 @@ async function main() {
     if (!grant) throw new Error(`${args.provider} was not connected in time`);
   }
   console.log(`connected ${args.provider} (grant ${grant.id}, scopes ${grant.scopes.join(" ") || "none"})`);
+
+  if (args["skip-request"]) {
+    console.log("--skip-request: not calling the provider's API through the proxy");
+    return;
+  }
 
   // 3. Call the provider's API as the user, through Custody: the token stays in Custody.
   const answer = await agent.request("GET", args.path, { provider: args.provider });
