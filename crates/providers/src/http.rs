@@ -39,6 +39,8 @@ use tokio::net::TcpStream;
 use tower_service::Service;
 use url::{Host, Url};
 
+pub mod upstream;
+
 type BoxError = Box<dyn StdError + Send + Sync>;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 

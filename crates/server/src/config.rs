@@ -63,6 +63,9 @@ pub struct Config {
     /// `CUSTODY_OUTBOX_RETRY_SECS`, default 30: first retry delay of a failed provider
     /// revocation (doubling, capped at an hour).
     pub outbox_retry_base_secs: i64,
+    /// `CUSTODY_PROXY_TIMEOUT_SECS`, default 60: how long a proxied request may take upstream,
+    /// from sending it to the last byte of the answer.
+    pub proxy_timeout_secs: u64,
     /// `CUSTODY_LOG`, a tracing filter, default `info`.
     pub log: String,
     /// `CUSTODY_LOG_FORMAT`, `pretty` (default) or `json`.
@@ -100,6 +103,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_buffered_body_mb: Option<usize>,
     outbox_retry_secs: Option<i64>,
+    proxy_timeout_secs: Option<u64>,
     log: Option<String>,
     log_format: Option<String>,
 }
@@ -123,6 +127,7 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "CUSTODY_HEADER_READ_TIMEOUT_SECS",
     "CUSTODY_BODY_READ_TIMEOUT_SECS",
     "CUSTODY_MAX_CONNECTIONS",
+    "CUSTODY_PROXY_TIMEOUT_SECS",
     "CUSTODY_MAX_BUFFERED_BODY_MB",
     "CUSTODY_OUTBOX_RETRY_SECS",
     "CUSTODY_LOG",
@@ -276,6 +281,9 @@ impl Config {
             outbox_retry_base_secs: number(vars, "CUSTODY_OUTBOX_RETRY_SECS", file.outbox_retry_secs, 30, |v| {
                 (1..=3600).contains(&v)
             })?,
+            proxy_timeout_secs: number(vars, "CUSTODY_PROXY_TIMEOUT_SECS", file.proxy_timeout_secs, 60, |v| {
+                (1..=3600).contains(&v)
+            })?,
             log: pick("CUSTODY_LOG", file.log).unwrap_or_else(|| "info".into()),
             log_format,
         };
@@ -305,6 +313,7 @@ impl Config {
             max_connections: 1024,
             max_buffered_body_mb: 64,
             outbox_retry_base_secs: 1,
+            proxy_timeout_secs: 60,
             log: "warn".into(),
             log_format: LogFormat::Pretty,
         }

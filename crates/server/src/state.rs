@@ -77,6 +77,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Wakes the revocation outbox worker after a revocation queued provider calls.
     pub outbox_wake: Arc<tokio::sync::Notify>,
+    /// The proxy's outbound client (streaming, same address rules).
+    pub upstream: custody_providers::http::upstream::UpstreamClient,
     admin_token_hash: Vec<u8>,
     /// Keys whose `last_used_at` was written in the last minute, to coalesce those writes.
     key_touches: moka::sync::Cache<String, ()>,
@@ -108,6 +110,14 @@ impl AppState {
             allow_private_addresses: config.allow_insecure_issuers,
             ..HttpClientSettings::default()
         })
+        .map_err(|e| StartError::HttpClient(e.to_string()))?;
+        let upstream = custody_providers::http::upstream::UpstreamClient::new(
+            custody_providers::http::upstream::UpstreamSettings {
+                connect_timeout: Duration::from_secs(10),
+                overall_timeout: Duration::from_secs(config.proxy_timeout_secs),
+                allow_private_addresses: config.allow_insecure_issuers,
+            },
+        )
         .map_err(|e| StartError::HttpClient(e.to_string()))?;
         let discovery = Arc::new(HttpDiscovery::new(http.clone()));
         let verifier = Arc::new(JwksVerifier::new(
@@ -187,6 +197,7 @@ impl AppState {
             clock,
             metrics: Metrics::default(),
             outbox_wake,
+            upstream,
             admin_token_hash,
             key_touches: moka::sync::Cache::builder()
                 .max_capacity(10_000)

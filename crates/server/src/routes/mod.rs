@@ -8,6 +8,7 @@ mod apps;
 mod idp;
 mod openapi;
 mod ops;
+mod proxy;
 mod runtime;
 mod signin;
 mod vault;
@@ -76,6 +77,8 @@ pub struct Call {
     pub stream: Option<Incoming>,
     pub params: Vec<String>,
     pub query: HashMap<String, String>,
+    /// The request target as received (the proxy forwards its raw path and query).
+    pub uri: hyper::Uri,
     /// Set on [`Access::App`] routes.
     pub app: Option<AppCaller>,
     /// The share of the body budget `body` holds; released with the call.
@@ -234,7 +237,12 @@ fn routes() -> Vec<Route> {
         r(get.clone(), "/v1/connect/callback", Public, NoBody, handler!(vault::connect_callback)),
         r(get.clone(), "/v1/grants", App, NoBody, handler!(vault::list_my_grants)),
         r(delete.clone(), "/v1/grants/{grant_id}", App, NoBody, handler!(vault::revoke_my_grant)),
-        r(post, "/v1/token", App, Buffered, handler!(vault::token)),
+        r(post.clone(), "/v1/token", App, Buffered, handler!(vault::token)),
+        r(get, "/v1/proxy/{provider}/{*path}", App, NoBody, handler!(proxy::forward)),
+        r(post, "/v1/proxy/{provider}/{*path}", App, BodyUse::Stream, handler!(proxy::forward)),
+        r(put, "/v1/proxy/{provider}/{*path}", App, BodyUse::Stream, handler!(proxy::forward)),
+        r(patch, "/v1/proxy/{provider}/{*path}", App, BodyUse::Stream, handler!(proxy::forward)),
+        r(delete, "/v1/proxy/{provider}/{*path}", App, NoBody, handler!(proxy::forward)),
     ]
 }
 
@@ -413,6 +421,7 @@ impl Router {
             stream,
             params,
             query,
+            uri: parts.uri,
             app,
             _body_permit: permit,
         };
