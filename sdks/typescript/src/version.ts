@@ -1,0 +1,2 @@
+/** The SDK's version, sent in `User-Agent` (keep in step with package.json; a test checks). */
+export const VERSION = "0.1.0";
