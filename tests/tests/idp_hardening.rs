@@ -199,3 +199,89 @@ async fn operator_refresh_fetches_now_and_a_removed_kid_fails_next() {
         assert_eq!(me(&server, &key, &idp.token_for("bob")).await.status, StatusCode::OK);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 14: error messages that let a user act
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_refusals_name_what_to_fix() {
+    for backend in backends() {
+        let server = TestServer::start(backend).await;
+        let idp = FakeIdp::start().await;
+        let (_, key) = server.app_with_idp(&idp).await;
+        let issuer = idp.issuer();
+
+        // Wrong `iss`: both issuers named.
+        let other_iss = claims_with(&idp, "alice", json!({"iss": "https://other-idp.example/"}));
+        let token = idp.sign(other_iss.clone(), Alg::Rs256);
+        let a = me(&server, &key, &token).await;
+        assert_problem(&a, StatusCode::UNAUTHORIZED, "invalid_user_token");
+        assert!(detail(&a).contains("`https://other-idp.example/`"), "{}", a.body);
+        assert!(detail(&a).contains(&format!("`{issuer}`")), "{}", a.body);
+        assert!(!a.body.to_string().contains(&token), "the token is never echoed");
+
+        // From another issuer with a kid this IdP never had: "another issuer", checked before
+        // the kid, and no key-set refetch for it.
+        let fetches = idp.jwks_fetches();
+        let a = me(&server, &key, &idp.sign_with_random_kid(other_iss, Alg::Rs256)).await;
+        assert_problem(&a, StatusCode::UNAUTHORIZED, "invalid_user_token");
+        assert!(detail(&a).contains("`https://other-idp.example/`") && !detail(&a).contains("key id"), "{}", a.body);
+        assert_eq!(idp.jwks_fetches(), fetches, "[{backend:?}] a foreign token costs no JWKS fetch");
+
+        // Wrong audience: the configured and the received audiences named.
+        let a = me(&server, &key, &idp.sign(claims_with(&idp, "alice", json!({"aud": ["web-app"]})), Alg::Rs256)).await;
+        assert_problem(&a, StatusCode::UNAUTHORIZED, "invalid_user_token");
+        assert!(
+            detail(&a).contains("`web-app`") && detail(&a).contains(&format!("`{}`", idp.audience())),
+            "{}",
+            a.body
+        );
+
+        // `X-User-Token: Bearer <jwt>` is accepted.
+        let a = me(&server, &key, &format!("Bearer {}", idp.token_for("alice"))).await;
+        assert_eq!(a.status, StatusCode::OK, "[{backend:?}] {}", a.body);
+        assert_eq!(a.body["subject"], "alice");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_refusal_names_the_setting() {
+    for backend in backends() {
+        let server = TestServer::start_with(backend, |c| c.allow_insecure_issuers = false).await;
+        let idp = FakeIdp::start().await;
+        let (app, _) = server.create_app("strict").await;
+        let a = server
+            .admin(
+                Method::POST,
+                &format!("/v1/apps/{app}/identity-provider"),
+                Some(json!({"issuer_url": idp.issuer()})),
+            )
+            .await;
+        assert_problem(&a, StatusCode::BAD_REQUEST, "invalid_issuer_url");
+        assert!(detail(&a).contains("CUSTODY_ALLOW_INSECURE_ISSUERS"), "{}", a.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_for_an_unknown_provider_or_an_unconnected_user_says_which() {
+    for backend in backends() {
+        let server = TestServer::start(backend).await;
+        let idp = FakeIdp::start().await;
+        let oauth = FakeOAuth::start().await;
+        let (app, key) = server.app_with_idp(&idp).await;
+        let put = server
+            .admin(Method::PUT, &format!("/v1/apps/{app}/providers/github"), Some(oauth.provider_body(&["read"])))
+            .await;
+        assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+        let user = idp.token_for("alice");
+        let token = |body: Value| server.call(Method::POST, "/v1/token", Some(&key), Some(&user), Some(body));
+
+        let a = token(json!({"provider": "slack"})).await;
+        assert_problem(&a, StatusCode::NOT_FOUND, "provider_not_found");
+        assert!(detail(&a).contains("`slack`"), "{}", a.body);
+
+        let a = token(json!({"provider": "github"})).await;
+        assert_problem(&a, StatusCode::NOT_FOUND, "grant_not_found");
+        assert!(detail(&a).contains("POST /v1/connect/sessions") && detail(&a).contains("`github`"), "{}", a.body);
+    }
+}

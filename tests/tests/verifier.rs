@@ -387,11 +387,17 @@ async fn registered_claims_are_checked_after_the_signature() {
 
     let mut wrong_aud = idp.claims_for("u");
     wrong_aud["aud"] = json!("someone-else");
-    assert_eq!(verify(&verifier, &config, &idp.sign(wrong_aud, Alg::EdDsa)).await, Err(TokenRejection::WrongAudience));
+    assert!(matches!(
+        verify(&verifier, &config, &idp.sign(wrong_aud, Alg::EdDsa)).await,
+        Err(TokenRejection::WrongAudience { .. })
+    ));
 
     let mut wrong_iss = idp.claims_for("u");
     wrong_iss["iss"] = json!(format!("{}/", idp.issuer()));
-    assert_eq!(verify(&verifier, &config, &idp.sign(wrong_iss, Alg::Rs256)).await, Err(TokenRejection::WrongIssuer));
+    assert!(matches!(
+        verify(&verifier, &config, &idp.sign(wrong_iss, Alg::Rs256)).await,
+        Err(TokenRejection::WrongIssuer { .. })
+    ));
 }
 
 // ---------------------------------------------------------------------------------------------
