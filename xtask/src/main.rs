@@ -11,12 +11,15 @@
 //!   (see `bench.rs`).
 //! - `demo [--listen ADDR] [--no-wait]`: the whole product on one machine, narrated step by
 //!   step (see `demo.rs`).
+//! - `fuzz [--minutes N] [--cases N]`: the parsers' property tests, many more cases, until the
+//!   time is up (see `fuzz.rs`).
 //! - `ci`: the checks CI runs (format, clippy, tests).
 
 #![allow(clippy::print_stdout)]
 
 mod bench;
 mod demo;
+mod fuzz;
 
 use custody_identity::idp::{IdpConfig, IdpEndpoints, IdpKind};
 use custody_identity::ports::IdentityStore as _;
@@ -40,6 +43,7 @@ const USAGE: &str = "usage:
                     [--connections N] [--seconds N] [--repetitions N] [--reference PATH | --no-reference]
                     [--reference-threads N] [--no-postgres] [--perf] [--no-deletion]
   cargo xtask demo [--listen 127.0.0.1:8080] [--no-wait]
+  cargo xtask fuzz [--minutes 10] [--cases 20000]
   cargo xtask ci";
 
 fn main() -> ExitCode {
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
         Some("bench") => runtime().and_then(|rt| rt.block_on(bench::run(&args[1..]))),
         Some("demo") => runtime().and_then(|rt| rt.block_on(demo::run(&args[1..]))),
         Some("ci") => ci(),
+        Some("fuzz") => fuzz::run(&args[1..]),
         _ => Err(USAGE.to_owned()),
     };
     match result {

@@ -953,4 +953,89 @@ mod tests {
         assert_eq!(ok.signing_input, format!("{}.e30", header(json!({"alg": "ES256", "kid": "k"}))));
         assert_eq!(ok.signature, b"sig");
     }
+
+    // Property tests (issue 15 item 17): compact JWS parsing never panics, only allowed
+    // algorithms get through, and no tampering yields claims the signer did not sign.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::sync::OnceLock;
+
+        /// One RSA key and a token it signed, made once (key generation is slow).
+        fn signed() -> &'static (KeySet, String) {
+            static SIGNED: OnceLock<(KeySet, String)> = OnceLock::new();
+            SIGNED.get_or_init(|| {
+                let k = rsa();
+                (set_of(json!([public_map(&k.rsa_public)])), sign("RS256", Some("r1"), &k.rsa_private))
+            })
+        }
+
+        fn b64s(bytes: &[u8]) -> String {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        }
+
+        proptest! {
+            #[test]
+            fn any_text_parses_or_is_refused(token in ".{0,400}") {
+                if let Ok(parsed) = parse_token(&token, 16 * 1024) {
+                    prop_assert!(!parsed.signature.is_empty());
+                    prop_assert_eq!(token.matches('.').count(), 2);
+                }
+            }
+
+            #[test]
+            fn any_header_yields_an_allowed_algorithm_or_a_refusal(
+                header in proptest::collection::vec(any::<u8>(), 0..120),
+                alg in prop_oneof![
+                    Just("RS256".to_owned()),
+                    Just("none".to_owned()),
+                    Just("HS256".to_owned()),
+                    Just("EdDSA".to_owned()),
+                    ".{0,8}",
+                ],
+                crit in any::<bool>(),
+            ) {
+                let raw = format!("{}.e30.c2ln", b64s(&header));
+                let _ = parse_token(&raw, 16 * 1024);
+                let mut h = json!({"alg": alg});
+                if crit {
+                    h["crit"] = json!(["b64"]);
+                }
+                let token = format!("{}.e30.c2ln", b64s(h.to_string().as_bytes()));
+                match parse_token(&token, 16 * 1024) {
+                    Ok(_) => prop_assert!(!crit && Alg::parse(&alg).is_some()),
+                    Err(TokenRejection::DisallowedAlgorithm(shown)) => {
+                        prop_assert!(Alg::parse(&alg).is_none());
+                        prop_assert!(shown.chars().all(|c| c.is_ascii_graphic()) && shown.len() <= 32);
+                    }
+                    Err(_) => {}
+                }
+            }
+
+            #[test]
+            fn no_tampering_verifies_to_other_claims(position in 0usize..2000, replacement in "[A-Za-z0-9_.-]") {
+                let (set, token) = signed();
+                let original = check(set, token).unwrap();
+                let mut bytes = token.clone().into_bytes();
+                let at = position % bytes.len();
+                bytes[at] = replacement.as_bytes()[0];
+                let tampered = String::from_utf8(bytes).unwrap();
+                if let Ok(claims) = check(set, &tampered) {
+                    prop_assert_eq!(claims, original.clone(), "a changed token verified to other claims");
+                }
+            }
+
+            #[test]
+            fn any_jwks_body_builds_a_set_or_is_refused(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let _ = build_key_set(&body, 10);
+            }
+
+            #[test]
+            fn any_cache_control_gives_a_lifetime_within_bounds(header in ".{0,60}") {
+                let c = cfg();
+                let ttl = cache_ttl(Some(&header), &c);
+                prop_assert!(ttl >= c.min_ttl && ttl <= c.max_ttl);
+            }
+        }
+    }
 }
