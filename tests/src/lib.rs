@@ -8,7 +8,9 @@
 
 pub mod bench;
 pub mod binary;
+pub mod browser;
 pub mod fake_idp;
 pub mod fake_oauth;
 pub mod harness;
+pub mod portal;
 pub mod sign_in_flow;

@@ -106,6 +106,12 @@ async fn json_logs_are_json_on_every_line_including_the_first_start_banner() {
     until_up(&base).await;
     let r = reqwest::get(format!("{base}/healthz")).await.expect("healthz");
     assert_eq!(r.status(), 200);
+    // A connect and a sign-in that fail: each logs its reason at warn.
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let r = http.get(format!("{base}/v1/connect/callback?state=forged&code=x")).send().await.expect("connect");
+    assert_eq!(r.status(), 400);
+    let r = http.get(format!("{base}/v1/auth/callback?state=forged&code=x")).send().await.expect("sign-in");
+    assert_eq!(r.status(), 400);
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let exited = tokio::task::spawn_blocking(move || exit_within(child, Duration::from_secs(15))).await.expect("join");
     assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
@@ -114,6 +120,7 @@ async fn json_logs_are_json_on_every_line_including_the_first_start_banner() {
     let token = std::fs::read_to_string(data.join("admin-token")).expect("token kept in the data dir");
     let mut banner = None;
     let mut request_line = false;
+    let mut warned = Vec::new();
     for line in &lines {
         let event: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         if event["event"] == "admin_token_generated" {
@@ -122,9 +129,17 @@ async fn json_logs_are_json_on_every_line_including_the_first_start_banner() {
         if event["fields"]["message"] == "request" && event["span"]["route"] == "/healthz" {
             request_line = true;
         }
+        if event["level"] == "WARN" {
+            if let Some(reason) = event["fields"]["reason"].as_str() {
+                warned.push(reason.to_owned());
+            }
+        }
     }
     let banner = banner.expect("the first-start banner as a JSON event");
     assert_eq!(banner["admin_token"], token.trim());
     assert!(banner["kept_in"].as_str().is_some_and(|p| p.ends_with("admin-token")), "{banner}");
     assert!(request_line, "one request line for GET /healthz: {lines:#?}");
+    assert!(warned.iter().any(|r| r == "invalid_state"), "the failed connect, at warn: {warned:?}");
+    assert!(warned.iter().any(|r| r == "unknown_state"), "the failed sign-in, at warn: {warned:?}");
+    assert!(!lines.iter().any(|l| l.contains("forged")), "the states are never logged");
 }

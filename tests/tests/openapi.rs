@@ -53,10 +53,21 @@ fn operations(doc: &Value) -> Vec<(String, String, &Value, &Value)> {
     out
 }
 
+/// The Developer Portal's routes (`/portal` and below) are HTML pages and form posts for a
+/// browser, described in docs/portal.md rather than in the API description: an API client has
+/// no use for them, and their contract is the page labels of the shared surfaces.md.
+fn is_portal_route(template: &str) -> bool {
+    template == "/portal" || template.starts_with("/portal/")
+}
+
 #[test]
 fn every_route_is_documented_and_every_documented_operation_is_routed() {
-    let routed: BTreeSet<(String, String)> =
-        Router::default().templates().into_iter().map(|(method, template)| (method, template.to_owned())).collect();
+    let routed: BTreeSet<(String, String)> = Router::default()
+        .templates()
+        .into_iter()
+        .filter(|(_, template)| !is_portal_route(template))
+        .map(|(method, template)| (method, template.to_owned()))
+        .collect();
     let documented = documented_operations(&document());
     let undocumented: Vec<String> = routed.difference(&documented).map(|(m, t)| format!("{m} {t}")).collect();
     let unrouted: Vec<String> = documented.difference(&routed).map(|(m, t)| format!("{m} {t}")).collect();

@@ -67,8 +67,27 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 async fn a_route_without_a_body_answers_without_reading_one() {
     let server = TestServer::start(backends()[0]).await;
     let mut stream = stalled(&server, "GET", "/healthz", None, 1_048_576, 1000).await;
-    let (status, _) = response_head(&mut stream, PROMPT).await.expect("healthz answered without waiting for the body");
+    let (status, head) =
+        response_head(&mut stream, PROMPT).await.expect("healthz answered without waiting for the body");
     assert_eq!(status, 200);
+    // The unread rest of the body is not drained: the connection closes, so a client that stalls
+    // mid-body cannot hold it.
+    assert_eq!(header(&head, "connection"), Some("close"));
+    assert!(closed(&mut stream, PROMPT).await, "the connection was closed after the answer");
+}
+
+/// Whether the server closes the connection (reads reach end of stream) within `within`.
+async fn closed(stream: &mut TcpStream, within: Duration) -> bool {
+    let drain = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(within, drain).await.unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,45 @@
 
 use crate::ids::{AppId, UserId};
 use crate::time::UnixTime;
+use std::fmt;
+
+/// Who performed an operator action, as written to the audit log: `operator` (the admin API) or
+/// `operator:<surface>` (`operator:portal` for the Developer Portal). Validated so that an
+/// audit row's actor is always one of these shapes, never free text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Actor(String);
+
+impl Actor {
+    /// The admin API.
+    pub fn operator() -> Self {
+        Actor("operator".to_owned())
+    }
+
+    /// The Developer Portal.
+    pub fn portal() -> Self {
+        Actor("operator:portal".to_owned())
+    }
+
+    /// `operator` or `operator:<name>` with a name of 1 to 32 lowercase letters, digits, `-`, `_`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let valid = s == "operator"
+            || s.strip_prefix("operator:").is_some_and(|name| {
+                (1..=32).contains(&name.len())
+                    && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            });
+        valid.then(|| Actor(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// Whether the audited action succeeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,4 +112,19 @@ impl AuditEntry {
 pub struct AuditFilter {
     pub action: Option<String>,
     pub user_id: Option<UserId>,
+}
+
+#[cfg(test)]
+mod actor_tests {
+    use super::Actor;
+
+    #[test]
+    fn actors_are_operator_shapes_only() {
+        assert_eq!(Actor::operator().as_str(), "operator");
+        assert_eq!(Actor::portal().as_str(), "operator:portal");
+        assert_eq!(Actor::parse("operator:portal"), Some(Actor::portal()));
+        for bad in ["", "operator:", "user:1", "operator:Portal", "operator:a b", "operatorx"] {
+            assert_eq!(Actor::parse(bad), None, "{bad}");
+        }
+    }
 }

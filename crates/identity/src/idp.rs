@@ -13,18 +13,25 @@ use serde::{Deserialize, Serialize};
 pub enum IdpKind {
     Auth0,
     Clerk,
+    Okta,
+    Keycloak,
     CustomOidc,
 }
 
 impl IdpKind {
-    /// Detection from the issuer's host: `*.auth0.com` is Auth0; `*.clerk.accounts.dev` or a host
-    /// starting `clerk.` is Clerk; anything else is a custom OIDC provider.
+    /// Detection from the issuer URL: `*.auth0.com` is Auth0; `*.clerk.accounts.dev` or a host
+    /// starting `clerk.` is Clerk; `*.okta.com` or `*.oktapreview.com` is Okta; a path with a
+    /// `/realms/` segment is Keycloak; anything else is a custom OIDC provider.
     pub fn detect(issuer_url: &IssuerUrl) -> IdpKind {
         let host = issuer_url.host();
         if host.ends_with(".auth0.com") {
             IdpKind::Auth0
         } else if host.ends_with(".clerk.accounts.dev") || host.starts_with("clerk.") {
             IdpKind::Clerk
+        } else if host.ends_with(".okta.com") || host.ends_with(".oktapreview.com") {
+            IdpKind::Okta
+        } else if issuer_url.path_segments().windows(2).any(|w| w[0] == "realms") {
+            IdpKind::Keycloak
         } else {
             IdpKind::CustomOidc
         }
@@ -38,15 +45,30 @@ impl IdpKind {
                 group: Some(ClaimPath::parse("org_memberships").unwrap_or_else(|_| ClaimPath::subject())),
                 role: None,
             },
+            // Okta puts the user's groups in `groups` once a groups claim is added to the
+            // authorization server (docs/idp-okta.md).
+            IdpKind::Okta => ClaimMappings {
+                user_id: ClaimPath::subject(),
+                group: Some(ClaimPath::parse("groups").unwrap_or_else(|_| ClaimPath::subject())),
+                role: None,
+            },
+            // Keycloak's realm roles.
+            IdpKind::Keycloak => ClaimMappings {
+                user_id: ClaimPath::subject(),
+                group: None,
+                role: Some(ClaimPath::parse("realm_access.roles").unwrap_or_else(|_| ClaimPath::subject())),
+            },
             IdpKind::Auth0 | IdpKind::CustomOidc => ClaimMappings::subject_only(),
         }
     }
 
-    /// The stable text form (`auth0`, `clerk`, `custom_oidc`).
+    /// The stable text form (`auth0`, `clerk`, `okta`, `keycloak`, `custom_oidc`).
     pub fn as_str(self) -> &'static str {
         match self {
             IdpKind::Auth0 => "auth0",
             IdpKind::Clerk => "clerk",
+            IdpKind::Okta => "okta",
+            IdpKind::Keycloak => "keycloak",
             IdpKind::CustomOidc => "custom_oidc",
         }
     }
@@ -56,6 +78,8 @@ impl IdpKind {
         match s {
             "auth0" => Some(IdpKind::Auth0),
             "clerk" => Some(IdpKind::Clerk),
+            "okta" => Some(IdpKind::Okta),
+            "keycloak" => Some(IdpKind::Keycloak),
             "custom_oidc" => Some(IdpKind::CustomOidc),
             _ => None,
         }
@@ -200,6 +224,13 @@ mod tests {
         assert_eq!(kind_of("https://clerk.acme.com"), IdpKind::Clerk);
         assert_eq!(kind_of("https://notclerk.acme.com"), IdpKind::CustomOidc);
         assert_eq!(kind_of("https://login.microsoftonline.com/tid/v2.0"), IdpKind::CustomOidc);
+        assert_eq!(kind_of("https://dev-123456.okta.com/oauth2/default"), IdpKind::Okta);
+        assert_eq!(kind_of("https://acme.oktapreview.com"), IdpKind::Okta);
+        assert_eq!(kind_of("https://okta.com.evil.example"), IdpKind::CustomOidc);
+        assert_eq!(kind_of("https://sso.acme.com/realms/acme"), IdpKind::Keycloak);
+        assert_eq!(kind_of("https://sso.acme.com/auth/realms/acme/"), IdpKind::Keycloak);
+        assert_eq!(kind_of("https://sso.acme.com/realms/"), IdpKind::CustomOidc);
+        assert_eq!(kind_of("https://sso.acme.com/realmsx/acme"), IdpKind::CustomOidc);
     }
 
     #[test]
@@ -207,7 +238,10 @@ mod tests {
         assert_eq!(IdpKind::Clerk.default_claims().group.unwrap().as_str(), "org_memberships");
         assert_eq!(IdpKind::Auth0.default_claims(), ClaimMappings::subject_only());
         assert_eq!(IdpKind::CustomOidc.default_claims().user_id.as_str(), "sub");
-        for k in [IdpKind::Auth0, IdpKind::Clerk, IdpKind::CustomOidc] {
+        assert_eq!(IdpKind::Okta.default_claims().group.unwrap().as_str(), "groups");
+        assert_eq!(IdpKind::Keycloak.default_claims().role.unwrap().as_str(), "realm_access.roles");
+        assert_eq!(IdpKind::Keycloak.default_claims().group, None);
+        for k in [IdpKind::Auth0, IdpKind::Clerk, IdpKind::Okta, IdpKind::Keycloak, IdpKind::CustomOidc] {
             assert_eq!(IdpKind::parse(k.as_str()), Some(k));
         }
     }

@@ -84,6 +84,12 @@ impl IssuerUrl {
         self.url.host_str().unwrap_or_default().to_ascii_lowercase()
     }
 
+    /// The non-empty segments of the URL's path, used for kind detection (Keycloak's
+    /// `/realms/{realm}`).
+    pub fn path_segments(&self) -> Vec<&str> {
+        self.url.path().split('/').filter(|s| !s.is_empty()).collect()
+    }
+
     /// The OpenID Provider configuration URL (OpenID Connect Discovery 1.0, section 4): the
     /// issuer with any terminating `/` removed, followed by `/.well-known/openid-configuration`.
     pub fn discovery_url(&self) -> String {

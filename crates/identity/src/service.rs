@@ -3,7 +3,7 @@
 //! the ports they are built with.
 
 use crate::app::{api_key_prefix, ApiKeyRecord, App, AppName, API_KEY_PREFIX_LEN};
-use crate::audit::AuditEntry;
+use crate::audit::{Actor, AuditEntry};
 use crate::claims::ClaimMappings;
 use crate::idp::{ClaimMappingsLocked, IdpConfig, IdpEndpoints, IdpKind, IdpPatch, RequestedClaims};
 use crate::ids::{ApiKeyId, AppId, IdpId, UserId};
@@ -130,9 +130,6 @@ impl fmt::Debug for IdentityService {
     }
 }
 
-/// Who performed an audited action.
-pub const OPERATOR: &str = "operator";
-
 impl IdentityService {
     pub fn new(
         store: Arc<dyn IdentityStore>,
@@ -187,25 +184,26 @@ impl IdentityService {
     }
 
     /// Creates an app and its first API key.
-    pub async fn create_app(&self, name: AppName) -> Result<(App, NewApiKey), StoreError> {
+    pub async fn create_app(&self, name: AppName, actor: &Actor) -> Result<(App, NewApiKey), StoreError> {
         let id = AppId::parse(&self.new_id()).unwrap_or_else(|_| unreachable_uuid());
         let app = App { id: id.clone(), name, created_at: self.clock.now() };
         let key = self.generate_api_key(&id);
-        let audit = self.audit(&id, "app.create", OPERATOR, Some(format!("app `{}` created", app.name.as_str())));
+        let audit = self.audit(&id, "app.create", actor.as_str(), Some(format!("app `{}` created", app.name.as_str())));
         self.store.create_app(&app, &key.record, &audit).await?;
         Ok((app, key))
     }
 
     /// Adds an API key; `None` when the app does not exist.
-    pub async fn create_api_key(&self, app: &AppId) -> Result<Option<NewApiKey>, StoreError> {
+    pub async fn create_api_key(&self, app: &AppId, actor: &Actor) -> Result<Option<NewApiKey>, StoreError> {
         let key = self.generate_api_key(app);
-        let audit = self.audit(app, "api_key.create", OPERATOR, Some(format!("key {} created", key.record.prefix)));
+        let audit =
+            self.audit(app, "api_key.create", actor.as_str(), Some(format!("key {} created", key.record.prefix)));
         Ok(self.store.create_api_key(&key.record, &audit).await?.then_some(key))
     }
 
     /// Deletes an API key; `false` when the app has no such key.
-    pub async fn delete_api_key(&self, app: &AppId, key: &ApiKeyId) -> Result<bool, StoreError> {
-        let audit = self.audit(app, "api_key.delete", OPERATOR, Some(format!("key {key} deleted")));
+    pub async fn delete_api_key(&self, app: &AppId, key: &ApiKeyId, actor: &Actor) -> Result<bool, StoreError> {
+        let audit = self.audit(app, "api_key.delete", actor.as_str(), Some(format!("key {key} deleted")));
         self.store.delete_api_key(app, key, &audit).await
     }
 
@@ -245,7 +243,7 @@ impl IdentityService {
 
     /// Discovers the issuer again and stores the app's IdP configuration; nothing is stored if
     /// discovery fails.
-    pub async fn add_idp(&self, app: &AppId, request: AddIdp) -> Result<IdpConfig, AddIdpError> {
+    pub async fn add_idp(&self, app: &AppId, request: AddIdp, actor: &Actor) -> Result<IdpConfig, AddIdpError> {
         if self.store.get_app(app).await?.is_none() {
             return Err(AddIdpError::AppNotFound);
         }
@@ -273,7 +271,7 @@ impl IdentityService {
         let audit = self.audit(
             app,
             "idp.create",
-            OPERATOR,
+            actor.as_str(),
             Some(format!("{} identity provider {} added", config.kind.as_str(), config.issuer)),
         );
         match self.store.create_idp(&config, &audit).await {
@@ -286,14 +284,15 @@ impl IdentityService {
 
     /// Applies an operator's change, refusing changes to locked mappings. A concurrent change
     /// (including the first sign-in locking the mappings) makes it re-read and re-decide.
-    pub async fn patch_idp(&self, app: &AppId, patch: &IdpPatch) -> Result<IdpConfig, PatchIdpError> {
+    pub async fn patch_idp(&self, app: &AppId, patch: &IdpPatch, actor: &Actor) -> Result<IdpConfig, PatchIdpError> {
         for _ in 0..8 {
             let current = self.store.get_idp(app).await?.ok_or(PatchIdpError::NotConfigured)?;
             let next = patch.apply(&current)?;
             if next == current {
                 return Ok(current);
             }
-            let audit = self.audit(app, "idp.update", OPERATOR, Some("identity provider settings changed".into()));
+            let audit =
+                self.audit(app, "idp.update", actor.as_str(), Some("identity provider settings changed".into()));
             match self.store.update_idp(&next, current.version, &audit).await {
                 Ok(()) => {
                     self.verifier.forget(&current).await;
@@ -308,9 +307,9 @@ impl IdentityService {
     }
 
     /// Removes the app's IdP configuration; `false` when there was none.
-    pub async fn delete_idp(&self, app: &AppId) -> Result<bool, StoreError> {
+    pub async fn delete_idp(&self, app: &AppId, actor: &Actor) -> Result<bool, StoreError> {
         let current = self.store.get_idp(app).await?;
-        let audit = self.audit(app, "idp.delete", OPERATOR, Some("identity provider removed".into()));
+        let audit = self.audit(app, "idp.delete", actor.as_str(), Some("identity provider removed".into()));
         let deleted = self.store.delete_idp(app, &audit).await?;
         if let Some(config) = current {
             self.verifier.forget(&config).await;

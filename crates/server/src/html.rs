@@ -152,6 +152,20 @@ pub fn security_headers(response: &mut HttpResponse) {
     headers.insert(HeaderName::from_static("x-content-type-options"), HeaderValue::from_static("nosniff"));
 }
 
+/// The value of cookie `name` in a request's `Cookie` headers, if any (shared by the Wallet and
+/// the Developer Portal).
+pub fn request_cookie<'a>(headers: &'a hyper::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(hyper::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
 /// A redirect for a browser (`302 Found` or `303 See Other`) with the security headers.
 pub fn redirect(status: StatusCode, location: &str) -> HttpResponse {
     let mut response = Response::new(crate::json::full(Bytes::new()));

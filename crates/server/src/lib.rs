@@ -3,11 +3,13 @@
 //! in `custody-identity` and `custody-vault`; this crate only translates HTTP to them.
 
 pub mod bootstrap;
+pub mod cli;
 pub mod config;
 pub mod html;
 pub mod json;
 pub mod logging;
 pub mod metrics;
+pub mod portal;
 pub mod problem;
 pub mod routes;
 pub mod server;

@@ -1,5 +1,7 @@
-//! The `custody` binary: `custody` (or `custody serve`) runs the server.
+//! The `custody` binary: `custody` (or `custody serve`) runs the server; every other command is
+//! in [`custody_server::cli`].
 
+use custody_server::cli::{self, io::StdStreams, Command};
 use custody_server::config::Config;
 use custody_server::logging;
 use std::process::ExitCode;
@@ -17,83 +19,43 @@ macro_rules! say {
     }};
 }
 
-const USAGE: &str = "usage: custody [serve | reseal]\n\n  serve   run the server (the default)\n  reseal  re-seal every stored secret under the first key of CUSTODY_MASTER_KEYS, in batches,\n          while servers keep running\n\nConfiguration comes from CUSTODY_* environment variables and the TOML file named by CUSTODY_CONFIG; see docs/configuration.md.";
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        say!("custody: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let reseal = match args.first().map(String::as_str) {
-        None | Some("serve") => false,
-        Some("reseal") => true,
-        Some("-h" | "--help" | "help") => {
-            say!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Some(other) => {
-            say!("unknown command `{other}`\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    let mut streams = StdStreams::new();
+    let parsed = cli::parse(std::env::args_os(), &mut streams.io());
+    let cli = match parsed {
+        Ok(cli) => cli,
+        Err(code) => return ExitCode::from(code),
     };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match cli.command {
+        None | Some(Command::Serve) => serve_from_env(&runtime),
+        Some(_) => ExitCode::from(runtime.block_on(cli::execute(cli, &mut streams.io()))),
+    }
+}
+
+fn serve_from_env(runtime: &tokio::runtime::Runtime) -> ExitCode {
     let (config, unknown) = match Config::from_env() {
         Ok(pair) => pair,
         Err(e) => {
             say!("custody: configuration error: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(cli::exit::USAGE);
         }
     };
     let _log_guard = logging::init(&config);
     for name in unknown {
         tracing::warn!(variable = %name, "unknown CUSTODY_* environment variable ignored");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            say!("custody: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if reseal {
-        runtime.block_on(reseal_all(config))
-    } else {
-        runtime.block_on(serve(config))
-    }
-}
-
-async fn reseal_all(config: Config) -> ExitCode {
-    let secrets = match custody_server::bootstrap::load_or_generate(&config, &custody_providers::crypto::OsRandom) {
-        Ok(s) => s,
-        Err(e) => {
-            say!("custody reseal: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let public_url = config.public_url.clone();
-    let state = match custody_server::state::AppState::build(config, public_url, &secrets).await {
-        Ok(state) => state,
-        Err(e) => {
-            say!("custody reseal: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut report = match state.vault.reseal_all(500).await {
-        Ok(report) => report,
-        Err(e) => {
-            say!("custody reseal: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // OIDC sign-in client secrets.
-    match state.signin.reseal_client_secrets(500).await {
-        Ok(more) => {
-            report.examined += more.examined;
-            report.resealed += more.resealed;
-        }
-        Err(e) => {
-            say!("custody reseal: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
-    say!("custody reseal: examined {} sealed values, re-sealed {}", report.examined, report.resealed);
-    ExitCode::SUCCESS
+    runtime.block_on(serve(config))
 }
 
 async fn serve(config: Config) -> ExitCode {

@@ -75,6 +75,8 @@ pub struct AppState {
     pub random: Arc<OsRandom>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
+    /// Failed Developer Portal sign-ins, for the growing lock-out.
+    pub portal_throttle: crate::portal::SignInThrottle,
     /// Wakes the revocation outbox worker after a revocation queued provider calls.
     pub outbox_wake: Arc<tokio::sync::Notify>,
     admin_token_hash: Vec<u8>,
@@ -185,6 +187,7 @@ impl AppState {
             cipher,
             hasher,
             random,
+            portal_throttle: crate::portal::SignInThrottle::default(),
             clock,
             metrics: Metrics::default(),
             outbox_wake,

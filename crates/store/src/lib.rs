@@ -22,6 +22,8 @@
 //!   an app's identity provider.
 //! - `signin.rs`: [`custody_vault::signin::SignInStore`], sign-in: the app's OIDC client, pending
 //!   sign-in states, SDK sessions and Wallet sessions.
+//! - `portal.rs`: Developer Portal sessions (inherent methods on [`Store`]: the portal is the
+//!   server's adapter, no domain port).
 //! - `refresh_lock.rs`: [`custody_vault::ports::RefreshLock`], single flight of a grant's refresh
 //!   in the process and, on PostgreSQL, across processes (session advisory locks).
 //! - `testing` (feature `testing`): a fresh database per test on every configured backend.
@@ -42,6 +44,7 @@ mod identity;
 mod migrate;
 mod models;
 mod pool;
+mod portal;
 mod refresh_lock;
 mod schema;
 mod signin;
@@ -54,4 +57,5 @@ mod webhook;
 pub use error::{ConnectError, MigrationError};
 pub use migrate::MigrationStatus;
 pub use pool::{sqlite_path, Backend, DbPool, PgConn, SqliteConn};
+pub use portal::PortalSession;
 pub use store::{Store, StoreOptions};

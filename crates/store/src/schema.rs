@@ -292,3 +292,12 @@ diesel::table! {
         expires_at -> BigInt,
     }
 }
+
+diesel::table! {
+    /// Developer Portal sessions, keyed by the keyed hash of the cookie's value.
+    portal_sessions (id_hash) {
+        id_hash -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}

@@ -7,7 +7,9 @@
 //!   is the data in [`AUTH0_EVENT_CODES`], the one place to remap a code.
 //! - **Clerk** ([`decode_clerk`]): one Svix message `{"type", "data", "timestamp"}` whose id is
 //!   the (verified) `svix-id` header.
-//! - **Native** ([`decode_native`]), for any other OpenID Connect provider:
+//! - **Okta** event hooks ([`decode_okta`], module [`okta`]): `{"data": {"events": [...]}}`, each
+//!   a System Log event with `uuid`, `published`, `eventType` and `target`s.
+//! - **Native** ([`decode_native`]), for Keycloak and any other OpenID Connect provider:
 //!   `{"events": [{"id", "type", "subject", "group"?, "occurred_at"}]}` with RFC 3339 times.
 //!
 //! Decoding is pure: no I/O and no clock. It runs only on a body whose signature was already
@@ -20,6 +22,9 @@ use custody_identity::claims::{MAX_MEMBERSHIP_LEN, MAX_SUBJECT_LEN};
 use custody_identity::idp::IdpKind;
 use custody_identity::UnixTime;
 use serde_json::Value;
+
+pub mod okta;
+pub use okta::decode_okta;
 
 /// The longest event id accepted, in bytes.
 pub const MAX_EVENT_ID_LEN: usize = 255;
@@ -63,6 +68,8 @@ pub enum WebhookFormat {
     Auth0LogStream,
     /// Clerk's Svix-delivered events.
     Clerk,
+    /// Okta event hooks.
+    OktaEventHook,
     /// Custody's native format.
     Native,
 }
@@ -73,7 +80,8 @@ impl WebhookFormat {
         match kind {
             IdpKind::Auth0 => WebhookFormat::Auth0LogStream,
             IdpKind::Clerk => WebhookFormat::Clerk,
-            IdpKind::CustomOidc => WebhookFormat::Native,
+            IdpKind::Okta => WebhookFormat::OktaEventHook,
+            IdpKind::Keycloak | IdpKind::CustomOidc => WebhookFormat::Native,
         }
     }
 
@@ -82,6 +90,7 @@ impl WebhookFormat {
         match self {
             WebhookFormat::Auth0LogStream => "auth0",
             WebhookFormat::Clerk => "clerk",
+            WebhookFormat::OktaEventHook => "okta",
             WebhookFormat::Native => "native",
         }
     }
@@ -124,6 +133,7 @@ pub fn decode(
     match format {
         WebhookFormat::Auth0LogStream => decode_auth0(body),
         WebhookFormat::Native => decode_native(body),
+        WebhookFormat::OktaEventHook => decode_okta(body),
         WebhookFormat::Clerk => match svix {
             Some(message) => decode_clerk(body, message),
             None => Err(MalformedPayload("the svix-id and svix-timestamp headers are required".into())),

@@ -10,7 +10,7 @@ use crate::ports::{
     RevokeScope, SaveGrantError, VaultStore,
 };
 use crate::provider::{is_valid_scope, preset, ProviderConfig, ProviderName};
-use custody_identity::audit::{AuditEntry, AuditOutcome};
+use custody_identity::audit::{Actor, AuditEntry, AuditOutcome};
 use custody_identity::page::{Page, PageRequest};
 use custody_identity::ports::{Clock, Random, StoreError};
 use custody_identity::{AppId, Secret, UnixTime, User, UserId};
@@ -255,6 +255,7 @@ impl VaultService {
         app: &AppId,
         name: &ProviderName,
         input: ProviderInput,
+        actor: &Actor,
     ) -> Result<ProviderConfig, VaultError> {
         let preset = match &input.preset {
             None => None,
@@ -312,15 +313,15 @@ impl VaultService {
             updated_at: now,
         };
         let mut audit =
-            self.audit(app, if existing.is_some() { "provider.update" } else { "provider.create" }, "operator".into());
+            self.audit(app, if existing.is_some() { "provider.update" } else { "provider.create" }, actor.to_string());
         audit.provider = Some(name.to_string());
         self.store.put_provider(&config, &audit).await?;
         Ok(config)
     }
 
     /// Deletes a provider and revokes its grants. `false` when there was none.
-    pub async fn delete_provider(&self, app: &AppId, name: &ProviderName) -> Result<bool, VaultError> {
-        let mut audit = self.audit(app, "provider.delete", "operator".into());
+    pub async fn delete_provider(&self, app: &AppId, name: &ProviderName, actor: &Actor) -> Result<bool, VaultError> {
+        let mut audit = self.audit(app, "provider.delete", actor.to_string());
         audit.provider = Some(name.to_string());
         audit.detail = Some("provider deleted; its grants are revoked".into());
         let revoked = self.store.delete_provider(app, name, self.clock.now(), &audit).await?;
@@ -334,6 +335,7 @@ impl VaultService {
         provider: &ProviderName,
         allow_groups: Vec<String>,
         allow_roles: Vec<String>,
+        actor: &Actor,
     ) -> Result<Policy, VaultError> {
         if self.store.get_provider(app, provider).await?.is_none() {
             return Err(VaultError::ProviderNotFound(provider.to_string()));
@@ -351,15 +353,15 @@ impl VaultService {
             allow_roles: clean("allow_roles", allow_roles)?,
             updated_at: self.clock.now(),
         };
-        let mut audit = self.audit(app, "policy.put", "operator".into());
+        let mut audit = self.audit(app, "policy.put", actor.to_string());
         audit.provider = Some(provider.to_string());
         self.store.put_policy(&policy, &audit).await?;
         Ok(policy)
     }
 
     /// Deletes a provider's policy. `false` when there was none.
-    pub async fn delete_policy(&self, app: &AppId, provider: &ProviderName) -> Result<bool, VaultError> {
-        let mut audit = self.audit(app, "policy.delete", "operator".into());
+    pub async fn delete_policy(&self, app: &AppId, provider: &ProviderName, actor: &Actor) -> Result<bool, VaultError> {
+        let mut audit = self.audit(app, "policy.delete", actor.to_string());
         audit.provider = Some(provider.to_string());
         Ok(self.store.delete_policy(app, provider, &audit).await?)
     }
@@ -621,9 +623,15 @@ impl VaultService {
     }
 
     /// Revokes a grant of the app (operator).
-    pub async fn revoke_grant(&self, app: &AppId, id: &GrantId, reason: Option<String>) -> Result<Grant, VaultError> {
+    pub async fn revoke_grant(
+        &self,
+        app: &AppId,
+        id: &GrantId,
+        reason: Option<String>,
+        actor: &Actor,
+    ) -> Result<Grant, VaultError> {
         let grant = self.store.get_grant(app, id).await?.ok_or(VaultError::GrantNotFound)?;
-        self.revoke(grant, "operator".into(), reason).await
+        self.revoke(grant, actor.to_string(), reason).await
     }
 
     async fn revoke(&self, grant: Grant, actor: String, reason: Option<String>) -> Result<Grant, VaultError> {
@@ -658,7 +666,13 @@ impl VaultService {
     }
 
     /// Imports tokens obtained elsewhere as the user's grant (operator).
-    pub async fn import_grant(&self, app: &AppId, user: &UserId, import: ImportGrant) -> Result<Grant, VaultError> {
+    pub async fn import_grant(
+        &self,
+        app: &AppId,
+        user: &UserId,
+        import: ImportGrant,
+        actor: &Actor,
+    ) -> Result<Grant, VaultError> {
         import.validate()?;
         if self.store.get_provider(app, &import.provider).await?.is_none() {
             return Err(VaultError::ProviderNotFound(import.provider.to_string()));
@@ -671,7 +685,7 @@ impl VaultService {
             import.account,
             None,
             "grant.import",
-            "operator".into(),
+            actor.to_string(),
         )
         .await
     }
@@ -895,9 +909,20 @@ impl VaultService {
     /// keeps serving) are never overwritten: a row changed meanwhile was sealed by the current
     /// key anyway.
     pub async fn reseal_all(&self, batch: u32) -> Result<ResealReport, VaultError> {
+        self.reseal_all_with_progress(batch, |_, _| {}).await
+    }
+
+    /// As [`VaultService::reseal_all`], calling `progress` after every batch with the totals so
+    /// far and how many kinds of sealed values are still to go (for `custody reseal`'s progress
+    /// line; counting every row first would cost a full scan of each table).
+    pub async fn reseal_all_with_progress(
+        &self,
+        batch: u32,
+        mut progress: impl FnMut(&ResealReport, usize) + Send,
+    ) -> Result<ResealReport, VaultError> {
         use crate::ports::SealedKind::*;
         let mut report = ResealReport::default();
-        for kind in [
+        let kinds = [
             CredentialAccess,
             CredentialRefresh,
             ProviderSecret,
@@ -906,7 +931,9 @@ impl VaultService {
             ConnectVerifier,
             InstanceSecret,
             WebhookSecret,
-        ] {
+        ];
+        for (done, kind) in kinds.into_iter().enumerate() {
+            let kinds_left = kinds.len() - done - 1;
             let mut after: Option<String> = None;
             loop {
                 let values = self.store.sealed_values(kind, after.as_deref(), batch).await?;
@@ -923,6 +950,7 @@ impl VaultService {
                         report.resealed += 1;
                     }
                 }
+                progress(&report, kinds_left);
                 if values.len() < batch as usize {
                     break;
                 }

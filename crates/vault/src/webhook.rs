@@ -1,7 +1,7 @@
 //! Lifecycle webhooks: the per-app settings (enable, rotate, disable), authenticating a
 //! delivery on its raw bytes, and applying the events it carries.
 //!
-//! Secrets: for Auth0 and custom OIDC providers the server generates the secret, shows it once
+//! Secrets: for Auth0, Okta, Keycloak and custom OIDC providers the server generates the secret, shows it once
 //! and keeps only its keyed hash ([`SecretHasher`] with purpose [`WEBHOOK_SECRET_PURPOSE`]); a
 //! delivery's `Authorization` value (with or without `Bearer `) is compared with it in constant
 //! time. For Clerk the operator supplies Clerk's Svix signing secret (`whsec_` + base64), which
@@ -14,11 +14,12 @@
 //! before it stay applied (a redelivery finds them as duplicates), nothing of the failing one is.
 
 use crate::cipher::{Cipher, CipherError, SealedBox};
+use crate::lifecycle::okta::OKTA_VERIFICATION_HEADER;
 use crate::lifecycle::{decode, DecodedEvent, MalformedPayload, SvixMessage, WebhookFormat};
 use crate::ports::{LifecycleChange, LifecycleEvent, LifecycleOutcome, VaultStore};
 use async_trait::async_trait;
 use base64::Engine as _;
-use custody_identity::audit::AuditEntry;
+use custody_identity::audit::{Actor, AuditEntry};
 use custody_identity::idp::IdpKind;
 use custody_identity::ports::{Clock, Random, SecretHasher, StoreError};
 use custody_identity::{AppId, IdpId, Secret, UnixTime};
@@ -541,7 +542,12 @@ impl WebhookService {
     }
 
     /// Enables webhooks. Returns the generated secret (Auth0, custom OIDC) this once.
-    pub async fn enable(&self, app: &AppId, signing_secret: Option<Secret>) -> Result<EnabledWebhooks, EnableError> {
+    pub async fn enable(
+        &self,
+        app: &AppId,
+        signing_secret: Option<Secret>,
+        actor: &Actor,
+    ) -> Result<EnabledWebhooks, EnableError> {
         let target = self.store.webhook_target(app).await?.ok_or(EnableError::NotConfigured)?;
         if target.active_secret().is_some() {
             return Err(EnableError::AlreadyEnabled);
@@ -552,7 +558,8 @@ impl WebhookService {
             SecretInputError::Sealing => EnableError::Sealing,
         })?;
         let source = secret.stored.source();
-        let audit = self.audit(app, "webhook.enable", "operator", Some(format!("secret source: {}", source.as_str())));
+        let audit =
+            self.audit(app, "webhook.enable", actor.as_str(), Some(format!("secret source: {}", source.as_str())));
         let now = self.clock.now();
         self.store.enable_webhooks(app, &target.idp_id, &secret.stored, now, &audit).await.map_err(|e| match e {
             EnableWebhooksError::NotConfigured => EnableError::NotConfigured,
@@ -566,7 +573,12 @@ impl WebhookService {
     }
 
     /// Replaces the webhook secret; the old one stops working at once.
-    pub async fn rotate(&self, app: &AppId, signing_secret: Option<Secret>) -> Result<EnabledWebhooks, RotateError> {
+    pub async fn rotate(
+        &self,
+        app: &AppId,
+        signing_secret: Option<Secret>,
+        actor: &Actor,
+    ) -> Result<EnabledWebhooks, RotateError> {
         let target = self.store.webhook_target(app).await?.ok_or(RotateError::NotConfigured)?;
         if target.active_secret().is_none() {
             return Err(RotateError::NotEnabled);
@@ -577,7 +589,7 @@ impl WebhookService {
             SecretInputError::Sealing => RotateError::Sealing,
         })?;
         let source = secret.stored.source();
-        let audit = self.audit(app, "webhook.rotate", "operator", Some("webhook secret rotated".into()));
+        let audit = self.audit(app, "webhook.rotate", actor.as_str(), Some("webhook secret rotated".into()));
         let now = self.clock.now();
         self.store.rotate_webhook_secret(app, &target.idp_id, &secret.stored, now, &audit).await.map_err(
             |e| match e {
@@ -593,12 +605,12 @@ impl WebhookService {
     }
 
     /// Disables webhooks and forgets the secret: every delivery answers "not enabled".
-    pub async fn disable(&self, app: &AppId) -> Result<WebhookView, DisableError> {
+    pub async fn disable(&self, app: &AppId, actor: &Actor) -> Result<WebhookView, DisableError> {
         let target = self.store.webhook_target(app).await?.ok_or(DisableError::NotConfigured)?;
         if target.active_secret().is_none() {
             return Err(DisableError::NotEnabled);
         }
-        let audit = self.audit(app, "webhook.disable", "operator", Some("webhooks disabled".into()));
+        let audit = self.audit(app, "webhook.disable", actor.as_str(), Some("webhooks disabled".into()));
         self.store.disable_webhooks(app, &target.idp_id, self.clock.now(), &audit).await.map_err(|e| match e {
             ChangeWebhooksError::NotConfigured => DisableError::NotConfigured,
             ChangeWebhooksError::NotEnabled => DisableError::NotEnabled,
@@ -721,6 +733,34 @@ impl WebhookService {
             Some(format!("{} webhook event {}", format.as_str(), event.event_id)),
         );
         self.vault.apply_lifecycle_event(app, event, self.clock.now(), &audit).await
+    }
+
+    /// Answers an identity provider's one-time check of the webhook URL (Okta event hooks send a
+    /// GET with `x-okta-verification-challenge` and the configured secret): the request must prove
+    /// the secret like a delivery, and the challenge comes back to be echoed.
+    pub async fn verify_endpoint(
+        &self,
+        app: &AppId,
+        authorization: Option<&str>,
+        challenge: Option<&str>,
+    ) -> Result<String, ReceiveError> {
+        let headers = SvixHeaders::default();
+        let verified = self.authenticate(app, &Delivery { authorization, svix: &headers, body: b"" }).await?;
+        if verified.format != WebhookFormat::OktaEventHook {
+            return Err(MalformedPayload(format!(
+                "{} webhooks have no verification request; only Okta event hooks verify the URL with a GET",
+                verified.format.as_str()
+            ))
+            .into());
+        }
+        let challenge = challenge.map(str::trim).unwrap_or_default();
+        if challenge.is_empty() || challenge.len() > 256 || !challenge.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(MalformedPayload(format!(
+                "the {OKTA_VERIFICATION_HEADER} header is required: 1 to 256 printable characters"
+            ))
+            .into());
+        }
+        Ok(challenge.to_owned())
     }
 
     /// Authenticates and applies a delivery.

@@ -4,6 +4,7 @@ use super::Call;
 use crate::json::{json_response, no_content, parse_json, rfc3339, rfc3339_opt, HttpResponse};
 use crate::problem::ApiError;
 use crate::state::AppState;
+use custody_identity::audit::Actor;
 use custody_identity::audit::{AuditEntry, AuditFilter};
 use custody_identity::ports::IdentityStore as _;
 use custody_identity::{ApiKeyId, ApiKeyRecord, App, AppName, User, UserId, UserStatus};
@@ -71,7 +72,7 @@ struct CreateAppBody {
 pub async fn create_app(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let body: CreateAppBody = parse_json(&call.body)?;
     let name = AppName::parse(&body.name).map_err(|e| ApiError::invalid_request(format!("name: {e}")))?;
-    let (app, key) = state.identity.create_app(name).await?;
+    let (app, key) = state.identity.create_app(name, &Actor::operator()).await?;
     let mut out = app_json(&app);
     out["api_key"] = Value::String(key.secret);
     Ok(json_response(StatusCode::CREATED, &out))
@@ -104,7 +105,7 @@ pub async fn create_api_key(state: Arc<AppState>, call: Call) -> Result<HttpResp
     let id = call.app_id(0)?;
     let key = state
         .identity
-        .create_api_key(&id)
+        .create_api_key(&id, &Actor::operator())
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "app_not_found", "app not found"))?;
     Ok(json_response(
@@ -123,7 +124,7 @@ pub async fn delete_api_key(state: Arc<AppState>, call: Call) -> Result<HttpResp
     let app = existing_app(&state, &call).await?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "api_key_not_found", "API key not found");
     let key = ApiKeyId::parse(call.param(1)).map_err(|_| not_found())?;
-    if !state.identity.delete_api_key(&app.id, &key).await? {
+    if !state.identity.delete_api_key(&app.id, &key, &Actor::operator()).await? {
         return Err(not_found());
     }
     Ok(no_content())
@@ -154,7 +155,8 @@ pub async fn deprovision_user(state: Arc<AppState>, call: Call) -> Result<HttpRe
     let app = existing_app(&state, &call).await?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "user not found");
     let user_id = UserId::parse(call.param(1)).map_err(|_| not_found())?;
-    let (user, _revoked) = state.vault.deprovision_user(&app.id, &user_id, "operator").await?.ok_or_else(not_found)?;
+    let (user, _revoked) =
+        state.vault.deprovision_user(&app.id, &user_id, Actor::operator().as_str()).await?.ok_or_else(not_found)?;
     state.wake_outbox();
     Ok(json_response(StatusCode::OK, &user_json(&user)))
 }

@@ -6,6 +6,7 @@ use super::Call;
 use crate::json::{double_option, json_response, no_content, parse_json, rfc3339, rfc3339_opt, HttpResponse};
 use crate::problem::ApiError;
 use crate::state::AppState;
+use custody_identity::audit::Actor;
 use custody_identity::idp::{IdpConfig, IdpKind, IdpPatch, RequestedClaims};
 use custody_identity::service::{AddIdp, DiscoveredIdp};
 use custody_identity::ClaimMappings;
@@ -141,7 +142,7 @@ pub async fn create(state: Arc<AppState>, call: Call) -> Result<HttpResponse, Ap
         kind: body.kind,
         claims: body.claims.map(RequestedClaims::from).unwrap_or_default(),
     };
-    let config = state.identity.add_idp(&app.id, request).await?;
+    let config = state.identity.add_idp(&app.id, request, &Actor::operator()).await?;
     Ok(json_response(StatusCode::CREATED, &super::signin::idp_object(&state, &config).await?))
 }
 
@@ -175,13 +176,13 @@ pub async fn patch(state: Arc<AppState>, call: Call) -> Result<HttpResponse, Api
     }
     let patch =
         IdpPatch { audience: body.audience, claims: body.claims.map(RequestedClaims::from).unwrap_or_default() };
-    let config = state.identity.patch_idp(&app.id, &patch).await?;
+    let config = state.identity.patch_idp(&app.id, &patch, &Actor::operator()).await?;
     Ok(json_response(StatusCode::OK, &super::signin::idp_object(&state, &config).await?))
 }
 
 pub async fn delete(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    if !state.identity.delete_idp(&app.id).await? {
+    if !state.identity.delete_idp(&app.id, &Actor::operator()).await? {
         return Err(ApiError::idp_not_configured());
     }
     Ok(no_content())

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use custody_identity::page::PageRequest;
 use custody_identity::{ApiKeyRecord, AppId, IdpConfig};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, COOKIE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, COOKIE, TRANSFER_ENCODING};
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -144,7 +144,101 @@ fn routes() -> Vec<Route> {
     };
     let (get, post, put, patch, delete) = (Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE);
     const WALLET: Access = Access::Session(wallet::SESSION_COOKIE);
+    const PORTAL: Access = Access::Session(crate::portal::SESSION_COOKIE);
     vec![
+        r(get.clone(), "/", Public, NoBody, handler!(crate::portal::landing)),
+        r(get.clone(), "/portal", Public, NoBody, handler!(crate::portal::home)),
+        r(post.clone(), "/portal/sign-in", Public, Buffered, handler!(crate::portal::sign_in)),
+        r(post.clone(), "/portal/sign-out", PORTAL, Buffered, handler!(crate::portal::sign_out)),
+        r(get.clone(), "/portal/static/{file}", Public, NoBody, handler!(crate::portal::static_file)),
+        r(get.clone(), "/portal/apps", Public, NoBody, handler!(crate::portal::apps_page)),
+        r(post.clone(), "/portal/apps", PORTAL, Buffered, handler!(crate::portal::create_app)),
+        r(get.clone(), "/portal/apps/{app_id}", Public, NoBody, handler!(crate::portal::app_page)),
+        r(get.clone(), "/portal/apps/{app_id}/api-keys", Public, NoBody, handler!(crate::portal::api_keys_page)),
+        r(post.clone(), "/portal/apps/{app_id}/api-keys", PORTAL, Buffered, handler!(crate::portal::create_api_key)),
+        r(
+            post.clone(),
+            "/portal/apps/{app_id}/api-keys/{key_id}/delete",
+            PORTAL,
+            Buffered,
+            handler!(crate::portal::delete_api_key),
+        ),
+        r(get.clone(), "/portal/apps/{app_id}/identity", Public, NoBody, handler!(crate::portal::identity_page)),
+        r(post.clone(), "/portal/apps/{app_id}/identity", PORTAL, Buffered, handler!(crate::portal::add_provider)),
+        r(post.clone(), "/portal/apps/{app_id}/identity/discover", PORTAL, Buffered, handler!(crate::portal::discover)),
+        r(
+            post.clone(),
+            "/portal/apps/{app_id}/identity/mappings",
+            PORTAL,
+            Buffered,
+            handler!(crate::portal::save_mappings),
+        ),
+        r(post.clone(), "/portal/apps/{app_id}/identity/remove", PORTAL, Buffered, handler!(crate::portal::remove_idp)),
+        r(
+            post.clone(),
+            "/portal/apps/{app_id}/identity/refresh-keys",
+            PORTAL,
+            Buffered,
+            handler!(crate::portal::refresh_keys),
+        ),
+        r(post.clone(), "/portal/apps/{app_id}/identity/oidc", PORTAL, Buffered, handler!(crate::portal::oidc_save)),
+        r(
+            post.clone(),
+            "/portal/apps/{app_id}/identity/webhooks/enable",
+            PORTAL,
+            Buffered,
+            handler!(crate::portal::webhooks_enable),
+        ),
+        r(
+            post.clone(),
+            "/portal/apps/{app_id}/identity/webhooks/rotate",
+            PORTAL,
+            Buffered,
+            handler!(crate::portal::webhooks_rotate),
+        ),
+        r(
+            post.clone(),
+            "/portal/apps/{app_id}/identity/webhooks/disable",
+            PORTAL,
+            Buffered,
+            handler!(crate::portal::webhooks_disable),
+        ),
+        r(get.clone(), "/portal/apps/{app_id}/users", Public, NoBody, handler!(crate::portal::users_page)),
+        r(get.clone(), "/portal/apps/{app_id}/users/{user_id}", Public, NoBody, handler!(crate::portal::user_page)),
+        r(
+            post.clone(),
+            "/portal/apps/{app_id}/users/{user_id}/deprovision",
+            PORTAL,
+            Buffered,
+            handler!(crate::portal::deprovision),
+        ),
+        r(get.clone(), "/portal/apps/{app_id}/grants", Public, NoBody, handler!(crate::portal::grants_page)),
+        r(
+            post.clone(),
+            "/portal/apps/{app_id}/grants/{grant_id}/revoke",
+            PORTAL,
+            Buffered,
+            handler!(crate::portal::revoke_grant),
+        ),
+        r(get.clone(), "/portal/apps/{app_id}/providers", Public, NoBody, handler!(crate::portal::providers_page)),
+        r(post.clone(), "/portal/apps/{app_id}/providers", PORTAL, Buffered, handler!(crate::portal::put_provider)),
+        r(
+            post.clone(),
+            "/portal/apps/{app_id}/providers/{provider}/delete",
+            PORTAL,
+            Buffered,
+            handler!(crate::portal::delete_provider),
+        ),
+        r(get.clone(), "/portal/apps/{app_id}/policies", Public, NoBody, handler!(crate::portal::policies_page)),
+        r(post.clone(), "/portal/apps/{app_id}/policies", PORTAL, Buffered, handler!(crate::portal::put_policy)),
+        r(
+            post.clone(),
+            "/portal/apps/{app_id}/policies/{provider}/delete",
+            PORTAL,
+            Buffered,
+            handler!(crate::portal::delete_policy),
+        ),
+        r(get.clone(), "/portal/apps/{app_id}/audit", Public, NoBody, handler!(crate::portal::audit_page)),
         r(get.clone(), "/healthz", Public, NoBody, handler!(ops::healthz)),
         r(get.clone(), "/readyz", Public, NoBody, handler!(ops::readyz)),
         r(get.clone(), "/metrics", Public, NoBody, handler!(ops::metrics)),
@@ -207,6 +301,7 @@ fn routes() -> Vec<Route> {
             handler!(webhooks::disable),
         ),
         r(post.clone(), "/v1/webhooks/{app_id}", Webhook, Buffered, handler!(webhooks::receive)),
+        r(get.clone(), "/v1/webhooks/{app_id}", Public, NoBody, handler!(webhooks::verify)),
         r(put.clone(), "/v1/apps/{app_id}/identity-provider/oidc", Operator, Buffered, handler!(signin::put_oidc)),
         r(delete.clone(), "/v1/apps/{app_id}/identity-provider/oidc", Operator, NoBody, handler!(signin::delete_oidc)),
         r(post.clone(), "/v1/auth/sessions", App, Buffered, handler!(signin::create_session)),
@@ -381,13 +476,22 @@ impl Router {
                 )
             }
         };
-        let response = match self.dispatch(state, route, params, parts, body).await {
+        let declares_body = declares_body(&parts.headers);
+        let (result, body_read) = self.dispatch(state, route, params, parts, body).await;
+        let mut response = match result {
             Ok(response) => response,
             Err(e) => problem_response(&e),
         };
+        if declares_body && !body_read {
+            // The rest of the body was never read; draining it would let a client that stalls
+            // mid-body hold the connection forever. Close it after this answer instead.
+            response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         (no_store(response), route.template)
     }
 
+    /// Admits the caller, reads the body as the route declares, and runs the handler. Also says
+    /// whether the request body was consumed (read whole, or handed to a streaming handler).
     async fn dispatch(
         &self,
         state: Arc<AppState>,
@@ -395,19 +499,21 @@ impl Router {
         params: Vec<String>,
         parts: hyper::http::request::Parts,
         body: Incoming,
-    ) -> Result<HttpResponse, ApiError> {
-        let (app, read) = match self.admit(&state, route, &parts.headers).await? {
-            Admitted::Caller(app) => (app, true),
-            Admitted::WithoutBody => (None, false),
+    ) -> (Result<HttpResponse, ApiError>, bool) {
+        let (app, read) = match self.admit(&state, route, &parts.headers).await {
+            Ok(Admitted::Caller(app)) => (app, true),
+            Ok(Admitted::WithoutBody) => (None, false),
+            Err(e) => return (Err(e), false),
         };
         let (body, stream, permit) = match route.body {
-            BodyUse::Buffered if read => {
-                let (bytes, permit) = read_body(body, parts.headers.get(CONTENT_LENGTH), &self.limits).await?;
-                (bytes, None, permit)
-            }
-            BodyUse::Stream => (Bytes::new(), Some(body), None),
-            BodyUse::Buffered | BodyUse::None => (Bytes::new(), None, None),
+            BodyUse::Buffered if read => match read_body(body, parts.headers.get(CONTENT_LENGTH), &self.limits).await {
+                Ok((bytes, permit)) => (bytes, None, permit),
+                Err(e) => return (Err(e), false),
+            },
+            BodyUse::Stream if read => (Bytes::new(), Some(body), None),
+            BodyUse::Buffered | BodyUse::Stream | BodyUse::None => (Bytes::new(), None, None),
         };
+        let consumed = read && route.body != BodyUse::None;
         let query = parts
             .uri
             .query()
@@ -423,8 +529,18 @@ impl Router {
             app,
             _body_permit: permit,
         };
-        (route.handler)(state, call).await
+        ((route.handler)(state, call).await, consumed)
     }
+}
+
+/// Whether the request says a body follows (a non-zero `Content-Length`, or chunked).
+fn declares_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(TRANSFER_ENCODING)
+        || headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|len| len > 0)
 }
 
 /// The outcome of checking a route's caller. A short-lived value on the stack, moved once: boxing

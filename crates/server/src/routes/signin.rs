@@ -9,6 +9,7 @@ use crate::html::{escape, Page};
 use crate::json::{json_response, no_content, parse_json, rfc3339, HttpResponse};
 use crate::problem::ApiError;
 use crate::state::AppState;
+use custody_identity::audit::Actor;
 use custody_identity::idp::IdpConfig;
 use custody_identity::ports::IdentityStore as _;
 use custody_identity::{AppId, Secret};
@@ -120,7 +121,7 @@ pub async fn put_oidc(state: Arc<AppState>, call: Call) -> Result<HttpResponse, 
         .transpose()?;
     let input =
         OidcClientInput { client_id: body.client_id, client_secret: Secret::new(body.client_secret), auth_method };
-    let (config, _) = state.signin.put_client(&app.id, input).await?;
+    let (config, _) = state.signin.put_client(&app.id, input, &Actor::operator()).await?;
     Ok(json_response(StatusCode::OK, &idp_object(&state, &config).await?))
 }
 
@@ -130,7 +131,7 @@ pub async fn delete_oidc(state: Arc<AppState>, call: Call) -> Result<HttpRespons
     if state.store.get_idp(&app.id).await?.is_none() {
         return Err(ApiError::idp_not_configured());
     }
-    if !state.signin.delete_client(&app.id).await? {
+    if !state.signin.delete_client(&app.id, &Actor::operator()).await? {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "oidc_not_configured", "the app has no OIDC client"));
     }
     Ok(no_content())

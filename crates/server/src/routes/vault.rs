@@ -7,6 +7,7 @@ use super::Call;
 use crate::json::{double_option, json_response, no_content, parse_json, redirect, rfc3339, rfc3339_opt, HttpResponse};
 use crate::problem::ApiError;
 use crate::state::AppState;
+use custody_identity::audit::Actor;
 use custody_identity::ports::IdentityStore as _;
 use custody_identity::{Secret, UserId};
 use custody_vault::grant::TokenSet;
@@ -91,7 +92,7 @@ pub async fn put_provider(state: Arc<AppState>, call: Call) -> Result<HttpRespon
         client_secret: body.client_secret.map(Secret::new),
         scopes: body.scopes,
     };
-    let provider = state.vault.put_provider(&app.id, &name, input).await?;
+    let provider = state.vault.put_provider(&app.id, &name, input, &Actor::operator()).await?;
     Ok(json_response(StatusCode::OK, &provider_json(&provider)))
 }
 
@@ -115,7 +116,7 @@ pub async fn list_providers(state: Arc<AppState>, call: Call) -> Result<HttpResp
 pub async fn delete_provider(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
-    if !state.vault.delete_provider(&app.id, &name).await? {
+    if !state.vault.delete_provider(&app.id, &name, &Actor::operator()).await? {
         return Err(provider_not_found(&name));
     }
     state.wake_outbox();
@@ -135,7 +136,8 @@ pub async fn put_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
     let body: PolicyBody = parse_json(&call.body)?;
-    let policy = state.vault.put_policy(&app.id, &name, body.allow_groups, body.allow_roles).await?;
+    let policy =
+        state.vault.put_policy(&app.id, &name, body.allow_groups, body.allow_roles, &Actor::operator()).await?;
     Ok(json_response(StatusCode::OK, &policy_json(&policy)))
 }
 
@@ -160,7 +162,7 @@ pub async fn list_policies(state: Arc<AppState>, call: Call) -> Result<HttpRespo
 pub async fn delete_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
-    if !state.vault.delete_policy(&app.id, &name).await? {
+    if !state.vault.delete_policy(&app.id, &name, &Actor::operator()).await? {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "policy_not_found", format!("no policy for `{name}`")));
     }
     Ok(no_content())
@@ -324,7 +326,7 @@ pub async fn revoke_app_grant(state: Arc<AppState>, call: Call) -> Result<HttpRe
     if body.reason.as_ref().is_some_and(|r| r.len() > 1000) {
         return Err(ApiError::invalid_request("reason: at most 1000 characters"));
     }
-    let grant = state.vault.revoke_grant(&app.id, &id, body.reason).await?;
+    let grant = state.vault.revoke_grant(&app.id, &id, body.reason, &Actor::operator()).await?;
     state.wake_outbox();
     Ok(json_response(StatusCode::OK, &grant_json(&grant)))
 }
@@ -390,6 +392,6 @@ pub async fn import_grant(state: Arc<AppState>, call: Call) -> Result<HttpRespon
     if user.status == custody_identity::UserStatus::Deprovisioned {
         return Err(custody_identity::user::UserRefused::Deprovisioned.into());
     }
-    let grant = state.vault.import_grant(&app.id, &user.id, import).await?;
+    let grant = state.vault.import_grant(&app.id, &user.id, import, &Actor::operator()).await?;
     Ok(json_response(StatusCode::CREATED, &grant_json(&grant)))
 }

@@ -27,7 +27,7 @@ use custody_vault::service::VaultError;
 use custody_vault::signin::service::{CallbackError, SessionEnd, SignedIn, StartSignInError, WalletAccess};
 use custody_vault::signin::{SignInPurpose, WalletSession};
 use custody_vault::{Grant, GrantId, GrantStatus, ProviderName};
-use hyper::header::{HeaderValue, COOKIE, SET_COOKIE};
+use hyper::header::{HeaderValue, SET_COOKIE};
 use hyper::StatusCode;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -70,15 +70,7 @@ fn secure(state: &AppState) -> bool {
 
 /// The value of cookie `name` in the request, if any.
 fn cookie<'a>(call: &'a Call, name: &str) -> Option<&'a str> {
-    call.headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty())
+    html::request_cookie(&call.headers, name)
 }
 
 /// Adds a `Set-Cookie`: HttpOnly, SameSite=Lax, Secure over https; `max_age` 0 deletes it.

@@ -13,8 +13,10 @@ use super::Call;
 use crate::json::{json_response, parse_json, rfc3339_opt, HttpResponse};
 use crate::problem::ApiError;
 use crate::state::AppState;
+use custody_identity::audit::Actor;
 use custody_identity::idp::IdpConfig;
 use custody_identity::{AppId, Secret};
+use custody_vault::lifecycle::okta::OKTA_VERIFICATION_HEADER;
 use custody_vault::webhook::{
     Delivery, DisableError, EnableError, EnabledWebhooks, ReceiveError, RotateError, SvixHeaders, WebhookSettingsError,
     WebhookView,
@@ -170,25 +172,37 @@ pub async fn get_settings(state: Arc<AppState>, call: Call) -> Result<HttpRespon
 pub async fn enable(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let body: SecretBody = parse_json(&call.body)?;
-    let enabled = state.webhooks.enable(&app.id, secret_of(body)).await?;
+    let enabled = state.webhooks.enable(&app.id, secret_of(body), &Actor::operator()).await?;
     Ok(json_response(StatusCode::OK, &enabled_json(enabled)))
 }
 
 pub async fn rotate(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let body: SecretBody = parse_json(&call.body)?;
-    let rotated = state.webhooks.rotate(&app.id, secret_of(body)).await?;
+    let rotated = state.webhooks.rotate(&app.id, secret_of(body), &Actor::operator()).await?;
     Ok(json_response(StatusCode::OK, &enabled_json(rotated)))
 }
 
 pub async fn disable(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    let view = state.webhooks.disable(&app.id).await?;
+    let view = state.webhooks.disable(&app.id, &Actor::operator()).await?;
     Ok(json_response(StatusCode::OK, &view_json(&view)))
 }
 
 fn header(call: &Call, name: &str) -> Option<String> {
     call.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// `GET /v1/webhooks/{app_id}`: Okta's one-time verification of an event hook, answered
+/// `{"verification": <the x-okta-verification-challenge value>}` once the request proves the
+/// webhook secret.
+pub async fn verify(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
+    let app = AppId::parse(call.param(0)).map_err(|_| not_enabled())?;
+    let authorization = call.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let challenge = call.headers.get(OKTA_VERIFICATION_HEADER).and_then(|v| v.to_str().ok());
+    let verification = state.webhooks.verify_endpoint(&app, authorization, challenge).await?;
+    tracing::info!(app = app.as_str(), "webhook URL verified by the identity provider");
+    Ok(json_response(StatusCode::OK, &json!({"verification": verification})))
 }
 
 /// `POST /v1/webhooks/{app_id}`: an identity provider's lifecycle events.

@@ -11,11 +11,11 @@ use crate::cipher::Cipher;
 use crate::service::{state_hash, ResealReport};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use custody_identity::audit::{AuditEntry, AuditOutcome};
+use custody_identity::audit::{Actor, AuditEntry, AuditOutcome};
 use custody_identity::idp::IdpConfig;
 use custody_identity::jwt::{TokenRejection, VerifiedClaims};
 use custody_identity::ports::{Clock, Random, SecretHasher, StoreError};
-use custody_identity::service::{IdentityService, ResolveError, OPERATOR};
+use custody_identity::service::{IdentityService, ResolveError};
 use custody_identity::user::UserRefused;
 use custody_identity::{AppId, Secret, UnixTime, User, UserId, UserStatus};
 use serde_json::Value;
@@ -329,6 +329,7 @@ impl SignInService {
         &self,
         app: &AppId,
         input: OidcClientInput,
+        actor: &Actor,
     ) -> Result<(IdpConfig, OidcClient), PutClientError> {
         let client_id =
             OidcClientId::parse(&input.client_id).map_err(|e| PutClientError::Invalid(format!("client_id: {e}")))?;
@@ -360,7 +361,7 @@ impl SignInService {
             let audit = self.identity.audit(
                 app,
                 "idp.oidc_update",
-                OPERATOR,
+                actor.as_str(),
                 Some(format!("OIDC client `{client_id}` set ({})", client.auth_method.as_str())),
             );
             match self.store.put_oidc_client(&client, &audit).await {
@@ -373,8 +374,8 @@ impl SignInService {
     }
 
     /// Removes the app's OIDC client; pending sign-ins go with it. `false` when there was none.
-    pub async fn delete_client(&self, app: &AppId) -> Result<bool, StoreError> {
-        let audit = self.identity.audit(app, "idp.oidc_delete", OPERATOR, Some("OIDC client removed".into()));
+    pub async fn delete_client(&self, app: &AppId, actor: &Actor) -> Result<bool, StoreError> {
+        let audit = self.identity.audit(app, "idp.oidc_delete", actor.as_str(), Some("OIDC client removed".into()));
         self.store.delete_oidc_client(app, &audit).await
     }
 
