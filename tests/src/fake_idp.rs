@@ -156,6 +156,9 @@ struct Shared {
     base_url: String,
     state: Mutex<State>,
     counters: Counters,
+    /// While `true`, JWKS requests hang (the connection stays open, no answer) until it is
+    /// `false` again: the fault of an IdP that accepts connections and never answers.
+    jwks_hang: tokio::sync::watch::Sender<bool>,
 }
 
 /// The fake OpenID Provider. Dropping it stops the server.
@@ -229,6 +232,7 @@ impl FakeIdp {
             base_url: format!("http://{addr}"),
             state: Mutex::new(state),
             counters: Counters::default(),
+            jwks_hang: tokio::sync::watch::Sender::new(false),
         });
         let accept_shared = shared.clone();
         let task = tokio::spawn(async move {
@@ -303,6 +307,12 @@ impl FakeIdp {
     /// Makes the JWKS endpoint answer 500 (still counted as a fetch).
     pub fn set_jwks_failing(&self, failing: bool) {
         self.state().jwks_failing = failing;
+    }
+
+    /// Makes JWKS requests hang (counted as fetches when they arrive, answered only once the
+    /// hang is lifted, by which time Custody's HTTP client may have given up on them).
+    pub fn set_jwks_hanging(&self, hanging: bool) {
+        self.shared.jwks_hang.send_replace(hanging);
     }
 
     /// The `Cache-Control` header of JWKS responses (none by default).
@@ -467,6 +477,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>>
         }
         (&Method::GET, "/jwks") => {
             shared.counters.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+            let _ = shared.jwks_hang.subscribe().wait_for(|hanging| !*hanging).await;
             let state = shared.state.lock().expect("fake IdP state");
             if state.jwks_failing {
                 return respond(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "jwks unavailable");

@@ -301,11 +301,13 @@ async fn cache_lifetime_follows_cache_control_and_stale_keys_serve_while_refresh
 
     tokio::time::sleep(Duration::from_millis(1200)).await;
     verify(&verifier, &config, &good).await.unwrap();
-    assert_eq!(idp.jwks_fetches(), 2, "refetched once max-age passed");
+    verifier.settled(&config.jwks_uri).await;
+    assert_eq!(idp.jwks_fetches(), 2, "refetched (in the background) once max-age passed");
 
     idp.set_jwks_failing(true);
     tokio::time::sleep(Duration::from_millis(1200)).await;
     verify(&verifier, &config, &good).await.unwrap();
+    verifier.settled(&config.jwks_uri).await;
     assert_eq!(idp.jwks_fetches(), 3, "the refresh was tried, failed, and the last good keys served");
     verify(&verifier, &config, &good).await.unwrap();
     assert_eq!(idp.jwks_fetches(), 3, "not retried before the failure backoff");
@@ -385,9 +387,150 @@ async fn registered_claims_are_checked_after_the_signature() {
 
     let mut wrong_aud = idp.claims_for("u");
     wrong_aud["aud"] = json!("someone-else");
-    assert_eq!(verify(&verifier, &config, &idp.sign(wrong_aud, Alg::EdDsa)).await, Err(TokenRejection::WrongAudience));
+    assert!(matches!(
+        verify(&verifier, &config, &idp.sign(wrong_aud, Alg::EdDsa)).await,
+        Err(TokenRejection::WrongAudience { .. })
+    ));
 
     let mut wrong_iss = idp.claims_for("u");
     wrong_iss["iss"] = json!(format!("{}/", idp.issuer()));
-    assert_eq!(verify(&verifier, &config, &idp.sign(wrong_iss, Alg::Rs256)).await, Err(TokenRejection::WrongIssuer));
+    assert!(matches!(
+        verify(&verifier, &config, &idp.sign(wrong_iss, Alg::Rs256)).await,
+        Err(TokenRejection::WrongIssuer { .. })
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A hanging IdP (issue 15 items 9 and 10)
+
+/// A verifier whose key sets are never fresh (every use starts a background refresh) and whose
+/// unknown-kid wait is `miss_wait`.
+fn always_refreshing(miss_wait: Duration) -> JwksVerifier {
+    verifier_with(JwksSettings {
+        max_age: Duration::ZERO,
+        miss_wait,
+        failure_backoff: Duration::ZERO,
+        refetch_cooldown: Duration::ZERO,
+        ..JwksSettings::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_idp_never_stalls_a_request_while_keys_are_held() {
+    let idp = FakeIdp::start().await;
+    let verifier = always_refreshing(Duration::from_millis(300));
+    let config = idp_config(&idp);
+    verify(&verifier, &config, &idp.token_for("first")).await.unwrap();
+    verifier.settled(&config.jwks_uri).await;
+    let before = idp.jwks_fetches();
+
+    // From here the IdP accepts the JWKS request and never answers (until the end of the test,
+    // well inside the HTTP client's 10 s timeout): any request that waited for it would take
+    // that long.
+    idp.set_jwks_hanging(true);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (verifier, config, token) = (verifier.clone(), config.clone(), idp.token_for(&format!("user{i}")));
+        tasks.push(tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let result = verify(&verifier, &config, &token).await;
+            (result, started.elapsed())
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    for task in tasks {
+        let (result, took) = task.await.unwrap();
+        result.unwrap();
+        slowest = slowest.max(took);
+    }
+    eprintln!("hanging IdP, 20 concurrent requests with a stale key set: slowest {slowest:?}");
+    assert!(slowest < Duration::from_secs(2), "a request waited for the hanging fetch: {slowest:?}");
+    // The refresh each request wanted is one fetch in flight, still hanging.
+    assert!(idp.jwks_fetches() - before <= 1, "{} fetches for one stale set", idp.jwks_fetches() - before);
+
+    // An unknown kid waits for that fetch at most `miss_wait`, then is refused.
+    let started = std::time::Instant::now();
+    let unknown = verifier.verify_signature(&config, &idp.sign_with_random_kid(idp.claims_for("x"), Alg::Rs256)).await;
+    let took = started.elapsed();
+    eprintln!("hanging IdP, unknown kid: refused after {took:?}");
+    assert_eq!(unknown, Err(TokenRejection::UnknownKey));
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(2), "{took:?}");
+    assert!(idp.jwks_fetches() - before <= 1, "the miss joined the fetch in flight");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_caller_waiting_on_a_fetch_is_answered_when_it_ends() {
+    let idp = FakeIdp::start().await;
+    let verifier = always_refreshing(Duration::from_secs(30));
+    let config = idp_config(&idp);
+    verify(&verifier, &config, &idp.token_for("first")).await.unwrap();
+    verifier.settled(&config.jwks_uri).await;
+    idp.set_jwks_hanging(true);
+    // This request starts the (hanging) background refresh and is answered at once.
+    verify(&verifier, &config, &idp.token_for("second")).await.unwrap();
+    let fetches = idp.jwks_fetches();
+
+    // A key published meanwhile: its tokens wait on the fetch in flight, none starts another.
+    idp.rotate(Alg::Es256, false);
+    let mut waiters = Vec::new();
+    for i in 0..8 {
+        let token = idp.sign(idp.claims_for(&format!("w{i}")), Alg::Es256);
+        let (verifier, config) = (verifier.clone(), config.clone());
+        waiters.push(tokio::spawn(async move { verify(&verifier, &config, &token).await }));
+    }
+    tokio::task::yield_now().await;
+    assert!(waiters.iter().all(|w| !w.is_finished()), "the waiters wait for the fetch");
+    let lifted = std::time::Instant::now();
+    idp.set_jwks_hanging(false);
+    for waiter in waiters {
+        waiter.await.unwrap().expect("answered with the new key once the fetch ended");
+    }
+    assert!(lifted.elapsed() < Duration::from_secs(5), "{:?}", lifted.elapsed());
+    assert!(idp.jwks_fetches() - fetches <= 1, "one fetch for all waiters: {}", idp.jwks_fetches() - fetches);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_sets_are_refreshed_within_max_age_and_a_removed_kid_fails_next() {
+    let idp = FakeIdp::start().await;
+    // No Cache-Control (a real OpenID provider's default): max_age bounds the set's life.
+    let verifier = verifier_with(JwksSettings {
+        max_age: Duration::from_millis(200),
+        refetch_cooldown: Duration::from_secs(3600),
+        ..JwksSettings::default()
+    });
+    let config = idp_config(&idp);
+    let old = idp.token_for("u");
+    verify(&verifier, &config, &old).await.unwrap();
+    verify(&verifier, &config, &old).await.unwrap();
+    assert_eq!(idp.jwks_fetches(), 1);
+    idp.rotate(Alg::Rs256, true);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Past max_age: this use starts the refresh (it is still answered with the set in hand)...
+    let _ = verify(&verifier, &config, &old).await;
+    verifier.settled(&config.jwks_uri).await;
+    assert_eq!(idp.jwks_fetches(), 2);
+    // ...and from the next request the removed kid fails, from the verified-token cache too.
+    assert_eq!(verifier.verify_signature(&config, &old).await, Err(TokenRejection::UnknownKey));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_now_fetches_at_once_and_ends_a_removed_kid() {
+    let idp = FakeIdp::start().await;
+    let verifier = verifier(Duration::from_secs(3600));
+    let config = idp_config(&idp);
+    let old = idp.token_for("u");
+    verify(&verifier, &config, &old).await.unwrap();
+    verify(&verifier, &config, &old).await.unwrap();
+    assert_eq!(verifier.verified_cache_hits(), 1);
+    let old_kid = idp.current_kid(Alg::Rs256);
+    let new_kid = idp.rotate(Alg::Rs256, true);
+    let refreshed = verifier.refresh_now(&config.jwks_uri).await.unwrap();
+    assert!(refreshed.kids.contains(&new_kid), "{:?}", refreshed.kids);
+    assert!(!refreshed.kids.contains(&old_kid), "{:?}", refreshed.kids);
+    assert_eq!(idp.jwks_fetches(), 2);
+    assert_eq!(verifier.verify_signature(&config, &old).await, Err(TokenRejection::UnknownKey));
+    idp.set_jwks_failing(true);
+    assert_eq!(verifier.refresh_now(&config.jwks_uri).await, Err(TokenRejection::KeysUnavailable));
+    // A failed refresh keeps the set in hand.
+    verify(&verifier, &config, &idp.token_for("v")).await.unwrap();
 }

@@ -13,6 +13,8 @@
 //!   step (see `demo.rs`).
 //! - `sdk-env`: the fakes and Custody for the SDK test suites; prints one line of JSON and
 //!   serves until stdin closes (see `sdk_env.rs`).
+//! - `fuzz [--minutes N] [--cases N]`: the parsers' property tests, many more cases, until the
+//!   time is up (see `fuzz.rs`).
 //! - `ci`: the checks CI runs (format, clippy, tests).
 
 #![allow(clippy::print_stdout)]
@@ -20,6 +22,7 @@
 mod bench;
 mod demo;
 mod sdk_env;
+mod fuzz;
 
 use custody_identity::idp::{IdpConfig, IdpEndpoints, IdpKind};
 use custody_identity::ports::IdentityStore as _;
@@ -44,6 +47,7 @@ const USAGE: &str = "usage:
                     [--reference-threads N] [--no-postgres] [--perf] [--no-deletion]
   cargo xtask demo [--listen 127.0.0.1:8080] [--no-wait]
   cargo xtask sdk-env
+  cargo xtask fuzz [--minutes 10] [--cases 20000]
   cargo xtask ci";
 
 fn main() -> ExitCode {
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Some("demo") => runtime().and_then(|rt| rt.block_on(demo::run(&args[1..]))),
         Some("sdk-env") => runtime().and_then(|rt| rt.block_on(sdk_env::run(&args[1..]))),
         Some("ci") => ci(),
+        Some("fuzz") => fuzz::run(&args[1..]),
         _ => Err(USAGE.to_owned()),
     };
     match result {

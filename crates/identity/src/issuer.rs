@@ -21,7 +21,10 @@ pub enum InvalidIssuerUrl {
     NotAbsolute,
     #[error("issuer_url must use https")]
     NotHttps,
-    #[error("issuer_url may use plain http only for a loopback host, and only when insecure issuers are allowed")]
+    #[error(
+        "issuer_url must use https; plain http is accepted only for a loopback host (localhost, 127.0.0.0/8, ::1) \
+         when the server runs with CUSTODY_ALLOW_INSECURE_ISSUERS=true (development and tests only)"
+    )]
     InsecureNotAllowed,
     #[error("issuer_url must not carry a query or a fragment")]
     QueryOrFragment,

@@ -6,6 +6,7 @@
 
 use crate::issuer::Issuer;
 use crate::time::UnixTime;
+use base64::Engine as _;
 use serde_json::{Map, Value};
 
 /// What a token must satisfy beyond its signature.
@@ -55,10 +56,26 @@ pub enum TokenRejection {
     IssuedInFuture,
     #[error("the token's `{0}` claim is not a number")]
     BadTimeClaim(&'static str),
-    #[error("the token's issuer does not match the identity provider")]
-    WrongIssuer,
-    #[error("the token's audience does not include the configured audience")]
-    WrongAudience,
+    #[error(
+        "the token was issued by {received}, not by this app's identity provider `{expected}`: sign the user in \
+         with that provider, or configure the app for the token's issuer"
+    )]
+    WrongIssuer {
+        /// The configured issuer.
+        expected: String,
+        /// The token's `iss`, made safe to show ([`shown_claim`]), or "no issuer".
+        received: String,
+    },
+    #[error(
+        "the token's audience {received} does not include the configured audience `{configured}`: request the \
+         token for that audience, or change the identity provider's `audience`"
+    )]
+    WrongAudience {
+        /// The configured audience.
+        configured: String,
+        /// The token's `aud`, made safe to show, or "none".
+        received: String,
+    },
     #[error("{0}")]
     Identity(#[from] crate::claims::IdentityClaimError),
 }
@@ -105,14 +122,78 @@ pub fn validate_claims(
     }
     match claims.get("iss") {
         Some(Value::String(iss)) if iss == expect.issuer.as_str() => {}
-        _ => return Err(TokenRejection::WrongIssuer),
+        other => return Err(wrong_issuer(expect.issuer, other)),
     }
     if let Some(audience) = expect.audience {
         if !audience_contains(&claims, audience) {
-            return Err(TokenRejection::WrongAudience);
+            let received = match claims.get("aud") {
+                None => "(none)".to_owned(),
+                Some(Value::Array(auds)) => {
+                    let shown: Vec<String> = auds.iter().take(5).map(shown_claim).collect();
+                    format!("[{}]{}", shown.join(", "), if auds.len() > 5 { " and more" } else { "" })
+                }
+                Some(other) => shown_claim(other),
+            };
+            return Err(TokenRejection::WrongAudience { configured: audience.to_owned(), received });
         }
     }
     Ok(VerifiedClaims { claims, expires_at: UnixTime(exp), issued_at: iat.map(UnixTime) })
+}
+
+fn wrong_issuer(expected: &Issuer, received: Option<&Value>) -> TokenRejection {
+    TokenRejection::WrongIssuer {
+        expected: expected.as_str().to_owned(),
+        received: received.map_or_else(|| "(no `iss` claim)".to_owned(), shown_claim),
+    }
+}
+
+/// The longest claim value an error message shows, in characters.
+const SHOWN_CLAIM_CHARS: usize = 200;
+
+/// A token's claim value, made safe to put in an error message: strings in backquotes, at most
+/// [`SHOWN_CLAIM_CHARS`] characters, control characters replaced by `?`. Issuers and audiences
+/// are public identifiers, never secrets, so showing them is safe and tells the user what to fix.
+pub fn shown_claim(value: &Value) -> String {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut shown: String =
+        text.chars().take(SHOWN_CLAIM_CHARS).map(|c| if c.is_control() || c == '`' { '?' } else { c }).collect();
+    if text.chars().count() > SHOWN_CLAIM_CHARS {
+        shown.push('…');
+    }
+    match value {
+        Value::String(_) => format!("`{shown}`"),
+        _ => shown,
+    }
+}
+
+/// The token itself from a header value that may carry an authentication scheme: SDKs and
+/// proxies send `X-User-Token: Bearer <jwt>` as often as the bare JWT. A compact JWS has no
+/// spaces, so a leading `Bearer ` (any case) is never part of a token.
+pub fn strip_bearer_scheme(value: &str) -> &str {
+    let value = value.trim();
+    match value.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim_start(),
+        _ => value,
+    }
+}
+
+/// Refuses, before any key is looked at, a token whose (not yet verified) payload names an
+/// issuer other than `expected`: "this token is from another issuer" is what the user needs to
+/// hear, not "unknown key", and such a token must not cost a key-set refetch. A payload that
+/// cannot be read, or has no `iss`, passes: the signature and claim checks refuse it properly.
+pub fn precheck_issuer(token: &str, expected: &Issuer) -> Result<(), TokenRejection> {
+    let mut parts = token.split('.');
+    let (Some(_), Some(payload)) = (parts.next(), parts.next()) else { return Ok(()) };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else { return Ok(()) };
+    let Ok(Value::Object(claims)) = serde_json::from_slice::<Value>(&bytes) else { return Ok(()) };
+    match claims.get("iss") {
+        Some(Value::String(iss)) if iss != expected.as_str() => Err(wrong_issuer(expected, claims.get("iss"))),
+        Some(Value::String(_)) | None => Ok(()),
+        Some(other) => Err(wrong_issuer(expected, Some(other))),
+    }
 }
 
 /// Whether the token's `aud` (a string or an array of strings) names `audience`.
@@ -174,13 +255,61 @@ mod tests {
         assert_eq!(check(with("iat", json!(NOW.0 + 61)), None), Err(TokenRejection::IssuedInFuture));
     }
 
+    fn wrong_iss(received: &str) -> TokenRejection {
+        TokenRejection::WrongIssuer { expected: "https://idp.example.com/".into(), received: received.into() }
+    }
+
+    fn wrong_aud(configured: &str, received: &str) -> TokenRejection {
+        TokenRejection::WrongAudience { configured: configured.into(), received: received.into() }
+    }
+
     #[test]
     fn issuer_exact_and_audience() {
-        assert_eq!(check(with("iss", json!("https://idp.example.com")), None), Err(TokenRejection::WrongIssuer));
-        assert_eq!(check(with("iss", json!(7)), None), Err(TokenRejection::WrongIssuer));
-        assert_eq!(check(base(), Some("nope")), Err(TokenRejection::WrongAudience));
+        assert_eq!(
+            check(with("iss", json!("https://idp.example.com")), None),
+            Err(wrong_iss("`https://idp.example.com`"))
+        );
+        assert_eq!(check(with("iss", json!(7)), None), Err(wrong_iss("7")));
+        assert_eq!(check(base(), Some("nope")), Err(wrong_aud("nope", "[`api`, `other`]")));
+        assert_eq!(check(with("aud", json!("web")), Some("api")), Err(wrong_aud("api", "`web`")));
         let mut no_aud = base();
         no_aud.as_object_mut().unwrap().remove("aud");
-        assert_eq!(check(no_aud, Some("api")), Err(TokenRejection::WrongAudience));
+        assert_eq!(check(no_aud, Some("api")), Err(wrong_aud("api", "(none)")));
+        let mut no_iss = base();
+        no_iss.as_object_mut().unwrap().remove("iss");
+        assert_eq!(check(no_iss, None), Err(wrong_iss("(no `iss` claim)")));
+    }
+
+    #[test]
+    fn messages_name_both_sides_and_stay_printable() {
+        let message = check(with("iss", json!("https://other.example/")), None).unwrap_err().to_string();
+        assert!(
+            message.contains("`https://other.example/`") && message.contains("`https://idp.example.com/`"),
+            "{message}"
+        );
+        let message = check(base(), Some("api-x")).unwrap_err().to_string();
+        assert!(message.contains("`api-x`") && message.contains("`api`"), "{message}");
+        let hostile = check(with("iss", json!(format!("a\nb`c{}", "x".repeat(500)))), None).unwrap_err().to_string();
+        assert!(!hostile.contains('\n') && hostile.len() < 600, "{hostile}");
+    }
+
+    #[test]
+    fn bearer_scheme_and_issuer_precheck() {
+        assert_eq!(strip_bearer_scheme("Bearer a.b.c"), "a.b.c");
+        assert_eq!(strip_bearer_scheme("  bearer   a.b.c "), "a.b.c");
+        assert_eq!(strip_bearer_scheme("a.b.c"), "a.b.c");
+        assert_eq!(strip_bearer_scheme("Basic a.b.c"), "Basic a.b.c");
+        let issuer = Issuer::new("https://idp.example.com/");
+        let token = |claims: Value| {
+            format!("e30.{}.c2ln", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string()))
+        };
+        assert_eq!(precheck_issuer(&token(json!({"iss": "https://idp.example.com/"})), &issuer), Ok(()));
+        assert_eq!(precheck_issuer(&token(json!({"sub": "x"})), &issuer), Ok(()));
+        assert_eq!(precheck_issuer("garbage", &issuer), Ok(()));
+        assert_eq!(precheck_issuer("a.!!!.c", &issuer), Ok(()));
+        assert_eq!(
+            precheck_issuer(&token(json!({"iss": "https://evil.example/"})), &issuer),
+            Err(wrong_iss("`https://evil.example/`"))
+        );
     }
 }

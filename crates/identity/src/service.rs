@@ -8,7 +8,10 @@ use crate::claims::ClaimMappings;
 use crate::idp::{ClaimMappingsLocked, IdpConfig, IdpEndpoints, IdpKind, IdpPatch, RequestedClaims};
 use crate::ids::{ApiKeyId, AppId, IdpId, UserId};
 use crate::issuer::{InvalidIssuerUrl, Issuer, IssuerUrl, IssuerUrlPolicy};
-use crate::jwt::{audience_contains, validate_claims, ClaimExpectations, TokenRejection, VerifiedClaims};
+use crate::jwt::{
+    audience_contains, precheck_issuer, strip_bearer_scheme, validate_claims, ClaimExpectations, TokenRejection,
+    VerifiedClaims,
+};
 use crate::ports::{
     Clock, CreateIdpError, Discovery, DiscoveryDocument, DiscoveryError, IdentityStore, LockGuard, Random,
     ResolveUserError, SecretHasher, StoreError, TokenVerifier, UpdateIdpError,
@@ -326,6 +329,8 @@ impl IdentityService {
         token: &str,
         audience: Option<&str>,
     ) -> Result<VerifiedClaims, TokenRejection> {
+        let token = strip_bearer_scheme(token);
+        precheck_issuer(token, &config.issuer)?;
         let claims = self.verifier.verify_signature(config, token).await?;
         let expect = ClaimExpectations { issuer: &config.issuer, audience, leeway_secs: self.settings.leeway_secs };
         validate_claims(claims, &expect, self.clock.now())
@@ -334,7 +339,11 @@ impl IdentityService {
     /// Verifies a user token on a runtime endpoint: its audience must be the configured one or,
     /// when the app has an OIDC sign-in client, that client's id (an ID token from sign-in). The
     /// client id is looked up only for a token the configured audience does not accept.
+    /// The token may carry a `Bearer ` prefix; one whose payload names another issuer is refused
+    /// as such before any key is looked at.
     pub async fn verify_user_token(&self, config: &IdpConfig, token: &str) -> Result<VerifiedClaims, ResolveError> {
+        let token = strip_bearer_scheme(token);
+        precheck_issuer(token, &config.issuer)?;
         let claims = self.verifier.verify_signature(config, token).await?;
         let mut audience = config.audience.clone();
         if let Some(configured) = &config.audience {

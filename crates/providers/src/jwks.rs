@@ -8,15 +8,23 @@
 //! - A key only verifies the algorithms that agree with it: RSA keys RS256 and PS256, EC P-256
 //!   keys ES256, OKP Ed25519/Ed448 keys EdDSA, and only the JWK's own `alg` when it names one.
 //!   Keys whose `use` is not `sig` (or whose `key_ops` lack `verify`) are skipped.
-//! - The key set of each `jwks_uri` is parsed once into verifiers and kept, behind an `Arc`, in a
-//!   moka cache whose per-entry lifetime comes from the JWKS response's `Cache-Control: max-age`
-//!   (clamped, see [`cache_ttl`]). The hot path is a cache read and one signature check.
+//! - The key set of each `jwks_uri` is parsed once into verifiers and kept, behind an `Arc`. It is
+//!   fresh for the JWKS response's `Cache-Control: max-age` (clamped, see [`cache_ttl`]) and never
+//!   longer than [`JwksSettings::max_age`]. The hot path is a map read and one signature check.
+//! - A request never waits for a fetch while a key set is held: a request that finds its set past
+//!   its freshness starts a refresh in the background and is answered with the set in hand
+//!   (stale-while-revalidate); the last good set keeps serving while refreshes fail, for at most
+//!   [`JwksSettings::max_stale`], retried at most every [`JwksSettings::failure_backoff`]. Only
+//!   the very first load of a `jwks_uri` (nothing held yet) waits for its fetch.
+//! - At most one fetch per `jwks_uri` is in flight; every caller that needs its result waits on
+//!   the same fetch and is answered when it ends (a `watch` channel, not a lock held across it).
 //! - An unknown `kid` causes at most one refetch per cooldown per `jwks_uri`; the cooldown counts
 //!   from the last refetch a miss caused (not from the first fetch, so a key rotated right after
-//!   start is still picked up). Concurrent misses wait on one per-`jwks_uri` lock and share the
-//!   refetch. A failed refetch keeps the keys already held. When the cached set expires and the
-//!   refresh fails, the last good set keeps serving (for at most
-//!   [`JwksSettings::max_stale`]), retried after [`JwksSettings::failure_backoff`].
+//!   start is still picked up). The token waits for that fetch (or the one already in flight) at
+//!   most [`JwksSettings::miss_wait`], then is refused as an unknown key.
+//! - [`JwksVerifier::refresh_now`] fetches at once (the operator's
+//!   `POST /v1/apps/{app_id}/identity-provider/jwks/refresh`); tokens of a key that left the set
+//!   fail from the next request, including those in the verified-token cache.
 //!
 //! Registered claims (`exp`, `iss`, `aud`, ...) are not checked here:
 //! [`custody_identity::jwt::validate_claims`] does that with the caller's clock.
@@ -30,12 +38,13 @@ use custody_identity::ports::TokenVerifier;
 use josekit::jwk::Jwk;
 use josekit::jws::{EdDSA, JwsVerifier, ES256, PS256, RS256};
 use moka::future::Cache;
+use moka::sync::Cache as SyncCache;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex as StdMutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::watch;
 
 /// Tuning of [`JwksVerifier`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +64,13 @@ pub struct JwksSettings {
     pub failure_backoff: Duration,
     /// How long after it was fetched a key set may still serve while refreshes fail.
     pub max_stale: Duration,
+    /// The longest a key set counts as fresh, whatever its `Cache-Control` says
+    /// (`CUSTODY_JWKS_MAX_AGE_SECS`): a key removed from the JWKS stops verifying at most this
+    /// long (plus one background fetch) after the set holding it was fetched.
+    pub max_age: Duration,
+    /// How long a token whose `kid` is not in the held set waits for a refetch before it is
+    /// refused (`CUSTODY_JWKS_MISS_WAIT_MS`).
+    pub miss_wait: Duration,
     /// Keys beyond this many in one JWKS are ignored.
     pub max_keys: usize,
     /// The largest JWKS response accepted, in bytes.
@@ -76,6 +92,8 @@ impl Default for JwksSettings {
             max_ttl: Duration::from_secs(24 * 60 * 60),
             failure_backoff: Duration::from_secs(10),
             max_stale: Duration::from_secs(24 * 60 * 60),
+            max_age: Duration::from_secs(300),
+            miss_wait: Duration::from_secs(2),
             max_keys: 100,
             max_jwks_bytes: 1024 * 1024,
             max_cached_sets: 10_000,
@@ -180,6 +198,8 @@ fn remaining_lifetime(claims: &Map<String, Value>) -> Option<Duration> {
 struct KeySet {
     keys: Vec<VerifyingKey>,
     fetched_at: Instant,
+    /// The same moment on the wall clock, for the operator's refresh answer.
+    fetched_at_wall: SystemTime,
 }
 
 impl fmt::Debug for KeySet {
@@ -189,45 +209,53 @@ impl fmt::Debug for KeySet {
     }
 }
 
-/// What a cache entry holds: the set and the lifetime it was inserted with.
-#[derive(Debug, Clone)]
-struct CachedSet {
-    keys: Arc<KeySet>,
-    ttl: Duration,
-}
+/// What one fetch ended with, shared with every caller waiting for it: `None` while it runs.
+type Outcome = Option<Result<Arc<KeySet>, ()>>;
 
-struct SetExpiry;
-
-impl moka::Expiry<String, CachedSet> for SetExpiry {
-    fn expire_after_create(&self, _key: &String, value: &CachedSet, _created_at: Instant) -> Option<Duration> {
-        Some(value.ttl)
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &String,
-        value: &CachedSet,
-        _updated_at: Instant,
-        _duration_until_expiry: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(value.ttl)
-    }
-}
-
-/// Per-`jwks_uri` fetch state, behind one async lock (the single flight).
+/// Per-`jwks_uri` state. The lock is a plain mutex held only for a few field reads and writes,
+/// never across a fetch: callers that need a fetch's result wait on its `watch` channel.
 #[derive(Debug, Default)]
 struct Slot {
-    state: tokio::sync::Mutex<SlotState>,
+    state: StdMutex<SlotState>,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        // A poisoned lock only means a panic elsewhere while it was held; the fields stay valid.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 #[derive(Debug, Default)]
 struct SlotState {
-    /// The last set fetched successfully, for serving while refreshes fail.
-    last_good: Option<Arc<KeySet>>,
+    /// The last set fetched successfully: what requests are answered with.
+    current: Option<Arc<KeySet>>,
+    /// Until when `current` needs no refresh.
+    fresh_until: Option<Instant>,
+    /// The fetch in flight, if any.
+    in_flight: Option<watch::Receiver<Outcome>>,
     /// When a miss last caused a refetch (the cooldown counts from here).
     last_miss_refetch: Option<Instant>,
     /// When a fetch last failed.
     last_failure: Option<Instant>,
+}
+
+impl SlotState {
+    /// The fetch in flight, unless its task is gone (it always sends before ending; this only
+    /// guards against a task that died).
+    fn running(&self) -> Option<watch::Receiver<Outcome>> {
+        self.in_flight.as_ref().filter(|rx| rx.has_changed().is_ok()).cloned()
+    }
+}
+
+/// What [`JwksVerifier::refresh_now`] fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshedKeys {
+    /// The key ids of the usable keys, sorted, without duplicates (keys without a kid are left
+    /// out).
+    pub kids: Vec<String>,
+    /// When the set was fetched.
+    pub fetched_at: SystemTime,
 }
 
 /// Why a fetch failed; logged, never returned.
@@ -377,7 +405,7 @@ fn build_key_set(body: &[u8], max_keys: usize) -> Result<KeySet, FetchError> {
             }
         }
     }
-    Ok(KeySet { keys: usable, fetched_at: Instant::now() })
+    Ok(KeySet { keys: usable, fetched_at: Instant::now(), fetched_at_wall: SystemTime::now() })
 }
 
 /// A token whose signature verified, remembered so the same token presented again (an SDK
@@ -416,9 +444,9 @@ const MAX_VERIFIED_TTL: Duration = Duration::from_secs(3600);
 struct Inner {
     client: HttpClient,
     config: JwksSettings,
-    cache: Cache<String, CachedSet>,
     verified: Option<Cache<[u8; 32], Arc<VerifiedToken>>>,
-    slots: StdMutex<HashMap<String, Arc<Slot>>>,
+    /// Key sets and fetch state, per `jwks_uri`.
+    slots: SyncCache<String, Arc<Slot>>,
     fetches: AtomicU64,
     fetch_failures: AtomicU64,
     verified_hits: AtomicU64,
@@ -435,7 +463,7 @@ impl fmt::Debug for JwksVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwksVerifier")
             .field("settings", &self.inner.config)
-            .field("cached_sets", &self.inner.cache.entry_count())
+            .field("cached_sets", &self.inner.slots.entry_count())
             .field("fetches", &self.fetch_count())
             .finish_non_exhaustive()
     }
@@ -444,7 +472,7 @@ impl fmt::Debug for JwksVerifier {
 impl JwksVerifier {
     /// A verifier fetching key sets through `client`.
     pub fn new(client: HttpClient, config: JwksSettings) -> Self {
-        let cache = Cache::builder().max_capacity(config.max_cached_sets).expire_after(SetExpiry).build();
+        let slots = SyncCache::builder().max_capacity(config.max_cached_sets).build();
         let verified = (config.verified_cache_bytes > 0).then(|| {
             Cache::builder()
                 .max_capacity(config.verified_cache_bytes)
@@ -457,9 +485,8 @@ impl JwksVerifier {
             inner: Arc::new(Inner {
                 client,
                 config,
-                cache,
                 verified,
-                slots: StdMutex::new(HashMap::new()),
+                slots,
                 fetches: AtomicU64::new(0),
                 fetch_failures: AtomicU64::new(0),
                 verified_hits: AtomicU64::new(0),
@@ -504,7 +531,7 @@ impl JwksVerifier {
         };
         let digest = openssl::sha::sha256(token.as_bytes());
         if let Some(hit) = verified.get(&digest).await {
-            if hit.jwks_uri == jwks_uri && self.still_holds(&hit).await {
+            if hit.jwks_uri == jwks_uri && self.still_holds(&hit) {
                 self.inner.verified_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(hit.claims.clone());
             }
@@ -527,13 +554,22 @@ impl JwksVerifier {
         Ok(claims)
     }
 
-    /// Whether the key that verified a remembered token is still in the key set now cached for
-    /// its `jwks_uri` (no fetch: an absent set means "not sure", which is a miss).
-    async fn still_holds(&self, hit: &VerifiedToken) -> bool {
-        let Some(current) = self.inner.cache.get(&hit.jwks_uri).await else { return false };
+    /// Whether the key that verified a remembered token is still in the key set now held for
+    /// its `jwks_uri` (no waiting: an absent set means "not sure", which is a miss). A hit on a
+    /// set past its freshness starts its background refresh, so a key removed from the JWKS
+    /// also ends the tokens that only ever hit this cache.
+    fn still_holds(&self, hit: &VerifiedToken) -> bool {
+        let Some(slot) = self.inner.slots.get(hit.jwks_uri.as_str()) else { return false };
+        let current = {
+            let mut state = slot.lock();
+            match self.usable_set(&hit.jwks_uri, &slot, &mut state) {
+                Some(current) => current,
+                None => return false,
+            }
+        };
         match &hit.kid {
-            Some(kid) => current.keys.keys.iter().any(|k| k.kid.as_deref() == Some(kid.as_str()) && k.alg == hit.alg),
-            None => hit.set.upgrade().is_some_and(|set| Arc::ptr_eq(&set, &current.keys)),
+            Some(kid) => current.keys.iter().any(|k| k.kid.as_deref() == Some(kid.as_str()) && k.alg == hit.alg),
+            None => hit.set.upgrade().is_some_and(|set| Arc::ptr_eq(&set, &current)),
         }
     }
 
@@ -545,10 +581,7 @@ impl JwksVerifier {
         token: &str,
     ) -> Result<(Map<String, Value>, VerifiedBy), TokenRejection> {
         let parsed = parse_token(token, self.inner.config.max_token_bytes)?;
-        let mut set = match self.inner.cache.get(jwks_uri).await {
-            Some(cached) => cached.keys,
-            None => self.load(jwks_uri).await?,
-        };
+        let mut set = self.key_set(jwks_uri).await?;
         // At most two looks: the set in hand, then the set after one (possibly shared) refetch.
         for _ in 0..2 {
             match lookup(&set, parsed.kid.as_deref(), parsed.alg) {
@@ -574,94 +607,157 @@ impl JwksVerifier {
         Err(TokenRejection::UnknownKey)
     }
 
-    /// Drops the cached key set and fetch state of `jwks_uri`, and every token it verified.
+    /// Drops the key set and fetch state of `jwks_uri`, and every token it verified.
     pub async fn forget_jwks_uri(&self, jwks_uri: &str) {
-        self.inner.cache.invalidate(jwks_uri).await;
+        self.inner.slots.invalidate(jwks_uri);
         if let Some(verified) = &self.inner.verified {
             let uri = jwks_uri.to_owned();
             // Only fails when closures are not supported, which the builder enables.
             let _ = verified.invalidate_entries_if(move |_, v| v.jwks_uri == uri);
         }
-        if let Ok(mut slots) = self.inner.slots.lock() {
-            slots.remove(jwks_uri);
+    }
+
+    /// Fetches the key set of `jwks_uri` now (after letting a fetch already in flight end, since
+    /// it may have started before the keys changed) and makes it the set in use: tokens of a key
+    /// it no longer holds fail from the next request. Waits for the fetch (bounded by the HTTP
+    /// client's timeout); [`TokenRejection::KeysUnavailable`] when it fails.
+    pub async fn refresh_now(&self, jwks_uri: &str) -> Result<RefreshedKeys, TokenRejection> {
+        let slot = self.slot(jwks_uri);
+        let running = slot.lock().running();
+        if let Some(running) = running {
+            let _ = wait(running, None).await;
+        }
+        let fetch = {
+            let mut state = slot.lock();
+            state.running().unwrap_or_else(|| self.start_fetch(jwks_uri, &slot, &mut state))
+        };
+        let set = wait(fetch, None).await.ok_or(TokenRejection::KeysUnavailable)?;
+        let mut kids: Vec<String> = set.keys.iter().filter_map(|k| k.kid.clone()).collect();
+        kids.sort();
+        kids.dedup();
+        Ok(RefreshedKeys { kids, fetched_at: set.fetched_at_wall })
+    }
+
+    /// Waits until no fetch of `jwks_uri` is in flight: lets tests and tools observe the state a
+    /// background refresh leaves without guessing how long it takes.
+    pub async fn settled(&self, jwks_uri: &str) {
+        let Some(slot) = self.inner.slots.get(jwks_uri) else { return };
+        loop {
+            let running = slot.lock().running();
+            match running {
+                Some(fetch) => {
+                    let _ = wait(fetch, None).await;
+                }
+                None => return,
+            }
         }
     }
 
     fn slot(&self, jwks_uri: &str) -> Arc<Slot> {
-        match self.inner.slots.lock() {
-            Ok(mut slots) => slots.entry(jwks_uri.to_owned()).or_default().clone(),
-            // A poisoned map only means a panic elsewhere while it was held; a fresh slot still
-            // gives correct (if less shared) behaviour.
-            Err(_) => Arc::new(Slot::default()),
+        match self.inner.slots.get(jwks_uri) {
+            Some(slot) => slot,
+            None => self.inner.slots.get_with(jwks_uri.to_owned(), Default::default),
         }
     }
 
-    /// No fresh set is cached: fetch one, once for all concurrent callers.
-    async fn load(&self, jwks_uri: &str) -> Result<Arc<KeySet>, TokenRejection> {
+    /// The held set if it may still serve (not older than `max_stale`), starting a background
+    /// refresh when it is past its freshness (unless one runs or the last one failed within
+    /// the backoff).
+    fn usable_set(&self, jwks_uri: &str, slot: &Arc<Slot>, state: &mut SlotState) -> Option<Arc<KeySet>> {
+        let config = &self.inner.config;
+        let current = state.current.clone().filter(|set| set.fetched_at.elapsed() <= config.max_stale)?;
+        let stale = state.fresh_until.is_none_or(|until| Instant::now() >= until);
+        let backing_off = state.last_failure.is_some_and(|t| t.elapsed() < config.failure_backoff);
+        if stale && !backing_off && state.running().is_none() {
+            self.start_fetch(jwks_uri, slot, state);
+        }
+        Some(current)
+    }
+
+    /// The key set to verify with: the one held (never waiting for a refresh), or, when none is
+    /// held yet, the result of the first fetch, shared by all callers.
+    async fn key_set(&self, jwks_uri: &str) -> Result<Arc<KeySet>, TokenRejection> {
         let slot = self.slot(jwks_uri);
-        let mut state = slot.state.lock().await;
-        if let Some(cached) = self.inner.cache.get(jwks_uri).await {
-            return Ok(cached.keys);
-        }
-        let backing_off = state.last_failure.is_some_and(|t| t.elapsed() < self.inner.config.failure_backoff);
-        if !backing_off {
-            if let Some(fresh) = self.fetch_into_cache(jwks_uri, &mut state).await {
-                return Ok(fresh);
+        let fetch = {
+            let mut state = slot.lock();
+            if let Some(set) = self.usable_set(jwks_uri, &slot, &mut state) {
+                return Ok(set);
             }
-        }
-        // The fetch failed (or was not tried): serve the last good set while it is not too old.
-        match &state.last_good {
-            Some(good) if good.fetched_at.elapsed() <= self.inner.config.max_stale => {
-                let retry = self.inner.config.failure_backoff.max(Duration::from_secs(1));
-                self.inner.cache.insert(jwks_uri.to_owned(), CachedSet { keys: good.clone(), ttl: retry }).await;
-                Ok(good.clone())
+            match state.running() {
+                Some(running) => running,
+                None if state.last_failure.is_some_and(|t| t.elapsed() < self.inner.config.failure_backoff) => {
+                    return Err(TokenRejection::KeysUnavailable);
+                }
+                None => self.start_fetch(jwks_uri, &slot, &mut state),
             }
-            _ => Err(TokenRejection::KeysUnavailable),
-        }
+        };
+        wait(fetch, None).await.ok_or(TokenRejection::KeysUnavailable)
     }
 
     /// `seen` lacks the token's key. Returns a newer set to look in, if there is one: a set
-    /// someone else fetched meanwhile, or one fetched now when the cooldown allows.
+    /// fetched meanwhile, or the result of the fetch in flight or of one started now when the
+    /// cooldown allows, waited for at most `miss_wait`.
     async fn refetch_for_miss(&self, jwks_uri: &str, seen: &Arc<KeySet>) -> Option<Arc<KeySet>> {
         let slot = self.slot(jwks_uri);
-        let mut state = slot.state.lock().await;
-        if let Some(cached) = self.inner.cache.get(jwks_uri).await {
-            if !Arc::ptr_eq(&cached.keys, seen) {
-                return Some(cached.keys);
+        let fetch = {
+            let mut state = slot.lock();
+            if let Some(current) = &state.current {
+                if !Arc::ptr_eq(current, seen) {
+                    return Some(current.clone());
+                }
             }
-        }
-        if let Some(good) = &state.last_good {
-            if !Arc::ptr_eq(good, seen) {
-                return Some(good.clone());
+            match state.running() {
+                Some(running) => running,
+                None => {
+                    let cooling_down =
+                        state.last_miss_refetch.is_some_and(|t| t.elapsed() < self.inner.config.refetch_cooldown);
+                    if cooling_down {
+                        return None;
+                    }
+                    state.last_miss_refetch = Some(Instant::now());
+                    self.start_fetch(jwks_uri, &slot, &mut state)
+                }
             }
-        }
-        let cooling_down = state.last_miss_refetch.is_some_and(|t| t.elapsed() < self.inner.config.refetch_cooldown);
-        if cooling_down {
-            return None;
-        }
-        state.last_miss_refetch = Some(Instant::now());
-        self.fetch_into_cache(jwks_uri, &mut state).await
+        };
+        wait(fetch, Some(self.inner.config.miss_wait)).await.filter(|newer| !Arc::ptr_eq(newer, seen))
     }
 
-    /// Fetches and parses the JWKS; on success caches it and records it as the last good set.
-    async fn fetch_into_cache(&self, jwks_uri: &str, state: &mut SlotState) -> Option<Arc<KeySet>> {
+    /// Starts a fetch in a task of its own (so no caller's cancellation or timeout ends it) and
+    /// returns the channel its outcome is announced on. The caller holds the slot's lock and has
+    /// checked that no fetch is running.
+    fn start_fetch(&self, jwks_uri: &str, slot: &Arc<Slot>, state: &mut SlotState) -> watch::Receiver<Outcome> {
+        let (announce, outcome) = watch::channel(None);
+        state.in_flight = Some(outcome.clone());
         self.inner.fetches.fetch_add(1, Ordering::Relaxed);
-        match self.fetch(jwks_uri).await {
-            Ok((set, ttl)) => {
-                let set = Arc::new(set);
-                tracing::debug!(jwks_uri, keys = set.keys.len(), ttl_secs = ttl.as_secs(), "JWKS fetched");
-                self.inner.cache.insert(jwks_uri.to_owned(), CachedSet { keys: set.clone(), ttl }).await;
-                state.last_good = Some(set.clone());
-                state.last_failure = None;
-                Some(set)
-            }
-            Err(error) => {
-                self.inner.fetch_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(jwks_uri, %error, "JWKS fetch failed");
-                state.last_failure = Some(Instant::now());
-                None
-            }
-        }
+        let this = self.clone();
+        let slot = slot.clone();
+        let jwks_uri = jwks_uri.to_owned();
+        tokio::spawn(async move {
+            let result = this.fetch(&jwks_uri).await;
+            let outcome = {
+                let mut state = slot.lock();
+                state.in_flight = None;
+                match result {
+                    Ok((set, ttl)) => {
+                        let set = Arc::new(set);
+                        tracing::debug!(jwks_uri, keys = set.keys.len(), ttl_secs = ttl.as_secs(), "JWKS fetched");
+                        state.fresh_until = Some(set.fetched_at + ttl);
+                        state.current = Some(set.clone());
+                        state.last_failure = None;
+                        Ok(set)
+                    }
+                    Err(error) => {
+                        this.inner.fetch_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(jwks_uri, %error, "JWKS fetch failed");
+                        state.last_failure = Some(Instant::now());
+                        Err(())
+                    }
+                }
+            };
+            // Every receiver, including callers that gave up waiting, sees the outcome.
+            let _ = announce.send(Some(outcome));
+        });
+        outcome
     }
 
     async fn fetch(&self, jwks_uri: &str) -> Result<(KeySet, Duration), FetchError> {
@@ -670,8 +766,24 @@ impl JwksVerifier {
             return Err(FetchError::Status(response.status.as_u16()));
         }
         let set = build_key_set(&response.body, self.inner.config.max_keys)?;
-        let ttl = cache_ttl(response.header_joined("cache-control").as_deref(), &self.inner.config);
+        let ttl = cache_ttl(response.header_joined("cache-control").as_deref(), &self.inner.config)
+            .min(self.inner.config.max_age);
         Ok((set, ttl))
+    }
+}
+
+/// Waits for a fetch's outcome, at most `bound` when given: the set it fetched, or `None` when
+/// it failed or the bound passed first.
+async fn wait(mut fetch: watch::Receiver<Outcome>, bound: Option<Duration>) -> Option<Arc<KeySet>> {
+    let ended = async {
+        match fetch.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.as_ref().and_then(|o| o.as_ref().ok().cloned()),
+            Err(_) => None,
+        }
+    };
+    match bound {
+        Some(bound) => tokio::time::timeout(bound, ended).await.ok().flatten(),
+        None => ended.await,
     }
 }
 
@@ -840,5 +952,90 @@ mod tests {
         let ok = parse_token(&token, 1000).map_err(|_| ()).unwrap();
         assert_eq!(ok.signing_input, format!("{}.e30", header(json!({"alg": "ES256", "kid": "k"}))));
         assert_eq!(ok.signature, b"sig");
+    }
+
+    // Property tests (issue 15 item 17): compact JWS parsing never panics, only allowed
+    // algorithms get through, and no tampering yields claims the signer did not sign.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::sync::OnceLock;
+
+        /// One RSA key and a token it signed, made once (key generation is slow).
+        fn signed() -> &'static (KeySet, String) {
+            static SIGNED: OnceLock<(KeySet, String)> = OnceLock::new();
+            SIGNED.get_or_init(|| {
+                let k = rsa();
+                (set_of(json!([public_map(&k.rsa_public)])), sign("RS256", Some("r1"), &k.rsa_private))
+            })
+        }
+
+        fn b64s(bytes: &[u8]) -> String {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        }
+
+        proptest! {
+            #[test]
+            fn any_text_parses_or_is_refused(token in ".{0,400}") {
+                if let Ok(parsed) = parse_token(&token, 16 * 1024) {
+                    prop_assert!(!parsed.signature.is_empty());
+                    prop_assert_eq!(token.matches('.').count(), 2);
+                }
+            }
+
+            #[test]
+            fn any_header_yields_an_allowed_algorithm_or_a_refusal(
+                header in proptest::collection::vec(any::<u8>(), 0..120),
+                alg in prop_oneof![
+                    Just("RS256".to_owned()),
+                    Just("none".to_owned()),
+                    Just("HS256".to_owned()),
+                    Just("EdDSA".to_owned()),
+                    ".{0,8}",
+                ],
+                crit in any::<bool>(),
+            ) {
+                let raw = format!("{}.e30.c2ln", b64s(&header));
+                let _ = parse_token(&raw, 16 * 1024);
+                let mut h = json!({"alg": alg});
+                if crit {
+                    h["crit"] = json!(["b64"]);
+                }
+                let token = format!("{}.e30.c2ln", b64s(h.to_string().as_bytes()));
+                match parse_token(&token, 16 * 1024) {
+                    Ok(_) => prop_assert!(!crit && Alg::parse(&alg).is_some()),
+                    Err(TokenRejection::DisallowedAlgorithm(shown)) => {
+                        prop_assert!(Alg::parse(&alg).is_none());
+                        prop_assert!(shown.chars().all(|c| c.is_ascii_graphic()) && shown.len() <= 32);
+                    }
+                    Err(_) => {}
+                }
+            }
+
+            #[test]
+            fn no_tampering_verifies_to_other_claims(position in 0usize..2000, replacement in "[A-Za-z0-9_.-]") {
+                let (set, token) = signed();
+                let original = check(set, token).unwrap();
+                let mut bytes = token.clone().into_bytes();
+                let at = position % bytes.len();
+                bytes[at] = replacement.as_bytes()[0];
+                let tampered = String::from_utf8(bytes).unwrap();
+                if let Ok(claims) = check(set, &tampered) {
+                    prop_assert_eq!(claims, original.clone(), "a changed token verified to other claims");
+                }
+            }
+
+            #[test]
+            fn any_jwks_body_builds_a_set_or_is_refused(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let _ = build_key_set(&body, 10);
+            }
+
+            #[test]
+            fn any_cache_control_gives_a_lifetime_within_bounds(header in ".{0,60}") {
+                let c = cfg();
+                let ttl = cache_ttl(Some(&header), &c);
+                prop_assert!(ttl >= c.min_ttl && ttl <= c.max_ttl);
+            }
+        }
     }
 }

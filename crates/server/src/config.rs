@@ -43,6 +43,13 @@ pub struct Config {
     pub jwt_leeway_secs: i64,
     /// `CUSTODY_JWKS_REFETCH_COOLDOWN_SECS`, default 60.
     pub jwks_refetch_cooldown_secs: u64,
+    /// `CUSTODY_JWKS_MAX_AGE_SECS`, default 300: a key set is refreshed at most this long after
+    /// it was fetched (a shorter `Cache-Control: max-age` wins); 0 refreshes on every use, in
+    /// the background.
+    pub jwks_max_age_secs: u64,
+    /// `CUSTODY_JWKS_MISS_WAIT_MS`, default 2000: how long a token with an unknown `kid` waits
+    /// for the key set's refetch before it is refused.
+    pub jwks_miss_wait_ms: u64,
     /// `CUSTODY_MAX_TOKEN_BYTES`, default 16384.
     pub max_token_bytes: usize,
     /// `CUSTODY_TOKEN_CACHE_MB`, default 64: memory for remembering verified user tokens so the
@@ -95,6 +102,8 @@ struct FileConfig {
     allow_insecure_issuers: Option<bool>,
     jwt_leeway_secs: Option<i64>,
     jwks_refetch_cooldown_secs: Option<u64>,
+    jwks_max_age_secs: Option<u64>,
+    jwks_miss_wait_ms: Option<u64>,
     max_token_bytes: Option<usize>,
     token_cache_mb: Option<u64>,
     refresh_window_secs: Option<i64>,
@@ -121,6 +130,8 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "CUSTODY_ALLOW_INSECURE_ISSUERS",
     "CUSTODY_JWT_LEEWAY_SECS",
     "CUSTODY_JWKS_REFETCH_COOLDOWN_SECS",
+    "CUSTODY_JWKS_MAX_AGE_SECS",
+    "CUSTODY_JWKS_MISS_WAIT_MS",
     "CUSTODY_MAX_TOKEN_BYTES",
     "CUSTODY_TOKEN_CACHE_MB",
     "CUSTODY_REFRESH_WINDOW_SECS",
@@ -251,6 +262,10 @@ impl Config {
                 60,
                 |v| v <= 3600,
             )?,
+            jwks_max_age_secs: number(vars, "CUSTODY_JWKS_MAX_AGE_SECS", file.jwks_max_age_secs, 300, |v| v <= 86_400)?,
+            jwks_miss_wait_ms: number(vars, "CUSTODY_JWKS_MISS_WAIT_MS", file.jwks_miss_wait_ms, 2000, |v| {
+                v <= 60_000
+            })?,
             max_token_bytes: number(vars, "CUSTODY_MAX_TOKEN_BYTES", file.max_token_bytes, 16 * 1024, |v| {
                 (1024..=256 * 1024).contains(&v)
             })?,
@@ -305,6 +320,8 @@ impl Config {
             allow_insecure_issuers: true,
             jwt_leeway_secs: 60,
             jwks_refetch_cooldown_secs: 60,
+            jwks_max_age_secs: 300,
+            jwks_miss_wait_ms: 2000,
             max_token_bytes: 16 * 1024,
             token_cache_mb: 64,
             refresh_window_secs: 60,

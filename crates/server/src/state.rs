@@ -126,6 +126,8 @@ impl AppState {
             http.clone(),
             JwksSettings {
                 refetch_cooldown: Duration::from_secs(config.jwks_refetch_cooldown_secs),
+                max_age: Duration::from_secs(config.jwks_max_age_secs),
+                miss_wait: Duration::from_millis(config.jwks_miss_wait_ms),
                 max_token_bytes: config.max_token_bytes,
                 verified_cache_bytes: config.token_cache_mb * 1024 * 1024,
                 ..JwksSettings::default()

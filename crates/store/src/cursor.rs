@@ -166,4 +166,44 @@ mod tests {
             assert_eq!(Cursor::decode(bad), Err(StoreError::InvalidCursor), "{bad}");
         }
     }
+
+    // Property tests (issue 15 item 17): arbitrary input never panics and never decodes to a
+    // position this module would not have issued. `cargo xtask fuzz` runs them longer.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_text_decodes_to_a_valid_cursor_or_is_refused(s in ".{0,300}") {
+                if let Ok(c) = Cursor::decode(&s) {
+                    prop_assert!(!c.id.is_empty() && c.id.len() <= 64);
+                    prop_assert!(c.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+                    prop_assert_eq!(Cursor::decode(&Cursor::encode(c.ts, &c.id)), Ok(c));
+                }
+                let _ = KeyCursor::decode(&s, 1);
+                let _ = KeyCursor::decode(&s, 2);
+            }
+
+            #[test]
+            fn any_bytes_behind_base64_are_refused_or_valid(bytes in proptest::collection::vec(any::<u8>(), 0..150)) {
+                let s = URL_SAFE_NO_PAD.encode(&bytes);
+                if let Ok(c) = Cursor::decode(&s) {
+                    prop_assert!(c.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+                }
+                for parts in 0..3 {
+                    if let Ok(k) = KeyCursor::decode(&s, parts) {
+                        prop_assert_eq!(k.0.len(), parts);
+                    }
+                }
+            }
+
+            #[test]
+            fn issued_cursors_round_trip(ts in any::<i64>(), id in "[A-Za-z0-9_-]{1,64}", a in ".{0,40}", b in ".{0,40}") {
+                prop_assert_eq!(Cursor::decode(&Cursor::encode(ts, &id)), Ok(Cursor { ts, id: id.clone() }));
+                let key = KeyCursor::encode(&[&a, &b]);
+                prop_assert_eq!(KeyCursor::decode(&key, 2).map(KeyCursor::into_pair), Ok((a, b)));
+            }
+        }
+    }
 }

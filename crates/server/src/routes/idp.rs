@@ -1,4 +1,5 @@
-//! Operator endpoints for the app's identity provider: discovery, create, read, patch, delete.
+//! Operator endpoints for the app's identity provider: discovery, create, read, patch, delete,
+//! and the key-set refresh.
 
 use super::apps::existing_app;
 use super::Call;
@@ -150,6 +151,21 @@ pub async fn get(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiEr
     use custody_identity::ports::IdentityStore as _;
     let config = state.store.get_idp(&app.id).await?.ok_or_else(ApiError::idp_not_configured)?;
     Ok(json_response(StatusCode::OK, &super::signin::idp_object(&state, &config).await?))
+}
+
+/// `POST .../identity-provider/jwks/refresh`: fetches the IdP's key set now, so a key the IdP
+/// removed stops verifying from the next request (cached tokens included).
+pub async fn refresh_jwks(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
+    let app = existing_app(&state, &call).await?;
+    use custody_identity::ports::IdentityStore as _;
+    let config = state.store.get_idp(&app.id).await?.ok_or_else(ApiError::idp_not_configured)?;
+    let refreshed = state.verifier.refresh_now(&config.jwks_uri).await?;
+    let fetched_at = refreshed
+        .fetched_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| custody_identity::UnixTime(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
+        .unwrap_or(custody_identity::UnixTime(0));
+    Ok(json_response(StatusCode::OK, &json!({"kids": refreshed.kids, "fetched_at": rfc3339(fetched_at)})))
 }
 
 pub async fn patch(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {

@@ -269,6 +269,13 @@ fn routes() -> Vec<Route> {
         r(patch.clone(), "/v1/apps/{app_id}/identity-provider", Operator, Buffered, handler!(idp::patch)),
         r(delete.clone(), "/v1/apps/{app_id}/identity-provider", Operator, NoBody, handler!(idp::delete)),
         r(
+            post.clone(),
+            "/v1/apps/{app_id}/identity-provider/jwks/refresh",
+            Operator,
+            NoBody,
+            handler!(idp::refresh_jwks),
+        ),
+        r(
             get.clone(),
             "/v1/apps/{app_id}/identity-provider/webhook",
             Operator,

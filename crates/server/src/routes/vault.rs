@@ -259,7 +259,11 @@ pub async fn token(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse,
         ),
         _ => return Err(ApiError::invalid_request("provider: give exactly one of provider and grant_id")),
     };
-    let handout = state.vault.hand_out(&user, &selector).await?;
+    let handout = match state.vault.hand_out(&user, &selector).await {
+        Ok(handout) => handout,
+        Err(custody_vault::service::VaultError::GrantNotFound) => return Err(no_grant(&state, &user, &selector).await),
+        Err(other) => return Err(other.into()),
+    };
     let mut response = json_response(
         StatusCode::OK,
         &json!({
@@ -274,6 +278,34 @@ pub async fn token(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse,
     // RFC 6749 section 5.1: responses carrying tokens must not be cached.
     response.headers_mut().insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// Why `POST /v1/token` found no grant, in terms the caller can act on: the app never
+/// configured the provider (404 `provider_not_found`), or the user never connected it (404
+/// `grant_not_found`, pointing at the connect flow). Only read on this error path.
+async fn no_grant(state: &AppState, user: &custody_identity::User, selector: &GrantSelector) -> ApiError {
+    let GrantSelector::Provider(provider) = selector else {
+        return custody_vault::service::VaultError::GrantNotFound.into();
+    };
+    match state.vault.store().get_provider(&user.app_id, provider).await {
+        Ok(None) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "provider_not_found",
+            format!(
+                "provider `{provider}` is not configured for this app: the operator adds it with \
+                 PUT /v1/apps/{{app_id}}/providers/{provider}"
+            ),
+        ),
+        Ok(Some(_)) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "grant_not_found",
+            format!(
+                "the user has not connected `{provider}`: start a connect flow with POST /v1/connect/sessions \
+                 {{\"provider\": \"{provider}\", \"return_url\": ...}} and send the user to its connect_url"
+            ),
+        ),
+        Err(error) => error.into(),
+    }
 }
 
 pub async fn list_app_grants(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
