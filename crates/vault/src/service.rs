@@ -7,15 +7,17 @@ use crate::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind, TokenSet}
 use crate::policy::{evaluate, Policy, PolicyDecision};
 use crate::ports::{
     ConnectState, GrantFilter, HandoutView, OAuthClient, OAuthEndpoint, OAuthError, OutboxItem, RefreshLock,
-    RevokeScope, SaveGrantError, VaultStore,
+    RefreshLockError, RevokeScope, SaveGrantError, VaultStore,
 };
 use crate::provider::{is_valid_scope, preset, ProviderConfig, ProviderName};
 use custody_identity::audit::{AuditEntry, AuditOutcome};
 use custody_identity::page::{Page, PageRequest};
 use custody_identity::ports::{Clock, Random, StoreError};
 use custody_identity::{AppId, Secret, UnixTime, User, UserId};
+use futures_util::future::{BoxFuture, FutureExt as _, Shared};
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// How long a connect flow may take.
 pub const CONNECT_STATE_TTL_SECS: i64 = 600;
@@ -150,6 +152,18 @@ impl ImportGrant {
     }
 }
 
+/// One refresh attempt of a grant, awaited by every caller that needs the grant refreshed while
+/// it runs.
+type RefreshAttempt = Shared<BoxFuture<'static, Result<Credential, VaultError>>>;
+
+/// The refresh attempts running in this process, by grant, each with a serial number so an
+/// attempt removes its own entry and never a newer one.
+#[derive(Default)]
+struct RefreshFlights {
+    running: HashMap<GrantId, (u64, RefreshAttempt)>,
+    serial: u64,
+}
+
 /// The vault use cases over their ports.
 #[derive(Clone)]
 pub struct VaultService {
@@ -160,6 +174,7 @@ pub struct VaultService {
     clock: Arc<dyn Clock>,
     random: Arc<dyn Random>,
     settings: VaultSettings,
+    flights: Arc<Mutex<RefreshFlights>>,
 }
 
 impl fmt::Debug for VaultService {
@@ -206,7 +221,7 @@ impl VaultService {
         random: Arc<dyn Random>,
         settings: VaultSettings,
     ) -> Self {
-        Self { store, locks, oauth, cipher, clock, random, settings }
+        Self { store, locks, oauth, cipher, clock, random, settings, flights: Arc::default() }
     }
 
     pub fn store(&self) -> &Arc<dyn VaultStore> {
@@ -700,16 +715,26 @@ impl VaultService {
         let mut credential = credential.ok_or(VaultError::ReauthRequired)?;
         let now = self.clock.now();
         if credential.needs_refresh(now, self.settings.refresh_window_secs) {
+            let still_valid = credential.expires_at.is_some_and(|exp| exp > now);
             if credential.refresh_token.is_some() {
-                credential = self.refresh(&grant, credential).await?;
-            } else if credential.expires_at.is_some_and(|exp| exp <= now) {
+                credential = match self.refresh(&grant, credential.clone()).await {
+                    Ok(refreshed) => refreshed,
+                    // The provider is in trouble but the current access token has not expired:
+                    // it is still good, so hand it out rather than fail the caller.
+                    Err(VaultError::ProviderError(_)) if still_valid => credential,
+                    Err(e) => return Err(e),
+                };
+            } else if !still_valid && credential.expires_at.is_some() {
                 // Expired with nothing to refresh it: the grant can never hand out again.
                 let mut audit = self.grant_audit(&grant, "token.refresh", "system".into());
                 audit.outcome = AuditOutcome::Failure;
                 audit.detail =
                     Some("the access token expired and there is no refresh token; the grant is expired".into());
-                self.store.expire_grant(&grant.id, now, &audit).await?;
-                return Err(VaultError::ReauthRequired);
+                if self.store.expire_grant(&grant.id, credential.version, now, &audit).await? {
+                    return Err(VaultError::ReauthRequired);
+                }
+                // The credential moved on meanwhile (a reconnect): hand out the new one.
+                credential = self.answer_for_lost_grant(&grant).await?;
             }
         }
         let access_token =
@@ -728,10 +753,51 @@ impl VaultService {
         })
     }
 
-    /// Refreshes under the grant's lock. Whoever holds the lock first refreshes; everyone who
-    /// waited finds the new credential when they re-read it.
+    /// Refreshes a grant, one attempt at a time per grant in this process: a caller that needs
+    /// the grant refreshed while an attempt runs awaits that attempt and shares its outcome
+    /// (success or failure), so a provider that hangs or fails sees one call per attempt, not
+    /// one per caller. Across processes the grant's refresh lock serialises the attempts, and a
+    /// process that waited finds the new credential when it re-reads it.
     async fn refresh(&self, grant: &Grant, seen: Credential) -> Result<Credential, VaultError> {
-        let guard = self.locks.lock(&grant.id).await?;
+        let attempt = {
+            let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+            match flights.running.get(&grant.id) {
+                Some((_, running)) => running.clone(),
+                None => {
+                    flights.serial += 1;
+                    let serial = flights.serial;
+                    let (this, owned) = (self.clone(), grant.clone());
+                    let attempt = async move {
+                        let outcome = this.refresh_once(&owned, seen).await;
+                        let mut flights = this.flights.lock().unwrap_or_else(PoisonError::into_inner);
+                        if flights.running.get(&owned.id).is_some_and(|(s, _)| *s == serial) {
+                            flights.running.remove(&owned.id);
+                        }
+                        outcome
+                    }
+                    .boxed()
+                    .shared();
+                    flights.running.insert(grant.id.clone(), (serial, attempt.clone()));
+                    attempt
+                }
+            }
+        };
+        attempt.await
+    }
+
+    /// One refresh attempt under the grant's refresh lock.
+    async fn refresh_once(&self, grant: &Grant, seen: Credential) -> Result<Credential, VaultError> {
+        let guard = match self.locks.lock(&grant.id).await {
+            Ok(guard) => guard,
+            // Another refresh of the grant held the lock all along: a provider that does not
+            // answer, not a storage failure.
+            Err(RefreshLockError::TimedOut) => {
+                return Err(VaultError::ProviderError(
+                    "another refresh of this grant is still waiting for the provider; retry later".into(),
+                ))
+            }
+            Err(RefreshLockError::Store(e)) => return Err(e.into()),
+        };
         let result = self.refresh_locked(grant, seen).await;
         guard.release().await;
         result
@@ -755,7 +821,11 @@ impl VaultService {
                 if !rotated {
                     tokens.refresh_token = Some(refresh_token);
                 }
-                let next = self.seal_credential(&grant.id, &tokens, now, current.version + 1)?;
+                let mut next = self.seal_credential(&grant.id, &tokens, now, current.version + 1)?;
+                if !rotated {
+                    // The same sealed box: the store revokes a refresh token only when it changes.
+                    next.refresh_token = current.refresh_token.clone();
+                }
                 let audit = self.grant_audit(grant, "token.refresh", "system".into());
                 if self.store.replace_credential(&next, current.version, &audit).await? {
                     return Ok(next);
@@ -767,6 +837,14 @@ impl VaultService {
                 self.answer_for_lost_grant(grant).await
             }
             Err(OAuthError::InvalidGrant) => {
+                // The refresh token may have been spent by someone who stored its successor
+                // meanwhile (another process on the same database, a reconnect): then the newer
+                // credential is the answer, and the grant is fine.
+                if let Some(latest) = self.store.load_credential(&grant.id).await? {
+                    if latest.version != current.version {
+                        return Ok(latest);
+                    }
+                }
                 // A revoke that raced this refresh may have revoked the refresh token at the
                 // provider first: then the grant is revoked, not expired.
                 if self.store.get_grant(&grant.app_id, &grant.id).await?.is_none_or(|g| g.status != GrantStatus::Active)
@@ -776,8 +854,12 @@ impl VaultService {
                 let mut audit = self.grant_audit(grant, "token.refresh", "system".into());
                 audit.outcome = AuditOutcome::Failure;
                 audit.detail = Some("the provider rejected the refresh token; the grant is expired".into());
-                self.store.expire_grant(&grant.id, now, &audit).await?;
-                Err(VaultError::ReauthRequired)
+                // Expires only the credential whose token was rejected (compare-and-set on its
+                // version); one stored after our re-read wins.
+                if self.store.expire_grant(&grant.id, current.version, now, &audit).await? {
+                    return Err(VaultError::ReauthRequired);
+                }
+                self.answer_for_lost_grant(grant).await
             }
             Err(e) => Err(VaultError::ProviderError(e.to_string())),
         }
