@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod bench;
+pub mod browser_cookies;
 pub mod fake_idp;
 pub mod fake_oauth;
 pub mod harness;

@@ -14,6 +14,7 @@ use custody_identity::{AppId, Secret};
 use custody_server::{Config, RunningServer};
 use custody_store::testing::TestDatabase;
 use custody_store::Backend;
+use custody_tests::browser_cookies::CookieJar;
 use custody_tests::fake_idp::{Alg, FakeIdp};
 use custody_tests::fake_oauth::{Failure, FakeOAuth, CLIENT_ID, CLIENT_SECRET};
 use custody_tests::harness::{backends, Answer, TestServer, ADMIN_TOKEN, MASTER_KEYS};
@@ -255,8 +256,11 @@ impl Connected {
     }
 }
 
+/// The test browser's cookies (the connect flow binds itself to the browser with one per flow).
+static BROWSER: CookieJar = CookieJar::new();
+
 async fn get_redirect(http: &reqwest::Client, url: &str) -> (StatusCode, String) {
-    let resp = http.get(url).send().await.expect("GET sent");
+    let resp = BROWSER.get(http, url).await;
     let status = resp.status();
     let location = resp.headers().get("location").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
     (status, location)
@@ -594,14 +598,14 @@ async fn connect_token_refresh_revoke_on(backend: Backend) {
     let grants = w.my_grants(&alice).await;
     assert_eq!(grants[0]["status"], "revoked", "[{b}] {grants:?}");
 
-    // The outbox revokes both stored tokens at the provider.
+    // The outbox revokes both stored tokens at the provider, and the tokens the reconnect and
+    // the rotating refresh superseded.
     let rt = refresh_twin(&refreshed);
     w.drain_until(|o| {
         let r = o.revoked_tokens();
-        r.contains(&refreshed) && r.contains(&rt)
+        r.contains(&refreshed) && r.contains(&rt) && r.contains(&first) && r.contains(&refresh_twin(&first))
     })
     .await;
-    assert!(!w.oauth.revoked_tokens().contains(&first), "[{b}] only the live tokens are revoked");
 
     // A user can connect again after revoking: a new grant.
     let fresh = w.connect_ok(&alice).await;
@@ -1935,5 +1939,76 @@ async fn superseded_tokens_are_revoked_at_the_provider() {
         let a = w.token_for(&alice).await;
         assert_eq!(a.status, StatusCode::OK, "[{b}] {:?}", a.body);
         assert!(!revoked.contains(&access_token(&a)), "[{b}]");
+    }
+}
+
+// ----- the connect flow is bound to the browser that opened it (issue 15, item 2) -----
+
+/// RFC 6749 section 10.12: an attacker who opens a connect URL for their own user and sends the
+/// provider's consent URL (or the connect URL) to a victim cannot land the victim's account
+/// under their user. The callback needs the cookie `/v1/connect/start` set, in the browser that
+/// opened the flow; without it (or with another value) it is refused and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_bound_to_the_browser_that_opened_it() {
+    for backend in backends() {
+        let w = World::new(backend).await;
+        let b = backend;
+        let mallory = w.user("mallory");
+        let a = w
+            .api
+            .call(
+                Method::POST,
+                "/v1/connect/sessions",
+                Some(&w.key),
+                Some(&mallory),
+                Some(json!({"provider": PROVIDER, "return_url": RETURN_URL})),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "[{b}] {:?}", a.body);
+        let connect_url = a.body["connect_url"].as_str().unwrap().to_owned();
+
+        // The attacker's browser opens the connect URL: a binding cookie is set.
+        let attacker = CookieJar::new();
+        let resp = attacker.get(&w.api.http, &connect_url).await;
+        assert_eq!(resp.status(), StatusCode::FOUND, "[{b}]");
+        let set_cookie = resp.headers().get("set-cookie").expect("a binding cookie").to_str().unwrap().to_owned();
+        assert!(set_cookie.starts_with("custody_connect_"), "[{b}] {set_cookie}");
+        for attribute in ["HttpOnly", "SameSite=Lax", "Path=/v1/connect", "Max-Age=600"] {
+            assert!(set_cookie.contains(attribute), "[{b}] {attribute} in {set_cookie}");
+        }
+        assert!(!set_cookie.contains("Secure"), "[{b}] plain http here: {set_cookie}");
+        let consent_url = resp.headers()["location"].to_str().unwrap().to_owned();
+
+        // The victim's browser opens the same connect URL: refused, it is bound already.
+        let victim = CookieJar::new();
+        let resp = victim.get(&w.api.http, &connect_url).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "[{b}]");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "connect_browser_mismatch", "[{b}] {body:?}");
+
+        // The victim consents at the provider; the provider sends the victim's browser back.
+        let resp = victim.get(&w.api.http, &consent_url).await;
+        let callback = resp.headers()["location"].to_str().unwrap().to_owned();
+        let resp = victim.get(&w.api.http, &callback).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "[{b}] the victim's callback is refused");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "connect_browser_mismatch", "[{b}] {body:?}");
+        assert!(body["detail"].as_str().unwrap().contains("another browser"), "[{b}] {body:?}");
+        // A forged cookie of the right name does no better.
+        let cookie_name = set_cookie.split('=').next().unwrap();
+        let resp = w.api.http.get(&callback).header("cookie", format!("{cookie_name}=forged")).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "[{b}]");
+        assert!(w.my_grants(&mallory).await.is_empty(), "[{b}] no grant for the attacker's user");
+        assert_eq!(w.oauth.code_exchanges(), 0, "[{b}] the code was never exchanged");
+
+        // The browser that opened it may open it again, and finish it.
+        let resp = attacker.get(&w.api.http, &connect_url).await;
+        assert_eq!(resp.status(), StatusCode::FOUND, "[{b}] reopened in the same browser");
+        let resp = attacker.get(&w.api.http, &callback).await;
+        assert_eq!(resp.status(), StatusCode::FOUND, "[{b}]");
+        let cleared = resp.headers().get("set-cookie").unwrap().to_str().unwrap().to_owned();
+        assert!(cleared.contains("Max-Age=0"), "[{b}] the binding cookie is cleared: {cleared}");
+        assert!(resp.headers()["location"].to_str().unwrap().contains("status=connected"), "[{b}]");
+        assert_eq!(w.my_grants(&mallory).await.len(), 1, "[{b}]");
     }
 }

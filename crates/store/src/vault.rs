@@ -1253,6 +1253,18 @@ impl VaultStore for Store {
         row.map(ConnectStateRow::into_domain).transpose()
     }
 
+    async fn bind_connect_state(&self, state_hash: &str, browser_hash: &str) -> Result<bool, StoreError> {
+        // Compare-and-set from NULL: of two browsers opening the same connect URL, one binds it.
+        let updated = with_conn!(self, |conn| {
+            diesel::update(connect_states::table.find(state_hash).filter(connect_states::browser_hash.is_null()))
+                .set(connect_states::browser_hash.eq(browser_hash))
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(updated == 1)
+    }
+
     async fn consume_connect_state(&self, state_hash: &str) -> Result<Option<ConnectState>, StoreError> {
         // One statement: of two concurrent consumers, exactly one deletes the row and gets it.
         let row: Option<ConnectStateRow> = with_conn!(self, |conn| {

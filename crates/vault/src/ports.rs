@@ -65,6 +65,9 @@ pub struct ConnectState {
     pub pkce_verifier: SealedBox,
     pub created_at: UnixTime,
     pub expires_at: UnixTime,
+    /// SHA-256 (hex) of the random value of the cookie that binds the flow to the browser that
+    /// opened `connect_url` (RFC 6749 section 10.12); `None` until it is opened.
+    pub browser_hash: Option<String>,
 }
 
 impl ConnectState {
@@ -329,6 +332,9 @@ pub trait VaultStore: Send + Sync {
     async fn create_connect_state(&self, state: &ConnectState) -> Result<(), StoreError>;
     /// Reads a connect state without consuming it.
     async fn peek_connect_state(&self, state_hash: &str) -> Result<Option<ConnectState>, StoreError>;
+    /// Binds a connect state to a browser: sets its `browser_hash` if it has none yet. `false`
+    /// when it is gone or already bound (to this or another browser).
+    async fn bind_connect_state(&self, state_hash: &str, browser_hash: &str) -> Result<bool, StoreError>;
     /// Deletes and returns a connect state: a state can be consumed once.
     async fn consume_connect_state(&self, state_hash: &str) -> Result<Option<ConnectState>, StoreError>;
 

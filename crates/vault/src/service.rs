@@ -59,6 +59,10 @@ pub enum VaultError {
     ProviderError(String),
     #[error("the connect session is unknown or already used")]
     UnknownConnectState,
+    /// The connect flow was opened in another browser, or this browser did not send back the
+    /// cookie that binds it (RFC 6749 section 10.12).
+    #[error("the connect session belongs to another browser")]
+    ConnectBrowserMismatch,
     #[error("a stored secret could not be opened")]
     Sealing,
     #[error(transparent)]
@@ -428,6 +432,7 @@ impl VaultService {
             pkce_verifier: self.cipher.seal(verifier.as_bytes(), &ConnectState::verifier_aad(&state_hash))?,
             created_at: now,
             expires_at: now.plus_seconds(CONNECT_STATE_TTL_SECS),
+            browser_hash: None,
         };
         self.store.create_connect_state(&record).await?;
         Ok(ConnectSession {
@@ -436,12 +441,35 @@ impl VaultService {
         })
     }
 
-    /// The provider authorization URL for a pending connect flow (opening `connect_url`).
-    pub async fn connect_redirect(&self, state: &str) -> Result<String, VaultError> {
-        let record = self.store.peek_connect_state(&state_hash(state)).await?.ok_or(VaultError::UnknownConnectState)?;
+    /// Opening `connect_url`: binds the pending flow to this browser and returns the provider
+    /// authorization URL, with the value of the binding cookie to set when this call bound it.
+    ///
+    /// The first browser to open the URL binds the flow (a random value whose hash is stored
+    /// with the state; the browser keeps the value in a cookie). Opening it again in that
+    /// browser (`browser` is its cookie) works; in any other browser it is refused, so a connect
+    /// URL an attacker opened cannot be finished by a victim, nor the other way round.
+    pub async fn connect_redirect(
+        &self,
+        state: &str,
+        browser: Option<&str>,
+    ) -> Result<(String, Option<Secret>), VaultError> {
+        let hash = state_hash(state);
+        let record = self.store.peek_connect_state(&hash).await?.ok_or(VaultError::UnknownConnectState)?;
         if record.expires_at <= self.clock.now() {
             return Err(VaultError::UnknownConnectState);
         }
+        let binding = match &record.browser_hash {
+            None => {
+                let value = self.random_token();
+                if !self.store.bind_connect_state(&hash, &state_hash(&value)).await? {
+                    // Another browser bound it first (or it was just consumed).
+                    return Err(VaultError::ConnectBrowserMismatch);
+                }
+                Some(Secret::new(value))
+            }
+            Some(bound) if browser.is_some_and(|b| hashes_equal(&state_hash(b), bound)) => None,
+            Some(_) => return Err(VaultError::ConnectBrowserMismatch),
+        };
         let provider = self
             .store
             .get_provider(&record.app_id, &record.provider)
@@ -450,7 +478,8 @@ impl VaultService {
         let secret = self.open_client_secret(&provider)?;
         let verifier = self.cipher.open(&record.pkce_verifier, &ConnectState::verifier_aad(&record.state_hash))?;
         let verifier = String::from_utf8(verifier).map_err(|_| VaultError::Sealing)?;
-        self.oauth
+        let url = self
+            .oauth
             .authorization_url(
                 &Self::endpoint(&provider, &secret),
                 &self.callback_url(),
@@ -458,20 +487,29 @@ impl VaultService {
                 state,
                 &verifier,
             )
-            .map_err(|e| VaultError::ProviderError(e.to_string()))
+            .map_err(|e| VaultError::ProviderError(e.to_string()))?;
+        Ok((url, binding))
     }
 
     /// Completes a connect flow at the callback. Returns the URL to send the browser to:
     /// `return_url` with `grant_id` and `status=connected`, or `status=error&error=...`.
-    /// `Err` only when the state is unknown (there is no return URL to go back to).
+    /// `Err` when the state is unknown (there is no return URL to go back to), or when `browser`
+    /// (the binding cookie) is missing or not the one of the browser that opened the flow: then
+    /// nothing is consumed and no grant is stored.
     pub async fn complete_connect(
         &self,
         state: &str,
+        browser: Option<&str>,
         code: Option<&str>,
         provider_error: Option<&str>,
     ) -> Result<String, VaultError> {
-        let record =
-            self.store.consume_connect_state(&state_hash(state)).await?.ok_or(VaultError::UnknownConnectState)?;
+        let hash = state_hash(state);
+        let pending = self.store.peek_connect_state(&hash).await?.ok_or(VaultError::UnknownConnectState)?;
+        let bound_here = |record: &ConnectState| matches!((&record.browser_hash, browser), (Some(bound), Some(b)) if hashes_equal(&state_hash(b), bound));
+        if !bound_here(&pending) {
+            return Err(VaultError::ConnectBrowserMismatch);
+        }
+        let record = self.store.consume_connect_state(&hash).await?.ok_or(VaultError::UnknownConnectState)?;
         let back = |pairs: &[(&str, &str)]| {
             let mut url = url::Url::parse(&record.return_url).map_err(|_| VaultError::Invalid("return_url".into()))?;
             url.query_pairs_mut().extend_pairs(pairs);
@@ -1033,6 +1071,11 @@ impl fmt::Display for ConnectFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Compares two hex hashes in time independent of where they differ.
+fn hashes_equal(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The stored form of a state value: SHA-256, hex. A state is 32 random bytes, so a plain hash
