@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod binary;
 pub mod browser;
+pub mod browser_cookies;
 pub mod fake_idp;
 pub mod fake_oauth;
 pub mod harness;

@@ -14,10 +14,12 @@ use custody_identity::{AppId, Secret};
 use custody_server::{Config, RunningServer};
 use custody_store::testing::TestDatabase;
 use custody_store::Backend;
+use custody_tests::browser_cookies::CookieJar;
 use custody_tests::fake_idp::{Alg, FakeIdp};
 use custody_tests::fake_oauth::{Failure, FakeOAuth, CLIENT_ID, CLIENT_SECRET};
 use custody_tests::harness::{backends, Answer, TestServer, ADMIN_TOKEN, MASTER_KEYS};
-use custody_vault::grant::Credential;
+use custody_vault::grant::{Credential, TokenKind};
+use custody_vault::Cipher as _;
 use custody_vault::GrantId;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -254,8 +256,11 @@ impl Connected {
     }
 }
 
+/// The test browser's cookies (the connect flow binds itself to the browser with one per flow).
+static BROWSER: CookieJar = CookieJar::new();
+
 async fn get_redirect(http: &reqwest::Client, url: &str) -> (StatusCode, String) {
-    let resp = http.get(url).send().await.expect("GET sent");
+    let resp = BROWSER.get(http, url).await;
     let status = resp.status();
     let location = resp.headers().get("location").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
     (status, location)
@@ -593,14 +598,14 @@ async fn connect_token_refresh_revoke_on(backend: Backend) {
     let grants = w.my_grants(&alice).await;
     assert_eq!(grants[0]["status"], "revoked", "[{b}] {grants:?}");
 
-    // The outbox revokes both stored tokens at the provider.
+    // The outbox revokes both stored tokens at the provider, and the tokens the reconnect and
+    // the rotating refresh superseded.
     let rt = refresh_twin(&refreshed);
     w.drain_until(|o| {
         let r = o.revoked_tokens();
-        r.contains(&refreshed) && r.contains(&rt)
+        r.contains(&refreshed) && r.contains(&rt) && r.contains(&first) && r.contains(&refresh_twin(&first))
     })
     .await;
-    assert!(!w.oauth.revoked_tokens().contains(&first), "[{b}] only the live tokens are revoked");
 
     // A user can connect again after revoking: a new grant.
     let fresh = w.connect_ok(&alice).await;
@@ -840,7 +845,22 @@ async fn refresh_failures_on(backend: Backend) {
     assert_eq!(a.status, StatusCode::OK, "[{b}] {:?}", a.body);
     w.oauth.set_expires_in(30);
 
-    // A transient provider failure: 502 provider_error, the grant stays active, later works.
+    // A transient provider failure while the access token has not expired yet: the current
+    // token is handed out; the next hand-out refreshes again.
+    let erin = w.user("erin");
+    w.connect_ok(&erin).await;
+    let calls = w.oauth.refresh_calls();
+    w.oauth.fail_next_token_calls(&[Failure::ServerError]);
+    let a = w.token_for(&erin).await;
+    assert_eq!(a.status, StatusCode::OK, "[{b}] the still-valid token: {:?}", a.body);
+    assert_eq!(w.oauth.refresh_calls(), calls + 1, "[{b}]");
+    let again = w.token_for(&erin).await;
+    assert_eq!(again.status, StatusCode::OK, "[{b}] {:?}", again.body);
+    assert_ne!(access_token(&a), access_token(&again), "[{b}] refreshed once the provider is back");
+
+    // A transient provider failure once the access token has expired: 502 provider_error, the
+    // grant stays active, later works.
+    w.oauth.set_expires_in(0);
     let bob = w.user("bob");
     let gb = w.connect_ok(&bob).await;
     let calls = w.oauth.refresh_calls();
@@ -848,6 +868,7 @@ async fn refresh_failures_on(backend: Backend) {
     let a = w.token_for(&bob).await;
     assert_eq!((a.status, a.code()), (StatusCode::BAD_GATEWAY, "provider_error"), "[{b}] {:?}", a.body);
     assert_no_tokens(&a.body);
+    w.oauth.set_expires_in(30);
     let grants = w.my_grants(&bob).await;
     assert_eq!(
         (grants[0]["id"].as_str(), grants[0]["status"].as_str()),
@@ -1780,5 +1801,214 @@ async fn a_refused_import_changes_nothing() {
         assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "invalid_request"), "[{b}] {:?}", a.body);
         let users = w.api.admin(Method::GET, &format!("/v1/apps/{}/users", w.app), None).await;
         assert_eq!(users.body["items"], json!([]), "[{b}] a refused import created a user");
+    }
+}
+
+// ----- a hanging provider (issue 15, item 11) and a credential that moved on (item 8) -----
+
+/// Fifty hand-outs of one grant while the provider hangs past the configured provider timeout:
+/// one provider call for all of them (they share the attempt), and the answers are 502
+/// `provider_error` when the access token has expired, or the current token when it has not.
+/// Never 503, never a wait for the refresh lock's 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_callers_share_one_attempt_while_the_provider_hangs() {
+    const PROVIDER_TIMEOUT_MS: u64 = 1500;
+    for backend in backends() {
+        let s = TestServer::start_with(backend, |c| c.provider_timeout_ms = PROVIDER_TIMEOUT_MS).await;
+        let w = World::on(s).await;
+        for (sub, expires_in) in [("expired", 0), ("still-valid", 30)] {
+            let user = w.user(sub);
+            w.oauth.set_refresh_delay(Duration::ZERO);
+            w.oauth.set_expires_in(expires_in);
+            w.connect_ok(&user).await;
+            // The provider now takes far longer than the configured timeout.
+            w.oauth.set_refresh_delay(Duration::from_secs(60));
+            let calls = w.oauth.refresh_calls();
+            let started = Instant::now();
+            let answers = race(vec![(w.api.clone(), 50)], &w.key, &user).await;
+            let elapsed = started.elapsed();
+            let provider_calls = w.oauth.refresh_calls() - calls;
+            let mut by_answer: std::collections::BTreeMap<String, usize> = Default::default();
+            for (status, body) in &answers {
+                let code = body["code"].as_str().unwrap_or("token");
+                *by_answer.entry(format!("{} {code}", status.as_u16())).or_default() += 1;
+            }
+            eprintln!(
+                "[{backend}] 50 callers, provider hanging, access token {sub}: {provider_calls} provider call(s), \
+                 answers {by_answer:?}, all answered within {elapsed:?}"
+            );
+            assert_eq!(provider_calls, 1, "[{backend}, {sub}] one provider call for the attempt: {by_answer:?}");
+            if expires_in == 0 {
+                assert_eq!(by_answer.get("502 provider_error"), Some(&50), "[{backend}, {sub}] {by_answer:?}");
+            } else {
+                assert_eq!(by_answer.get("200 token"), Some(&50), "[{backend}, {sub}] {by_answer:?}");
+                let tokens: std::collections::BTreeSet<&str> =
+                    answers.iter().map(|(_, b)| b["access_token"].as_str().unwrap()).collect();
+                assert_eq!(tokens.len(), 1, "[{backend}, {sub}] the current token for everyone");
+            }
+            assert!(
+                elapsed < Duration::from_secs(10),
+                "[{backend}, {sub}] bounded by the provider timeout: {elapsed:?}"
+            );
+            // The grant is untouched: once the provider answers again, it refreshes.
+            w.oauth.set_refresh_delay(Duration::ZERO);
+            let a = w.token_for(&user).await;
+            assert_eq!(a.status, StatusCode::OK, "[{backend}, {sub}] {:?}", a.body);
+        }
+    }
+}
+
+/// The provider rejects the refresh token (`invalid_grant`) because someone else (another
+/// process on the same database) spent it and stored the next credential meanwhile: the
+/// hand-out uses that credential, and the grant stays active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_grant_after_the_credential_moved_on_uses_the_new_one() {
+    for backend in backends() {
+        let w = World::new(backend).await;
+        let b = backend;
+        let alice = w.user("alice");
+        w.oauth.set_expires_in(30);
+        let ga = w.connect_ok(&alice).await;
+        let grant = GrantId::parse(&ga).unwrap();
+        w.oauth.set_refresh_delay(Duration::from_millis(500));
+        w.oauth.fail_next_token_calls(&[Failure::InvalidGrant]);
+        let calls = w.oauth.refresh_calls();
+        let handout = {
+            let (api, key, user) = (w.api.clone(), w.key.clone(), alice.clone());
+            tokio::spawn(async move { api.token(&key, &user, json!({"provider": PROVIDER})).await })
+        };
+        wait_for(|| w.oauth.refresh_calls() > calls, "the refresh to reach the provider").await;
+        // Another process refreshes first and stores the next credential.
+        let state = w.s.state();
+        let store = state.vault.store().clone();
+        let current = store.load_credential(&grant).await.unwrap().expect("credential");
+        let seal = |kind: TokenKind, value: &str| {
+            state.cipher.seal_secret(&Secret::new(value), &Credential::aad(&grant, kind)).unwrap()
+        };
+        let next = Credential {
+            access_token: seal(TokenKind::Access, "moved-on-access"),
+            refresh_token: Some(seal(TokenKind::Refresh, "moved-on-refresh")),
+            expires_at: Some(state.clock.now().plus_seconds(3600)),
+            version: current.version + 1,
+            ..current.clone()
+        };
+        let audit = AuditEntry {
+            id: state.random.uuid(),
+            app_id: AppId::parse(&w.app).unwrap(),
+            at: state.clock.now(),
+            action: "token.refresh".into(),
+            actor: "system".into(),
+            user_id: None,
+            grant_id: Some(ga.clone()),
+            provider: Some(PROVIDER.into()),
+            outcome: AuditOutcome::Success,
+            detail: None,
+        };
+        assert!(store.replace_credential(&next, current.version, &audit).await.unwrap(), "[{b}]");
+        let a = handout.await.unwrap();
+        assert_eq!(a.status, StatusCode::OK, "[{b}] the credential that moved on: {:?}", a.body);
+        assert_eq!(access_token(&a), "moved-on-access", "[{b}]");
+        let grants = w.my_grants(&alice).await;
+        assert_eq!(grants[0]["status"], "active", "[{b}] {grants:?}");
+        w.oauth.set_refresh_delay(Duration::ZERO);
+    }
+}
+
+/// A refresh that rotates the refresh token, and a reconnect, queue the tokens they supersede
+/// for revocation at the provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn superseded_tokens_are_revoked_at_the_provider() {
+    for backend in backends() {
+        let w = World::new(backend).await;
+        let b = backend;
+        let alice = w.user("alice");
+        w.oauth.set_expires_in(30);
+        w.connect_ok(&alice).await;
+        let first = access_token(&w.token_for(&alice).await);
+        // That hand-out refreshed: the connect's refresh token was rotated away.
+        w.drain_until(|o| o.revoked_tokens().len() == 1).await;
+        let revoked = w.oauth.revoked_tokens();
+        assert!(revoked[0].starts_with("fake-refresh-"), "[{b}] {revoked:?}");
+        assert_ne!(revoked[0], refresh_twin(&first), "[{b}] not the live one");
+        // A reconnect replaces the credential: its access and refresh tokens are revoked.
+        w.oauth.set_expires_in(3600);
+        w.connect_ok(&alice).await;
+        w.drain_until(|o| o.revoked_tokens().len() == 3).await;
+        let revoked = w.oauth.revoked_tokens();
+        assert!(revoked.contains(&first) && revoked.contains(&refresh_twin(&first)), "[{b}] {revoked:?}");
+        let a = w.token_for(&alice).await;
+        assert_eq!(a.status, StatusCode::OK, "[{b}] {:?}", a.body);
+        assert!(!revoked.contains(&access_token(&a)), "[{b}]");
+    }
+}
+
+// ----- the connect flow is bound to the browser that opened it (issue 15, item 2) -----
+
+/// RFC 6749 section 10.12: an attacker who opens a connect URL for their own user and sends the
+/// provider's consent URL (or the connect URL) to a victim cannot land the victim's account
+/// under their user. The callback needs the cookie `/v1/connect/start` set, in the browser that
+/// opened the flow; without it (or with another value) it is refused and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_bound_to_the_browser_that_opened_it() {
+    for backend in backends() {
+        let w = World::new(backend).await;
+        let b = backend;
+        let mallory = w.user("mallory");
+        let a = w
+            .api
+            .call(
+                Method::POST,
+                "/v1/connect/sessions",
+                Some(&w.key),
+                Some(&mallory),
+                Some(json!({"provider": PROVIDER, "return_url": RETURN_URL})),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "[{b}] {:?}", a.body);
+        let connect_url = a.body["connect_url"].as_str().unwrap().to_owned();
+
+        // The attacker's browser opens the connect URL: a binding cookie is set.
+        let attacker = CookieJar::new();
+        let resp = attacker.get(&w.api.http, &connect_url).await;
+        assert_eq!(resp.status(), StatusCode::FOUND, "[{b}]");
+        let set_cookie = resp.headers().get("set-cookie").expect("a binding cookie").to_str().unwrap().to_owned();
+        assert!(set_cookie.starts_with("custody_connect_"), "[{b}] {set_cookie}");
+        for attribute in ["HttpOnly", "SameSite=Lax", "Path=/v1/connect", "Max-Age=600"] {
+            assert!(set_cookie.contains(attribute), "[{b}] {attribute} in {set_cookie}");
+        }
+        assert!(!set_cookie.contains("Secure"), "[{b}] plain http here: {set_cookie}");
+        let consent_url = resp.headers()["location"].to_str().unwrap().to_owned();
+
+        // The victim's browser opens the same connect URL: refused, it is bound already.
+        let victim = CookieJar::new();
+        let resp = victim.get(&w.api.http, &connect_url).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "[{b}]");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "connect_browser_mismatch", "[{b}] {body:?}");
+
+        // The victim consents at the provider; the provider sends the victim's browser back.
+        let resp = victim.get(&w.api.http, &consent_url).await;
+        let callback = resp.headers()["location"].to_str().unwrap().to_owned();
+        let resp = victim.get(&w.api.http, &callback).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "[{b}] the victim's callback is refused");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "connect_browser_mismatch", "[{b}] {body:?}");
+        assert!(body["detail"].as_str().unwrap().contains("another browser"), "[{b}] {body:?}");
+        // A forged cookie of the right name does no better.
+        let cookie_name = set_cookie.split('=').next().unwrap();
+        let resp = w.api.http.get(&callback).header("cookie", format!("{cookie_name}=forged")).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "[{b}]");
+        assert!(w.my_grants(&mallory).await.is_empty(), "[{b}] no grant for the attacker's user");
+        assert_eq!(w.oauth.code_exchanges(), 0, "[{b}] the code was never exchanged");
+
+        // The browser that opened it may open it again, and finish it.
+        let resp = attacker.get(&w.api.http, &connect_url).await;
+        assert_eq!(resp.status(), StatusCode::FOUND, "[{b}] reopened in the same browser");
+        let resp = attacker.get(&w.api.http, &callback).await;
+        assert_eq!(resp.status(), StatusCode::FOUND, "[{b}]");
+        let cleared = resp.headers().get("set-cookie").unwrap().to_str().unwrap().to_owned();
+        assert!(cleared.contains("Max-Age=0"), "[{b}] the binding cookie is cleared: {cleared}");
+        assert!(resp.headers()["location"].to_str().unwrap().contains("status=connected"), "[{b}]");
+        assert_eq!(w.my_grants(&mallory).await.len(), 1, "[{b}]");
     }
 }

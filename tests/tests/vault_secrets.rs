@@ -175,7 +175,8 @@ impl Recorder {
 
     /// A GET that must redirect; returns `Location`.
     async fn follow(&self, url: &str) -> String {
-        let resp = self.http.get(url).send().await.expect("GET");
+        static BROWSER: custody_tests::browser_cookies::CookieJar = custody_tests::browser_cookies::CookieJar::new();
+        let resp = BROWSER.get(&self.http, url).await;
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap_or_default();
@@ -298,8 +299,9 @@ async fn no_secret_on(backend: Backend) {
     api.call(Method::GET, "/v1/grants", Some(&first_key), Some(&alice), None).await;
     api.call(Method::GET, "/v1/me", Some(&first_key), Some(&alice), None).await;
 
-    // Failed refreshes: a transient provider error, then a rejected refresh token.
-    oauth.set_expires_in(30);
+    // Failed refreshes of an expired access token (a still-valid one would be handed out): a
+    // transient provider error, then a rejected refresh token.
+    oauth.set_expires_in(0);
     api.connect(&first_key, &bob).await;
     oauth.fail_next_token_calls(&[Failure::ServerError, Failure::InvalidGrant]);
     let (status, _) =

@@ -173,8 +173,9 @@ impl World {
         assert_eq!(a.status, StatusCode::CREATED, "[{}] connect session: {:?}", self.backend, a.body);
         let mut url = a.body["connect_url"].as_str().unwrap().to_owned();
         // Custody's start → the provider's authorize → Custody's callback → the return URL.
+        let browser = custody_tests::browser_cookies::CookieJar::new();
         for _ in 0..3 {
-            let resp = self.s.http.get(&url).send().await.unwrap();
+            let resp = browser.get(&self.s.http, &url).await;
             assert_eq!(resp.status(), StatusCode::FOUND, "[{}] {url}", self.backend);
             url = resp.headers()["location"].to_str().unwrap().to_owned();
         }

@@ -20,6 +20,9 @@ struct Demo {
     base: String,
     http: reqwest::Client,
     step: usize,
+    /// The browser's cookies for Custody (the connect flow binds itself to the browser that
+    /// opened it with a cookie), by name.
+    cookies: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 fn dim(s: &str) -> String {
@@ -58,6 +61,10 @@ impl Demo {
         let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.base) };
         let mut shown = format!("{method} {}", url.trim_start_matches(&self.base));
         let mut req = self.http.request(method, &url);
+        let cookies = self.cookie_header();
+        if url.starts_with(&self.base) && !cookies.is_empty() {
+            req = req.header(reqwest::header::COOKIE, cookies);
+        }
         if let Some(b) = bearer {
             req = req.bearer_auth(b);
             shown.push_str(if b == ADMIN { "  [admin token]" } else { "  [app API key]" });
@@ -74,6 +81,9 @@ impl Demo {
         let resp = req.send().await.map_err(|e| format!("{url}: {e}"))?;
         let status = resp.status();
         let headers = resp.headers().clone();
+        if url.starts_with(&self.base) {
+            self.keep_cookies(&headers);
+        }
         let bytes = resp.bytes().await.unwrap_or_default();
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let location = headers.get("location").and_then(|v| v.to_str().ok()).map(|l| format!(" Location: {l}"));
@@ -82,6 +92,25 @@ impl Demo {
             return Err(format!("step {}: expected {expect}, got {status}: {value}", self.step));
         }
         Ok((value, headers))
+    }
+
+    fn cookie_header(&self) -> String {
+        let jar = self.cookies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        jar.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    /// Keeps the cookies a response of Custody sets, forgetting those it deletes (`Max-Age=0`).
+    fn keep_cookies(&self, headers: &reqwest::header::HeaderMap) {
+        let mut jar = self.cookies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for value in headers.get_all(reqwest::header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok()) {
+            let mut parts = value.split(';');
+            let Some((name, val)) = parts.next().and_then(|p| p.trim().split_once('=')) else { continue };
+            if val.is_empty() || parts.any(|a| a.trim().eq_ignore_ascii_case("max-age=0")) {
+                jar.remove(name);
+            } else {
+                jar.insert(name.to_owned(), val.to_owned());
+            }
+        }
     }
 
     fn check(&self, ok: bool, what: &str) -> Result<(), String> {
@@ -132,7 +161,7 @@ pub async fn run(args: &[String]) -> Result<(), String> {
     };
     let http =
         reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().map_err(|e| e.to_string())?;
-    let mut d = Demo { base: server.public_url.clone(), http, step: 0 };
+    let mut d = Demo { base: server.public_url.clone(), http, step: 0, cookies: Default::default() };
     println!(
         "Custody demo: Custody at {}, a demo identity provider at {}, a demo OAuth provider at {}.",
         d.base,

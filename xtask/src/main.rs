@@ -21,8 +21,8 @@
 
 mod bench;
 mod demo;
-mod sdk_env;
 mod fuzz;
+mod sdk_env;
 
 use custody_identity::idp::{IdpConfig, IdpEndpoints, IdpKind};
 use custody_identity::ports::IdentityStore as _;

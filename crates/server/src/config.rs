@@ -73,6 +73,12 @@ pub struct Config {
     /// `CUSTODY_PROXY_TIMEOUT_SECS`, default 60: how long a proxied request may take upstream,
     /// from sending it to the last byte of the answer.
     pub proxy_timeout_secs: u64,
+    /// `CUSTODY_PROVIDER_TIMEOUT_MS`, default 10000: the longest an OAuth provider call (code
+    /// exchange, refresh, revocation) may take, connection included.
+    pub provider_timeout_ms: u64,
+    /// `CUSTODY_AUDIT_RETENTION_DAYS`: audit rows older than this many days are pruned by the
+    /// background worker; unset keeps everything.
+    pub audit_retention_days: Option<u32>,
     /// `CUSTODY_LOG`, a tracing filter, default `info`.
     pub log: String,
     /// `CUSTODY_LOG_FORMAT`, `pretty` (default) or `json`.
@@ -113,6 +119,8 @@ struct FileConfig {
     max_buffered_body_mb: Option<usize>,
     outbox_retry_secs: Option<i64>,
     proxy_timeout_secs: Option<u64>,
+    provider_timeout_ms: Option<u64>,
+    audit_retention_days: Option<u32>,
     log: Option<String>,
     log_format: Option<String>,
 }
@@ -141,6 +149,8 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "CUSTODY_PROXY_TIMEOUT_SECS",
     "CUSTODY_MAX_BUFFERED_BODY_MB",
     "CUSTODY_OUTBOX_RETRY_SECS",
+    "CUSTODY_PROVIDER_TIMEOUT_MS",
+    "CUSTODY_AUDIT_RETENTION_DAYS",
     "CUSTODY_LOG",
     "CUSTODY_LOG_FORMAT",
     // Read by the test harness, not the server; listed so it is not reported as a typo.
@@ -299,6 +309,24 @@ impl Config {
             proxy_timeout_secs: number(vars, "CUSTODY_PROXY_TIMEOUT_SECS", file.proxy_timeout_secs, 60, |v| {
                 (1..=3600).contains(&v)
             })?,
+            provider_timeout_ms: number(vars, "CUSTODY_PROVIDER_TIMEOUT_MS", file.provider_timeout_ms, 10_000, |v| {
+                (100..=120_000).contains(&v)
+            })?,
+            audit_retention_days: match vars.get("CUSTODY_AUDIT_RETENTION_DAYS").filter(|v| !v.is_empty()) {
+                None => file.audit_retention_days,
+                Some(_) => Some(number(vars, "CUSTODY_AUDIT_RETENTION_DAYS", None, 0, |_| true)?),
+            }
+            .map(|days| {
+                if (1..=36_500).contains(&days) {
+                    Ok(days)
+                } else {
+                    Err(invalid(
+                        "CUSTODY_AUDIT_RETENTION_DAYS",
+                        "out of range (1 to 36500 days; unset keeps everything)",
+                    ))
+                }
+            })
+            .transpose()?,
             log: pick("CUSTODY_LOG", file.log).unwrap_or_else(|| "info".into()),
             log_format,
         };
@@ -331,6 +359,8 @@ impl Config {
             max_buffered_body_mb: 64,
             outbox_retry_base_secs: 1,
             proxy_timeout_secs: 60,
+            provider_timeout_ms: 10_000,
+            audit_retention_days: None,
             log: "warn".into(),
             log_format: LogFormat::Pretty,
         }
@@ -366,6 +396,18 @@ mod tests {
         assert_eq!(c.jwt_leeway_secs, 60);
         assert!(!c.allow_insecure_issuers);
         assert!(unknown.is_empty());
+        assert_eq!(c.provider_timeout_ms, 10_000);
+        assert_eq!(c.audit_retention_days, None, "audit rows are kept unless a retention is set");
+    }
+
+    #[test]
+    fn audit_retention_days() {
+        let (c, _) = Config::from_vars(&vars(&[("CUSTODY_AUDIT_RETENTION_DAYS", "90")])).unwrap();
+        assert_eq!(c.audit_retention_days, Some(90));
+        for bad in ["0", "-1", "36501", "ninety"] {
+            let err = Config::from_vars(&vars(&[("CUSTODY_AUDIT_RETENTION_DAYS", bad)])).unwrap_err();
+            assert!(err.to_string().starts_with("CUSTODY_AUDIT_RETENTION_DAYS"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -193,6 +193,15 @@ impl From<custody_vault::service::VaultError> for ApiError {
                     "the connect session is unknown, expired or already used",
                 )
             }
+            V::ConnectBrowserMismatch => {
+                tracing::warn!(reason = "connect_browser_mismatch", "connect failed: not the browser that started it");
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "connect_browser_mismatch",
+                    "this connect flow was started in another browser, or this browser did not send its \
+                     connect cookie back; start a new connect session from the app in this browser",
+                )
+            }
             V::Sealing => {
                 tracing::error!("a sealed value could not be opened");
                 ApiError::new(

@@ -160,10 +160,19 @@ impl AppState {
             random.clone(),
             SignInSettings::new(public_url.clone()),
         );
+        // Provider calls get their own timeout: a hanging provider answers within it, so the
+        // callers sharing a refresh attempt get an answer (or the still-valid token) in time.
+        let provider_http = HttpClient::new(HttpClientSettings {
+            allow_private_addresses: config.allow_insecure_issuers,
+            request_timeout: Duration::from_millis(config.provider_timeout_ms),
+            connect_timeout: Duration::from_millis(config.provider_timeout_ms).min(Duration::from_secs(5)),
+            ..HttpClientSettings::default()
+        })
+        .map_err(|e| StartError::HttpClient(e.to_string()))?;
         let vault = VaultService::new(
             Arc::new(store.clone()),
             Arc::new(store.clone()),
-            Arc::new(HttpOAuthClient::new(http.clone())),
+            Arc::new(HttpOAuthClient::new(provider_http)),
             cipher.clone(),
             clock.clone(),
             random.clone(),

@@ -633,6 +633,7 @@ pub(crate) struct ConnectStateRow {
     pub pkce_verifier: Vec<u8>,
     pub created_at: i64,
     pub expires_at: i64,
+    pub browser_hash: Option<String>,
 }
 
 impl ConnectStateRow {
@@ -647,6 +648,7 @@ impl ConnectStateRow {
             pkce_verifier: SealedBox(self.pkce_verifier),
             created_at: UnixTime(self.created_at),
             expires_at: UnixTime(self.expires_at),
+            browser_hash: self.browser_hash,
         })
     }
 }
@@ -663,6 +665,7 @@ pub(crate) struct NewConnectStateRow<'a> {
     pub pkce_verifier: &'a [u8],
     pub created_at: i64,
     pub expires_at: i64,
+    pub browser_hash: Option<&'a str>,
 }
 
 impl<'a> From<&'a ConnectState> for NewConnectStateRow<'a> {
@@ -677,6 +680,7 @@ impl<'a> From<&'a ConnectState> for NewConnectStateRow<'a> {
             pkce_verifier: &c.pkce_verifier.0,
             created_at: c.created_at.0,
             expires_at: c.expires_at.0,
+            browser_hash: c.browser_hash.as_deref(),
         }
     }
 }

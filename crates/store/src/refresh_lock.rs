@@ -17,14 +17,14 @@
 //! [`Store`]s opened separately on the same file in one process).
 //!
 //! Waiting is bounded by [`crate::StoreOptions::refresh_lock_timeout`] (in the process, for a
-//! session, and server-side through `lock_timeout`); past it, `lock` fails as unavailable.
+//! session, and server-side through `lock_timeout`); past it, `lock` fails with
+//! [`RefreshLockError::TimedOut`].
 
 use crate::pool::{checkout_postgres, PgConn};
 use crate::store::Store;
 use async_trait::async_trait;
-use custody_identity::ports::StoreError;
 use custody_vault::grant::GrantId;
-use custody_vault::ports::{RefreshGuard, RefreshLock};
+use custody_vault::ports::{RefreshGuard, RefreshLock, RefreshLockError};
 use diesel::sql_types::{BigInt, Bool};
 use diesel::QueryableByName;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
@@ -72,7 +72,7 @@ impl RefreshLocks {
         self.local.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
-    async fn lock(&self, grant: &GrantId) -> Result<Guard, StoreError> {
+    async fn lock(&self, grant: &GrantId) -> Result<Guard, RefreshLockError> {
         let deadline = Instant::now() + self.timeout;
         let local = LocalSlot::acquire(&self.local, grant.as_str(), self.timeout).await?;
         let session = match &self.sessions {
@@ -87,8 +87,8 @@ impl RefreshLocks {
     }
 }
 
-fn timed_out() -> StoreError {
-    StoreError::Unavailable("timed out waiting for the grant's refresh lock".into())
+fn timed_out() -> RefreshLockError {
+    RefreshLockError::TimedOut
 }
 
 /// The advisory-lock key of a grant: FNV-1a (64-bit) of a fixed prefix and the grant id. A
@@ -116,7 +116,7 @@ struct LocalSlot {
 }
 
 impl LocalSlot {
-    async fn acquire(map: &Arc<LocalLocks>, key: &str, timeout: Duration) -> Result<LocalSlot, StoreError> {
+    async fn acquire(map: &Arc<LocalLocks>, key: &str, timeout: Duration) -> Result<LocalSlot, RefreshLockError> {
         let mutex = {
             let mut locks = map.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(locks.entry(key.to_owned()).or_default())
@@ -163,7 +163,7 @@ impl Drop for Detach {
 }
 
 /// Takes the session advisory lock `key` on a connection of `pool`, waiting at most `wait`.
-async fn advisory_lock(pool: &Pool<PgConn>, key: i64, wait: Duration) -> Result<Object<PgConn>, StoreError> {
+async fn advisory_lock(pool: &Pool<PgConn>, key: i64, wait: Duration) -> Result<Object<PgConn>, RefreshLockError> {
     let mut session = Detach(Some(checkout_postgres(pool, wait).await?));
     let Some(conn) = session.0.as_mut() else { return Err(timed_out()) };
     let statement = diesel::sql_query("SELECT pg_advisory_lock($1)").bind::<BigInt, _>(key);
@@ -232,7 +232,7 @@ impl RefreshGuard for Guard {
 
 #[async_trait]
 impl RefreshLock for Store {
-    async fn lock(&self, grant: &GrantId) -> Result<Box<dyn RefreshGuard>, StoreError> {
+    async fn lock(&self, grant: &GrantId) -> Result<Box<dyn RefreshGuard>, RefreshLockError> {
         Ok(Box::new(self.refresh_locks().lock(grant).await?))
     }
 }

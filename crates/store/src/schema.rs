@@ -166,6 +166,8 @@ diesel::table! {
         pkce_verifier -> Binary,
         created_at -> BigInt,
         expires_at -> BigInt,
+        /// SHA-256 (hex) of the cookie binding the flow to the browser that opened it.
+        browser_hash -> Nullable<Text>,
     }
 }
 

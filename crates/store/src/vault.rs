@@ -28,8 +28,8 @@ use crate::models::{
 };
 use crate::pool::{BackendQueries as _, PgConn, SqliteConn};
 use crate::schema::{
-    connect_states, credentials, grants, instance_secrets, membership_removals, policies, providers, revocation_outbox,
-    users, webhook_events,
+    audit_log, connect_states, credentials, grants, instance_secrets, membership_removals, policies, providers,
+    revocation_outbox, users, webhook_events,
 };
 use crate::store::Store;
 use async_trait::async_trait;
@@ -46,7 +46,7 @@ use custody_vault::ports::{
 };
 use custody_vault::provider::{ProviderConfig, ProviderName};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Text};
+use diesel::sql_types::{BigInt, Binary, Integer, Text};
 use diesel::upsert::excluded;
 use diesel_async::RunQueryDsl;
 use std::collections::BTreeSet;
@@ -79,6 +79,18 @@ pub(crate) trait VaultTx {
         scope: &RevokeScope,
         now: i64,
     ) -> impl Future<Output = QueryResult<Vec<GrantRow>>> + Send;
+
+    /// Queues the revocation at the provider of a grant's token that a newer credential
+    /// superseded (a rotated refresh token, or the tokens a reconnect replaced), as outbox item
+    /// `id`, when the grant's provider has a revocation URL. The sealed box moves as it is.
+    fn queue_superseded(
+        &mut self,
+        grant: &str,
+        kind: TokenKind,
+        token: &[u8],
+        id: &str,
+        now: i64,
+    ) -> impl Future<Output = QueryResult<()>> + Send;
 
     /// Stores a user's `groups` after a lifecycle event removed `group` at `at`, and records the
     /// removal (keeping a later one already recorded). The caller holds the user's row lock.
@@ -194,6 +206,56 @@ macro_rules! impl_vault_tx {
                 });
                 revoked_rows.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
                 Ok(revoked_rows)
+            }
+
+            async fn queue_superseded(
+                &mut self,
+                grant: &str,
+                kind: TokenKind,
+                token: &[u8],
+                id: &str,
+                now: i64,
+            ) -> QueryResult<()> {
+                let queued = grants::table
+                    .inner_join(
+                        providers::table
+                            .on(providers::app_id.eq(grants::app_id).and(providers::name.eq(grants::provider))),
+                    )
+                    .filter(grants::id.eq(grant))
+                    .filter(providers::revocation_url.is_not_null())
+                    .select((
+                        id.into_sql::<Text>(),
+                        grants::app_id,
+                        grants::id,
+                        grants::provider,
+                        token_kind_str(kind).into_sql::<Text>(),
+                        token.into_sql::<Binary>(),
+                        providers::revocation_url.assume_not_null(),
+                        providers::client_id,
+                        providers::client_secret,
+                        0.into_sql::<Integer>(),
+                        now.into_sql::<BigInt>(),
+                        now.into_sql::<BigInt>(),
+                    ));
+                diesel::insert_into(revocation_outbox::table)
+                    .values(queued)
+                    .into_columns((
+                        revocation_outbox::id,
+                        revocation_outbox::app_id,
+                        revocation_outbox::grant_id,
+                        revocation_outbox::provider,
+                        revocation_outbox::token_kind,
+                        revocation_outbox::token,
+                        revocation_outbox::revocation_url,
+                        revocation_outbox::client_id,
+                        revocation_outbox::client_secret,
+                        revocation_outbox::attempts,
+                        revocation_outbox::next_attempt_at,
+                        revocation_outbox::created_at,
+                    ))
+                    .execute(&mut *self)
+                    .await?;
+                Ok(())
             }
 
             async fn write_group_removal(
@@ -731,6 +793,24 @@ impl VaultStore for Store {
                 if updated == 0 {
                     return Err(TxError::Domain(SaveGrantError::Conflict));
                 }
+                // The reconnect supersedes the stored tokens: queue their revocation at the
+                // provider. The grant row is locked by the update above, so no other save or
+                // refresh changes the credential between this read and the replacement below.
+                let replaced: Option<(Vec<u8>, Option<Vec<u8>>, i64)> = credentials::table
+                    .find(grant.id.as_str())
+                    .select((credentials::access_token, credentials::refresh_token, credentials::version))
+                    .first(conn)
+                    .await
+                    .optional()?;
+                if let Some((access, refresh, version)) = replaced {
+                    let now = grant.updated_at.0;
+                    let id = |label: &str| format!("{}:superseded-{label}:v{version}", grant.id);
+                    conn.queue_superseded(grant.id.as_str(), TokenKind::Access, &access, &id("access"), now).await?;
+                    if let Some(refresh) = refresh {
+                        conn.queue_superseded(grant.id.as_str(), TokenKind::Refresh, &refresh, &id("refresh"), now)
+                            .await?;
+                    }
+                }
                 // The stored version moves past the replaced one whatever the caller's is, so a
                 // refresh that read the old credential loses its compare-and-set.
                 diesel::insert_into(credentials::table)
@@ -817,15 +897,27 @@ impl VaultStore for Store {
         expected_version: i64,
         audit: &AuditEntry,
     ) -> Result<bool, StoreError> {
+        let grant = credential.grant_id.as_str();
+        let new_refresh = credential.refresh_token.as_ref().map(|b| b.0.as_slice());
         let result = transaction!(self, |conn| -> Result<bool, TxError<StoreError>> {
+            // The refresh token being replaced; versions only grow, so the row read at
+            // `expected_version` is the row the compare-and-set below replaces, if it does.
+            let replaced: Option<Option<Vec<u8>>> = credentials::table
+                .filter(credentials::grant_id.eq(grant))
+                .filter(credentials::version.eq(expected_version))
+                .select(credentials::refresh_token)
+                .first(conn)
+                .await
+                .optional()?;
+            let Some(old_refresh) = replaced else { return Ok(false) };
             let updated = diesel::update(
                 credentials::table
-                    .filter(credentials::grant_id.eq(credential.grant_id.as_str()))
+                    .filter(credentials::grant_id.eq(grant))
                     .filter(credentials::version.eq(expected_version)),
             )
             .set((
                 credentials::access_token.eq(credential.access_token.0.as_slice()),
-                credentials::refresh_token.eq(credential.refresh_token.as_ref().map(|b| b.0.as_slice())),
+                credentials::refresh_token.eq(new_refresh),
                 credentials::token_type.eq(credential.token_type.as_str()),
                 credentials::expires_at.eq(credential.expires_at.map(|t| t.0)),
                 credentials::version.eq(credential.version),
@@ -835,25 +927,45 @@ impl VaultStore for Store {
             if updated == 0 {
                 return Ok(false);
             }
+            // A refresh token the provider rotated away is revoked at the provider, so a copy
+            // of it (a backup, another process's memory) can no longer mint tokens.
+            if let Some(old) = old_refresh.filter(|old| new_refresh != Some(old.as_slice())) {
+                let id = format!("{grant}:superseded-refresh:v{expected_version}");
+                conn.queue_superseded(grant, TokenKind::Refresh, &old, &id, audit.at.0).await?;
+            }
             insert_audit!(conn, audit)?;
             Ok(true)
         });
         result.map_err(TxError::into_domain)
     }
 
-    async fn expire_grant(&self, grant: &GrantId, now: UnixTime, audit: &AuditEntry) -> Result<(), StoreError> {
-        // The audit row records the rejected refresh, so it is written even when the grant
-        // stopped being active meanwhile (then nothing else changes).
-        let result = transaction!(self, |conn| -> Result<(), TxError<StoreError>> {
-            let expired = diesel::update(grants::table.find(grant.as_str()).filter(grants::status.eq(active())))
+    async fn expire_grant(
+        &self,
+        grant: &GrantId,
+        credential_version: i64,
+        now: UnixTime,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let result = transaction!(self, |conn| -> Result<bool, TxError<StoreError>> {
+            // Only the credential whose refresh token was rejected: one that moved on meanwhile
+            // (another process refreshed, the user reconnected) keeps the grant alive.
+            let deleted = diesel::delete(
+                credentials::table
+                    .filter(credentials::grant_id.eq(grant.as_str()))
+                    .filter(credentials::version.eq(credential_version)),
+            )
+            .execute(conn)
+            .await?;
+            if deleted == 0 {
+                return Ok(false);
+            }
+            // Only active grants have a credential, so this finds the grant active.
+            diesel::update(grants::table.find(grant.as_str()).filter(grants::status.eq(active())))
                 .set((grants::status.eq(GrantStatus::Expired.as_str()), grants::updated_at.eq(now.0)))
                 .execute(conn)
                 .await?;
-            if expired > 0 {
-                diesel::delete(credentials::table.find(grant.as_str())).execute(conn).await?;
-            }
             insert_audit!(conn, audit)?;
-            Ok(())
+            Ok(true)
         });
         result.map_err(TxError::into_domain)
     }
@@ -1010,6 +1122,34 @@ impl VaultStore for Store {
         Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
     }
 
+    async fn prune_audit(&self, before: UnixTime, limit: u32) -> Result<u64, StoreError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let deleted = with_conn!(self, |conn| {
+            // The last of the oldest `limit` rows (by the primary key); rows added meanwhile
+            // come after it.
+            let last_of_window: Option<i64> = audit_log::table
+                .select(audit_log::seq)
+                .order(audit_log::seq.asc())
+                .offset(i64::from(limit) - 1)
+                .limit(1)
+                .first(conn)
+                .await
+                .optional()
+                .map_err(db_error)?;
+            diesel::delete(
+                audit_log::table
+                    .filter(audit_log::seq.le(last_of_window.unwrap_or(i64::MAX)))
+                    .filter(audit_log::at.lt(before.0)),
+            )
+            .execute(conn)
+            .await
+            .map_err(db_error)?
+        });
+        Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
+    }
+
     async fn sealed_values(
         &self,
         kind: SealedKind,
@@ -1113,6 +1253,18 @@ impl VaultStore for Store {
                 .map_err(db_error)?
         });
         row.map(ConnectStateRow::into_domain).transpose()
+    }
+
+    async fn bind_connect_state(&self, state_hash: &str, browser_hash: &str) -> Result<bool, StoreError> {
+        // Compare-and-set from NULL: of two browsers opening the same connect URL, one binds it.
+        let updated = with_conn!(self, |conn| {
+            diesel::update(connect_states::table.find(state_hash).filter(connect_states::browser_hash.is_null()))
+                .set(connect_states::browser_hash.eq(browser_hash))
+                .execute(conn)
+                .await
+                .map_err(db_error)?
+        });
+        Ok(updated == 1)
     }
 
     async fn consume_connect_state(&self, state_hash: &str) -> Result<Option<ConnectState>, StoreError> {

@@ -23,7 +23,7 @@ use custody_vault::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind};
 use custody_vault::policy::{Policy, PolicyLookup, TokenAccess};
 use custody_vault::ports::{
     instance_secret_aad, ConnectState, GrantFilter, GrantSelector, HandoutView, LifecycleChange, LifecycleEvent,
-    LifecycleOutcome, RefreshLock, RevokeScope, SaveGrantError, SealedKind, SealedValue, VaultStore,
+    LifecycleOutcome, RefreshLock, RefreshLockError, RevokeScope, SaveGrantError, SealedKind, SealedValue, VaultStore,
 };
 use custody_vault::provider::{ProviderConfig, ProviderName};
 use std::collections::{BTreeMap, BTreeSet};
@@ -438,7 +438,10 @@ async fn current_grant_prefers_the_active_one_then_the_latest() {
             .await
             .unwrap();
         let newer = seed_grant(&store, &ann, "google", true, NOW.plus_seconds(1)).await;
-        store.expire_grant(&newer.id, NOW.plus_seconds(20), &grant_audit(&newer, "token.refresh")).await.unwrap();
+        assert!(store
+            .expire_grant(&newer.id, 1, NOW.plus_seconds(20), &grant_audit(&newer, "token.refresh"))
+            .await
+            .unwrap());
         let current = store.current_grant(&app.id, &ann.id, &name("google")).await.unwrap().unwrap();
         assert_eq!((current.id, current.status), (newer.id.clone(), GrantStatus::Expired), "{b}: latest update");
 
@@ -748,7 +751,7 @@ async fn delete_provider_revokes_its_grants_then_goes_with_its_policy() {
         let bob = seed_user(&store, &app.id, "bob").await;
         let a = seed_grant(&store, &ann, "slack", true, NOW).await;
         let expired = seed_grant(&store, &bob, "slack", true, NOW).await;
-        store.expire_grant(&expired.id, NOW, &grant_audit(&expired, "token.refresh")).await.unwrap();
+        assert!(store.expire_grant(&expired.id, 1, NOW, &grant_audit(&expired, "token.refresh")).await.unwrap());
         let kept = seed_grant(&store, &ann, "github", true, NOW).await;
 
         let at = NOW.plus_seconds(7);
@@ -1108,9 +1111,18 @@ async fn credentials_compare_and_set_expire_and_hand_out() {
         assert_eq!((stored.last_used_at, stored.updated_at), (Some(NOW.plus_seconds(60)), NOW), "{b}");
         assert_eq!(audit_actions(&store, &app.id).await.iter().filter(|a| *a == "token.handout").count(), 3);
 
-        // Expiry: status, credential gone, nothing queued for the provider.
+        // The refresh rotated the refresh token: the old one is queued for revocation.
+        assert_eq!(count(&store, "revocation_outbox").await, 1, "{b}");
+        store.finish_revocation(&format!("{}:superseded-refresh:v1", g.id), None).await.unwrap();
+        assert_eq!(count(&store, "revocation_outbox").await, 0, "{b}: under the id the port documents");
+
+        // Expiry compares the credential version: a stale one changes nothing, writes no audit.
         let at = NOW.plus_seconds(90);
-        store.expire_grant(&g.id, at, &grant_audit(&g, "token.refresh")).await.unwrap();
+        assert!(!store.expire_grant(&g.id, 1, at, &grant_audit(&g, "token.refresh")).await.unwrap(), "{b}");
+        assert_eq!(store.get_grant(&app.id, &g.id).await.unwrap().unwrap().status, GrantStatus::Active, "{b}");
+        assert_eq!(audit_actions(&store, &app.id).await.iter().filter(|a| *a == "token.refresh").count(), 1);
+        // Expiry: status, credential gone, nothing queued for the provider.
+        assert!(store.expire_grant(&g.id, 2, at, &grant_audit(&g, "token.refresh")).await.unwrap(), "{b}");
         let stored = store.get_grant(&app.id, &g.id).await.unwrap().unwrap();
         assert_eq!((stored.status, stored.updated_at, stored.revoked_at), (GrantStatus::Expired, at, None), "{b}");
         assert_eq!(store.load_credential(&g.id).await.unwrap(), None, "{b}");
@@ -1366,7 +1378,7 @@ async fn refresh_lock_excludes_other_processes_on_postgres() {
         let held = first.lock(&grant).await.unwrap();
         let started = std::time::Instant::now();
         let refused = second.lock(&grant).await;
-        assert!(matches!(refused, Err(StoreError::Unavailable(_))), "the other process waits, then gives up");
+        assert!(matches!(refused, Err(RefreshLockError::TimedOut)), "the other process waits, then gives up");
         assert!(started.elapsed() >= Duration::from_millis(1500), "{:?}", started.elapsed());
 
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
@@ -1476,5 +1488,100 @@ async fn deleting_an_app_removes_every_vault_row() {
             assert_eq!(count(&store, t).await, n / 2, "{b}: {t}");
         }
         assert!(store.get_provider(&kept.id, &name("google")).await.unwrap().is_some(), "{b}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn superseded_tokens_are_queued_for_revocation() {
+    for (db, store) in databases().await {
+        let b = db.backend();
+        let app = seed_app(&store).await;
+        seed_provider(&store, &app.id, "google", true).await;
+        seed_provider(&store, &app.id, "github", false).await;
+        let ann = seed_user(&store, &app.id, "ann").await;
+        let g = seed_grant(&store, &ann, "google", true, NOW).await;
+        let outbox = |store: Store| async move {
+            let mut items = store.due_revocations(NOW.plus_seconds(3600), 100).await.unwrap();
+            items.sort_by(|a, b| a.id.cmp(&b.id));
+            items.into_iter().map(|i| (i.id, i.token_kind, i.token)).collect::<Vec<_>>()
+        };
+
+        // A refresh that keeps the refresh token (the same sealed box) queues nothing.
+        let mut kept = credential(&g.id, true, 2);
+        kept.refresh_token = credential(&g.id, true, 1).refresh_token;
+        assert!(store.replace_credential(&kept, 1, &grant_audit(&g, "token.refresh")).await.unwrap(), "{b}");
+        assert_eq!(outbox(store.clone()).await, vec![], "{b}");
+
+        // A rotated refresh token: the old one is queued; a lost compare-and-set queues nothing.
+        let rotated = credential(&g.id, true, 3);
+        assert!(!store.replace_credential(&credential(&g.id, true, 9), 1, &grant_audit(&g, "x")).await.unwrap());
+        assert!(store.replace_credential(&rotated, 2, &grant_audit(&g, "token.refresh")).await.unwrap(), "{b}");
+        let old_refresh = kept.refresh_token.clone().unwrap();
+        assert_eq!(
+            outbox(store.clone()).await,
+            vec![(format!("{}:superseded-refresh:v2", g.id), TokenKind::Refresh, old_refresh.clone())],
+            "{b}"
+        );
+
+        // A reconnect replaces the credential: both replaced tokens are queued.
+        let reconnected = credential(&g.id, true, 1);
+        let reconnected = Credential { access_token: SealedBox(b"reconnect-access".to_vec()), ..reconnected };
+        store.save_grant(&g, &reconnected, false, &grant_audit(&g, "grant.connect")).await.unwrap();
+        assert_eq!(
+            outbox(store.clone()).await,
+            vec![
+                (format!("{}:superseded-access:v3", g.id), TokenKind::Access, rotated.access_token.clone()),
+                (format!("{}:superseded-refresh:v2", g.id), TokenKind::Refresh, old_refresh),
+                (format!("{}:superseded-refresh:v3", g.id), TokenKind::Refresh, rotated.refresh_token.clone().unwrap()),
+            ],
+            "{b}"
+        );
+        assert_eq!(store.load_credential(&g.id).await.unwrap().unwrap().version, 4, "{b}: past the replaced one");
+
+        // A provider without a revocation URL: nothing to queue.
+        let h = seed_grant(&store, &ann, "github", true, NOW).await;
+        assert!(store
+            .replace_credential(&credential(&h.id, true, 2), 1, &grant_audit(&h, "token.refresh"))
+            .await
+            .unwrap());
+        store.save_grant(&h, &credential(&h.id, true, 1), false, &grant_audit(&h, "grant.connect")).await.unwrap();
+        assert_eq!(outbox(store.clone()).await.len(), 3, "{b}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_rows_are_pruned_before_a_cutoff_in_batches() {
+    for (db, store) in databases().await {
+        let b = db.backend();
+        let app = seed_app(&store).await;
+        let other = seed_app(&store).await;
+        // 25 old rows of two apps, then 5 recent ones (plus the two app.create rows at NOW).
+        for i in 0..25 {
+            let owner = if i % 2 == 0 { &app.id } else { &other.id };
+            VaultStore::append_audit(&store, &audit(owner, "token.handout", NOW.plus_seconds(-86_400 * 10 + i)))
+                .await
+                .unwrap();
+        }
+        for i in 0..5 {
+            VaultStore::append_audit(&store, &audit(&app.id, "token.handout", NOW.plus_seconds(i))).await.unwrap();
+        }
+        let before = count(&store, "audit_log").await;
+        assert_eq!(before, 32, "{b}");
+        let cutoff = NOW.plus_seconds(-86_400);
+        // The two app.create rows come first and are recent: the first window of 10 holds 8 old
+        // ones, and so on while rows are deleted.
+        let mut batches = Vec::new();
+        loop {
+            let deleted = store.prune_audit(cutoff, 10).await.unwrap();
+            if deleted == 0 {
+                break;
+            }
+            batches.push(deleted);
+        }
+        assert_eq!(batches.iter().sum::<u64>(), 25, "{b}: {batches:?}");
+        assert!(batches.iter().all(|n| *n <= 10), "{b}: {batches:?}");
+        assert_eq!(count(&store, "audit_log").await, 7, "{b}");
+        assert!(audit_actions(&store, &other.id).await.iter().all(|a| a == "app.create"), "{b}");
+        assert_eq!(store.prune_audit(NOW.plus_seconds(-86_400 * 365), 10).await.unwrap(), 0, "{b}");
     }
 }

@@ -65,6 +65,9 @@ pub struct ConnectState {
     pub pkce_verifier: SealedBox,
     pub created_at: UnixTime,
     pub expires_at: UnixTime,
+    /// SHA-256 (hex) of the random value of the cookie that binds the flow to the browser that
+    /// opened `connect_url` (RFC 6749 section 10.12); `None` until it is opened.
+    pub browser_hash: Option<String>,
 }
 
 impl ConnectState {
@@ -225,7 +228,10 @@ pub trait VaultStore: Send + Sync {
     ) -> Result<Page<Grant>, StoreError>;
     /// Stores a grant and its credential. When `is_new`, inserts the grant (conflict if the
     /// user already has an active grant for the provider); otherwise updates the grant, which
-    /// must still be active (conflict if not), and replaces its credential.
+    /// must still be active (conflict if not), and replaces its credential, queueing the
+    /// replaced tokens' revocation at the provider (outbox ids
+    /// `<grant id>:superseded-access:v<old version>` and `...-refresh:...`) when the provider
+    /// has a revocation URL.
     async fn save_grant(
         &self,
         grant: &Grant,
@@ -244,6 +250,10 @@ pub trait VaultStore: Send + Sync {
     ) -> Result<Option<HandoutView>, StoreError>;
     /// Replaces a credential if its stored version is still `expected_version` (the new
     /// credential carries the next version). `false` when the version moved on or it is gone.
+    /// When the new credential's sealed refresh token differs from the stored one (the provider
+    /// rotated it; a kept token is passed as the same sealed box), the old one is queued for
+    /// revocation at the provider (`<grant id>:superseded-refresh:v<expected_version>`), in the
+    /// same transaction.
     async fn replace_credential(
         &self,
         credential: &Credential,
@@ -251,8 +261,16 @@ pub trait VaultStore: Send + Sync {
         audit: &AuditEntry,
     ) -> Result<bool, StoreError>;
     /// Marks an active grant `expired` (its refresh token was rejected) and deletes its
-    /// credential.
-    async fn expire_grant(&self, grant: &GrantId, now: UnixTime, audit: &AuditEntry) -> Result<(), StoreError>;
+    /// credential, with the audit row, if the stored credential is still at
+    /// `credential_version`. `false`, changing nothing, when the credential moved on (another
+    /// process refreshed it, the user reconnected) or is gone.
+    async fn expire_grant(
+        &self,
+        grant: &GrantId,
+        credential_version: i64,
+        now: UnixTime,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError>;
     /// Records a hand-out: the audit row, and `last_used_at` when `touch` is given.
     async fn record_handout(
         &self,
@@ -293,6 +311,12 @@ pub trait VaultStore: Send + Sync {
     ) -> Result<LifecycleOutcome, StoreError>;
     /// Forgets webhook event ids received before `before` (they are kept at least 7 days).
     async fn prune_webhook_events(&self, before: UnixTime) -> Result<u64, StoreError>;
+    /// Deletes, among the `limit` oldest audit rows (of every app), those recorded before
+    /// `before`; returns how many. Call it again while it deletes rows. Looking only at the
+    /// oldest rows keeps each call an index range read (no index on the time is needed, and
+    /// writing the audit stays as cheap as it was); a row recorded out of order behind a newer
+    /// one goes in a later pass, once the rows ahead of it are old enough.
+    async fn prune_audit(&self, before: UnixTime, limit: u32) -> Result<u64, StoreError>;
 
     /// Up to `limit` sealed values of one kind, in a stable order, after the `after` cursor
     /// (the `cursor` of the last value of the previous batch).
@@ -308,6 +332,9 @@ pub trait VaultStore: Send + Sync {
     async fn create_connect_state(&self, state: &ConnectState) -> Result<(), StoreError>;
     /// Reads a connect state without consuming it.
     async fn peek_connect_state(&self, state_hash: &str) -> Result<Option<ConnectState>, StoreError>;
+    /// Binds a connect state to a browser: sets its `browser_hash` if it has none yet. `false`
+    /// when it is gone or already bound (to this or another browser).
+    async fn bind_connect_state(&self, state_hash: &str, browser_hash: &str) -> Result<bool, StoreError>;
     /// Deletes and returns a connect state: a state can be consumed once.
     async fn consume_connect_state(&self, state_hash: &str) -> Result<Option<ConnectState>, StoreError>;
 
@@ -330,12 +357,23 @@ pub trait RefreshGuard: Send {
     async fn release(self: Box<Self>);
 }
 
+/// Why a grant's refresh lock was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefreshLockError {
+    /// Someone else held it for longer than the wait allows: another refresh of the grant (in
+    /// this or another process) is stuck, typically on a provider that does not answer.
+    #[error("timed out waiting for another refresh of this grant")]
+    TimedOut,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Mutual exclusion of refreshes of one grant, within this process and across every process
 /// that shares the database, so a refresh token is never spent twice.
 #[async_trait]
 pub trait RefreshLock: Send + Sync {
-    /// Waits for and takes the grant's refresh lock.
-    async fn lock(&self, grant: &GrantId) -> Result<Box<dyn RefreshGuard>, StoreError>;
+    /// Waits (for a bounded time) for and takes the grant's refresh lock.
+    async fn lock(&self, grant: &GrantId) -> Result<Box<dyn RefreshGuard>, RefreshLockError>;
 }
 
 /// A provider's OAuth endpoints and client credentials, opened for one call.

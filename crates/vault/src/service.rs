@@ -7,15 +7,17 @@ use crate::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind, TokenSet}
 use crate::policy::{allows_handout, evaluate, Policy, PolicyDecision, TokenAccess};
 use crate::ports::{
     ConnectState, GrantFilter, HandoutView, OAuthClient, OAuthEndpoint, OAuthError, OutboxItem, RefreshLock,
-    RevokeScope, SaveGrantError, VaultStore,
+    RefreshLockError, RevokeScope, SaveGrantError, VaultStore,
 };
 use crate::provider::{is_valid_scope, preset, ProviderConfig, ProviderName};
 use custody_identity::audit::{Actor, AuditEntry, AuditOutcome};
 use custody_identity::page::{Page, PageRequest};
 use custody_identity::ports::{Clock, Random, StoreError};
 use custody_identity::{AppId, Secret, UnixTime, User, UserId};
+use futures_util::future::{BoxFuture, FutureExt as _, Shared};
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// How long a connect flow may take.
 pub const CONNECT_STATE_TTL_SECS: i64 = 600;
@@ -63,10 +65,27 @@ pub enum VaultError {
     ProviderError(String),
     #[error("the connect session is unknown or already used")]
     UnknownConnectState,
+    /// The connect flow was opened in another browser, or this browser did not send back the
+    /// cookie that binds it (RFC 6749 section 10.12).
+    #[error("the connect session belongs to another browser")]
+    ConnectBrowserMismatch,
     #[error("a stored secret could not be opened")]
     Sealing,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<RefreshLockError> for VaultError {
+    fn from(e: RefreshLockError) -> Self {
+        match e {
+            // Another refresh of the grant held the lock all along: a provider that does not
+            // answer, not a storage failure.
+            RefreshLockError::TimedOut => VaultError::ProviderError(
+                "another refresh of this grant is still waiting for the provider; retry later".into(),
+            ),
+            RefreshLockError::Store(e) => e.into(),
+        }
+    }
 }
 
 impl From<CipherError> for VaultError {
@@ -256,6 +275,18 @@ impl ImportGrant {
     }
 }
 
+/// One refresh attempt of a grant, awaited by every caller that needs the grant refreshed while
+/// it runs.
+type RefreshAttempt = Shared<BoxFuture<'static, Result<Credential, VaultError>>>;
+
+/// The refresh attempts running in this process, by grant, each with a serial number so an
+/// attempt removes its own entry and never a newer one.
+#[derive(Default)]
+struct RefreshFlights {
+    running: HashMap<GrantId, (u64, RefreshAttempt)>,
+    serial: u64,
+}
+
 /// The vault use cases over their ports.
 #[derive(Clone)]
 pub struct VaultService {
@@ -266,6 +297,7 @@ pub struct VaultService {
     clock: Arc<dyn Clock>,
     random: Arc<dyn Random>,
     settings: VaultSettings,
+    flights: Arc<Mutex<RefreshFlights>>,
 }
 
 impl fmt::Debug for VaultService {
@@ -342,7 +374,7 @@ impl VaultService {
         random: Arc<dyn Random>,
         settings: VaultSettings,
     ) -> Self {
-        Self { store, locks, oauth, cipher, clock, random, settings }
+        Self { store, locks, oauth, cipher, clock, random, settings, flights: Arc::default() }
     }
 
     pub fn store(&self) -> &Arc<dyn VaultStore> {
@@ -560,6 +592,7 @@ impl VaultService {
             pkce_verifier: self.cipher.seal(verifier.as_bytes(), &ConnectState::verifier_aad(&state_hash))?,
             created_at: now,
             expires_at: now.plus_seconds(CONNECT_STATE_TTL_SECS),
+            browser_hash: None,
         };
         self.store.create_connect_state(&record).await?;
         Ok(ConnectSession {
@@ -568,12 +601,35 @@ impl VaultService {
         })
     }
 
-    /// The provider authorization URL for a pending connect flow (opening `connect_url`).
-    pub async fn connect_redirect(&self, state: &str) -> Result<String, VaultError> {
-        let record = self.store.peek_connect_state(&state_hash(state)).await?.ok_or(VaultError::UnknownConnectState)?;
+    /// Opening `connect_url`: binds the pending flow to this browser and returns the provider
+    /// authorization URL, with the value of the binding cookie to set when this call bound it.
+    ///
+    /// The first browser to open the URL binds the flow (a random value whose hash is stored
+    /// with the state; the browser keeps the value in a cookie). Opening it again in that
+    /// browser (`browser` is its cookie) works; in any other browser it is refused, so a connect
+    /// URL an attacker opened cannot be finished by a victim, nor the other way round.
+    pub async fn connect_redirect(
+        &self,
+        state: &str,
+        browser: Option<&str>,
+    ) -> Result<(String, Option<Secret>), VaultError> {
+        let hash = state_hash(state);
+        let record = self.store.peek_connect_state(&hash).await?.ok_or(VaultError::UnknownConnectState)?;
         if record.expires_at <= self.clock.now() {
             return Err(VaultError::UnknownConnectState);
         }
+        let binding = match &record.browser_hash {
+            None => {
+                let value = self.random_token();
+                if !self.store.bind_connect_state(&hash, &state_hash(&value)).await? {
+                    // Another browser bound it first (or it was just consumed).
+                    return Err(VaultError::ConnectBrowserMismatch);
+                }
+                Some(Secret::new(value))
+            }
+            Some(bound) if browser.is_some_and(|b| hashes_equal(&state_hash(b), bound)) => None,
+            Some(_) => return Err(VaultError::ConnectBrowserMismatch),
+        };
         let provider = self
             .store
             .get_provider(&record.app_id, &record.provider)
@@ -582,7 +638,8 @@ impl VaultService {
         let secret = self.open_client_secret(&provider)?;
         let verifier = self.cipher.open(&record.pkce_verifier, &ConnectState::verifier_aad(&record.state_hash))?;
         let verifier = String::from_utf8(verifier).map_err(|_| VaultError::Sealing)?;
-        self.oauth
+        let url = self
+            .oauth
             .authorization_url(
                 &Self::endpoint(&provider, &secret),
                 &self.callback_url(),
@@ -590,20 +647,29 @@ impl VaultService {
                 state,
                 &verifier,
             )
-            .map_err(|e| VaultError::ProviderError(e.to_string()))
+            .map_err(|e| VaultError::ProviderError(e.to_string()))?;
+        Ok((url, binding))
     }
 
     /// Completes a connect flow at the callback. Returns the URL to send the browser to:
     /// `return_url` with `grant_id` and `status=connected`, or `status=error&error=...`.
-    /// `Err` only when the state is unknown (there is no return URL to go back to).
+    /// `Err` when the state is unknown (there is no return URL to go back to), or when `browser`
+    /// (the binding cookie) is missing or not the one of the browser that opened the flow: then
+    /// nothing is consumed and no grant is stored.
     pub async fn complete_connect(
         &self,
         state: &str,
+        browser: Option<&str>,
         code: Option<&str>,
         provider_error: Option<&str>,
     ) -> Result<String, VaultError> {
-        let record =
-            self.store.consume_connect_state(&state_hash(state)).await?.ok_or(VaultError::UnknownConnectState)?;
+        let hash = state_hash(state);
+        let pending = self.store.peek_connect_state(&hash).await?.ok_or(VaultError::UnknownConnectState)?;
+        let bound_here = |record: &ConnectState| matches!((&record.browser_hash, browser), (Some(bound), Some(b)) if hashes_equal(&state_hash(b), bound));
+        if !bound_here(&pending) {
+            return Err(VaultError::ConnectBrowserMismatch);
+        }
+        let record = self.store.consume_connect_state(&hash).await?.ok_or(VaultError::UnknownConnectState)?;
         let back = |pairs: &[(&str, &str)]| {
             let mut url = url::Url::parse(&record.return_url).map_err(|_| VaultError::Invalid("return_url".into()))?;
             url.query_pairs_mut().extend_pairs(pairs);
@@ -941,16 +1007,26 @@ impl VaultService {
         let mut credential = credential.ok_or(VaultError::ReauthRequired)?;
         let now = self.clock.now();
         if credential.needs_refresh(now, self.settings.refresh_window_secs) {
+            let still_valid = credential.expires_at.is_some_and(|exp| exp > now);
             if credential.refresh_token.is_some() {
-                credential = self.refresh(&grant, credential).await?;
-            } else if credential.expires_at.is_some_and(|exp| exp <= now) {
+                credential = match self.refresh(&grant, credential.clone()).await {
+                    Ok(refreshed) => refreshed,
+                    // The provider is in trouble but the current access token has not expired:
+                    // it is still good, so hand it out rather than fail the caller.
+                    Err(VaultError::ProviderError(_)) if still_valid => credential,
+                    Err(e) => return Err(e),
+                };
+            } else if !still_valid && credential.expires_at.is_some() {
                 // Expired with nothing to refresh it: the grant can never hand out again.
                 let mut audit = self.grant_audit(&grant, "token.refresh", "system".into());
                 audit.outcome = AuditOutcome::Failure;
                 audit.detail =
                     Some("the access token expired and there is no refresh token; the grant is expired".into());
-                self.store.expire_grant(&grant.id, now, &audit).await?;
-                return Err(VaultError::ReauthRequired);
+                if self.store.expire_grant(&grant.id, credential.version, now, &audit).await? {
+                    return Err(VaultError::ReauthRequired);
+                }
+                // The credential moved on meanwhile (a reconnect): hand out the new one.
+                credential = self.answer_for_lost_grant(&grant).await?;
             }
         }
         let access_token =
@@ -967,9 +1043,40 @@ impl VaultService {
         })
     }
 
-    /// Refreshes under the grant's lock. Whoever holds the lock first refreshes; everyone who
-    /// waited finds the new credential when they re-read it.
+    /// Refreshes a grant, one attempt at a time per grant in this process: a caller that needs
+    /// the grant refreshed while an attempt runs awaits that attempt and shares its outcome
+    /// (success or failure), so a provider that hangs or fails sees one call per attempt, not
+    /// one per caller. Across processes the grant's refresh lock serialises the attempts, and a
+    /// process that waited finds the new credential when it re-reads it.
     async fn refresh(&self, grant: &Grant, seen: Credential) -> Result<Credential, VaultError> {
+        let attempt = {
+            let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+            match flights.running.get(&grant.id) {
+                Some((_, running)) => running.clone(),
+                None => {
+                    flights.serial += 1;
+                    let serial = flights.serial;
+                    let (this, owned) = (self.clone(), grant.clone());
+                    let attempt = async move {
+                        let outcome = this.refresh_once(&owned, seen).await;
+                        let mut flights = this.flights.lock().unwrap_or_else(PoisonError::into_inner);
+                        if flights.running.get(&owned.id).is_some_and(|(s, _)| *s == serial) {
+                            flights.running.remove(&owned.id);
+                        }
+                        outcome
+                    }
+                    .boxed()
+                    .shared();
+                    flights.running.insert(grant.id.clone(), (serial, attempt.clone()));
+                    attempt
+                }
+            }
+        };
+        attempt.await
+    }
+
+    /// One refresh attempt under the grant's refresh lock.
+    async fn refresh_once(&self, grant: &Grant, seen: Credential) -> Result<Credential, VaultError> {
         let guard = self.locks.lock(&grant.id).await?;
         let result = self.refresh_locked(grant, seen, false).await;
         guard.release().await;
@@ -998,7 +1105,11 @@ impl VaultService {
                 if !rotated {
                     tokens.refresh_token = Some(refresh_token);
                 }
-                let next = self.seal_credential(&grant.id, &tokens, now, current.version + 1)?;
+                let mut next = self.seal_credential(&grant.id, &tokens, now, current.version + 1)?;
+                if !rotated {
+                    // The same sealed box: the store revokes a refresh token only when it changes.
+                    next.refresh_token = current.refresh_token.clone();
+                }
                 let audit = self.grant_audit(grant, "token.refresh", "system".into());
                 if self.store.replace_credential(&next, current.version, &audit).await? {
                     return Ok(next);
@@ -1010,6 +1121,14 @@ impl VaultService {
                 self.answer_for_lost_grant(grant).await
             }
             Err(OAuthError::InvalidGrant) => {
+                // The refresh token may have been spent by someone who stored its successor
+                // meanwhile (another process on the same database, a reconnect): then the newer
+                // credential is the answer, and the grant is fine.
+                if let Some(latest) = self.store.load_credential(&grant.id).await? {
+                    if latest.version != current.version {
+                        return Ok(latest);
+                    }
+                }
                 // A revoke that raced this refresh may have revoked the refresh token at the
                 // provider first: then the grant is revoked, not expired.
                 if self.store.get_grant(&grant.app_id, &grant.id).await?.is_none_or(|g| g.status != GrantStatus::Active)
@@ -1019,8 +1138,12 @@ impl VaultService {
                 let mut audit = self.grant_audit(grant, "token.refresh", "system".into());
                 audit.outcome = AuditOutcome::Failure;
                 audit.detail = Some("the provider rejected the refresh token; the grant is expired".into());
-                self.store.expire_grant(&grant.id, now, &audit).await?;
-                Err(VaultError::ReauthRequired)
+                // Expires only the credential whose token was rejected (compare-and-set on its
+                // version); one stored after our re-read wins.
+                if self.store.expire_grant(&grant.id, current.version, now, &audit).await? {
+                    return Err(VaultError::ReauthRequired);
+                }
+                self.answer_for_lost_grant(grant).await
             }
             Err(e) => Err(VaultError::ProviderError(e.to_string())),
         }
@@ -1208,6 +1331,11 @@ impl fmt::Display for ConnectFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// Compares two hex hashes in time independent of where they differ.
+fn hashes_equal(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The stored form of a state value: SHA-256, hex. A state is 32 random bytes, so a plain hash

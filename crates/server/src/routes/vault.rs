@@ -3,6 +3,7 @@
 
 use super::apps::{existing_app, list_json};
 use super::runtime::acting_user;
+use super::wallet::{cookie, set_cookie};
 use super::Call;
 use crate::json::{double_option, json_response, no_content, parse_json, redirect, rfc3339, rfc3339_opt, HttpResponse};
 use crate::problem::ApiError;
@@ -206,23 +207,45 @@ pub async fn create_connect_session(state: Arc<AppState>, mut call: Call) -> Res
     ))
 }
 
+/// Where the connect binding cookie is sent: the start and callback endpoints only.
+const CONNECT_COOKIE_PATH: &str = "/v1/connect";
+
+/// The cookie that binds one connect flow to the browser that opened it: one per flow (named
+/// after the state's hash), so flows for two providers in two tabs do not clobber each other.
+fn connect_cookie_name(state_value: &str) -> String {
+    let hash = custody_vault::service::state_hash(state_value);
+    format!("custody_connect_{}", &hash[..16])
+}
+
 pub async fn connect_start(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let token = call.query.get("state").ok_or_else(|| ApiError::invalid_request("state: required"))?;
-    let url = state.vault.connect_redirect(token).await?;
-    Ok(redirect(&url))
+    let name = connect_cookie_name(token);
+    let (url, binding) = state.vault.connect_redirect(token, cookie(&call, &name)).await?;
+    let mut response = redirect(&url);
+    if let Some(value) = binding {
+        // HttpOnly; SameSite=Lax so the provider's top-level redirect back carries it; Secure
+        // over https; it lives as long as the connect session may.
+        let max_age = custody_vault::service::CONNECT_STATE_TTL_SECS;
+        set_cookie(&state, &mut response, &name, value.expose(), CONNECT_COOKIE_PATH, max_age);
+    }
+    Ok(response)
 }
 
 pub async fn connect_callback(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let token = call.query.get("state").ok_or_else(|| ApiError::invalid_request("state: required"))?;
+    let name = connect_cookie_name(token);
     let url = state
         .vault
         .complete_connect(
             token,
+            cookie(&call, &name),
             call.query.get("code").map(String::as_str),
             call.query.get("error").map(String::as_str),
         )
         .await?;
-    Ok(redirect(&url))
+    let mut response = redirect(&url);
+    set_cookie(&state, &mut response, &name, "", CONNECT_COOKIE_PATH, 0);
+    Ok(response)
 }
 
 pub async fn list_my_grants(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse, ApiError> {

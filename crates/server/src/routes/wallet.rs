@@ -69,12 +69,19 @@ fn secure(state: &AppState) -> bool {
 }
 
 /// The value of cookie `name` in the request, if any.
-fn cookie<'a>(call: &'a Call, name: &str) -> Option<&'a str> {
+pub(super) fn cookie<'a>(call: &'a Call, name: &str) -> Option<&'a str> {
     html::request_cookie(&call.headers, name)
 }
 
 /// Adds a `Set-Cookie`: HttpOnly, SameSite=Lax, Secure over https; `max_age` 0 deletes it.
-fn set_cookie(state: &AppState, response: &mut HttpResponse, name: &str, value: &str, path: &str, max_age: i64) {
+pub(super) fn set_cookie(
+    state: &AppState,
+    response: &mut HttpResponse,
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age: i64,
+) {
     let secure = if secure(state) { "; Secure" } else { "" };
     let cookie = format!("{name}={value}; Path={path}; Max-Age={}; HttpOnly; SameSite=Lax{secure}", max_age.max(0));
     if let Ok(v) = HeaderValue::from_str(&cookie) {

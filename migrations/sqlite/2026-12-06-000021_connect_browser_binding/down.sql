@@ -1,0 +1,1 @@
+ALTER TABLE connect_states DROP COLUMN browser_hash;
