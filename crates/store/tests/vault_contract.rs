@@ -849,6 +849,7 @@ fn connect_state(user: &User, provider: &str, hash: &str) -> ConnectState {
         pkce_verifier: SealedBox(format!("sealed-verifier-{hash}").into_bytes()),
         created_at: NOW,
         expires_at: NOW.plus_seconds(600),
+        browser_hash: None,
     }
 }
 
@@ -1056,6 +1057,12 @@ async fn connect_states_are_consumed_once() {
         assert!(store.create_connect_state(&state).await.is_err(), "{b}: the hash is unique");
         assert_eq!(store.peek_connect_state("abc123").await.unwrap(), Some(state.clone()), "{b}");
         assert_eq!(store.peek_connect_state("abc123").await.unwrap(), Some(state.clone()), "{b}: peeking keeps it");
+        // Bound to one browser once: the first binding wins, a second is refused.
+        assert!(store.bind_connect_state("abc123", "browser-1").await.unwrap(), "{b}");
+        assert!(!store.bind_connect_state("abc123", "browser-2").await.unwrap(), "{b}");
+        assert!(!store.bind_connect_state("unknown", "browser-1").await.unwrap(), "{b}");
+        let state = ConnectState { browser_hash: Some("browser-1".into()), ..state };
+        assert_eq!(store.peek_connect_state("abc123").await.unwrap(), Some(state.clone()), "{b}");
 
         let mut tasks = Vec::new();
         for _ in 0..8 {
