@@ -149,7 +149,8 @@ async fn serve(listener: TcpListener, state: Arc<AppState>, limits: Limits, mut 
                 let id = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
                 let request_id = format!("{:x}-{id:x}", std::process::id());
                 let span = tracing::info_span!("request", request_id = %request_id, method = %request.method(), route = tracing::field::Empty, status = tracing::field::Empty);
-                let (mut response, route) = router.handle(state.clone(), request).instrument(span.clone()).await;
+                let (mut response, route) =
+                    router.handle(state.clone(), request, Some(peer)).instrument(span.clone()).await;
                 let status = response.status().as_u16();
                 span.record("route", route);
                 span.record("status", status);

@@ -161,6 +161,8 @@ fn required_str<'a>(value: &'a Value, path: &[&str], max: usize) -> Field<&'a st
         None => Err(format!("{name}: required")),
         Some(Value::String(s)) if s.is_empty() => Err(format!("{name}: must not be empty")),
         Some(Value::String(s)) if s.len() > max => Err(format!("{name}: longer than {max} bytes")),
+        // A NUL never names a user, group or event; PostgreSQL cannot even store one.
+        Some(Value::String(s)) if s.contains('\0') => Err(format!("{name}: must not contain NUL characters")),
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(format!("{name}: expected a string")),
     }
@@ -716,6 +718,21 @@ mod tests {
         for (name, body) in cases {
             assert!(decode_native(body.as_bytes()).is_err(), "{name} must be malformed");
         }
+    }
+
+    #[test]
+    fn nul_characters_are_malformed_in_every_format() {
+        let native = serde_json::to_vec(&json!({"events": [
+            {"id": "e1", "type": "user.deleted", "subject": "ali\0ce", "occurred_at": "2026-11-22T10:00:00Z"}
+        ]}))
+        .unwrap();
+        assert!(decode_native(&native).unwrap_err().0.contains("subject: must not contain NUL"));
+        let auth0 = serde_json::to_vec(&auth0_entry("l1", "sdu", "auth0|a\0b")).unwrap();
+        assert!(decode_auth0(&auth0).unwrap_err().0.contains("NUL"));
+        let group = serde_json::to_vec(&json!({"events": [{"id": "e2", "type": "group.member_removed",
+            "subject": "bob", "group": "e\0ng", "occurred_at": "2026-11-22T10:00:00Z"}]}))
+        .unwrap();
+        assert!(decode_native(&group).unwrap_err().0.contains("group: must not contain NUL"));
     }
 
     #[test]

@@ -367,11 +367,11 @@ pub fn url_segment(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// The key the sign-in throttle counts failures under. The router does not hand handlers the
-/// peer address, so every client shares one key unless a trusted proxy is configured in front
-/// (then `X-Forwarded-For` is still not trusted here; see docs/portal.md).
-fn client_key(_call: &Call) -> String {
-    "portal-sign-in".to_owned()
+/// The key the sign-in throttle counts failures under: the client's IP address (the TCP peer).
+/// `X-Forwarded-For` is not trusted, so behind a reverse proxy every client shares the proxy's
+/// address (docs/portal.md).
+fn client_key(call: &Call) -> String {
+    call.peer.map_or_else(|| "unknown".to_owned(), |peer| peer.ip().to_string())
 }
 
 #[derive(Template)]

@@ -79,6 +79,8 @@ pub struct Call {
     pub query: HashMap<String, String>,
     /// The request target as received (the proxy forwards its raw path and query).
     pub uri: hyper::Uri,
+    /// The client's address (the TCP peer; behind a reverse proxy, the proxy's).
+    pub peer: Option<std::net::SocketAddr>,
     /// Set on [`Access::App`] routes.
     pub app: Option<AppCaller>,
     /// The share of the body budget `body` holds; released with the call.
@@ -462,7 +464,12 @@ impl Router {
     }
 
     /// Answers one request. Returns the response and the route template for metrics.
-    pub async fn handle(&self, state: Arc<AppState>, request: Request<Incoming>) -> (HttpResponse, &'static str) {
+    pub async fn handle(
+        &self,
+        state: Arc<AppState>,
+        request: Request<Incoming>,
+        peer: Option<std::net::SocketAddr>,
+    ) -> (HttpResponse, &'static str) {
         let (parts, body) = request.into_parts();
         let (route, params) = match self.find(&parts.method, parts.uri.path()) {
             Matched::Route(route, params) => (route, params),
@@ -485,7 +492,7 @@ impl Router {
             }
         };
         let declares_body = declares_body(&parts.headers);
-        let (result, body_read) = self.dispatch(state, route, params, parts, body).await;
+        let (result, body_read) = self.dispatch(state, route, params, parts, body, peer).await;
         let mut response = match result {
             Ok(response) => response,
             Err(e) => problem_response(&e),
@@ -507,6 +514,7 @@ impl Router {
         params: Vec<String>,
         parts: hyper::http::request::Parts,
         body: Incoming,
+        peer: Option<std::net::SocketAddr>,
     ) -> (Result<HttpResponse, ApiError>, bool) {
         let (app, read) = match self.admit(&state, route, &parts.headers).await {
             Ok(Admitted::Caller(app)) => (app, true),
@@ -535,6 +543,7 @@ impl Router {
             params,
             query,
             uri: parts.uri,
+            peer,
             app,
             _body_permit: permit,
         };
