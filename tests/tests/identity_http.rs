@@ -395,7 +395,7 @@ async fn malformed_bodies_are_invalid_request_naming_the_field() {
         let issuer = idp.issuer();
         let nested: Vec<(String, &str)> = vec![
             (json!({"issuer_url": issuer, "audience": 5}).to_string(), "audience"),
-            (json!({"issuer_url": issuer, "kind": "okta"}).to_string(), "kind"),
+            (json!({"issuer_url": issuer, "kind": "pingfederate"}).to_string(), "kind"),
             (json!({"issuer_url": issuer, "claims": {"group": 5}}).to_string(), "claims.group"),
             (json!({"issuer_url": issuer, "claims": {"role": ["a"]}}).to_string(), "claims.role"),
             (json!({"issuer_url": issuer, "claims": {"user_id": ""}}).to_string(), "claims.user_id"),
@@ -1514,15 +1514,14 @@ async fn unreachable_keys_are_503_and_cached_keys_keep_serving() {
 // Several instances on one database
 
 /// A second server process on `server`'s database.
+/// The configuration of another instance on `server`'s database, with a data dir of its own.
+fn peer_config(server: &TestServer, dir: &tempfile::TempDir) -> custody_server::Config {
+    custody_server::Config::for_tests(server.db.url(), dir.path(), ADMIN_TOKEN, custody_tests::harness::MASTER_KEYS)
+}
+
 async fn second_instance(server: &TestServer) -> (custody_server::RunningServer, tempfile::TempDir, TestServerClient) {
     let dir = tempfile::tempdir().unwrap();
-    let config = custody_server::Config::for_tests(
-        server.db.url(),
-        dir.path(),
-        ADMIN_TOKEN,
-        custody_tests::harness::MASTER_KEYS,
-    );
-    let running = custody_server::start(config).await.expect("second instance starts");
+    let running = custody_server::start(peer_config(server, &dir)).await.expect("second instance starts");
     let client = TestServerClient { base: running.public_url.clone(), http: reqwest::Client::new() };
     (running, dir, client)
 }
@@ -1536,13 +1535,9 @@ async fn multi_instance_backends() -> Vec<Backend> {
         if backend == Backend::Sqlite {
             let server = TestServer::start(backend).await;
             let dir = tempfile::tempdir().unwrap();
-            let config = custody_server::Config::for_tests(
-                server.db.url(),
-                dir.path(),
-                ADMIN_TOKEN,
-                custody_tests::harness::MASTER_KEYS,
-            );
-            let refused = custody_server::start(config).await.expect_err("a second instance on one SQLite file");
+            let refused = custody_server::start(peer_config(&server, &dir))
+                .await
+                .expect_err("a second instance on one SQLite file");
             assert!(refused.to_string().contains("another custody process"), "{refused}");
         } else {
             out.push(backend);

@@ -343,8 +343,8 @@ pub async fn remove_idp(state: Arc<AppState>, call: Call) -> Result<HttpResponse
     .await)
 }
 
-/// `POST /portal/apps/{app_id}/identity/refresh-keys`: **Refresh keys** drops the cached JWKS,
-/// so the next token is checked against keys fetched fresh.
+/// `POST /portal/apps/{app_id}/identity/refresh-keys`: **Refresh keys** fetches the IdP's key
+/// set now, as the API's `jwks/refresh` does.
 pub async fn refresh_keys(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     finish(
         async {
@@ -357,14 +357,21 @@ pub async fn refresh_keys(state: Arc<AppState>, call: Call) -> Result<HttpRespon
                 .await
                 .map_err(|e| failure(&op, e.into(), &base))?
                 .ok_or_else(|| failure(&op, ApiError::idp_not_configured(), &base))?;
-            state.verifier.forget(&config).await;
-            tracing::info!(app = app.id.as_str(), "portal: JWKS cache dropped on request");
+            // The same fetch as `POST .../identity-provider/jwks/refresh`: keys the IdP removed
+            // stop verifying from the next request.
+            let refreshed =
+                state.verifier.refresh_now(&config.jwks_uri).await.map_err(|e| failure(&op, e.into(), &base))?;
+            tracing::info!(app = app.id.as_str(), keys = refreshed.kids.len(), "portal: JWKS fetched on request");
             render(
                 &state,
                 &op,
                 &app,
                 Extra {
-                    notice: Some("Keys refreshed: the next token is checked against freshly fetched keys.".into()),
+                    notice: Some(format!(
+                        "Keys refreshed: the identity provider publishes {} signing key(s) ({}).",
+                        refreshed.kids.len(),
+                        refreshed.kids.join(", ")
+                    )),
                     ..Extra::default()
                 },
             )
