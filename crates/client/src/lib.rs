@@ -7,12 +7,14 @@
 //! `next_cursor` until the last page.
 //!
 //! ```no_run
-//! # async fn example() -> Result<(), custody_client::Error> {
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! use custody_client::Client;
 //!
 //! let client = Client::new("http://127.0.0.1:8080", "my-admin-token")?;
 //! let app = client.create_app("Billing").await?;
-//! println!("app {} (API key shown once: {})", app.id, app.api_key);
+//! // The API key is in this answer only: keep it in your secret store, never in a log.
+//! std::fs::write("billing-api-key", &app.api_key)?;
+//! println!("app {} created; its API key is in ./billing-api-key", app.id);
 //! for app in client.list_apps().await? {
 //!     println!("{} {}", app.id, app.name);
 //! }
