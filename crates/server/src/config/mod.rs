@@ -2,9 +2,9 @@
 //! `CUSTODY_*` environment variables, which win. Unknown `CUSTODY_*` variables are reported so a
 //! typo does not silently fall back to a default.
 //!
-//! Each setting is declared once, in the [`settings!`](declare::settings) table below: its
-//! `Config` field, variable, file key, default, checks and documentation all come from its row,
-//! and a test holds docs/configuration.md's table to the same rows.
+//! Each setting is declared once, in the `settings!` table below (the macro is in `declare.rs`):
+//! its `Config` field, variable, file key, default, checks and documentation all come from its
+//! row, and a test holds docs/configuration.md's table to the same rows.
 
 mod declare;
 mod written;
