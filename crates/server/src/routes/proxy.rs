@@ -219,10 +219,7 @@ pub async fn forward(state: Arc<AppState>, mut call: Call) -> Result<HttpRespons
     let selector = match call.headers.get("x-custody-grant-id") {
         None => GrantSelector::Provider(provider.clone()),
         Some(v) => GrantSelector::Id(
-            v.to_str()
-                .ok()
-                .and_then(|s| GrantId::parse(s.trim()).ok())
-                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "grant_not_found", "grant not found"))?,
+            v.to_str().ok().and_then(|s| GrantId::parse(s.trim()).ok()).ok_or_else(ApiError::grant_not_found)?,
         ),
     };
     let mut lease = state.vault.proxy_lease(&user, &selector).await?;
