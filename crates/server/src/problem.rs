@@ -8,6 +8,7 @@ use custody_identity::ports::StoreError;
 use custody_identity::service::{AddIdpError, DiscoverError, PatchIdpError, ResolveError};
 use custody_identity::user::UserRefused;
 use custody_identity::Invalid;
+use custody_providers::HttpError;
 use custody_vault::service::{
     CompleteConnectError, ConnectRedirectError, FindGrantError, GrantUseError, ImportGrantError, ProxyLeaseError,
     PutPolicyError, PutProviderError, StartConnectError,
@@ -470,6 +471,22 @@ impl From<SdkSessionError> for ApiError {
             SdkSessionError::NotFound => ApiError::session_not_found(),
             SdkSessionError::Sealing => sign_in_sealing_error(),
             SdkSessionError::Store(e) => e.into(),
+        }
+    }
+}
+
+// ----- the proxy's upstream -----
+
+/// The provider's API failed a proxied request (or could not be reached in time).
+impl From<&HttpError> for ApiError {
+    fn from(e: &HttpError) -> Self {
+        match e {
+            HttpError::Timeout { .. } => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "provider_timeout",
+                format!("{e}; try again later or raise CUSTODY_PROXY_TIMEOUT_SECS"),
+            ),
+            _ => ApiError::new(StatusCode::BAD_GATEWAY, "provider_error", e.to_string()),
         }
     }
 }
