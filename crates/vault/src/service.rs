@@ -13,7 +13,7 @@ use crate::provider::{is_valid_scope, preset, ProviderConfig, ProviderName};
 use custody_identity::audit::{Actor, AuditEntry, AuditOutcome};
 use custody_identity::page::{Page, PageRequest};
 use custody_identity::ports::{Clock, Random, StoreError};
-use custody_identity::{AppId, Secret, UnixTime, User, UserId};
+use custody_identity::{AppId, Invalid, Secret, UnixTime, User, UserId};
 use futures_util::future::{BoxFuture, FutureExt as _, Shared};
 use std::collections::HashMap;
 use std::fmt;
@@ -41,46 +41,140 @@ pub struct VaultSettings {
     pub allow_insecure_api_base: bool,
 }
 
-/// Errors of the vault use cases, each mapped to one HTTP answer by the server.
+// Errors: one enum per use case (or per family of use cases that fail in exactly the same
+// ways), each mapped to HTTP answers once, in the server's `problem` module. Input the use case
+// refuses is always `Invalid`, which names the field.
+
+/// The text of every `Sealing` variant: a sealed value did not open (or a value did not seal).
+const SEALING: &str = "a stored secret could not be opened";
+
+/// Errors of [`VaultService::put_provider`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VaultError {
-    #[error("{0}")]
-    Invalid(String),
+pub enum PutProviderError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("{SEALING}")]
+    Sealing,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Errors of [`VaultService::put_policy`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PutPolicyError {
     #[error("provider `{0}` is not configured")]
-    ProviderNotFound(String),
-    #[error("no policy for provider `{0}`")]
-    PolicyNotFound(String),
+    ProviderNotFound(ProviderName),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Errors of [`VaultService::start_connect`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartConnectError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("provider `{0}` is not configured")]
+    ProviderNotFound(ProviderName),
+    /// The policy does not let this user use the provider; the text says why.
+    #[error("{0}")]
+    PolicyDenied(String),
+    #[error("{SEALING}")]
+    Sealing,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Errors of [`VaultService::connect_redirect`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectRedirectError {
+    #[error("the connect session is unknown or already used")]
+    UnknownState,
+    /// The connect flow was opened in another browser (RFC 6749 section 10.12).
+    #[error("the connect session belongs to another browser")]
+    BrowserMismatch,
+    #[error("provider `{0}` is not configured")]
+    ProviderNotFound(ProviderName),
+    #[error("the provider failed: {0}")]
+    Provider(String),
+    #[error("{SEALING}")]
+    Sealing,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Errors of [`VaultService::complete_connect`]. How the flow itself failed goes back to the
+/// app's `return_url`; these are the cases with nowhere to send the browser.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompleteConnectError {
+    #[error("the connect session is unknown or already used")]
+    UnknownState,
+    /// This browser did not send back the cookie that binds the flow (RFC 6749 section 10.12).
+    #[error("the connect session belongs to another browser")]
+    BrowserMismatch,
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Errors of finding or revoking one grant: [`VaultService::user_grant`],
+/// [`VaultService::revoke_user_grant`] and [`VaultService::revoke_grant`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FindGrantError {
+    /// No such grant in the app, or (for a user) not the user's own.
+    #[error("grant not found")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Errors of [`VaultService::import_grant`] (and of [`ImportGrant::validate`], as `Invalid`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportGrantError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("provider `{0}` is not configured")]
+    ProviderNotFound(ProviderName),
+    #[error("{SEALING}")]
+    Sealing,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Errors of using a grant's access token: [`VaultService::hand_out`],
+/// [`VaultService::proxy_force_refresh`] and the grant part of [`VaultService::proxy_lease`]
+/// (the same rules, so the same failures).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantUseError {
     #[error("grant not found")]
     GrantNotFound,
     #[error("the grant has been revoked")]
     GrantRevoked,
     #[error("the grant needs the user to connect again")]
     ReauthRequired,
+    /// The user may not use the provider; the text says why (it goes into the audit row too).
     #[error("{0}")]
     PolicyDenied(String),
     /// The provider's policy is `proxy_only`: its tokens never leave Custody.
     #[error("the policy for `{0}` allows its tokens to be used only through the proxy")]
-    HandoutDisabled(String),
+    HandoutDisabled(ProviderName),
+    /// A refresh failed at the provider (not `invalid_grant`, which is `ReauthRequired`).
     #[error("the provider failed: {0}")]
-    ProviderError(String),
-    #[error("the connect session is unknown or already used")]
-    UnknownConnectState,
-    /// The connect flow was opened in another browser, or this browser did not send back the
-    /// cookie that binds it (RFC 6749 section 10.12).
-    #[error("the connect session belongs to another browser")]
-    ConnectBrowserMismatch,
-    #[error("a stored secret could not be opened")]
+    Provider(String),
+    #[error("{SEALING}")]
     Sealing,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-impl From<RefreshLockError> for VaultError {
+impl From<RefreshLockError> for GrantUseError {
     fn from(e: RefreshLockError) -> Self {
         match e {
             // Another refresh of the grant held the lock all along: a provider that does not
             // answer, not a storage failure.
-            RefreshLockError::TimedOut => VaultError::ProviderError(
+            RefreshLockError::TimedOut => GrantUseError::Provider(
                 "another refresh of this grant is still waiting for the provider; retry later".into(),
             ),
             RefreshLockError::Store(e) => e.into(),
@@ -88,11 +182,51 @@ impl From<RefreshLockError> for VaultError {
     }
 }
 
-impl From<CipherError> for VaultError {
-    fn from(_: CipherError) -> Self {
-        VaultError::Sealing
+/// Errors of [`VaultService::proxy_lease`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyLeaseError {
+    #[error(transparent)]
+    Grant(#[from] GrantUseError),
+    #[error("provider `{0}` is not configured")]
+    ProviderNotFound(ProviderName),
+    /// The provider has no `api_base_url`, so there is nowhere to proxy to.
+    #[error("provider `{0}` has no api_base_url; set one on the provider to use the proxy")]
+    NoApiBaseUrl(ProviderName),
+}
+
+impl From<StoreError> for ProxyLeaseError {
+    fn from(e: StoreError) -> Self {
+        GrantUseError::Store(e).into()
     }
 }
+
+/// Errors of [`VaultService::reseal_all`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResealError {
+    #[error("{SEALING}")]
+    Sealing,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A sealed value that does not open is the same failure for every use case that has one.
+macro_rules! sealing_from_cipher {
+    ($($error:ident),*) => {$(
+        impl From<CipherError> for $error {
+            fn from(_: CipherError) -> Self {
+                $error::Sealing
+            }
+        }
+    )*};
+}
+sealing_from_cipher!(
+    PutProviderError,
+    StartConnectError,
+    ConnectRedirectError,
+    ImportGrantError,
+    GrantUseError,
+    ResealError
+);
 
 /// An operator's provider settings.
 #[derive(Clone, PartialEq, Eq)]
@@ -241,20 +375,20 @@ pub const MAX_IMPORTED_EXPIRES_IN: i64 = 10 * 365 * 86_400;
 impl ImportGrant {
     /// Checks the imported values; the caller runs this before creating anything (such as the
     /// user the grant is for), so a bad import changes nothing.
-    pub fn validate(&self) -> Result<(), VaultError> {
-        let bad = |m: &str| Err(VaultError::Invalid(m.to_owned()));
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let bad = |field, reason: &str| Err(Invalid::new(field, reason));
         let token_ok = |t: &Secret| !t.expose().is_empty() && t.expose().len() <= MAX_IMPORTED_TOKEN_BYTES;
         if !token_ok(&self.tokens.access_token) {
-            return bad("access_token: must be 1 to 16384 characters");
+            return bad("access_token", "must be 1 to 16384 characters");
         }
         if self.tokens.refresh_token.as_ref().is_some_and(|t| !token_ok(t)) {
-            return bad("refresh_token: must be 1 to 16384 characters");
+            return bad("refresh_token", "must be 1 to 16384 characters");
         }
         if self.tokens.expires_in.is_some_and(|e| !(0..=MAX_IMPORTED_EXPIRES_IN).contains(&e)) {
-            return bad("expires_in: must be between 0 and 315360000 seconds");
+            return bad("expires_in", "must be between 0 and 315360000 seconds");
         }
         if self.account.as_ref().is_some_and(|a| a.len() > 320) {
-            return bad("account: at most 320 characters");
+            return bad("account", "at most 320 characters");
         }
         // PostgreSQL cannot store NUL and SQLite can: refused here, the same on both.
         let nul = |t: &str| t.contains('\0');
@@ -265,7 +399,7 @@ impl ImportGrant {
             ("account", self.account.as_deref()),
         ] {
             if value.is_some_and(nul) {
-                return Err(VaultError::Invalid(format!("{field}: must not contain a NUL character")));
+                return bad(field, "must not contain a NUL character");
             }
         }
         if let Some(scopes) = &self.tokens.scopes {
@@ -277,7 +411,7 @@ impl ImportGrant {
 
 /// One refresh attempt of a grant, awaited by every caller that needs the grant refreshed while
 /// it runs.
-type RefreshAttempt = Shared<BoxFuture<'static, Result<Credential, VaultError>>>;
+type RefreshAttempt = Shared<BoxFuture<'static, Result<Credential, GrantUseError>>>;
 
 /// The refresh attempts running in this process, by grant, each with a serial number so an
 /// attempt removes its own entry and never a newer one.
@@ -311,8 +445,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Checks that a URL is absolute http(s) without credentials or fragment.
-fn check_url(field: &str, value: &str) -> Result<(), VaultError> {
-    let bad = || VaultError::Invalid(format!("{field}: expected an absolute http(s) URL"));
+fn check_url(field: &'static str, value: &str) -> Result<(), Invalid> {
+    let bad = || Invalid::new(field, "expected an absolute http(s) URL");
     let url = url::Url::parse(value).map_err(|_| bad())?;
     if !matches!(url.scheme(), "http" | "https")
         || url.host_str().is_none()
@@ -328,8 +462,8 @@ fn check_url(field: &str, value: &str) -> Result<(), VaultError> {
 /// Checks a provider's API base URL: absolute `https` (plain `http` only on a loopback host when
 /// `allow_insecure`), no credentials, query or fragment. Returns it without a trailing `/`, so
 /// the proxy can append `/{path}`.
-fn check_api_base_url(value: &str, allow_insecure: bool) -> Result<String, VaultError> {
-    let bad = |why: &str| VaultError::Invalid(format!("api_base_url: {why}"));
+fn check_api_base_url(value: &str, allow_insecure: bool) -> Result<String, Invalid> {
+    let bad = |why: &str| Invalid::new("api_base_url", why);
     let url = url::Url::parse(value).map_err(|_| bad("expected an absolute https URL"))?;
     let host = url.host().ok_or_else(|| bad("expected an absolute https URL"))?;
     let loopback = match &host {
@@ -355,11 +489,12 @@ fn check_api_base_url(value: &str, allow_insecure: bool) -> Result<String, Vault
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
-fn check_scopes(field: &str, scopes: &[String]) -> Result<(), VaultError> {
+fn check_scopes(field: &'static str, scopes: &[String]) -> Result<(), Invalid> {
     if scopes.len() > 100 || !scopes.iter().all(|s| is_valid_scope(s)) {
-        return Err(VaultError::Invalid(format!(
-            "{field}: each scope is 1 to 256 printable characters without spaces, quotes or backslashes"
-        )));
+        return Err(Invalid::new(
+            field,
+            "each scope is 1 to 256 printable characters without spaces, quotes or backslashes",
+        ));
     }
     Ok(())
 }
@@ -412,22 +547,22 @@ impl VaultService {
         name: &ProviderName,
         input: ProviderInput,
         actor: &Actor,
-    ) -> Result<ProviderConfig, VaultError> {
+    ) -> Result<ProviderConfig, PutProviderError> {
         let preset = match &input.preset {
             None => None,
             Some(p) => Some(preset(p).ok_or_else(|| {
-                VaultError::Invalid(format!("preset: unknown preset `{p}` (google, github, slack, microsoft)"))
+                Invalid::new("preset", format!("unknown preset `{p}` (google, github, slack, microsoft)"))
             })?),
         };
         let existing = self.store.get_provider(app, name).await?;
         let authorization_url = input
             .authorization_url
             .or_else(|| preset.map(|p| p.authorization_url.to_owned()))
-            .ok_or_else(|| VaultError::Invalid("authorization_url: required (or name a preset)".into()))?;
+            .ok_or_else(|| Invalid::new("authorization_url", "required (or name a preset)"))?;
         let token_url = input
             .token_url
             .or_else(|| preset.map(|p| p.token_url.to_owned()))
-            .ok_or_else(|| VaultError::Invalid("token_url: required (or name a preset)".into()))?;
+            .ok_or_else(|| Invalid::new("token_url", "required (or name a preset)"))?;
         let revocation_url = match input.revocation_url {
             Some(explicit) => explicit,
             None => preset.and_then(|p| p.revocation_url.map(str::to_owned)),
@@ -438,7 +573,7 @@ impl VaultService {
             check_url("revocation_url", r)?;
         }
         if input.client_id.is_empty() || input.client_id.len() > 512 || input.client_id.contains('\0') {
-            return Err(VaultError::Invalid("client_id: must be 1 to 512 characters, without NUL".into()));
+            return Err(Invalid::new("client_id", "must be 1 to 512 characters, without NUL").into());
         }
         let scopes = input.scopes.unwrap_or_else(|| {
             preset.map(|p| p.default_scopes.iter().map(|s| s.to_string()).collect()).unwrap_or_default()
@@ -454,12 +589,12 @@ impl VaultService {
         let client_secret = match (input.client_secret, &existing) {
             (Some(secret), _) => {
                 if secret.expose().is_empty() || secret.expose().len() > 4096 {
-                    return Err(VaultError::Invalid("client_secret: must be 1 to 4096 characters".into()));
+                    return Err(Invalid::new("client_secret", "must be 1 to 4096 characters").into());
                 }
                 self.cipher.seal_secret(&secret, &aad)?
             }
             (None, Some(existing)) => existing.client_secret.clone(),
-            (None, None) => return Err(VaultError::Invalid("client_secret: required".into())),
+            (None, None) => return Err(Invalid::new("client_secret", "required").into()),
         };
         let now = self.clock.now();
         let config = ProviderConfig {
@@ -483,7 +618,7 @@ impl VaultService {
     }
 
     /// Deletes a provider and revokes its grants. `false` when there was none.
-    pub async fn delete_provider(&self, app: &AppId, name: &ProviderName, actor: &Actor) -> Result<bool, VaultError> {
+    pub async fn delete_provider(&self, app: &AppId, name: &ProviderName, actor: &Actor) -> Result<bool, StoreError> {
         let mut audit = self.audit(app, "provider.delete", actor.to_string());
         audit.provider = Some(name.to_string());
         audit.detail = Some("provider deleted; its grants are revoked".into());
@@ -500,13 +635,13 @@ impl VaultService {
         allow_roles: Vec<String>,
         token_access: TokenAccess,
         actor: &Actor,
-    ) -> Result<Policy, VaultError> {
+    ) -> Result<Policy, PutPolicyError> {
         if self.store.get_provider(app, provider).await?.is_none() {
-            return Err(VaultError::ProviderNotFound(provider.to_string()));
+            return Err(PutPolicyError::ProviderNotFound(provider.clone()));
         }
-        let clean = |field: &str, values: Vec<String>| -> Result<_, VaultError> {
+        let clean = |field: &'static str, values: Vec<String>| -> Result<_, Invalid> {
             if values.len() > 256 || values.iter().any(|v| v.is_empty() || v.len() > 255) {
-                return Err(VaultError::Invalid(format!("{field}: at most 256 names of 1 to 255 characters")));
+                return Err(Invalid::new(field, "at most 256 names of 1 to 255 characters"));
             }
             Ok(values.into_iter().collect())
         };
@@ -525,17 +660,17 @@ impl VaultService {
     }
 
     /// Deletes a provider's policy. `false` when there was none.
-    pub async fn delete_policy(&self, app: &AppId, provider: &ProviderName, actor: &Actor) -> Result<bool, VaultError> {
+    pub async fn delete_policy(&self, app: &AppId, provider: &ProviderName, actor: &Actor) -> Result<bool, StoreError> {
         let mut audit = self.audit(app, "policy.delete", actor.to_string());
         audit.provider = Some(provider.to_string());
-        Ok(self.store.delete_policy(app, provider, &audit).await?)
+        self.store.delete_policy(app, provider, &audit).await
     }
 
-    async fn check_policy(&self, user: &User, provider: &ProviderName) -> Result<(), VaultError> {
+    async fn check_policy(&self, user: &User, provider: &ProviderName) -> Result<(), StartConnectError> {
         let lookup = self.store.get_policy(&user.app_id, provider).await?;
         match evaluate(&lookup, user) {
             PolicyDecision::Allow => Ok(()),
-            PolicyDecision::Deny(reason) => Err(VaultError::PolicyDenied(reason)),
+            PolicyDecision::Deny(reason) => Err(StartConnectError::PolicyDenied(reason)),
         }
     }
 
@@ -548,10 +683,8 @@ impl VaultService {
         }
     }
 
-    fn open_client_secret(&self, provider: &ProviderConfig) -> Result<Secret, VaultError> {
-        Ok(self
-            .cipher
-            .open_secret(&provider.client_secret, &ProviderConfig::secret_aad(&provider.app_id, &provider.name))?)
+    fn open_client_secret(&self, provider: &ProviderConfig) -> Result<Secret, CipherError> {
+        self.cipher.open_secret(&provider.client_secret, &ProviderConfig::secret_aad(&provider.app_id, &provider.name))
     }
 
     // ----- connect flow -----
@@ -568,13 +701,13 @@ impl VaultService {
         provider: &ProviderName,
         return_url: &str,
         scopes: Option<Vec<String>>,
-    ) -> Result<ConnectSession, VaultError> {
+    ) -> Result<ConnectSession, StartConnectError> {
         check_url("return_url", return_url)?;
         let config = self
             .store
             .get_provider(&user.app_id, provider)
             .await?
-            .ok_or_else(|| VaultError::ProviderNotFound(provider.to_string()))?;
+            .ok_or_else(|| StartConnectError::ProviderNotFound(provider.clone()))?;
         self.check_policy(user, provider).await?;
         let scopes = scopes.unwrap_or_else(|| config.scopes.clone());
         check_scopes("scopes", &scopes)?;
@@ -612,32 +745,32 @@ impl VaultService {
         &self,
         state: &str,
         browser: Option<&str>,
-    ) -> Result<(String, Option<Secret>), VaultError> {
+    ) -> Result<(String, Option<Secret>), ConnectRedirectError> {
         let hash = state_hash(state);
-        let record = self.store.peek_connect_state(&hash).await?.ok_or(VaultError::UnknownConnectState)?;
+        let record = self.store.peek_connect_state(&hash).await?.ok_or(ConnectRedirectError::UnknownState)?;
         if record.expires_at <= self.clock.now() {
-            return Err(VaultError::UnknownConnectState);
+            return Err(ConnectRedirectError::UnknownState);
         }
         let binding = match &record.browser_hash {
             None => {
                 let value = self.random_token();
                 if !self.store.bind_connect_state(&hash, &state_hash(&value)).await? {
                     // Another browser bound it first (or it was just consumed).
-                    return Err(VaultError::ConnectBrowserMismatch);
+                    return Err(ConnectRedirectError::BrowserMismatch);
                 }
                 Some(Secret::new(value))
             }
             Some(bound) if browser.is_some_and(|b| hashes_equal(&state_hash(b), bound)) => None,
-            Some(_) => return Err(VaultError::ConnectBrowserMismatch),
+            Some(_) => return Err(ConnectRedirectError::BrowserMismatch),
         };
         let provider = self
             .store
             .get_provider(&record.app_id, &record.provider)
             .await?
-            .ok_or_else(|| VaultError::ProviderNotFound(record.provider.to_string()))?;
+            .ok_or_else(|| ConnectRedirectError::ProviderNotFound(record.provider.clone()))?;
         let secret = self.open_client_secret(&provider)?;
         let verifier = self.cipher.open(&record.pkce_verifier, &ConnectState::verifier_aad(&record.state_hash))?;
-        let verifier = String::from_utf8(verifier).map_err(|_| VaultError::Sealing)?;
+        let verifier = String::from_utf8(verifier).map_err(|_| ConnectRedirectError::Sealing)?;
         let url = self
             .oauth
             .authorization_url(
@@ -647,7 +780,7 @@ impl VaultService {
                 state,
                 &verifier,
             )
-            .map_err(|e| VaultError::ProviderError(e.to_string()))?;
+            .map_err(|e| ConnectRedirectError::Provider(e.to_string()))?;
         Ok((url, binding))
     }
 
@@ -662,18 +795,20 @@ impl VaultService {
         browser: Option<&str>,
         code: Option<&str>,
         provider_error: Option<&str>,
-    ) -> Result<String, VaultError> {
+    ) -> Result<String, CompleteConnectError> {
         let hash = state_hash(state);
-        let pending = self.store.peek_connect_state(&hash).await?.ok_or(VaultError::UnknownConnectState)?;
+        let pending = self.store.peek_connect_state(&hash).await?.ok_or(CompleteConnectError::UnknownState)?;
         let bound_here = |record: &ConnectState| matches!((&record.browser_hash, browser), (Some(bound), Some(b)) if hashes_equal(&state_hash(b), bound));
         if !bound_here(&pending) {
-            return Err(VaultError::ConnectBrowserMismatch);
+            return Err(CompleteConnectError::BrowserMismatch);
         }
-        let record = self.store.consume_connect_state(&hash).await?.ok_or(VaultError::UnknownConnectState)?;
+        let record = self.store.consume_connect_state(&hash).await?.ok_or(CompleteConnectError::UnknownState)?;
         let back = |pairs: &[(&str, &str)]| {
-            let mut url = url::Url::parse(&record.return_url).map_err(|_| VaultError::Invalid("return_url".into()))?;
+            // Checked by `start_connect` when it was stored.
+            let mut url = url::Url::parse(&record.return_url)
+                .map_err(|_| Invalid::new("return_url", "expected an absolute http(s) URL"))?;
             url.query_pairs_mut().extend_pairs(pairs);
-            Ok::<String, VaultError>(url.into())
+            Ok::<String, CompleteConnectError>(url.into())
         };
         let mut audit = AuditEntry {
             user_id: Some(record.user_id.clone()),
@@ -751,7 +886,7 @@ impl VaultService {
         requested_scopes: Option<Vec<String>>,
         action: &str,
         actor: String,
-    ) -> Result<Grant, VaultError> {
+    ) -> Result<Grant, ImportGrantError> {
         for _ in 0..4 {
             let now = self.clock.now();
             let existing =
@@ -788,7 +923,7 @@ impl VaultService {
         tokens: &TokenSet,
         now: UnixTime,
         version: i64,
-    ) -> Result<Credential, VaultError> {
+    ) -> Result<Credential, CipherError> {
         Ok(Credential {
             grant_id: grant.clone(),
             access_token: self.cipher.seal_secret(&tokens.access_token, &Credential::aad(grant, TokenKind::Access))?,
@@ -805,18 +940,18 @@ impl VaultService {
     // ----- grants for the user -----
 
     /// The user's grants, newest first.
-    pub async fn user_grants(&self, user: &User, page: &PageRequest) -> Result<Page<Grant>, VaultError> {
+    pub async fn user_grants(&self, user: &User, page: &PageRequest) -> Result<Page<Grant>, StoreError> {
         let filter = GrantFilter { user_id: Some(user.id.clone()), ..GrantFilter::default() };
-        Ok(self.store.list_grants(&user.app_id, &filter, page).await?)
+        self.store.list_grants(&user.app_id, &filter, page).await
     }
 
     /// The user's own grant, or `GrantNotFound` (also for another user's grant).
-    pub async fn user_grant(&self, user: &User, id: &GrantId) -> Result<Grant, VaultError> {
-        self.store.get_grant(&user.app_id, id).await?.filter(|g| g.user_id == user.id).ok_or(VaultError::GrantNotFound)
+    pub async fn user_grant(&self, user: &User, id: &GrantId) -> Result<Grant, FindGrantError> {
+        self.store.get_grant(&user.app_id, id).await?.filter(|g| g.user_id == user.id).ok_or(FindGrantError::NotFound)
     }
 
     /// Revokes the user's own grant.
-    pub async fn revoke_user_grant(&self, user: &User, id: &GrantId) -> Result<Grant, VaultError> {
+    pub async fn revoke_user_grant(&self, user: &User, id: &GrantId) -> Result<Grant, FindGrantError> {
         let grant = self.user_grant(user, id).await?;
         self.revoke(grant, format!("user:{}", user.id), None).await
     }
@@ -828,12 +963,12 @@ impl VaultService {
         id: &GrantId,
         reason: Option<String>,
         actor: &Actor,
-    ) -> Result<Grant, VaultError> {
-        let grant = self.store.get_grant(app, id).await?.ok_or(VaultError::GrantNotFound)?;
+    ) -> Result<Grant, FindGrantError> {
+        let grant = self.store.get_grant(app, id).await?.ok_or(FindGrantError::NotFound)?;
         self.revoke(grant, actor.to_string(), reason).await
     }
 
-    async fn revoke(&self, grant: Grant, actor: String, reason: Option<String>) -> Result<Grant, VaultError> {
+    async fn revoke(&self, grant: Grant, actor: String, reason: Option<String>) -> Result<Grant, FindGrantError> {
         if grant.status == GrantStatus::Revoked {
             return Ok(grant);
         }
@@ -846,7 +981,7 @@ impl VaultService {
         // Revoked concurrently by someone else: read the final state.
         match revoked.into_iter().next() {
             Some(g) => Ok(g),
-            None => self.store.get_grant(&grant.app_id, &grant.id).await?.ok_or(VaultError::GrantNotFound),
+            None => self.store.get_grant(&grant.app_id, &grant.id).await?.ok_or(FindGrantError::NotFound),
         }
     }
 
@@ -858,10 +993,10 @@ impl VaultService {
         app: &AppId,
         user: &UserId,
         actor: &str,
-    ) -> Result<Option<(User, Vec<Grant>)>, VaultError> {
+    ) -> Result<Option<(User, Vec<Grant>)>, StoreError> {
         let mut audit = self.audit(app, "user.deprovision", actor.to_owned());
         audit.user_id = Some(user.clone());
-        Ok(self.store.deprovision_user(app, user, self.clock.now(), &audit).await?)
+        self.store.deprovision_user(app, user, self.clock.now(), &audit).await
     }
 
     /// Imports tokens obtained elsewhere as the user's grant (operator).
@@ -871,10 +1006,10 @@ impl VaultService {
         user: &UserId,
         import: ImportGrant,
         actor: &Actor,
-    ) -> Result<Grant, VaultError> {
+    ) -> Result<Grant, ImportGrantError> {
         import.validate()?;
         if self.store.get_provider(app, &import.provider).await?.is_none() {
-            return Err(VaultError::ProviderNotFound(import.provider.to_string()));
+            return Err(ImportGrantError::ProviderNotFound(import.provider.clone()));
         }
         self.save_tokens(
             app,
@@ -895,8 +1030,8 @@ impl VaultService {
         app: &AppId,
         filter: &GrantFilter,
         page: &PageRequest,
-    ) -> Result<Page<Grant>, VaultError> {
-        Ok(self.store.list_grants(app, filter, page).await?)
+    ) -> Result<Page<Grant>, StoreError> {
+        self.store.list_grants(app, filter, page).await
     }
 
     // ----- hand-out -----
@@ -904,7 +1039,7 @@ impl VaultService {
     /// Hands out an access token of the user's grant: grant found (the caller's own), policy
     /// (which must allow hand-out, not be `proxy_only`), refresh when it expires within the
     /// window, audit row, answer.
-    pub async fn hand_out(&self, user: &User, selector: &GrantSelector) -> Result<Handout, VaultError> {
+    pub async fn hand_out(&self, user: &User, selector: &GrantSelector) -> Result<Handout, GrantUseError> {
         let usable = self.usable_grant(user, selector, TokenUse::Handout).await?;
         let audit = self.grant_audit(&usable.grant, "token.handout", format!("user:{}", user.id));
         self.store.record_handout(&usable.grant.id, usable.touch, &audit).await?;
@@ -915,19 +1050,15 @@ impl VaultService {
     /// [`VaultService::hand_out`] (a `proxy_only` policy is fine here), plus the provider's API
     /// base URL. Nothing is recorded yet: the proxy calls [`VaultService::record_proxy`] with the
     /// upstream outcome, which writes the one audit row of the request.
-    pub async fn proxy_lease(&self, user: &User, selector: &GrantSelector) -> Result<ProxyLease, VaultError> {
+    pub async fn proxy_lease(&self, user: &User, selector: &GrantSelector) -> Result<ProxyLease, ProxyLeaseError> {
         let usable = self.usable_grant(user, selector, TokenUse::Proxy).await?;
         let provider = self
             .store
             .get_provider(&user.app_id, &usable.grant.provider)
             .await?
-            .ok_or_else(|| VaultError::ProviderNotFound(usable.grant.provider.to_string()))?;
-        let api_base_url = provider.api_base_url.ok_or_else(|| {
-            VaultError::Invalid(format!(
-                "provider `{}` has no api_base_url; set one on the provider to use the proxy",
-                usable.grant.provider
-            ))
-        })?;
+            .ok_or_else(|| ProxyLeaseError::ProviderNotFound(usable.grant.provider.clone()))?;
+        let api_base_url =
+            provider.api_base_url.ok_or_else(|| ProxyLeaseError::NoApiBaseUrl(usable.grant.provider.clone()))?;
         Ok(ProxyLease {
             api_base_url,
             access_token: usable.access_token,
@@ -941,8 +1072,8 @@ impl VaultService {
     /// After the provider answered 401 to a proxied request: refreshes the grant's token once,
     /// even if it does not look expired (unless someone refreshed it meanwhile), and returns the
     /// new access token. `None` when the grant has no refresh token (the 401 then stands).
-    pub async fn proxy_force_refresh(&self, lease: &mut ProxyLease) -> Result<Option<Secret>, VaultError> {
-        let seen = self.store.load_credential(&lease.grant.id).await?.ok_or(VaultError::ReauthRequired)?;
+    pub async fn proxy_force_refresh(&self, lease: &mut ProxyLease) -> Result<Option<Secret>, GrantUseError> {
+        let seen = self.store.load_credential(&lease.grant.id).await?.ok_or(GrantUseError::ReauthRequired)?;
         if seen.refresh_token.is_none() && seen.version == lease.credential_version {
             return Ok(None);
         }
@@ -962,14 +1093,13 @@ impl VaultService {
     }
 
     /// Writes the `proxy.request` audit row of a proxied request (and touches `last_used_at`).
-    pub async fn record_proxy(&self, lease: &ProxyLease, record: &ProxyRecord) -> Result<(), VaultError> {
+    pub async fn record_proxy(&self, lease: &ProxyLease, record: &ProxyRecord) -> Result<(), StoreError> {
         let mut audit = self.grant_audit(&lease.grant, "proxy.request", lease.actor.clone());
         audit.detail = Some(record.detail());
         if record.upstream_status.is_none() {
             audit.outcome = AuditOutcome::Failure;
         }
-        self.store.record_handout(&lease.grant.id, lease.touch, &audit).await?;
-        Ok(())
+        self.store.record_handout(&lease.grant.id, lease.touch, &audit).await
     }
 
     /// The rules shared by hand-out and the proxy: the user active, the grant the user's own and
@@ -980,20 +1110,20 @@ impl VaultService {
         user: &User,
         selector: &GrantSelector,
         purpose: TokenUse,
-    ) -> Result<UsableGrant, VaultError> {
-        user.ensure_active().map_err(|e| VaultError::PolicyDenied(e.to_string()))?;
+    ) -> Result<UsableGrant, GrantUseError> {
+        user.ensure_active().map_err(|e| GrantUseError::PolicyDenied(e.to_string()))?;
         // One read for the grant, its policy and its credential.
         let HandoutView { grant, policy, credential } =
-            self.store.handout_view(&user.app_id, &user.id, selector).await?.ok_or(VaultError::GrantNotFound)?;
+            self.store.handout_view(&user.app_id, &user.id, selector).await?.ok_or(GrantUseError::GrantNotFound)?;
         match grant.status {
             GrantStatus::Active => {}
-            GrantStatus::Revoked => return Err(VaultError::GrantRevoked),
-            GrantStatus::Expired => return Err(VaultError::ReauthRequired),
+            GrantStatus::Revoked => return Err(GrantUseError::GrantRevoked),
+            GrantStatus::Expired => return Err(GrantUseError::ReauthRequired),
         }
         let refusal = match evaluate(&policy, user) {
-            PolicyDecision::Deny(reason) => Some(VaultError::PolicyDenied(reason)),
+            PolicyDecision::Deny(reason) => Some(GrantUseError::PolicyDenied(reason)),
             PolicyDecision::Allow if purpose == TokenUse::Handout && !allows_handout(&policy) => {
-                Some(VaultError::HandoutDisabled(grant.provider.to_string()))
+                Some(GrantUseError::HandoutDisabled(grant.provider.clone()))
             }
             PolicyDecision::Allow => None,
         };
@@ -1004,7 +1134,7 @@ impl VaultService {
             self.store.record_handout(&grant.id, None, &audit).await?;
             return Err(refused);
         }
-        let mut credential = credential.ok_or(VaultError::ReauthRequired)?;
+        let mut credential = credential.ok_or(GrantUseError::ReauthRequired)?;
         let now = self.clock.now();
         if credential.needs_refresh(now, self.settings.refresh_window_secs) {
             let still_valid = credential.expires_at.is_some_and(|exp| exp > now);
@@ -1013,7 +1143,7 @@ impl VaultService {
                     Ok(refreshed) => refreshed,
                     // The provider is in trouble but the current access token has not expired:
                     // it is still good, so hand it out rather than fail the caller.
-                    Err(VaultError::ProviderError(_)) if still_valid => credential,
+                    Err(GrantUseError::Provider(_)) if still_valid => credential,
                     Err(e) => return Err(e),
                 };
             } else if !still_valid && credential.expires_at.is_some() {
@@ -1023,7 +1153,7 @@ impl VaultService {
                 audit.detail =
                     Some("the access token expired and there is no refresh token; the grant is expired".into());
                 if self.store.expire_grant(&grant.id, credential.version, now, &audit).await? {
-                    return Err(VaultError::ReauthRequired);
+                    return Err(GrantUseError::ReauthRequired);
                 }
                 // The credential moved on meanwhile (a reconnect): hand out the new one.
                 credential = self.answer_for_lost_grant(&grant).await?;
@@ -1048,7 +1178,7 @@ impl VaultService {
     /// (success or failure), so a provider that hangs or fails sees one call per attempt, not
     /// one per caller. Across processes the grant's refresh lock serialises the attempts, and a
     /// process that waited finds the new credential when it re-reads it.
-    async fn refresh(&self, grant: &Grant, seen: Credential) -> Result<Credential, VaultError> {
+    async fn refresh(&self, grant: &Grant, seen: Credential) -> Result<Credential, GrantUseError> {
         let attempt = {
             let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
             match flights.running.get(&grant.id) {
@@ -1076,7 +1206,7 @@ impl VaultService {
     }
 
     /// One refresh attempt under the grant's refresh lock.
-    async fn refresh_once(&self, grant: &Grant, seen: Credential) -> Result<Credential, VaultError> {
+    async fn refresh_once(&self, grant: &Grant, seen: Credential) -> Result<Credential, GrantUseError> {
         let guard = self.locks.lock(&grant.id).await?;
         let result = self.refresh_locked(grant, seen, false).await;
         guard.release().await;
@@ -1085,8 +1215,8 @@ impl VaultService {
 
     /// `forced`: refresh even when the token does not look expired (the provider refused it),
     /// unless it changed since `seen`.
-    async fn refresh_locked(&self, grant: &Grant, seen: Credential, forced: bool) -> Result<Credential, VaultError> {
-        let current = self.store.load_credential(&grant.id).await?.ok_or(VaultError::ReauthRequired)?;
+    async fn refresh_locked(&self, grant: &Grant, seen: Credential, forced: bool) -> Result<Credential, GrantUseError> {
+        let current = self.store.load_credential(&grant.id).await?.ok_or(GrantUseError::ReauthRequired)?;
         let now = self.clock.now();
         if current.version != seen.version
             || (!forced && !current.needs_refresh(now, self.settings.refresh_window_secs))
@@ -1095,7 +1225,7 @@ impl VaultService {
         }
         let Some(refresh_box) = &current.refresh_token else { return Ok(current) };
         let provider =
-            self.store.get_provider(&grant.app_id, &grant.provider).await?.ok_or(VaultError::GrantRevoked)?;
+            self.store.get_provider(&grant.app_id, &grant.provider).await?.ok_or(GrantUseError::GrantRevoked)?;
         let secret = self.open_client_secret(&provider)?;
         let refresh_token = self.cipher.open_secret(refresh_box, &Credential::aad(&grant.id, TokenKind::Refresh))?;
         match self.oauth.refresh(&Self::endpoint(&provider, &secret), &refresh_token).await {
@@ -1141,21 +1271,23 @@ impl VaultService {
                 // Expires only the credential whose token was rejected (compare-and-set on its
                 // version); one stored after our re-read wins.
                 if self.store.expire_grant(&grant.id, current.version, now, &audit).await? {
-                    return Err(VaultError::ReauthRequired);
+                    return Err(GrantUseError::ReauthRequired);
                 }
                 self.answer_for_lost_grant(grant).await
             }
-            Err(e) => Err(VaultError::ProviderError(e.to_string())),
+            Err(e) => Err(GrantUseError::Provider(e.to_string())),
         }
     }
 
     /// What to answer when a grant changed under a refresh: its credential if it is (again) active
     /// (a reconnect), else why it cannot hand out.
-    async fn answer_for_lost_grant(&self, grant: &Grant) -> Result<Credential, VaultError> {
+    async fn answer_for_lost_grant(&self, grant: &Grant) -> Result<Credential, GrantUseError> {
         match self.store.get_grant(&grant.app_id, &grant.id).await?.map(|g| g.status) {
-            Some(GrantStatus::Active) => self.store.load_credential(&grant.id).await?.ok_or(VaultError::ReauthRequired),
-            Some(GrantStatus::Expired) => Err(VaultError::ReauthRequired),
-            Some(GrantStatus::Revoked) | None => Err(VaultError::GrantRevoked),
+            Some(GrantStatus::Active) => {
+                self.store.load_credential(&grant.id).await?.ok_or(GrantUseError::ReauthRequired)
+            }
+            Some(GrantStatus::Expired) => Err(GrantUseError::ReauthRequired),
+            Some(GrantStatus::Revoked) | None => Err(GrantUseError::GrantRevoked),
         }
     }
 
@@ -1167,7 +1299,7 @@ impl VaultService {
         provider: &ProviderConfig,
         orphan: &Credential,
         rotated: bool,
-    ) -> Result<(), VaultError> {
+    ) -> Result<(), StoreError> {
         let Some(url) = provider.revocation_url.clone() else { return Ok(()) };
         let now = self.clock.now();
         let item = |kind: TokenKind, token: &crate::cipher::SealedBox, label: &str| OutboxItem {
@@ -1187,13 +1319,13 @@ impl VaultService {
         if let (true, Some(refresh)) = (rotated, &orphan.refresh_token) {
             items.push(item(TokenKind::Refresh, refresh, "refresh"));
         }
-        Ok(self.store.queue_revocations(&items, now).await?)
+        self.store.queue_revocations(&items, now).await
     }
 
     // ----- revocation outbox -----
 
     /// Attempts the due provider revocations once. Returns how many were completed.
-    pub async fn drain_outbox(&self, limit: u32) -> Result<usize, VaultError> {
+    pub async fn drain_outbox(&self, limit: u32) -> Result<usize, StoreError> {
         let now = self.clock.now();
         let mut done = 0;
         for item in self.store.due_revocations(now, limit).await? {
@@ -1248,7 +1380,7 @@ impl VaultService {
     /// batches of `batch` rows, each row by compare-and-set so concurrent writers (the server
     /// keeps serving) are never overwritten: a row changed meanwhile was sealed by the current
     /// key anyway.
-    pub async fn reseal_all(&self, batch: u32) -> Result<ResealReport, VaultError> {
+    pub async fn reseal_all(&self, batch: u32) -> Result<ResealReport, ResealError> {
         self.reseal_all_with_progress(batch, |_, _| {}).await
     }
 
@@ -1259,7 +1391,7 @@ impl VaultService {
         &self,
         batch: u32,
         mut progress: impl FnMut(&ResealReport, usize) + Send,
-    ) -> Result<ResealReport, VaultError> {
+    ) -> Result<ResealReport, ResealError> {
         use crate::ports::SealedKind::*;
         let mut report = ResealReport::default();
         let kinds = [

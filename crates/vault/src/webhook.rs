@@ -22,7 +22,7 @@ use base64::Engine as _;
 use custody_identity::audit::{Actor, AuditEntry};
 use custody_identity::idp::IdpKind;
 use custody_identity::ports::{Clock, Random, SecretHasher, StoreError};
-use custody_identity::{AppId, IdpId, Secret, UnixTime};
+use custody_identity::{AppId, IdpId, Invalid, Secret, UnixTime};
 use std::fmt;
 use std::sync::Arc;
 
@@ -258,34 +258,23 @@ pub enum WebhookSettingsError {
     Store(#[from] StoreError),
 }
 
-/// Enabling webhooks.
+/// Errors of enabling webhooks ([`WebhookService::enable`]) and of replacing their secret
+/// ([`WebhookService::rotate`]): both take a new secret from the operator's input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EnableError {
+pub enum SecretChangeError {
     #[error("the app has no identity provider")]
     NotConfigured,
+    /// Enabling webhooks that are enabled.
     #[error("webhooks are already enabled; rotate the secret or disable them first")]
     AlreadyEnabled,
-    #[error("{0}")]
-    InvalidSigningSecret(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("the signing secret could not be sealed")]
-    Sealing,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Rotating the webhook secret.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RotateError {
-    #[error("the app has no identity provider")]
-    NotConfigured,
+    /// Rotating the secret of webhooks that are not enabled.
     #[error("webhooks are not enabled")]
     NotEnabled,
-    #[error("{0}")]
-    InvalidSigningSecret(String),
-    #[error("{0}")]
-    Invalid(String),
+    /// The pasted signing secret is missing or not the provider's kind of secret.
+    #[error(transparent)]
+    InvalidSigningSecret(Invalid),
+    #[error(transparent)]
+    Invalid(Invalid),
     #[error("the signing secret could not be sealed")]
     Sealing,
     #[error(transparent)]
@@ -412,19 +401,18 @@ impl fmt::Debug for WebhookPorts {
 
 /// Checks an operator-supplied Svix signing secret: `whsec_` followed by standard base64 of
 /// [`MIN_SVIX_KEY_BYTES`] to [`MAX_SVIX_KEY_BYTES`] bytes.
-pub fn validate_svix_secret(secret: &str) -> Result<(), String> {
+pub fn validate_svix_secret(secret: &str) -> Result<(), Invalid> {
+    let bad = |reason: String| Invalid::new("signing_secret", reason);
     let Some(encoded) = secret.strip_prefix(SVIX_SECRET_PREFIX) else {
-        return Err(format!(
-            "signing_secret: expected Clerk's signing secret, which starts with `{SVIX_SECRET_PREFIX}`"
-        ));
+        return Err(bad(format!("expected Clerk's signing secret, which starts with `{SVIX_SECRET_PREFIX}`")));
     };
     let key = base64::engine::general_purpose::STANDARD
         .decode(encoded)
-        .map_err(|_| format!("signing_secret: the part after `{SVIX_SECRET_PREFIX}` is not base64"))?;
+        .map_err(|_| bad(format!("the part after `{SVIX_SECRET_PREFIX}` is not base64")))?;
     if !(MIN_SVIX_KEY_BYTES..=MAX_SVIX_KEY_BYTES).contains(&key.len()) {
-        return Err(format!(
-            "signing_secret: the key must be {MIN_SVIX_KEY_BYTES} to {MAX_SVIX_KEY_BYTES} bytes; copy the whole secret"
-        ));
+        return Err(bad(format!(
+            "the key must be {MIN_SVIX_KEY_BYTES} to {MAX_SVIX_KEY_BYTES} bytes; copy the whole secret"
+        )));
     }
     Ok(())
 }
@@ -453,13 +441,6 @@ fn change_action(change: &LifecycleChange) -> &'static str {
 struct NewSecret {
     stored: StoredSecret,
     shown: Option<Secret>,
-}
-
-/// Why the operator's input cannot make a secret.
-enum SecretInputError {
-    InvalidSigningSecret(String),
-    Invalid(String),
-    Sealing,
 }
 
 impl WebhookService {
@@ -512,23 +493,23 @@ impl WebhookService {
 
     /// A new secret for an identity provider of `kind`: generated (and shown once) for Auth0
     /// and custom OIDC, the operator's validated `whsec_...` for Clerk.
-    fn new_secret(&self, app: &AppId, kind: IdpKind, provided: Option<Secret>) -> Result<NewSecret, SecretInputError> {
+    fn new_secret(&self, app: &AppId, kind: IdpKind, provided: Option<Secret>) -> Result<NewSecret, SecretChangeError> {
         match (SecretSource::for_kind(kind), provided) {
-            (SecretSource::Provided, None) => Err(SecretInputError::InvalidSigningSecret(format!(
-                "signing_secret: {} webhooks need the provider's signing secret (`{SVIX_SECRET_PREFIX}...`)",
-                kind.as_str()
+            (SecretSource::Provided, None) => Err(SecretChangeError::InvalidSigningSecret(Invalid::new(
+                "signing_secret",
+                format!("{} webhooks need the provider's signing secret (`{SVIX_SECRET_PREFIX}...`)", kind.as_str()),
             ))),
             (SecretSource::Provided, Some(secret)) => {
-                validate_svix_secret(secret.expose()).map_err(SecretInputError::InvalidSigningSecret)?;
+                validate_svix_secret(secret.expose()).map_err(SecretChangeError::InvalidSigningSecret)?;
                 let sealed = self
                     .cipher
                     .seal_secret(&secret, &webhook_secret_aad(app))
-                    .map_err(|_| SecretInputError::Sealing)?;
+                    .map_err(|_| SecretChangeError::Sealing)?;
                 Ok(NewSecret { stored: StoredSecret::Sealed(sealed), shown: None })
             }
-            (SecretSource::Generated, Some(_)) => Err(SecretInputError::Invalid(format!(
-                "signing_secret: {} webhooks use a secret the server generates; omit this field",
-                kind.as_str()
+            (SecretSource::Generated, Some(_)) => Err(SecretChangeError::Invalid(Invalid::new(
+                "signing_secret",
+                format!("{} webhooks use a secret the server generates; omit this field", kind.as_str()),
             ))),
             (SecretSource::Generated, None) => {
                 let secret = Secret::new(format!(
@@ -547,24 +528,20 @@ impl WebhookService {
         app: &AppId,
         signing_secret: Option<Secret>,
         actor: &Actor,
-    ) -> Result<EnabledWebhooks, EnableError> {
-        let target = self.store.webhook_target(app).await?.ok_or(EnableError::NotConfigured)?;
+    ) -> Result<EnabledWebhooks, SecretChangeError> {
+        let target = self.store.webhook_target(app).await?.ok_or(SecretChangeError::NotConfigured)?;
         if target.active_secret().is_some() {
-            return Err(EnableError::AlreadyEnabled);
+            return Err(SecretChangeError::AlreadyEnabled);
         }
-        let secret = self.new_secret(app, target.kind, signing_secret).map_err(|e| match e {
-            SecretInputError::InvalidSigningSecret(m) => EnableError::InvalidSigningSecret(m),
-            SecretInputError::Invalid(m) => EnableError::Invalid(m),
-            SecretInputError::Sealing => EnableError::Sealing,
-        })?;
+        let secret = self.new_secret(app, target.kind, signing_secret)?;
         let source = secret.stored.source();
         let audit =
             self.audit(app, "webhook.enable", actor.as_str(), Some(format!("secret source: {}", source.as_str())));
         let now = self.clock.now();
         self.store.enable_webhooks(app, &target.idp_id, &secret.stored, now, &audit).await.map_err(|e| match e {
-            EnableWebhooksError::NotConfigured => EnableError::NotConfigured,
-            EnableWebhooksError::AlreadyEnabled => EnableError::AlreadyEnabled,
-            EnableWebhooksError::Store(e) => EnableError::Store(e),
+            EnableWebhooksError::NotConfigured => SecretChangeError::NotConfigured,
+            EnableWebhooksError::AlreadyEnabled => SecretChangeError::AlreadyEnabled,
+            EnableWebhooksError::Store(e) => SecretChangeError::Store(e),
         })?;
         Ok(EnabledWebhooks {
             view: WebhookView { url: self.url(app), enabled: true, secret_source: source, rotated_at: None },
@@ -578,24 +555,20 @@ impl WebhookService {
         app: &AppId,
         signing_secret: Option<Secret>,
         actor: &Actor,
-    ) -> Result<EnabledWebhooks, RotateError> {
-        let target = self.store.webhook_target(app).await?.ok_or(RotateError::NotConfigured)?;
+    ) -> Result<EnabledWebhooks, SecretChangeError> {
+        let target = self.store.webhook_target(app).await?.ok_or(SecretChangeError::NotConfigured)?;
         if target.active_secret().is_none() {
-            return Err(RotateError::NotEnabled);
+            return Err(SecretChangeError::NotEnabled);
         }
-        let secret = self.new_secret(app, target.kind, signing_secret).map_err(|e| match e {
-            SecretInputError::InvalidSigningSecret(m) => RotateError::InvalidSigningSecret(m),
-            SecretInputError::Invalid(m) => RotateError::Invalid(m),
-            SecretInputError::Sealing => RotateError::Sealing,
-        })?;
+        let secret = self.new_secret(app, target.kind, signing_secret)?;
         let source = secret.stored.source();
         let audit = self.audit(app, "webhook.rotate", actor.as_str(), Some("webhook secret rotated".into()));
         let now = self.clock.now();
         self.store.rotate_webhook_secret(app, &target.idp_id, &secret.stored, now, &audit).await.map_err(
             |e| match e {
-                ChangeWebhooksError::NotConfigured => RotateError::NotConfigured,
-                ChangeWebhooksError::NotEnabled => RotateError::NotEnabled,
-                ChangeWebhooksError::Store(e) => RotateError::Store(e),
+                ChangeWebhooksError::NotConfigured => SecretChangeError::NotConfigured,
+                ChangeWebhooksError::NotEnabled => SecretChangeError::NotEnabled,
+                ChangeWebhooksError::Store(e) => SecretChangeError::Store(e),
             },
         )?;
         Ok(EnabledWebhooks {
@@ -791,7 +764,8 @@ mod tests {
             assert!(validate_svix_secret(bad).is_err(), "{bad}");
         }
         let e = validate_svix_secret("whsec_%%%secret%%%").unwrap_err();
-        assert!(!e.contains("secret%%%"), "the message never repeats the secret");
+        assert_eq!(e.field, "signing_secret");
+        assert!(!e.to_string().contains("secret%%%"), "the message never repeats the secret");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use askama::Template;
 use custody_identity::page::PageRequest;
 use custody_identity::{App, Secret};
 use custody_vault::policy::TokenAccess;
-use custody_vault::service::ProviderInput;
+use custody_vault::service::{ProviderInput, PutPolicyError, PutProviderError};
 use custody_vault::ProviderName;
 use hyper::StatusCode;
 use std::sync::Arc;
@@ -101,9 +101,9 @@ pub async fn put_provider(state: Arc<AppState>, call: Call) -> Result<HttpRespon
             match state.vault.put_provider(&app.id, &name, input, &actor()).await {
                 Ok(_) => Ok(see_other(&format!("/portal/apps/{}/providers", app.id))),
                 Err(e) => {
-                    let e = ApiError::from(e);
-                    if e.status.is_client_error() {
-                        let field = [
+                    // The refused input's own field when the form shows errors there, else `name`.
+                    let field = match &e {
+                        PutProviderError::Invalid(invalid) => [
                             "preset",
                             "authorization_url",
                             "token_url",
@@ -113,8 +113,12 @@ pub async fn put_provider(state: Arc<AppState>, call: Call) -> Result<HttpRespon
                             "scopes",
                         ]
                         .into_iter()
-                        .find(|f| e.detail.starts_with(&format!("{f}:")))
-                        .unwrap_or("name");
+                        .find(|f| *f == invalid.field)
+                        .unwrap_or("name"),
+                        _ => "name",
+                    };
+                    let e = ApiError::from(e);
+                    if e.status.is_client_error() {
                         providers(&state, &op, &app, FieldErrors::one(field, e.detail)).await
                     } else {
                         Err(failure(&op, e, "/portal"))
@@ -236,14 +240,11 @@ pub async fn put_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse
             match state.vault.put_policy(&app.id, &provider, groups, roles, token_access, &actor()).await {
                 Ok(_) => Ok(see_other(&format!("/portal/apps/{}/policies", app.id))),
                 Err(e) => {
-                    let e = ApiError::from(e);
-                    let field = if e.detail.starts_with("allow_roles") {
-                        "allow_roles"
-                    } else if e.detail.starts_with("allow_groups") {
-                        "allow_groups"
-                    } else {
-                        "provider"
+                    let field = match &e {
+                        PutPolicyError::Invalid(invalid) => invalid.field,
+                        _ => "provider",
                     };
+                    let e = ApiError::from(e);
                     if e.status.is_client_error() {
                         policies(&state, &op, &app, FieldErrors::one(field, e.detail)).await
                     } else {

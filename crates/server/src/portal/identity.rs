@@ -17,7 +17,7 @@ use custody_identity::idp::{IdpKind, IdpPatch, RequestedClaims};
 use custody_identity::ports::{IdentityStore as _, TokenVerifier as _};
 use custody_identity::service::AddIdp;
 use custody_identity::{App, ClaimPath, Secret};
-use custody_vault::signin::service::OidcClientInput;
+use custody_vault::signin::service::{OidcClientInput, PutClientError};
 use custody_vault::signin::SignInPurpose;
 use custody_vault::webhook::SecretSource;
 use hyper::StatusCode;
@@ -428,11 +428,14 @@ pub async fn oidc_save(state: Arc<AppState>, call: Call) -> Result<HttpResponse,
                         .await
                 }
                 Err(e) => {
+                    let field = match &e {
+                        PutClientError::Invalid(invalid) if invalid.field == "client_secret" => "client_secret",
+                        _ => "client_id",
+                    };
                     let e = ApiError::from(e);
                     if e.status.is_server_error() {
                         return Err(failure(&op, e, "/portal"));
                     }
-                    let field = if e.detail.starts_with("client_secret") { "client_secret" } else { "client_id" };
                     render(&state, &op, &app, Extra { errors: FieldErrors::one(field, e.detail), ..Extra::default() })
                         .await
                 }

@@ -95,7 +95,7 @@ impl Call {
 
     /// The `n`th path parameter as an app id; a malformed id is a 404 like an unknown one.
     pub fn app_id(&self, n: usize) -> Result<AppId, ApiError> {
-        AppId::parse(self.param(n)).map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "app_not_found", "app not found"))
+        AppId::parse(self.param(n)).map_err(|_| ApiError::app_not_found())
     }
 
     /// The API key of an [`Access::App`] route's caller.

@@ -154,17 +154,6 @@ fn returned_response_headers(headers: &HeaderMap) -> HeaderMap {
     out
 }
 
-fn upstream_error(e: &HttpError) -> ApiError {
-    match e {
-        HttpError::Timeout { .. } => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "provider_timeout",
-            format!("{e}; try again later or raise CUSTODY_PROXY_TIMEOUT_SECS"),
-        ),
-        _ => ApiError::new(StatusCode::BAD_GATEWAY, "provider_error", e.to_string()),
-    }
-}
-
 /// What the request body is: nothing, bytes read whole (replayable), or a stream.
 enum OutgoingBody {
     Replayable(Bytes),
@@ -219,10 +208,7 @@ pub async fn forward(state: Arc<AppState>, mut call: Call) -> Result<HttpRespons
     let selector = match call.headers.get("x-custody-grant-id") {
         None => GrantSelector::Provider(provider.clone()),
         Some(v) => GrantSelector::Id(
-            v.to_str()
-                .ok()
-                .and_then(|s| GrantId::parse(s.trim()).ok())
-                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "grant_not_found", "grant not found"))?,
+            v.to_str().ok().and_then(|s| GrantId::parse(s.trim()).ok()).ok_or_else(ApiError::grant_not_found)?,
         ),
     };
     let mut lease = state.vault.proxy_lease(&user, &selector).await?;
@@ -230,7 +216,7 @@ pub async fn forward(state: Arc<AppState>, mut call: Call) -> Result<HttpRespons
         return Err(ApiError::new(StatusCode::NOT_FOUND, "grant_not_found", "the grant is not one of this provider's"));
     }
     let url = upstream_url(&lease.api_base_url, &raw_path, raw_query.as_deref())?;
-    let (uri, host) = state.upstream.target(&url).map_err(|e| upstream_error(&e))?;
+    let (uri, host) = state.upstream.target(&url).map_err(|e| ApiError::from(&e))?;
     let sent = Arc::new(AtomicU64::new(0));
     let exceeded = Arc::new(AtomicBool::new(false));
     let mut body = outgoing_body(&mut call, &sent, &exceeded).await?;
@@ -268,7 +254,7 @@ pub async fn forward(state: Arc<AppState>, mut call: Call) -> Result<HttpRespons
                         format!("the proxied request body is larger than {MAX_PROXY_BODY_BYTES} bytes"),
                     ));
                 }
-                return Err(upstream_error(&e));
+                return Err(ApiError::from(&e));
             }
         };
         let replayable = matches!(body, OutgoingBody::Replayable(_));

@@ -13,60 +13,13 @@ use custody_identity::audit::Actor;
 use custody_identity::idp::IdpConfig;
 use custody_identity::ports::IdentityStore as _;
 use custody_identity::{AppId, Secret};
-use custody_vault::signin::service::{
-    CallbackError, OidcClientInput, PutClientError, SdkSessionError, SignedIn, StartSignInError,
-};
+use custody_vault::signin::service::{CallbackError, OidcClientInput, SignedIn};
 use custody_vault::signin::{OidcClient, SdkSessionId, SignInFailure, SignInPurpose, TokenAuthMethod};
 use hyper::header::{HeaderValue, CACHE_CONTROL};
 use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
-
-impl From<PutClientError> for ApiError {
-    fn from(e: PutClientError) -> Self {
-        match e {
-            PutClientError::IdpNotConfigured => ApiError::idp_not_configured(),
-            PutClientError::Invalid(detail) => ApiError::invalid_request(detail),
-            PutClientError::Sealing => sealing_error(),
-            PutClientError::Store(e) => e.into(),
-        }
-    }
-}
-
-impl From<StartSignInError> for ApiError {
-    fn from(e: StartSignInError) -> Self {
-        match e {
-            StartSignInError::NotConfigured(detail) => oidc_not_configured(detail),
-            StartSignInError::Sealing => sealing_error(),
-            StartSignInError::Store(e) => e.into(),
-        }
-    }
-}
-
-impl From<SdkSessionError> for ApiError {
-    fn from(e: SdkSessionError) -> Self {
-        match e {
-            SdkSessionError::NotFound => session_not_found(),
-            SdkSessionError::Sealing => sealing_error(),
-            SdkSessionError::Store(e) => e.into(),
-        }
-    }
-}
-
-/// 409 `oidc_not_configured`.
-pub fn oidc_not_configured(detail: &str) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, "oidc_not_configured", detail)
-}
-
-fn session_not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "session_not_found", "sign-in session not found")
-}
-
-fn sealing_error() -> ApiError {
-    tracing::error!("a sign-in secret could not be sealed or opened");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "sealing_error", "a stored secret could not be used")
-}
 
 fn no_store(mut response: HttpResponse) -> HttpResponse {
     response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -161,7 +114,7 @@ pub async fn create_session(state: Arc<AppState>, call: Call) -> Result<HttpResp
 /// completion (never again).
 pub async fn get_session(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let key = call.app_key()?.clone();
-    let id = SdkSessionId::parse(call.param(0)).map_err(|_| session_not_found())?;
+    let id = SdkSessionId::parse(call.param(0)).map_err(|_| ApiError::session_not_found())?;
     let view = state.signin.sdk_session(&key.app_id, &id).await?;
     let mut body = json!({
         "session_id": view.id.as_str(),

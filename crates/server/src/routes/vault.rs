@@ -14,7 +14,7 @@ use custody_identity::{Secret, UserId};
 use custody_vault::grant::TokenSet;
 use custody_vault::policy::{Policy, PolicyLookup, TokenAccess};
 use custody_vault::ports::GrantFilter;
-use custody_vault::service::{GrantSelector, ImportGrant, ProviderInput};
+use custody_vault::service::{GrantSelector, GrantUseError, ImportGrant, ProviderInput};
 use custody_vault::{Grant, GrantId, GrantStatus, ProviderConfig, ProviderName};
 use hyper::StatusCode;
 use serde::Deserialize;
@@ -65,8 +65,7 @@ fn provider_param(call: &Call, n: usize) -> Result<ProviderName, ApiError> {
 }
 
 fn grant_param(call: &Call, n: usize) -> Result<GrantId, ApiError> {
-    GrantId::parse(call.param(n))
-        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "grant_not_found", "grant not found"))
+    GrantId::parse(call.param(n)).map_err(|_| ApiError::grant_not_found())
 }
 
 #[derive(Deserialize)]
@@ -110,12 +109,9 @@ pub async fn put_provider(state: Arc<AppState>, call: Call) -> Result<HttpRespon
 pub async fn get_provider(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
-    let provider = state.vault.store().get_provider(&app.id, &name).await?.ok_or_else(|| provider_not_found(&name))?;
+    let provider =
+        state.vault.store().get_provider(&app.id, &name).await?.ok_or_else(|| ApiError::provider_not_found(&name))?;
     Ok(json_response(StatusCode::OK, &provider_json(&provider)))
-}
-
-fn provider_not_found(name: &ProviderName) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "provider_not_found", format!("provider `{name}` is not configured"))
 }
 
 pub async fn list_providers(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
@@ -128,7 +124,7 @@ pub async fn delete_provider(state: Arc<AppState>, call: Call) -> Result<HttpRes
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
     if !state.vault.delete_provider(&app.id, &name, &Actor::operator()).await? {
-        return Err(provider_not_found(&name));
+        return Err(ApiError::provider_not_found(&name));
     }
     state.wake_outbox();
     Ok(no_content())
@@ -166,9 +162,7 @@ pub async fn get_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse
     let name = provider_param(&call, 1)?;
     match state.vault.store().get_policy(&app.id, &name).await? {
         PolicyLookup::Found(policy) => Ok(json_response(StatusCode::OK, &policy_json(&policy))),
-        PolicyLookup::None => {
-            Err(ApiError::new(StatusCode::NOT_FOUND, "policy_not_found", format!("no policy for `{name}`")))
-        }
+        PolicyLookup::None => Err(ApiError::policy_not_found(&name)),
         PolicyLookup::Unreadable => Err(ApiError::internal()),
     }
 }
@@ -183,7 +177,7 @@ pub async fn delete_policy(state: Arc<AppState>, call: Call) -> Result<HttpRespo
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
     if !state.vault.delete_policy(&app.id, &name, &Actor::operator()).await? {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "policy_not_found", format!("no policy for `{name}`")));
+        return Err(ApiError::policy_not_found(&name));
     }
     Ok(no_content())
 }
@@ -276,15 +270,12 @@ pub async fn token(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse,
     let body: TokenBody = parse_json(&call.body)?;
     let selector = match (body.provider, body.grant_id) {
         (Some(p), None) => GrantSelector::Provider(p),
-        (None, Some(id)) => GrantSelector::Id(
-            GrantId::parse(&id)
-                .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "grant_not_found", "grant not found"))?,
-        ),
+        (None, Some(id)) => GrantSelector::Id(GrantId::parse(&id).map_err(|_| ApiError::grant_not_found())?),
         _ => return Err(ApiError::invalid_request("provider: give exactly one of provider and grant_id")),
     };
     let handout = match state.vault.hand_out(&user, &selector).await {
         Ok(handout) => handout,
-        Err(custody_vault::service::VaultError::GrantNotFound) => return Err(no_grant(&state, &user, &selector).await),
+        Err(GrantUseError::GrantNotFound) => return Err(no_grant(&state, &user, &selector).await),
         Err(other) => return Err(other.into()),
     };
     let mut response = json_response(
@@ -308,7 +299,7 @@ pub async fn token(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse,
 /// `grant_not_found`, pointing at the connect flow). Only read on this error path.
 async fn no_grant(state: &AppState, user: &custody_identity::User, selector: &GrantSelector) -> ApiError {
     let GrantSelector::Provider(provider) = selector else {
-        return custody_vault::service::VaultError::GrantNotFound.into();
+        return ApiError::grant_not_found();
     };
     match state.vault.store().get_provider(&user.app_id, provider).await {
         Ok(None) => ApiError::new(
@@ -412,7 +403,7 @@ pub async fn import_grant(state: Arc<AppState>, call: Call) -> Result<HttpRespon
     // a refused import changes nothing.
     import.validate()?;
     if state.vault.store().get_provider(&app.id, &import.provider).await?.is_none() {
-        return Err(custody_vault::service::VaultError::ProviderNotFound(import.provider.to_string()).into());
+        return Err(ApiError::provider_not_found(&import.provider));
     }
     let user = match (body.subject, body.user_id) {
         (Some(subject), None) => {
@@ -424,9 +415,8 @@ pub async fn import_grant(state: Arc<AppState>, call: Call) -> Result<HttpRespon
             state.store.ensure_user(&app.id, &subject, &new_id, state.clock.now()).await?
         }
         (None, Some(id)) => {
-            let not_found = || ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "user not found");
-            let id = UserId::parse(&id).map_err(|_| not_found())?;
-            state.store.get_user(&app.id, &id).await?.ok_or_else(not_found)?
+            let id = UserId::parse(&id).map_err(|_| ApiError::user_not_found())?;
+            state.store.get_user(&app.id, &id).await?.ok_or_else(ApiError::user_not_found)?
         }
         _ => return Err(ApiError::invalid_request("subject: give exactly one of subject and user_id")),
     };

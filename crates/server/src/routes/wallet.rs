@@ -23,7 +23,7 @@ use crate::state::AppState;
 use custody_identity::page::PageRequest;
 use custody_identity::ports::{IdentityStore as _, StoreError};
 use custody_identity::{AppId, User};
-use custody_vault::service::VaultError;
+use custody_vault::service::FindGrantError;
 use custody_vault::signin::service::{CallbackError, SessionEnd, SignedIn, StartSignInError, WalletAccess};
 use custody_vault::signin::{SignInPurpose, WalletSession};
 use custody_vault::{Grant, GrantId, GrantStatus, ProviderName};
@@ -365,10 +365,8 @@ async fn wallet_page_inner(state: &AppState, call: &Call) -> PageResult {
     let page = PageRequest::new(Some(GRANTS_PER_PAGE), cursor.clone()).unwrap_or_else(|_| PageRequest::first());
     let grants = match state.vault.user_grants(&user, &page).await {
         Ok(grants) => grants,
-        Err(VaultError::Store(StoreError::InvalidCursor)) => {
-            state.vault.user_grants(&user, &PageRequest::first()).await.map_err(vault_page_error)?
-        }
-        Err(e) => return Err(vault_page_error(e)),
+        Err(StoreError::InvalidCursor) => state.vault.user_grants(&user, &PageRequest::first()).await?,
+        Err(e) => return Err(e.into()),
     };
     let csrf = state.signin.csrf_token(&token);
     let who = user.email.as_deref().or(user.name.as_deref()).unwrap_or(&user.subject);
@@ -426,22 +424,14 @@ async fn wallet_page_inner(state: &AppState, call: &Call) -> PageResult {
     Ok(Page::new("Your connected accounts", body).allow_form_origin(end_session_origin).response(StatusCode::OK))
 }
 
-fn vault_page_error(e: VaultError) -> PageError {
+fn grant_page_error(e: FindGrantError) -> PageError {
     match e {
-        VaultError::Store(e) => e.into(),
-        VaultError::GrantNotFound => page_error(message_page(
+        FindGrantError::Store(e) => e.into(),
+        FindGrantError::NotFound => page_error(message_page(
             StatusCode::NOT_FOUND,
             "Not found",
             r#"This connection does not exist. <a href="/wallet">Go back to your wallet</a>."#,
         )),
-        other => {
-            tracing::error!(error = %other, "Wallet action failed");
-            page_error(message_page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong",
-                r#"Nothing was changed. <a href="/wallet">Go back to your wallet</a> and try again."#,
-            ))
-        }
     }
 }
 
@@ -453,8 +443,8 @@ pub async fn revoke(state: Arc<AppState>, call: Call) -> Result<HttpResponse, Ap
 async fn revoke_inner(state: &AppState, call: &Call) -> PageResult {
     let (token, _, user) = session(state, call).await?;
     check_csrf(state, &token, &form(call))?;
-    let id = GrantId::parse(call.param(0)).map_err(|_| vault_page_error(VaultError::GrantNotFound))?;
-    let grant = state.vault.revoke_user_grant(&user, &id).await.map_err(vault_page_error)?;
+    let id = GrantId::parse(call.param(0)).map_err(|_| grant_page_error(FindGrantError::NotFound))?;
+    let grant = state.vault.revoke_user_grant(&user, &id).await.map_err(grant_page_error)?;
     state.wake_outbox();
     let provider: String = url::form_urlencoded::byte_serialize(grant.provider.as_str().as_bytes()).collect();
     Ok(html::redirect(StatusCode::SEE_OTHER, &format!("/wallet?revoked={provider}")))

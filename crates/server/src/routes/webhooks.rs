@@ -17,10 +17,7 @@ use custody_identity::audit::Actor;
 use custody_identity::idp::IdpConfig;
 use custody_identity::{AppId, Secret};
 use custody_vault::lifecycle::okta::OKTA_VERIFICATION_HEADER;
-use custody_vault::webhook::{
-    Delivery, DisableError, EnableError, EnabledWebhooks, ReceiveError, RotateError, SvixHeaders, WebhookSettingsError,
-    WebhookView,
-};
+use custody_vault::webhook::{Delivery, EnabledWebhooks, SvixHeaders, WebhookView};
 use hyper::header::AUTHORIZATION;
 use hyper::StatusCode;
 use serde::Deserialize;
@@ -33,102 +30,6 @@ use std::sync::Arc;
 struct SecretBody {
     #[serde(default)]
     signing_secret: Option<String>,
-}
-
-fn not_enabled() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "webhooks_not_enabled", "webhooks are not enabled for this app")
-}
-
-fn already_enabled() -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "webhooks_already_enabled",
-        "webhooks are already enabled; rotate the secret or disable them first",
-    )
-}
-
-fn not_enabled_conflict() -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, "webhooks_not_enabled", "webhooks are not enabled; enable them first")
-}
-
-fn invalid_signing_secret(detail: String) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_signing_secret", detail)
-}
-
-fn sealing_error() -> ApiError {
-    tracing::error!("a webhook secret could not be sealed or opened");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "sealing_error", "a stored secret could not be used")
-}
-
-impl From<WebhookSettingsError> for ApiError {
-    fn from(e: WebhookSettingsError) -> Self {
-        match e {
-            WebhookSettingsError::NotConfigured => ApiError::idp_not_configured(),
-            WebhookSettingsError::Store(e) => e.into(),
-        }
-    }
-}
-
-impl From<EnableError> for ApiError {
-    fn from(e: EnableError) -> Self {
-        match e {
-            EnableError::NotConfigured => ApiError::idp_not_configured(),
-            EnableError::AlreadyEnabled => already_enabled(),
-            EnableError::InvalidSigningSecret(detail) => invalid_signing_secret(detail),
-            EnableError::Invalid(detail) => ApiError::invalid_request(detail),
-            EnableError::Sealing => sealing_error(),
-            EnableError::Store(e) => e.into(),
-        }
-    }
-}
-
-impl From<RotateError> for ApiError {
-    fn from(e: RotateError) -> Self {
-        match e {
-            RotateError::NotConfigured => ApiError::idp_not_configured(),
-            RotateError::NotEnabled => not_enabled_conflict(),
-            RotateError::InvalidSigningSecret(detail) => invalid_signing_secret(detail),
-            RotateError::Invalid(detail) => ApiError::invalid_request(detail),
-            RotateError::Sealing => sealing_error(),
-            RotateError::Store(e) => e.into(),
-        }
-    }
-}
-
-impl From<DisableError> for ApiError {
-    fn from(e: DisableError) -> Self {
-        match e {
-            DisableError::NotConfigured => ApiError::idp_not_configured(),
-            DisableError::NotEnabled => not_enabled_conflict(),
-            DisableError::Store(e) => e.into(),
-        }
-    }
-}
-
-impl From<ReceiveError> for ApiError {
-    fn from(e: ReceiveError) -> Self {
-        match e {
-            ReceiveError::NotEnabled => not_enabled(),
-            ReceiveError::InvalidSignature(reason) => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_signature",
-                format!("the delivery is not authentic: {reason}"),
-            ),
-            ReceiveError::Malformed(e) => ApiError::new(StatusCode::BAD_REQUEST, "malformed_payload", e.to_string()),
-            ReceiveError::Store { error, applied } => {
-                tracing::error!(
-                    error = %error,
-                    processed = applied.processed,
-                    "storage failed while applying a webhook delivery; the identity provider will retry"
-                );
-                ApiError::unavailable(format!(
-                    "storage is unavailable; the failing event was not applied ({} earlier events were), retry later",
-                    applied.processed
-                ))
-            }
-            ReceiveError::Sealing => sealing_error(),
-        }
-    }
 }
 
 /// The settings object `{"url", "enabled", "secret_source", "rotated_at"}`.
@@ -197,7 +98,7 @@ fn header(call: &Call, name: &str) -> Option<String> {
 /// `{"verification": <the x-okta-verification-challenge value>}` once the request proves the
 /// webhook secret.
 pub async fn verify(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    let app = AppId::parse(call.param(0)).map_err(|_| not_enabled())?;
+    let app = AppId::parse(call.param(0)).map_err(|_| ApiError::webhooks_not_enabled())?;
     let authorization = call.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     let challenge = call.headers.get(OKTA_VERIFICATION_HEADER).and_then(|v| v.to_str().ok());
     let verification = state.webhooks.verify_endpoint(&app, authorization, challenge).await?;
@@ -208,7 +109,7 @@ pub async fn verify(state: Arc<AppState>, call: Call) -> Result<HttpResponse, Ap
 /// `POST /v1/webhooks/{app_id}`: an identity provider's lifecycle events.
 pub async fn receive(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     // A malformed app id is as unknown as a missing app: nothing to tell the caller apart.
-    let app = AppId::parse(call.param(0)).map_err(|_| not_enabled())?;
+    let app = AppId::parse(call.param(0)).map_err(|_| ApiError::webhooks_not_enabled())?;
     let svix = SvixHeaders {
         id: header(&call, "svix-id"),
         timestamp: header(&call, "svix-timestamp"),

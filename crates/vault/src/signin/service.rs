@@ -17,7 +17,7 @@ use custody_identity::jwt::{TokenRejection, VerifiedClaims};
 use custody_identity::ports::{Clock, Random, SecretHasher, StoreError};
 use custody_identity::service::{IdentityService, ResolveError};
 use custody_identity::user::UserRefused;
-use custody_identity::{AppId, Secret, UnixTime, User, UserId, UserStatus};
+use custody_identity::{AppId, Invalid, Secret, UnixTime, User, UserId, UserStatus};
 use serde_json::Value;
 use std::fmt;
 use std::sync::Arc;
@@ -79,8 +79,8 @@ pub struct OidcClientInput {
 pub enum PutClientError {
     #[error("the app has no identity provider")]
     IdpNotConfigured,
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
     #[error("the client secret could not be sealed")]
     Sealing,
     #[error(transparent)]
@@ -331,13 +331,10 @@ impl SignInService {
         input: OidcClientInput,
         actor: &Actor,
     ) -> Result<(IdpConfig, OidcClient), PutClientError> {
-        let client_id =
-            OidcClientId::parse(&input.client_id).map_err(|e| PutClientError::Invalid(format!("client_id: {e}")))?;
+        let client_id = OidcClientId::parse(&input.client_id).map_err(|e| Invalid::new("client_id", e.to_string()))?;
         let secret_len = input.client_secret.expose().len();
         if secret_len == 0 || secret_len > 4096 || input.client_secret.expose().chars().any(char::is_control) {
-            return Err(PutClientError::Invalid(
-                "client_secret: must be 1 to 4096 characters without control characters".into(),
-            ));
+            return Err(Invalid::new("client_secret", "must be 1 to 4096 characters without control characters").into());
         }
         let sealed = self
             .cipher
