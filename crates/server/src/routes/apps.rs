@@ -6,7 +6,6 @@ use crate::problem::ApiError;
 use crate::state::AppState;
 use custody_identity::audit::Actor;
 use custody_identity::audit::{AuditEntry, AuditFilter};
-use custody_identity::ports::IdentityStore as _;
 use custody_identity::{ApiKeyId, ApiKeyRecord, App, AppName, User, UserId, UserStatus};
 use hyper::StatusCode;
 use serde::Deserialize;
@@ -57,7 +56,7 @@ pub fn list_json(items: Vec<Value>, next_cursor: Option<String>) -> Value {
 pub async fn existing_app(state: &AppState, call: &Call) -> Result<App, ApiError> {
     let id = call.app_id(0)?;
     state
-        .store
+        .identity()
         .get_app(&id)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "app_not_found", "app not found"))
@@ -72,14 +71,14 @@ struct CreateAppBody {
 pub async fn create_app(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let body: CreateAppBody = parse_json(&call.body)?;
     let name = AppName::parse(&body.name).map_err(|e| ApiError::invalid_request(format!("name: {e}")))?;
-    let (app, key) = state.identity.create_app(name, &Actor::operator()).await?;
+    let (app, key) = state.identity().create_app(name, &Actor::operator()).await?;
     let mut out = app_json(&app);
     out["api_key"] = Value::String(key.secret);
     Ok(json_response(StatusCode::CREATED, &out))
 }
 
 pub async fn list_apps(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
-    let page = state.store.list_apps(&call.page()?).await?;
+    let page = state.identity().list_apps(&call.page()?).await?;
     Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(app_json).collect(), page.next_cursor)))
 }
 
@@ -90,13 +89,8 @@ pub async fn get_app(state: Arc<AppState>, call: Call) -> Result<HttpResponse, A
 
 pub async fn delete_app(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let id = call.app_id(0)?;
-    let idp = state.store.get_idp(&id).await?;
-    if !state.store.delete_app(&id).await? {
+    if !state.identity().delete_app(&id).await? {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "app_not_found", "app not found"));
-    }
-    if let Some(config) = idp {
-        use custody_identity::ports::TokenVerifier as _;
-        state.verifier.forget(&config).await;
     }
     Ok(no_content())
 }
@@ -104,7 +98,7 @@ pub async fn delete_app(state: Arc<AppState>, call: Call) -> Result<HttpResponse
 pub async fn create_api_key(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let id = call.app_id(0)?;
     let key = state
-        .identity
+        .identity()
         .create_api_key(&id, &Actor::operator())
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "app_not_found", "app not found"))?;
@@ -116,7 +110,7 @@ pub async fn create_api_key(state: Arc<AppState>, call: Call) -> Result<HttpResp
 
 pub async fn list_api_keys(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    let page = state.store.list_api_keys(&app.id, &call.page()?).await?;
+    let page = state.identity().list_api_keys(&app.id, &call.page()?).await?;
     Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(key_json).collect(), page.next_cursor)))
 }
 
@@ -124,7 +118,7 @@ pub async fn delete_api_key(state: Arc<AppState>, call: Call) -> Result<HttpResp
     let app = existing_app(&state, &call).await?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "api_key_not_found", "API key not found");
     let key = ApiKeyId::parse(call.param(1)).map_err(|_| not_found())?;
-    if !state.identity.delete_api_key(&app.id, &key, &Actor::operator()).await? {
+    if !state.identity().delete_api_key(&app.id, &key, &Actor::operator()).await? {
         return Err(not_found());
     }
     Ok(no_content())
@@ -139,7 +133,7 @@ pub async fn list_users(state: Arc<AppState>, call: Call) -> Result<HttpResponse
                 .ok_or_else(|| ApiError::invalid_request("status: expected active, suspended or deprovisioned"))?,
         ),
     };
-    let page = state.store.list_users(&app.id, status, &call.page()?).await?;
+    let page = state.identity().list_users(&app.id, status, &call.page()?).await?;
     Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(user_json).collect(), page.next_cursor)))
 }
 
@@ -147,7 +141,7 @@ pub async fn get_user(state: Arc<AppState>, call: Call) -> Result<HttpResponse, 
     let app = existing_app(&state, &call).await?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "user not found");
     let user_id = UserId::parse(call.param(1)).map_err(|_| not_found())?;
-    let user = state.store.get_user(&app.id, &user_id).await?.ok_or_else(not_found)?;
+    let user = state.identity().get_user(&app.id, &user_id).await?.ok_or_else(not_found)?;
     Ok(json_response(StatusCode::OK, &user_json(&user)))
 }
 
@@ -156,7 +150,7 @@ pub async fn deprovision_user(state: Arc<AppState>, call: Call) -> Result<HttpRe
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "user not found");
     let user_id = UserId::parse(call.param(1)).map_err(|_| not_found())?;
     let (user, _revoked) =
-        state.vault.deprovision_user(&app.id, &user_id, Actor::operator().as_str()).await?.ok_or_else(not_found)?;
+        state.vault().deprovision_user(&app.id, &user_id, Actor::operator().as_str()).await?.ok_or_else(not_found)?;
     state.wake_outbox();
     Ok(json_response(StatusCode::OK, &user_json(&user)))
 }
@@ -168,6 +162,6 @@ pub async fn list_audit(state: Arc<AppState>, call: Call) -> Result<HttpResponse
         Some(s) => Some(UserId::parse(s).map_err(|_| ApiError::invalid_request("user_id: not a valid id"))?),
     };
     let filter = AuditFilter { action: call.query.get("action").filter(|s| !s.is_empty()).cloned(), user_id };
-    let page = state.store.list_audit(&app.id, &filter, &call.page()?).await?;
+    let page = state.identity().list_audit(&app.id, &filter, &call.page()?).await?;
     Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(audit_json).collect(), page.next_cursor)))
 }

@@ -78,7 +78,7 @@ fn webhook_secret_source(kind: IdpKind) -> &'static str {
 /// client; [`super::webhooks::idp_object`] fills in the stored webhook settings and
 /// [`super::signin::idp_object`] the OIDC client too.
 pub fn idp_json(state: &AppState, config: &IdpConfig) -> Value {
-    let public = &state.public_url;
+    let public = &state.public_url();
     json!({
         "id": config.id,
         "kind": config.kind.as_str(),
@@ -111,7 +111,7 @@ fn validate_audience(audience: &Option<String>) -> Result<(), ApiError> {
 pub async fn discover(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     existing_app(&state, &call).await?;
     let body: DiscoverBody = parse_json(&call.body)?;
-    let DiscoveredIdp { kind, document, claims } = state.identity.discover(&body.issuer_url, body.kind).await?;
+    let DiscoveredIdp { kind, document, claims } = state.identity().discover(&body.issuer_url, body.kind).await?;
     let oidc_sign_in = document.authorization_endpoint.is_some() && document.token_endpoint.is_some();
     Ok(json_response(
         StatusCode::OK,
@@ -142,14 +142,13 @@ pub async fn create(state: Arc<AppState>, call: Call) -> Result<HttpResponse, Ap
         kind: body.kind,
         claims: body.claims.map(RequestedClaims::from).unwrap_or_default(),
     };
-    let config = state.identity.add_idp(&app.id, request, &Actor::operator()).await?;
+    let config = state.identity().add_idp(&app.id, request, &Actor::operator()).await?;
     Ok(json_response(StatusCode::CREATED, &super::signin::idp_object(&state, &config).await?))
 }
 
 pub async fn get(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    use custody_identity::ports::IdentityStore as _;
-    let config = state.store.get_idp(&app.id).await?.ok_or_else(ApiError::idp_not_configured)?;
+    let config = state.identity().get_idp(&app.id).await?.ok_or_else(ApiError::idp_not_configured)?;
     Ok(json_response(StatusCode::OK, &super::signin::idp_object(&state, &config).await?))
 }
 
@@ -157,15 +156,9 @@ pub async fn get(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiEr
 /// removed stops verifying from the next request (cached tokens included).
 pub async fn refresh_jwks(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    use custody_identity::ports::IdentityStore as _;
-    let config = state.store.get_idp(&app.id).await?.ok_or_else(ApiError::idp_not_configured)?;
-    let refreshed = state.verifier.refresh_now(&config.jwks_uri).await?;
-    let fetched_at = refreshed
-        .fetched_at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| custody_identity::UnixTime(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
-        .unwrap_or(custody_identity::UnixTime(0));
-    Ok(json_response(StatusCode::OK, &json!({"kids": refreshed.kids, "fetched_at": rfc3339(fetched_at)})))
+    let config = state.identity().get_idp(&app.id).await?.ok_or_else(ApiError::idp_not_configured)?;
+    let refreshed = state.identity().refresh_keys(&config).await?;
+    Ok(json_response(StatusCode::OK, &json!({"kids": refreshed.kids, "fetched_at": rfc3339(refreshed.fetched_at)})))
 }
 
 pub async fn patch(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
@@ -176,13 +169,13 @@ pub async fn patch(state: Arc<AppState>, call: Call) -> Result<HttpResponse, Api
     }
     let patch =
         IdpPatch { audience: body.audience, claims: body.claims.map(RequestedClaims::from).unwrap_or_default() };
-    let config = state.identity.patch_idp(&app.id, &patch, &Actor::operator()).await?;
+    let config = state.identity().patch_idp(&app.id, &patch, &Actor::operator()).await?;
     Ok(json_response(StatusCode::OK, &super::signin::idp_object(&state, &config).await?))
 }
 
 pub async fn delete(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    if !state.identity.delete_idp(&app.id, &Actor::operator()).await? {
+    if !state.identity().delete_idp(&app.id, &Actor::operator()).await? {
         return Err(ApiError::idp_not_configured());
     }
     Ok(no_content())

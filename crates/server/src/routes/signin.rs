@@ -11,7 +11,6 @@ use crate::problem::ApiError;
 use crate::state::AppState;
 use custody_identity::audit::Actor;
 use custody_identity::idp::IdpConfig;
-use custody_identity::ports::IdentityStore as _;
 use custody_identity::{AppId, Secret};
 use custody_vault::signin::service::{
     CallbackError, OidcClientInput, PutClientError, SdkSessionError, SignedIn, StartSignInError,
@@ -91,8 +90,8 @@ pub fn oidc_json(public_url: &str, client: Option<&OidcClient>) -> Value {
 /// The IdP object with its stored sub-resources: the webhook settings and the OIDC client.
 pub async fn idp_object(state: &AppState, config: &IdpConfig) -> Result<Value, ApiError> {
     let mut object = super::webhooks::idp_object(state, config).await?;
-    let client = state.signin.client(&config.app_id).await?.filter(|c| c.idp_id == config.id);
-    object["oidc"] = oidc_json(&state.public_url, client.as_ref());
+    let client = state.signin().client(&config.app_id).await?.filter(|c| c.idp_id == config.id);
+    object["oidc"] = oidc_json(&state.public_url(), client.as_ref());
     Ok(object)
 }
 
@@ -121,17 +120,17 @@ pub async fn put_oidc(state: Arc<AppState>, call: Call) -> Result<HttpResponse, 
         .transpose()?;
     let input =
         OidcClientInput { client_id: body.client_id, client_secret: Secret::new(body.client_secret), auth_method };
-    let (config, _) = state.signin.put_client(&app.id, input, &Actor::operator()).await?;
+    let (config, _) = state.signin().put_client(&app.id, input, &Actor::operator()).await?;
     Ok(json_response(StatusCode::OK, &idp_object(&state, &config).await?))
 }
 
 /// `DELETE /v1/apps/{app_id}/identity-provider/oidc`.
 pub async fn delete_oidc(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    if state.store.get_idp(&app.id).await?.is_none() {
+    if state.identity().get_idp(&app.id).await?.is_none() {
         return Err(ApiError::idp_not_configured());
     }
-    if !state.signin.delete_client(&app.id, &Actor::operator()).await? {
+    if !state.signin().delete_client(&app.id, &Actor::operator()).await? {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "oidc_not_configured", "the app has no OIDC client"));
     }
     Ok(no_content())
@@ -146,7 +145,7 @@ struct SessionBody {}
 pub async fn create_session(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let key = call.app_key()?.clone();
     let _: SessionBody = parse_json(&call.body)?;
-    let started = state.signin.start_sdk_session(&key.app_id).await?;
+    let started = state.signin().start_sdk_session(&key.app_id).await?;
     Ok(no_store(json_response(
         StatusCode::CREATED,
         &json!({
@@ -162,7 +161,7 @@ pub async fn create_session(state: Arc<AppState>, call: Call) -> Result<HttpResp
 pub async fn get_session(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let key = call.app_key()?.clone();
     let id = SdkSessionId::parse(call.param(0)).map_err(|_| session_not_found())?;
-    let view = state.signin.sdk_session(&key.app_id, &id).await?;
+    let view = state.signin().sdk_session(&key.app_id, &id).await?;
     let mut body = json!({
         "session_id": view.id.as_str(),
         "status": view.status.as_str(),
@@ -183,7 +182,7 @@ pub async fn get_session(state: Arc<AppState>, call: Call) -> Result<HttpRespons
 
 /// The app's display name, for pages (`None` for an unknown app).
 pub async fn app_name(state: &AppState, app: &AppId) -> Option<String> {
-    state.store.get_app(app).await.ok().flatten().map(|a| a.name.as_str().to_owned())
+    state.identity().get_app(app).await.ok().flatten().map(|a| a.name.as_str().to_owned())
 }
 
 /// The status of a page reporting a failed sign-in.
@@ -201,7 +200,7 @@ pub fn failure_status(failure: SignInFailure) -> StatusCode {
 pub async fn sdk_callback(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let param = |name: &str| call.query.get(name).map(String::as_str);
     let result = state
-        .signin
+        .signin()
         .complete(SignInPurpose::Sdk, param("state").unwrap_or_default(), param("code"), param("error"))
         .await;
     log_sign_in_failure("sdk", &result);

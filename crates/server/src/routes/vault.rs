@@ -9,7 +9,6 @@ use crate::json::{double_option, json_response, no_content, parse_json, redirect
 use crate::problem::ApiError;
 use crate::state::AppState;
 use custody_identity::audit::Actor;
-use custody_identity::ports::IdentityStore as _;
 use custody_identity::{Secret, UserId};
 use custody_vault::grant::TokenSet;
 use custody_vault::policy::{Policy, PolicyLookup, TokenAccess};
@@ -103,14 +102,14 @@ pub async fn put_provider(state: Arc<AppState>, call: Call) -> Result<HttpRespon
         scopes: body.scopes,
         api_base_url: body.api_base_url,
     };
-    let provider = state.vault.put_provider(&app.id, &name, input, &Actor::operator()).await?;
+    let provider = state.vault().put_provider(&app.id, &name, input, &Actor::operator()).await?;
     Ok(json_response(StatusCode::OK, &provider_json(&provider)))
 }
 
 pub async fn get_provider(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
-    let provider = state.vault.store().get_provider(&app.id, &name).await?.ok_or_else(|| provider_not_found(&name))?;
+    let provider = state.vault().get_provider(&app.id, &name).await?.ok_or_else(|| provider_not_found(&name))?;
     Ok(json_response(StatusCode::OK, &provider_json(&provider)))
 }
 
@@ -120,14 +119,14 @@ fn provider_not_found(name: &ProviderName) -> ApiError {
 
 pub async fn list_providers(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    let page = state.vault.store().list_providers(&app.id, &call.page()?).await?;
+    let page = state.vault().list_providers(&app.id, &call.page()?).await?;
     Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(provider_json).collect(), page.next_cursor)))
 }
 
 pub async fn delete_provider(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
-    if !state.vault.delete_provider(&app.id, &name, &Actor::operator()).await? {
+    if !state.vault().delete_provider(&app.id, &name, &Actor::operator()).await? {
         return Err(provider_not_found(&name));
     }
     state.wake_outbox();
@@ -155,7 +154,7 @@ pub async fn put_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse
             .ok_or_else(|| ApiError::invalid_request("token_access: expected handout or proxy_only"))?,
     };
     let policy = state
-        .vault
+        .vault()
         .put_policy(&app.id, &name, body.allow_groups, body.allow_roles, token_access, &Actor::operator())
         .await?;
     Ok(json_response(StatusCode::OK, &policy_json(&policy)))
@@ -164,7 +163,7 @@ pub async fn put_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse
 pub async fn get_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
-    match state.vault.store().get_policy(&app.id, &name).await? {
+    match state.vault().get_policy(&app.id, &name).await? {
         PolicyLookup::Found(policy) => Ok(json_response(StatusCode::OK, &policy_json(&policy))),
         PolicyLookup::None => {
             Err(ApiError::new(StatusCode::NOT_FOUND, "policy_not_found", format!("no policy for `{name}`")))
@@ -175,14 +174,14 @@ pub async fn get_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse
 
 pub async fn list_policies(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    let page = state.vault.store().list_policies(&app.id, &call.page()?).await?;
+    let page = state.vault().list_policies(&app.id, &call.page()?).await?;
     Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(policy_json).collect(), page.next_cursor)))
 }
 
 pub async fn delete_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
-    if !state.vault.delete_policy(&app.id, &name, &Actor::operator()).await? {
+    if !state.vault().delete_policy(&app.id, &name, &Actor::operator()).await? {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "policy_not_found", format!("no policy for `{name}`")));
     }
     Ok(no_content())
@@ -200,7 +199,7 @@ struct ConnectBody {
 pub async fn create_connect_session(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse, ApiError> {
     let user = acting_user(&state, &mut call).await?;
     let body: ConnectBody = parse_json(&call.body)?;
-    let session = state.vault.start_connect(&user, &body.provider, &body.return_url, body.scopes).await?;
+    let session = state.vault().start_connect(&user, &body.provider, &body.return_url, body.scopes).await?;
     Ok(json_response(
         StatusCode::CREATED,
         &json!({"connect_url": session.connect_url, "expires_at": rfc3339(session.expires_at)}),
@@ -220,7 +219,7 @@ fn connect_cookie_name(state_value: &str) -> String {
 pub async fn connect_start(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let token = call.query.get("state").ok_or_else(|| ApiError::invalid_request("state: required"))?;
     let name = connect_cookie_name(token);
-    let (url, binding) = state.vault.connect_redirect(token, cookie(&call, &name)).await?;
+    let (url, binding) = state.vault().connect_redirect(token, cookie(&call, &name)).await?;
     let mut response = redirect(&url);
     if let Some(value) = binding {
         // HttpOnly; SameSite=Lax so the provider's top-level redirect back carries it; Secure
@@ -235,7 +234,7 @@ pub async fn connect_callback(state: Arc<AppState>, call: Call) -> Result<HttpRe
     let token = call.query.get("state").ok_or_else(|| ApiError::invalid_request("state: required"))?;
     let name = connect_cookie_name(token);
     let url = state
-        .vault
+        .vault()
         .complete_connect(
             token,
             cookie(&call, &name),
@@ -250,14 +249,14 @@ pub async fn connect_callback(state: Arc<AppState>, call: Call) -> Result<HttpRe
 
 pub async fn list_my_grants(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse, ApiError> {
     let user = acting_user(&state, &mut call).await?;
-    let page = state.vault.user_grants(&user, &call.page()?).await?;
+    let page = state.vault().user_grants(&user, &call.page()?).await?;
     Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(grant_json).collect(), page.next_cursor)))
 }
 
 pub async fn revoke_my_grant(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse, ApiError> {
     let user = acting_user(&state, &mut call).await?;
     let id = grant_param(&call, 0)?;
-    let grant = state.vault.revoke_user_grant(&user, &id).await?;
+    let grant = state.vault().revoke_user_grant(&user, &id).await?;
     state.wake_outbox();
     Ok(json_response(StatusCode::OK, &grant_json(&grant)))
 }
@@ -282,7 +281,7 @@ pub async fn token(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse,
         ),
         _ => return Err(ApiError::invalid_request("provider: give exactly one of provider and grant_id")),
     };
-    let handout = match state.vault.hand_out(&user, &selector).await {
+    let handout = match state.vault().hand_out(&user, &selector).await {
         Ok(handout) => handout,
         Err(custody_vault::service::VaultError::GrantNotFound) => return Err(no_grant(&state, &user, &selector).await),
         Err(other) => return Err(other.into()),
@@ -310,7 +309,7 @@ async fn no_grant(state: &AppState, user: &custody_identity::User, selector: &Gr
     let GrantSelector::Provider(provider) = selector else {
         return custody_vault::service::VaultError::GrantNotFound.into();
     };
-    match state.vault.store().get_provider(&user.app_id, provider).await {
+    match state.vault().get_provider(&user.app_id, provider).await {
         Ok(None) => ApiError::new(
             StatusCode::NOT_FOUND,
             "provider_not_found",
@@ -350,7 +349,7 @@ pub async fn list_app_grants(state: Arc<AppState>, call: Call) -> Result<HttpRes
             })
             .transpose()?,
     };
-    let page = state.vault.list_grants(&app.id, &filter, &call.page()?).await?;
+    let page = state.vault().list_grants(&app.id, &filter, &call.page()?).await?;
     Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(grant_json).collect(), page.next_cursor)))
 }
 
@@ -368,7 +367,7 @@ pub async fn revoke_app_grant(state: Arc<AppState>, call: Call) -> Result<HttpRe
     if body.reason.as_ref().is_some_and(|r| r.len() > 1000) {
         return Err(ApiError::invalid_request("reason: at most 1000 characters"));
     }
-    let grant = state.vault.revoke_grant(&app.id, &id, body.reason, &Actor::operator()).await?;
+    let grant = state.vault().revoke_grant(&app.id, &id, body.reason, &Actor::operator()).await?;
     state.wake_outbox();
     Ok(json_response(StatusCode::OK, &grant_json(&grant)))
 }
@@ -411,7 +410,7 @@ pub async fn import_grant(state: Arc<AppState>, call: Call) -> Result<HttpRespon
     // Everything that can refuse the import is checked before a user may be created for it, so
     // a refused import changes nothing.
     import.validate()?;
-    if state.vault.store().get_provider(&app.id, &import.provider).await?.is_none() {
+    if state.vault().get_provider(&app.id, &import.provider).await?.is_none() {
         return Err(custody_vault::service::VaultError::ProviderNotFound(import.provider.to_string()).into());
     }
     let user = match (body.subject, body.user_id) {
@@ -420,13 +419,12 @@ pub async fn import_grant(state: Arc<AppState>, call: Call) -> Result<HttpRespon
             {
                 return Err(ApiError::invalid_request("subject: must be 1 to 255 characters, without NUL"));
             }
-            let new_id = UserId::parse(&state.identity.random().uuid()).map_err(|_| ApiError::internal())?;
-            state.store.ensure_user(&app.id, &subject, &new_id, state.clock.now()).await?
+            state.identity().ensure_user(&app.id, &subject).await?
         }
         (None, Some(id)) => {
             let not_found = || ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "user not found");
             let id = UserId::parse(&id).map_err(|_| not_found())?;
-            state.store.get_user(&app.id, &id).await?.ok_or_else(not_found)?
+            state.identity().get_user(&app.id, &id).await?.ok_or_else(not_found)?
         }
         _ => return Err(ApiError::invalid_request("subject: give exactly one of subject and user_id")),
     };
@@ -434,6 +432,6 @@ pub async fn import_grant(state: Arc<AppState>, call: Call) -> Result<HttpRespon
     if user.status == custody_identity::UserStatus::Deprovisioned {
         return Err(custody_identity::user::UserRefused::Deprovisioned.into());
     }
-    let grant = state.vault.import_grant(&app.id, &user.id, import, &Actor::operator()).await?;
+    let grant = state.vault().import_grant(&app.id, &user.id, import, &Actor::operator()).await?;
     Ok(json_response(StatusCode::CREATED, &grant_json(&grant)))
 }
