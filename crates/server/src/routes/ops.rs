@@ -5,18 +5,24 @@ use crate::json::{json_response, text_response, HttpResponse};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use hyper::StatusCode;
-use serde_json::json;
+use serde::Serialize;
 use std::sync::Arc;
+
+/// The body of the probes: `{"status": ...}`.
+#[derive(Serialize)]
+struct StatusJson {
+    status: &'static str,
+}
 
 /// `GET /healthz`: 200 while the process runs.
 pub async fn healthz(_state: Arc<AppState>, _call: Call) -> Result<HttpResponse, ApiError> {
-    Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
+    Ok(json_response(StatusCode::OK, &StatusJson { status: "ok" }))
 }
 
 /// `GET /readyz`: 200 when the database answers, else 503.
 pub async fn readyz(state: Arc<AppState>, _call: Call) -> Result<HttpResponse, ApiError> {
     match state.identity().check_storage().await {
-        Ok(()) => Ok(json_response(StatusCode::OK, &json!({"status": "ready"}))),
+        Ok(()) => Ok(json_response(StatusCode::OK, &StatusJson { status: "ready" })),
         Err(_) => Err(ApiError::unavailable("the database does not answer")),
     }
 }

@@ -1,6 +1,6 @@
 //! Runtime endpoints an app's backend calls for a signed-in user (API key + user token).
 
-use super::apps::user_json;
+use super::apps::UserJson;
 use super::{user_token, Call};
 use crate::json::{json_response, HttpResponse};
 use crate::problem::ApiError;
@@ -20,5 +20,5 @@ pub async fn acting_user(state: &AppState, call: &mut Call) -> Result<User, ApiE
 /// `GET /v1/me`.
 pub async fn me(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse, ApiError> {
     let user = acting_user(&state, &mut call).await?;
-    Ok(json_response(StatusCode::OK, &user_json(&user)))
+    Ok(json_response(StatusCode::OK, &UserJson::from(&user)))
 }

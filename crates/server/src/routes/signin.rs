@@ -3,7 +3,8 @@
 //! /v1/auth/sessions/{session_id}`) and the SDK callback page (`GET /v1/auth/callback`). The
 //! Wallet's pages are in `wallet.rs`.
 
-use super::apps::{existing_app, user_json};
+use super::apps::{existing_app, UserJson};
+use super::idp::IdpJson;
 use super::Call;
 use crate::html::{escape, Page};
 use crate::json::{json_response, no_content, parse_json, rfc3339, HttpResponse};
@@ -18,8 +19,7 @@ use custody_vault::signin::service::{
 use custody_vault::signin::{OidcClient, SdkSessionId, SignInFailure, SignInPurpose, TokenAuthMethod};
 use hyper::header::{HeaderValue, CACHE_CONTROL};
 use hyper::StatusCode;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 impl From<PutClientError> for ApiError {
@@ -74,25 +74,41 @@ fn no_store(mut response: HttpResponse) -> HttpResponse {
 
 /// The `oidc` member of the IdP object: whether a client is set, its id (never the secret), and
 /// the URLs the operator registers at the IdP.
-pub fn oidc_json(public_url: &str, client: Option<&OidcClient>) -> Value {
-    json!({
-        "configured": client.is_some(),
-        "client_id": client.map(|c| c.client_id.as_str()),
-        "token_endpoint_auth_method": client.map(|c| c.auth_method.as_str()),
-        "redirect_uris": {
-            "sdk": format!("{public_url}{}", SignInPurpose::Sdk.callback_path()),
-            "wallet": format!("{public_url}{}", SignInPurpose::Wallet.callback_path()),
-        },
-        "logout_url": format!("{public_url}/wallet/sign-in"),
-    })
+#[derive(Serialize)]
+pub struct OidcJson {
+    configured: bool,
+    client_id: Option<String>,
+    token_endpoint_auth_method: Option<&'static str>,
+    redirect_uris: RedirectUrisJson,
+    logout_url: String,
+}
+
+#[derive(Serialize)]
+struct RedirectUrisJson {
+    sdk: String,
+    wallet: String,
+}
+
+impl OidcJson {
+    pub fn new(public_url: &str, client: Option<&OidcClient>) -> Self {
+        Self {
+            configured: client.is_some(),
+            client_id: client.map(|c| c.client_id.as_str().to_owned()),
+            token_endpoint_auth_method: client.map(|c| c.auth_method.as_str()),
+            redirect_uris: RedirectUrisJson {
+                sdk: format!("{public_url}{}", SignInPurpose::Sdk.callback_path()),
+                wallet: format!("{public_url}{}", SignInPurpose::Wallet.callback_path()),
+            },
+            logout_url: format!("{public_url}/wallet/sign-in"),
+        }
+    }
 }
 
 /// The IdP object with its stored sub-resources: the webhook settings and the OIDC client.
-pub async fn idp_object(state: &AppState, config: &IdpConfig) -> Result<Value, ApiError> {
-    let mut object = super::webhooks::idp_object(state, config).await?;
+pub async fn idp_object<'a>(state: &AppState, config: &'a IdpConfig) -> Result<IdpJson<'a>, ApiError> {
+    let webhook = super::webhooks::idp_webhook(state, config).await?;
     let client = state.signin().client(&config.app_id).await?.filter(|c| c.idp_id == config.id);
-    object["oidc"] = oidc_json(&state.public_url(), client.as_ref());
-    Ok(object)
+    Ok(IdpJson::new(config, OidcJson::new(state.public_url(), client.as_ref()), webhook))
 }
 
 #[derive(Deserialize)]
@@ -148,12 +164,35 @@ pub async fn create_session(state: Arc<AppState>, call: Call) -> Result<HttpResp
     let started = state.signin().start_sdk_session(&key.app_id).await?;
     Ok(no_store(json_response(
         StatusCode::CREATED,
-        &json!({
-            "session_id": started.id.as_str(),
-            "authorize_url": started.authorize_url,
-            "expires_at": rfc3339(started.expires_at),
-        }),
+        &StartedSessionJson {
+            session_id: started.id.as_str(),
+            authorize_url: &started.authorize_url,
+            expires_at: rfc3339(started.expires_at),
+        },
     )))
+}
+
+/// The answer to starting an SDK session.
+#[derive(Serialize)]
+struct StartedSessionJson<'a> {
+    session_id: &'a str,
+    authorize_url: &'a str,
+    expires_at: String,
+}
+
+/// An SDK session's state; `user` once completed, `error` once failed, `user_token` on the
+/// first read after completion only.
+#[derive(Serialize)]
+struct SessionJson<'a> {
+    session_id: &'a str,
+    status: &'static str,
+    expires_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<UserJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_token: Option<&'a str>,
 }
 
 /// `GET /v1/auth/sessions/{session_id}`: the status, and the user token on the first read after
@@ -162,21 +201,15 @@ pub async fn get_session(state: Arc<AppState>, call: Call) -> Result<HttpRespons
     let key = call.app_key()?.clone();
     let id = SdkSessionId::parse(call.param(0)).map_err(|_| session_not_found())?;
     let view = state.signin().sdk_session(&key.app_id, &id).await?;
-    let mut body = json!({
-        "session_id": view.id.as_str(),
-        "status": view.status.as_str(),
-        "expires_at": rfc3339(view.expires_at),
-    });
-    if let Some(user) = &view.user {
-        body["user"] = user_json(user);
-    }
-    if let Some(error) = view.error {
-        body["error"] = json!(error.as_str());
-    }
-    if let Some(token) = &view.user_token {
+    let body = SessionJson {
+        session_id: view.id.as_str(),
+        status: view.status.as_str(),
+        expires_at: rfc3339(view.expires_at),
+        user: view.user.as_ref().map(UserJson::from),
+        error: view.error.map(|e| e.as_str()),
         // The one response that hands the token out.
-        body["user_token"] = json!(token.expose());
-    }
+        user_token: view.user_token.as_ref().map(|t| t.expose()),
+    };
     Ok(no_store(json_response(StatusCode::OK, &body)))
 }
 

@@ -1,11 +1,11 @@
 //! Vault endpoints: providers and policies (operator), the connect flow, the user's grants,
 //! token hand-out, and the operator's grant views, revocation and import.
 
-use super::apps::{existing_app, list_json};
+use super::apps::{existing_app, ListJson};
 use super::runtime::acting_user;
 use super::wallet::{cookie, set_cookie};
 use super::Call;
-use crate::json::{double_option, json_response, no_content, parse_json, redirect, rfc3339, rfc3339_opt, HttpResponse};
+use crate::json::{double_option, json_response, no_content, parse_json, redirect, rfc3339, HttpResponse};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use custody_identity::audit::Actor;
@@ -16,47 +16,110 @@ use custody_vault::ports::GrantFilter;
 use custody_vault::service::{GrantSelector, ImportGrant, ProviderInput};
 use custody_vault::{Grant, GrantId, GrantStatus, ProviderConfig, ProviderName};
 use hyper::StatusCode;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-pub fn grant_json(grant: &Grant) -> Value {
-    json!({
-        "id": grant.id,
-        "provider": grant.provider,
-        "status": grant.status.as_str(),
-        "scopes": grant.scopes,
-        "account": grant.account,
-        "user_id": grant.user_id,
-        "created_at": rfc3339(grant.created_at),
-        "updated_at": rfc3339(grant.updated_at),
-        "last_used_at": rfc3339_opt(grant.last_used_at),
-        "revoked_at": rfc3339_opt(grant.revoked_at),
-    })
+/// A grant as the API shows it (never its tokens).
+#[derive(Serialize)]
+pub struct GrantJson<'a> {
+    id: &'a GrantId,
+    provider: &'a ProviderName,
+    status: &'static str,
+    scopes: &'a [String],
+    account: Option<&'a str>,
+    user_id: &'a UserId,
+    created_at: String,
+    updated_at: String,
+    last_used_at: Option<String>,
+    revoked_at: Option<String>,
 }
 
-fn provider_json(p: &ProviderConfig) -> Value {
-    json!({
-        "provider": p.name,
-        "authorization_url": p.authorization_url,
-        "token_url": p.token_url,
-        "revocation_url": p.revocation_url,
-        "client_id": p.client_id,
-        "scopes": p.scopes,
-        "api_base_url": p.api_base_url,
-        "created_at": rfc3339(p.created_at),
-        "updated_at": rfc3339(p.updated_at),
-    })
+impl<'a> From<&'a Grant> for GrantJson<'a> {
+    fn from(grant: &'a Grant) -> Self {
+        Self {
+            id: &grant.id,
+            provider: &grant.provider,
+            status: grant.status.as_str(),
+            scopes: &grant.scopes,
+            account: grant.account.as_deref(),
+            user_id: &grant.user_id,
+            created_at: rfc3339(grant.created_at),
+            updated_at: rfc3339(grant.updated_at),
+            last_used_at: grant.last_used_at.map(rfc3339),
+            revoked_at: grant.revoked_at.map(rfc3339),
+        }
+    }
 }
 
-fn policy_json(p: &Policy) -> Value {
-    json!({
-        "provider": p.provider,
-        "allow_groups": p.allow_groups,
-        "allow_roles": p.allow_roles,
-        "token_access": p.token_access.as_str(),
-        "updated_at": rfc3339(p.updated_at),
-    })
+/// A provider as the API shows it (never its client secret).
+#[derive(Serialize)]
+struct ProviderJson<'a> {
+    provider: &'a ProviderName,
+    authorization_url: &'a str,
+    token_url: &'a str,
+    revocation_url: Option<&'a str>,
+    client_id: &'a str,
+    scopes: &'a [String],
+    api_base_url: Option<&'a str>,
+    created_at: String,
+    updated_at: String,
+}
+
+impl<'a> From<&'a ProviderConfig> for ProviderJson<'a> {
+    fn from(p: &'a ProviderConfig) -> Self {
+        Self {
+            provider: &p.name,
+            authorization_url: &p.authorization_url,
+            token_url: &p.token_url,
+            revocation_url: p.revocation_url.as_deref(),
+            client_id: &p.client_id,
+            scopes: &p.scopes,
+            api_base_url: p.api_base_url.as_deref(),
+            created_at: rfc3339(p.created_at),
+            updated_at: rfc3339(p.updated_at),
+        }
+    }
+}
+
+/// A policy as the API shows it.
+#[derive(Serialize)]
+struct PolicyJson<'a> {
+    provider: &'a ProviderName,
+    allow_groups: &'a BTreeSet<String>,
+    allow_roles: &'a BTreeSet<String>,
+    token_access: &'static str,
+    updated_at: String,
+}
+
+impl<'a> From<&'a Policy> for PolicyJson<'a> {
+    fn from(p: &'a Policy) -> Self {
+        Self {
+            provider: &p.provider,
+            allow_groups: &p.allow_groups,
+            allow_roles: &p.allow_roles,
+            token_access: p.token_access.as_str(),
+            updated_at: rfc3339(p.updated_at),
+        }
+    }
+}
+
+/// The answer to starting a connect flow.
+#[derive(Serialize)]
+struct ConnectSessionJson<'a> {
+    connect_url: &'a str,
+    expires_at: String,
+}
+
+/// A handed-out token (RFC 6749 section 5.1 style).
+#[derive(Serialize)]
+struct HandoutJson<'a> {
+    access_token: &'a str,
+    token_type: &'a str,
+    expires_at: Option<String>,
+    grant_id: &'a GrantId,
+    provider: &'a ProviderName,
+    scopes: &'a [String],
 }
 
 fn provider_param(call: &Call, n: usize) -> Result<ProviderName, ApiError> {
@@ -103,14 +166,14 @@ pub async fn put_provider(state: Arc<AppState>, call: Call) -> Result<HttpRespon
         api_base_url: body.api_base_url,
     };
     let provider = state.vault().put_provider(&app.id, &name, input, &Actor::operator()).await?;
-    Ok(json_response(StatusCode::OK, &provider_json(&provider)))
+    Ok(json_response(StatusCode::OK, &ProviderJson::from(&provider)))
 }
 
 pub async fn get_provider(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
     let provider = state.vault().get_provider(&app.id, &name).await?.ok_or_else(|| provider_not_found(&name))?;
-    Ok(json_response(StatusCode::OK, &provider_json(&provider)))
+    Ok(json_response(StatusCode::OK, &ProviderJson::from(&provider)))
 }
 
 fn provider_not_found(name: &ProviderName) -> ApiError {
@@ -120,7 +183,7 @@ fn provider_not_found(name: &ProviderName) -> ApiError {
 pub async fn list_providers(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let page = state.vault().list_providers(&app.id, &call.page()?).await?;
-    Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(provider_json).collect(), page.next_cursor)))
+    Ok(json_response(StatusCode::OK, &ListJson::<ProviderJson>::of(&page)))
 }
 
 pub async fn delete_provider(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
@@ -157,14 +220,14 @@ pub async fn put_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse
         .vault()
         .put_policy(&app.id, &name, body.allow_groups, body.allow_roles, token_access, &Actor::operator())
         .await?;
-    Ok(json_response(StatusCode::OK, &policy_json(&policy)))
+    Ok(json_response(StatusCode::OK, &PolicyJson::from(&policy)))
 }
 
 pub async fn get_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
     match state.vault().get_policy(&app.id, &name).await? {
-        PolicyLookup::Found(policy) => Ok(json_response(StatusCode::OK, &policy_json(&policy))),
+        PolicyLookup::Found(policy) => Ok(json_response(StatusCode::OK, &PolicyJson::from(&policy))),
         PolicyLookup::None => {
             Err(ApiError::new(StatusCode::NOT_FOUND, "policy_not_found", format!("no policy for `{name}`")))
         }
@@ -175,7 +238,7 @@ pub async fn get_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse
 pub async fn list_policies(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let page = state.vault().list_policies(&app.id, &call.page()?).await?;
-    Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(policy_json).collect(), page.next_cursor)))
+    Ok(json_response(StatusCode::OK, &ListJson::<PolicyJson>::of(&page)))
 }
 
 pub async fn delete_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
@@ -202,7 +265,7 @@ pub async fn create_connect_session(state: Arc<AppState>, mut call: Call) -> Res
     let session = state.vault().start_connect(&user, &body.provider, &body.return_url, body.scopes).await?;
     Ok(json_response(
         StatusCode::CREATED,
-        &json!({"connect_url": session.connect_url, "expires_at": rfc3339(session.expires_at)}),
+        &ConnectSessionJson { connect_url: &session.connect_url, expires_at: rfc3339(session.expires_at) },
     ))
 }
 
@@ -250,7 +313,7 @@ pub async fn connect_callback(state: Arc<AppState>, call: Call) -> Result<HttpRe
 pub async fn list_my_grants(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse, ApiError> {
     let user = acting_user(&state, &mut call).await?;
     let page = state.vault().user_grants(&user, &call.page()?).await?;
-    Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(grant_json).collect(), page.next_cursor)))
+    Ok(json_response(StatusCode::OK, &ListJson::<GrantJson>::of(&page)))
 }
 
 pub async fn revoke_my_grant(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse, ApiError> {
@@ -258,7 +321,7 @@ pub async fn revoke_my_grant(state: Arc<AppState>, mut call: Call) -> Result<Htt
     let id = grant_param(&call, 0)?;
     let grant = state.vault().revoke_user_grant(&user, &id).await?;
     state.wake_outbox();
-    Ok(json_response(StatusCode::OK, &grant_json(&grant)))
+    Ok(json_response(StatusCode::OK, &GrantJson::from(&grant)))
 }
 
 #[derive(Deserialize)]
@@ -288,14 +351,14 @@ pub async fn token(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse,
     };
     let mut response = json_response(
         StatusCode::OK,
-        &json!({
-            "access_token": handout.access_token.expose(),
-            "token_type": handout.token_type,
-            "expires_at": rfc3339_opt(handout.expires_at),
-            "grant_id": handout.grant_id,
-            "provider": handout.provider,
-            "scopes": handout.scopes,
-        }),
+        &HandoutJson {
+            access_token: handout.access_token.expose(),
+            token_type: &handout.token_type,
+            expires_at: handout.expires_at.map(rfc3339),
+            grant_id: &handout.grant_id,
+            provider: &handout.provider,
+            scopes: &handout.scopes,
+        },
     );
     // RFC 6749 section 5.1: responses carrying tokens must not be cached.
     response.headers_mut().insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
@@ -350,7 +413,7 @@ pub async fn list_app_grants(state: Arc<AppState>, call: Call) -> Result<HttpRes
             .transpose()?,
     };
     let page = state.vault().list_grants(&app.id, &filter, &call.page()?).await?;
-    Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(grant_json).collect(), page.next_cursor)))
+    Ok(json_response(StatusCode::OK, &ListJson::<GrantJson>::of(&page)))
 }
 
 #[derive(Deserialize, Default)]
@@ -369,7 +432,7 @@ pub async fn revoke_app_grant(state: Arc<AppState>, call: Call) -> Result<HttpRe
     }
     let grant = state.vault().revoke_grant(&app.id, &id, body.reason, &Actor::operator()).await?;
     state.wake_outbox();
-    Ok(json_response(StatusCode::OK, &grant_json(&grant)))
+    Ok(json_response(StatusCode::OK, &GrantJson::from(&grant)))
 }
 
 #[derive(Deserialize)]
@@ -433,5 +496,5 @@ pub async fn import_grant(state: Arc<AppState>, call: Call) -> Result<HttpRespon
         return Err(custody_identity::user::UserRefused::Deprovisioned.into());
     }
     let grant = state.vault().import_grant(&app.id, &user.id, import, &Actor::operator()).await?;
-    Ok(json_response(StatusCode::CREATED, &grant_json(&grant)))
+    Ok(json_response(StatusCode::CREATED, &GrantJson::from(&grant)))
 }

@@ -10,7 +10,7 @@
 
 use super::apps::existing_app;
 use super::Call;
-use crate::json::{json_response, parse_json, rfc3339_opt, HttpResponse};
+use crate::json::{json_response, parse_json, rfc3339, HttpResponse};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use custody_identity::audit::Actor;
@@ -23,8 +23,7 @@ use custody_vault::webhook::{
 };
 use hyper::header::AUTHORIZATION;
 use hyper::StatusCode;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// The body of `enable` and `rotate`.
@@ -132,34 +131,64 @@ impl From<ReceiveError> for ApiError {
 }
 
 /// The settings object `{"url", "enabled", "secret_source", "rotated_at"}`.
-pub fn view_json(view: &WebhookView) -> Value {
-    json!({
-        "url": view.url,
-        "enabled": view.enabled,
-        "secret_source": view.secret_source.as_str(),
-        "rotated_at": rfc3339_opt(view.rotated_at),
-    })
+#[derive(Serialize)]
+pub struct WebhookJson {
+    pub url: String,
+    pub enabled: bool,
+    pub secret_source: &'static str,
+    pub rotated_at: Option<String>,
 }
 
-fn enabled_json(enabled: EnabledWebhooks) -> Value {
-    let mut out = view_json(&enabled.view);
-    if let Some(secret) = enabled.signing_secret {
-        // Shown in this response only; the server keeps its keyed hash.
-        out["signing_secret"] = Value::String(secret.into_inner());
+impl From<&WebhookView> for WebhookJson {
+    fn from(view: &WebhookView) -> Self {
+        Self {
+            url: view.url.clone(),
+            enabled: view.enabled,
+            secret_source: view.secret_source.as_str(),
+            rotated_at: view.rotated_at.map(rfc3339),
+        }
     }
-    out
 }
 
-/// The IdP object of the contract, with the real webhook settings of `config`.
-pub async fn idp_object(state: &AppState, config: &IdpConfig) -> Result<Value, ApiError> {
-    let mut object = super::idp::idp_json(state, config);
+/// The settings after enabling or rotating, with the generated secret this once.
+#[derive(Serialize)]
+struct EnabledJson {
+    #[serde(flatten)]
+    view: WebhookJson,
+    /// Shown in this response only; the server keeps its keyed hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signing_secret: Option<String>,
+}
+
+impl From<EnabledWebhooks> for EnabledJson {
+    fn from(enabled: EnabledWebhooks) -> Self {
+        Self { view: WebhookJson::from(&enabled.view), signing_secret: enabled.signing_secret.map(Secret::into_inner) }
+    }
+}
+
+/// The `webhook` member of the IdP object: the stored settings of `config`'s app, or the
+/// defaults (disabled) when webhooks were never set up.
+pub async fn idp_webhook(state: &AppState, config: &IdpConfig) -> Result<WebhookJson, ApiError> {
     match state.webhooks().settings(&config.app_id).await {
-        Ok(view) => object["webhook"] = view_json(&view),
-        // Gone since the caller read it: the defaults stand.
-        Err(WebhookSettingsError::NotConfigured) => {}
-        Err(e) => return Err(e.into()),
+        Ok(view) => Ok(WebhookJson::from(&view)),
+        // Gone since the caller read it: the defaults stand, as for an IdP without settings.
+        Err(WebhookSettingsError::NotConfigured) => Ok(super::idp::default_webhook(state.public_url(), config)),
+        Err(e) => Err(e.into()),
     }
-    Ok(object)
+}
+
+/// The answer to a delivery: what became of its events.
+#[derive(Serialize)]
+struct CountsJson {
+    processed: u32,
+    ignored: u32,
+    duplicates: u32,
+}
+
+/// The answer to Okta's verification challenge.
+#[derive(Serialize)]
+struct VerificationJson {
+    verification: String,
 }
 
 fn secret_of(body: SecretBody) -> Option<Secret> {
@@ -169,27 +198,27 @@ fn secret_of(body: SecretBody) -> Option<Secret> {
 pub async fn get_settings(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let view = state.webhooks().settings(&app.id).await?;
-    Ok(json_response(StatusCode::OK, &view_json(&view)))
+    Ok(json_response(StatusCode::OK, &WebhookJson::from(&view)))
 }
 
 pub async fn enable(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let body: SecretBody = parse_json(&call.body)?;
     let enabled = state.webhooks().enable(&app.id, secret_of(body), &Actor::operator()).await?;
-    Ok(json_response(StatusCode::OK, &enabled_json(enabled)))
+    Ok(json_response(StatusCode::OK, &EnabledJson::from(enabled)))
 }
 
 pub async fn rotate(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let body: SecretBody = parse_json(&call.body)?;
     let rotated = state.webhooks().rotate(&app.id, secret_of(body), &Actor::operator()).await?;
-    Ok(json_response(StatusCode::OK, &enabled_json(rotated)))
+    Ok(json_response(StatusCode::OK, &EnabledJson::from(rotated)))
 }
 
 pub async fn disable(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let view = state.webhooks().disable(&app.id, &Actor::operator()).await?;
-    Ok(json_response(StatusCode::OK, &view_json(&view)))
+    Ok(json_response(StatusCode::OK, &WebhookJson::from(&view)))
 }
 
 fn header(call: &Call, name: &str) -> Option<String> {
@@ -205,7 +234,7 @@ pub async fn verify(state: Arc<AppState>, call: Call) -> Result<HttpResponse, Ap
     let challenge = call.headers.get(OKTA_VERIFICATION_HEADER).and_then(|v| v.to_str().ok());
     let verification = state.webhooks().verify_endpoint(&app, authorization, challenge).await?;
     tracing::info!(app = app.as_str(), "webhook URL verified by the identity provider");
-    Ok(json_response(StatusCode::OK, &json!({"verification": verification})))
+    Ok(json_response(StatusCode::OK, &VerificationJson { verification }))
 }
 
 /// `POST /v1/webhooks/{app_id}`: an identity provider's lifecycle events.
@@ -229,6 +258,6 @@ pub async fn receive(state: Arc<AppState>, call: Call) -> Result<HttpResponse, A
     );
     Ok(json_response(
         StatusCode::OK,
-        &json!({"processed": counts.processed, "ignored": counts.ignored, "duplicates": counts.duplicates}),
+        &CountsJson { processed: counts.processed, ignored: counts.ignored, duplicates: counts.duplicates },
     ))
 }
