@@ -14,7 +14,7 @@ use custody_identity::service::{IdentityService, IdentitySettings};
 use custody_identity::{ApiKeyRecord, IdpConfig, IssuerUrlPolicy, UnixTime};
 use custody_providers::crypto::{HmacHasher, KeyRing, OsRandom};
 use custody_providers::discovery::HttpDiscovery;
-use custody_providers::http::upstream::{UpstreamClient, UpstreamSettings};
+use custody_providers::http::upstream::UpstreamClient;
 use custody_providers::http::{HttpClient, HttpClientSettings};
 use custody_providers::jwks::{JwksSettings, JwksVerifier};
 use custody_providers::oauth::HttpOAuthClient;
@@ -120,11 +120,13 @@ impl AppState {
             ..HttpClientSettings::default()
         })
         .map_err(|e| StartError::HttpClient(e.to_string()))?;
-        let upstream = UpstreamClient::new(UpstreamSettings {
-            connect_timeout: Duration::from_secs(10),
-            overall_timeout: Duration::from_secs(config.proxy_timeout_secs),
-            allow_private_addresses: config.allow_insecure_issuers,
-        })
+        let upstream = custody_providers::http::upstream::UpstreamClient::new(
+            custody_providers::http::upstream::UpstreamSettings {
+                connect_timeout: Duration::from_secs(10),
+                overall_timeout: Duration::from_secs(config.proxy_timeout_secs),
+                allow_private_addresses: config.allow_insecure_issuers,
+            },
+        )
         .map_err(|e| StartError::HttpClient(e.to_string()))?;
         let discovery = Arc::new(HttpDiscovery::new(http.clone()));
         let verifier = Arc::new(JwksVerifier::new(
