@@ -1,6 +1,6 @@
 //! Vault use cases: providers and policies for the operator; connecting, listing, revoking and
-//! using grants for a user; importing and revoking for the operator; and draining the
-//! revocation outbox. They reach the world only through the ports they are built with.
+//! using grants for a user; importing and revoking for the operator; draining the revocation
+//! outbox; and pruning old webhook event ids and audit rows. They reach the world only through the ports they are built with.
 
 use crate::cipher::{Cipher, CipherError};
 use crate::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind, TokenSet};
@@ -1380,8 +1380,7 @@ fn sha256(data: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(data).into()
 }
 
-/// How long webhook event ids are kept to recognise redeliveries (identity providers retry for
-/// up to a few days).
+/// How long webhook event ids are kept to recognise redeliveries.
 pub const WEBHOOK_EVENT_RETENTION_SECS: i64 = 8 * 24 * 3600;
 
 /// Audit rows deleted per statement when pruning: small enough that each delete is a short
