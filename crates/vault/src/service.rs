@@ -1,6 +1,7 @@
 //! Vault use cases: providers and policies for the operator; connecting, listing, revoking and
 //! using grants for a user; importing and revoking for the operator; draining the revocation
-//! outbox; and pruning old webhook event ids and audit rows. They reach the world only through the ports they are built with.
+//! outbox; and pruning old webhook event ids and audit rows. They reach the world only through
+//! the ports they are built with.
 
 use crate::cipher::{Cipher, CipherError};
 use crate::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind, TokenSet};
