@@ -78,7 +78,7 @@ pub async fn deletion_webhook_with(backend: Backend, grants: usize) -> Duration 
         "id": "bench-deletion",
         "type": "user.deleted",
         "subject": SUBJECT,
-        "occurred_at": custody_server::json::rfc3339(server.state().clock.now()),
+        "occurred_at": custody_server::json::rfc3339(server.state().now()),
     }]}))
     .expect("JSON");
     let request = server

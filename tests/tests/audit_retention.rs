@@ -5,6 +5,7 @@
 use custody_identity::audit::AuditEntry;
 use custody_identity::ports::{Clock, Random as _};
 use custody_identity::{AppId, UnixTime};
+use custody_providers::crypto::OsRandom;
 use custody_store::testing::count_rows;
 use custody_tests::harness::{backends, TestServer};
 use custody_vault::ports::VaultStore;
@@ -27,10 +28,9 @@ async fn the_worker_prunes_audit_rows_older_than_the_retention() {
         let (app, _) = s.create_app("Retention").await;
         let store = s.store().await;
         // "Now" for the worker: an hour after the server's own rows (app.create) were written.
-        let now = s.state().clock.now().plus_seconds(3600);
-        let row = |at: UnixTime| {
-            AuditEntry::new(s.state().random.uuid(), AppId::parse(&app).unwrap(), at, "token.handout", "user:x")
-        };
+        let now = s.state().now().plus_seconds(3600);
+        let row =
+            |at: UnixTime| AuditEntry::new(OsRandom.uuid(), AppId::parse(&app).unwrap(), at, "token.handout", "user:x");
         // 2,500 rows 31 days old (more than two batches), 3 rows 29 days old.
         for i in 0..2_500 {
             VaultStore::append_audit(&store, &row(now.plus_seconds(-31 * DAY + i))).await.unwrap();

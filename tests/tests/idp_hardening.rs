@@ -145,7 +145,7 @@ async fn a_hanging_idp_does_not_stall_user_requests() {
             .as_str()
             .unwrap()
             .to_owned();
-        server.state().verifier.settled(&jwks_uri).await;
+        server.state().jwks().settled(&jwks_uri).await;
         idp.set_jwks_hanging(true);
         let mut slowest = std::time::Duration::ZERO;
         for i in 0..10 {

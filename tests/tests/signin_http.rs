@@ -937,10 +937,10 @@ async fn the_client_secret_is_resealed_under_a_new_master_key() {
         // k2 first, k1 still known: the secret sealed under k1 is moved to k2.
         let both = format!("{k2},{MASTER_KEYS}");
         let mut server = TestServer::start_on(db, |c| c.master_keys = Some(Secret::new(both))).await;
-        server.state().vault.reseal_all(100).await.expect("vault reseal");
-        let report = server.state().signin.reseal_client_secrets(100).await.expect("reseal");
+        server.state().vault().reseal_all(100).await.expect("vault reseal");
+        let report = server.state().signin().reseal_client_secrets(100).await.expect("reseal");
         assert_eq!((report.examined, report.resealed), (1, 1), "{report:?}");
-        let again = server.state().signin.reseal_client_secrets(100).await.expect("reseal again");
+        let again = server.state().signin().reseal_client_secrets(100).await.expect("reseal again");
         assert_eq!(again.resealed, 0, "{again:?}");
         server.stop().await;
         let TestServer { db, .. } = server;

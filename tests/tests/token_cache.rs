@@ -103,7 +103,7 @@ async fn settings_changes_and_deprovisioning_hold_with_a_cached_token() {
         let (status, user) = me(&server, &key, &token).await;
         assert_eq!(status, StatusCode::OK, "{user}");
         assert_eq!(me(&server, &key, &token).await.0, StatusCode::OK);
-        let hits = server.state().verifier.verified_cache_hits();
+        let hits = server.state().jwks().verified_cache_hits();
         assert!(hits >= 1, "the second call should have hit the cache");
 
         // An audience change applies to the cached token at once (claims are checked per call),

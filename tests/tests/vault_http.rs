@@ -11,6 +11,7 @@ use base64::Engine as _;
 use custody_identity::audit::{AuditEntry, AuditOutcome};
 use custody_identity::ports::Random as _;
 use custody_identity::{AppId, Secret};
+use custody_providers::crypto::{KeyRing, OsRandom};
 use custody_server::{Config, RunningServer};
 use custody_store::testing::TestDatabase;
 use custody_store::Backend;
@@ -19,6 +20,7 @@ use custody_tests::fake_idp::{Alg, FakeIdp};
 use custody_tests::fake_oauth::{Failure, FakeOAuth, CLIENT_ID, CLIENT_SECRET};
 use custody_tests::harness::{backends, Answer, TestServer, ADMIN_TOKEN, MASTER_KEYS};
 use custody_vault::grant::{Credential, TokenKind};
+use custody_vault::ports::VaultStore as _;
 use custody_vault::Cipher as _;
 use custody_vault::GrantId;
 use reqwest::{Method, StatusCode};
@@ -218,7 +220,7 @@ impl World {
     async fn drain_until(&self, done: impl Fn(&FakeOAuth) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            self.s.state().vault.drain_outbox(100).await.expect("drain outbox");
+            self.s.state().vault().drain_outbox(100).await.expect("drain outbox");
             if done(&self.oauth) {
                 return;
             }
@@ -1298,14 +1300,14 @@ async fn swapped_ciphertexts_do_not_open() {
         assert_eq!(access_token(&w.token_for(&ub).await), tb);
 
         // Swap the sealed access tokens of the two credential rows, through the store itself.
-        let store = w.s.state().vault.store().clone();
+        let store = w.s.store().await;
         let (ga_id, gb_id) = (GrantId::parse(&ga).unwrap(), GrantId::parse(&gb).unwrap());
         let ca = store.load_credential(&ga_id).await.unwrap().expect("credential a");
         let cb = store.load_credential(&gb_id).await.unwrap().expect("credential b");
         let audit = |grant: &str| AuditEntry {
-            id: w.s.state().random.uuid(),
+            id: OsRandom.uuid(),
             app_id: AppId::parse(&w.app).unwrap(),
-            at: w.s.state().clock.now(),
+            at: w.s.state().now(),
             action: "test.tamper".into(),
             actor: "system".into(),
             user_id: None,
@@ -1366,11 +1368,11 @@ async fn key_rotation_on(backend: Backend) {
     let (access_new, refresh_new) = oauth.issue_tokens();
     let a = api.admin(Method::POST, &format!("/v1/apps/{app}/grants"), Some(json!({"subject": "rot2", "provider": PROVIDER, "access_token": access_new, "refresh_token": refresh_new, "expires_in": 3600}))).await;
     assert_eq!(a.status, StatusCode::CREATED, "[{b}] {:?}", a.body);
-    let report = s.state().vault.reseal_all(100).await.expect("reseal");
+    let report = s.state().vault().reseal_all(100).await.expect("reseal");
     // At least: access and refresh token, the provider's client secret, the instance hash key.
     assert!(report.resealed >= 4, "[{b}] {report:?}");
     assert!(report.examined >= report.resealed + 2, "[{b}] the k2 grant was examined too: {report:?}");
-    let again = s.state().vault.reseal_all(100).await.expect("reseal again");
+    let again = s.state().vault().reseal_all(100).await.expect("reseal again");
     assert_eq!(again.resealed, 0, "[{b}] nothing stale after a reseal: {again:?}");
     s.stop().await;
     let TestServer { db, .. } = s;
@@ -1458,7 +1460,7 @@ async fn outbox_survives_a_restart() {
         tokio::time::sleep(Duration::from_millis(2100)).await;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            s.state().vault.drain_outbox(100).await.expect("drain");
+            s.state().vault().drain_outbox(100).await.expect("drain");
             let revoked = oauth.revoked_tokens();
             if revoked.contains(&access) && revoked.contains(&refresh) {
                 break;
@@ -1516,7 +1518,7 @@ async fn revoke_during_a_refresh() {
         let deadline = Instant::now() + Duration::from_secs(8);
         let mut minted_revoked = false;
         while Instant::now() < deadline {
-            w.s.state().vault.drain_outbox(100).await.unwrap();
+            w.s.state().vault().drain_outbox(100).await.unwrap();
             if w.oauth.revoked_tokens().contains(&minted_refresh) {
                 minted_revoked = true;
                 break;
@@ -1612,7 +1614,7 @@ async fn a_connect_in_flight_cannot_store_tokens_for_a_deprovisioned_user() {
         let (_, callback) = get_redirect(&w.api.http, &authorize).await;
         // The IdP says the user is gone while they are at the provider.
         let store = w.s.store().await;
-        let now = w.s.state().clock.now();
+        let now = w.s.state().now();
         assert!(custody_store::testing::set_user_status(
             &store,
             &user_id,
@@ -1880,22 +1882,23 @@ async fn invalid_grant_after_the_credential_moved_on_uses_the_new_one() {
         wait_for(|| w.oauth.refresh_calls() > calls, "the refresh to reach the provider").await;
         // Another process refreshes first and stores the next credential.
         let state = w.s.state();
-        let store = state.vault.store().clone();
+        let store = w.s.store().await;
+        let cipher = KeyRing::parse(MASTER_KEYS).unwrap();
         let current = store.load_credential(&grant).await.unwrap().expect("credential");
         let seal = |kind: TokenKind, value: &str| {
-            state.cipher.seal_secret(&Secret::new(value), &Credential::aad(&grant, kind)).unwrap()
+            cipher.seal_secret(&Secret::new(value), &Credential::aad(&grant, kind)).unwrap()
         };
         let next = Credential {
             access_token: seal(TokenKind::Access, "moved-on-access"),
             refresh_token: Some(seal(TokenKind::Refresh, "moved-on-refresh")),
-            expires_at: Some(state.clock.now().plus_seconds(3600)),
+            expires_at: Some(state.now().plus_seconds(3600)),
             version: current.version + 1,
             ..current.clone()
         };
         let audit = AuditEntry {
-            id: state.random.uuid(),
+            id: OsRandom.uuid(),
             app_id: AppId::parse(&w.app).unwrap(),
-            at: state.clock.now(),
+            at: state.now(),
             action: "token.refresh".into(),
             actor: "system".into(),
             user_id: None,

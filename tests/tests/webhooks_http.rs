@@ -1109,7 +1109,7 @@ async fn a_clerk_secret_is_resealed_under_a_new_master_key() {
         let both = format!("{k2},{}", custody_tests::harness::MASTER_KEYS);
         let mut s =
             TestServer::start_on(db, |c| c.master_keys = Some(custody_identity::Secret::new(both.clone()))).await;
-        let before = s.state().vault.reseal_all(100).await.expect("reseal");
+        let before = s.state().vault().reseal_all(100).await.expect("reseal");
         assert!(before.resealed >= 2, "[{b}] the hash key and the webhook secret: {before:?}");
         s.stop().await;
         let TestServer { db, .. } = s;

@@ -401,7 +401,7 @@ pub async fn run(args: &[String]) -> Result<(), String> {
         grants["items"].as_array().is_some_and(|g| g.iter().all(|g| g["status"] == "revoked")),
         "her grant is revoked and its tokens deleted",
     )?;
-    server.state.vault.drain_outbox(100).await.map_err(|e| e.to_string())?;
+    server.state.vault().drain_outbox(100).await.map_err(|e| e.to_string())?;
     d.check(!oauth.revoked_tokens().is_empty(), "and the provider was told to revoke them (RFC 7009)")?;
 
     let wallet = wallet_step(&mut d, &idp, &app_id, &oauth).await?;

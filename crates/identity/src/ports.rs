@@ -243,4 +243,20 @@ pub trait TokenVerifier: Send + Sync {
     /// Forgets whatever is cached for this app's IdP (keys, verified tokens), after its
     /// configuration changed or went away.
     async fn forget(&self, config: &IdpConfig);
+
+    /// Fetches the key set at `config.jwks_uri` now (after a fetch already in flight ends, since
+    /// it may have started before the keys changed) and makes it the set in use: tokens signed
+    /// by a key it no longer holds fail from the next verification, cached ones included.
+    /// [`TokenRejection::KeysUnavailable`] when the fetch fails.
+    async fn refresh_keys(&self, config: &IdpConfig) -> Result<FetchedKeys, TokenRejection>;
+}
+
+/// An IdP's key set as [`TokenVerifier::refresh_keys`] just fetched it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedKeys {
+    /// The key ids of the usable keys, sorted, without duplicates (keys without a kid are left
+    /// out).
+    pub kids: Vec<String>,
+    /// When the set was fetched.
+    pub fetched_at: UnixTime,
 }

@@ -3,7 +3,7 @@
 //! the ports they are built with.
 
 use crate::app::{api_key_prefix, ApiKeyRecord, App, AppName, API_KEY_PREFIX_LEN};
-use crate::audit::{Actor, AuditEntry};
+use crate::audit::{Actor, AuditEntry, AuditFilter};
 use crate::claims::ClaimMappings;
 use crate::idp::{ClaimMappingsLocked, IdpConfig, IdpEndpoints, IdpKind, IdpPatch, RequestedClaims};
 use crate::ids::{ApiKeyId, AppId, IdpId, UserId};
@@ -12,11 +12,12 @@ use crate::jwt::{
     audience_contains, precheck_issuer, strip_bearer_scheme, validate_claims, ClaimExpectations, TokenRejection,
     VerifiedClaims,
 };
+use crate::page::{Page, PageRequest};
 use crate::ports::{
-    Clock, CreateIdpError, Discovery, DiscoveryDocument, DiscoveryError, IdentityStore, LockGuard, Random,
+    Clock, CreateIdpError, Discovery, DiscoveryDocument, DiscoveryError, FetchedKeys, IdentityStore, LockGuard, Random,
     ResolveUserError, SecretHasher, StoreError, TokenVerifier, UpdateIdpError,
 };
-use crate::user::{User, UserRefused};
+use crate::user::{User, UserRefused, UserStatus};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use std::fmt;
@@ -427,6 +428,90 @@ impl IdentityService {
             Err(ResolveUserError::ConfigChanged) => Err(ResolveError::ConfigChanged),
             Err(ResolveUserError::Store(e)) => Err(e.into()),
         }
+    }
+
+    // ----- operator reads and maintenance (the server never reaches the store itself) -----
+
+    /// Whether the storage answers (readiness).
+    pub async fn check_storage(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
+    /// One page of the apps.
+    pub async fn list_apps(&self, page: &PageRequest) -> Result<Page<App>, StoreError> {
+        self.store.list_apps(page).await
+    }
+
+    /// The app `id`, if it exists.
+    pub async fn get_app(&self, id: &AppId) -> Result<Option<App>, StoreError> {
+        self.store.get_app(id).await
+    }
+
+    /// Deletes the app and everything it owns; `false` when there was no such app. What the
+    /// token verifier cached for the app's IdP is forgotten, so nothing outlives the app.
+    pub async fn delete_app(&self, id: &AppId) -> Result<bool, StoreError> {
+        let idp = self.store.get_idp(id).await?;
+        if !self.store.delete_app(id).await? {
+            return Ok(false);
+        }
+        if let Some(config) = idp {
+            self.verifier.forget(&config).await;
+        }
+        Ok(true)
+    }
+
+    /// One page of the app's API keys (records only; the keys themselves are never stored).
+    pub async fn list_api_keys(&self, app: &AppId, page: &PageRequest) -> Result<Page<ApiKeyRecord>, StoreError> {
+        self.store.list_api_keys(app, page).await
+    }
+
+    /// Records that `key` was used now. Callers coalesce these writes; the time only informs
+    /// the operator, so a lost write costs nothing.
+    pub async fn record_key_use(&self, key: &ApiKeyId) -> Result<(), StoreError> {
+        self.store.touch_api_key(key, self.clock.now()).await
+    }
+
+    /// The app's identity provider configuration, if it has one.
+    pub async fn get_idp(&self, app: &AppId) -> Result<Option<IdpConfig>, StoreError> {
+        self.store.get_idp(app).await
+    }
+
+    /// Fetches the key set of `config`'s IdP now (see [`TokenVerifier::refresh_keys`]): a key
+    /// the IdP removed stops verifying from the next request, cached tokens included.
+    pub async fn refresh_keys(&self, config: &IdpConfig) -> Result<FetchedKeys, TokenRejection> {
+        self.verifier.refresh_keys(config).await
+    }
+
+    /// One page of the app's users, oldest first, optionally only those with `status`.
+    pub async fn list_users(
+        &self,
+        app: &AppId,
+        status: Option<UserStatus>,
+        page: &PageRequest,
+    ) -> Result<Page<User>, StoreError> {
+        self.store.list_users(app, status, page).await
+    }
+
+    /// The app's user `user`, of any status.
+    pub async fn get_user(&self, app: &AppId, user: &UserId) -> Result<Option<User>, StoreError> {
+        self.store.get_user(app, user).await
+    }
+
+    /// The user with `subject` in `app`, created `active` when unknown, without touching the
+    /// claim lock (an operator's import is not a sign-in). Returned as stored, of any status.
+    pub async fn ensure_user(&self, app: &AppId, subject: &str) -> Result<User, StoreError> {
+        let new_id = UserId::parse(&self.new_id()).unwrap_or_else(|_| unreachable_uuid());
+        self.store.ensure_user(app, subject, &new_id, self.clock.now()).await
+    }
+
+    /// One page of the app's audit rows matching `filter`, newest first.
+    pub async fn list_audit(
+        &self,
+        app: &AppId,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AuditEntry>, StoreError> {
+        self.store.list_audit(app, filter, page).await
     }
 }
 

@@ -34,7 +34,8 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use custody_identity::idp::IdpConfig;
 use custody_identity::jwt::TokenRejection;
-use custody_identity::ports::TokenVerifier;
+use custody_identity::ports::{FetchedKeys, TokenVerifier};
+use custody_identity::UnixTime;
 use josekit::jwk::Jwk;
 use josekit::jws::{EdDSA, JwsVerifier, ES256, PS256, RS256};
 use moka::future::Cache;
@@ -795,6 +796,12 @@ impl TokenVerifier for JwksVerifier {
 
     async fn forget(&self, config: &IdpConfig) {
         self.forget_jwks_uri(&config.jwks_uri).await;
+    }
+
+    async fn refresh_keys(&self, config: &IdpConfig) -> Result<FetchedKeys, TokenRejection> {
+        let refreshed = self.refresh_now(&config.jwks_uri).await?;
+        let secs = refreshed.fetched_at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Ok(FetchedKeys { kids: refreshed.kids, fetched_at: UnixTime(i64::try_from(secs).unwrap_or(i64::MAX)) })
     }
 }
 

@@ -146,7 +146,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 /// A JSON response.
-pub fn json_response(status: StatusCode, value: &serde_json::Value) -> HttpResponse {
+pub fn json_response<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> HttpResponse {
     let body = serde_json::to_vec(value).unwrap_or_default();
     let mut response = Response::new(full(body));
     *response.status_mut() = status;

@@ -127,7 +127,7 @@ async fn serve(listener: TcpListener, state: Arc<AppState>, limits: Limits, mut 
         let Ok(slot) = connections.clone().try_acquire_owned() else {
             // Over the cap: one 503 with Retry-After, then the connection closes. The header
             // timeout bounds how long a refused client can hold even this.
-            state.metrics.record("over_capacity", 503, Duration::ZERO);
+            state.metrics().record("over_capacity", 503, Duration::ZERO);
             let refused = refusing.serve_connection(
                 TokioIo::new(stream),
                 service_fn(|_request| async {
@@ -154,7 +154,7 @@ async fn serve(listener: TcpListener, state: Arc<AppState>, limits: Limits, mut 
                 let status = response.status().as_u16();
                 span.record("route", route);
                 span.record("status", status);
-                state.metrics.record(route, status, started.elapsed());
+                state.metrics().record(route, status, started.elapsed());
                 if let Ok(v) = HeaderValue::from_str(&request_id) {
                     response.headers_mut().insert("x-request-id", v);
                 }

@@ -6,12 +6,15 @@
 use crate::bootstrap::{self, Secrets};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::portal::session::PortalSessions;
+use crate::portal::SignInThrottle;
 use crate::problem::ApiError;
 use custody_identity::ports::{Clock, Random, SecretHasher};
 use custody_identity::service::{IdentityService, IdentitySettings};
 use custody_identity::{ApiKeyRecord, IdpConfig, IssuerUrlPolicy, UnixTime};
 use custody_providers::crypto::{HmacHasher, KeyRing, OsRandom};
 use custody_providers::discovery::HttpDiscovery;
+use custody_providers::http::upstream::UpstreamClient;
 use custody_providers::http::{HttpClient, HttpClientSettings};
 use custody_providers::jwks::{JwksSettings, JwksVerifier};
 use custody_providers::oauth::HttpOAuthClient;
@@ -58,29 +61,33 @@ const ADMIN_TOKEN_PURPOSE: &str = "admin-token";
 /// The instance secret holding the keyed-hash key, sealed by the key ring.
 const HASH_KEY_NAME: &str = "hash-key";
 
-/// Everything a request handler needs.
+/// Everything a request handler needs: the use cases, and what belongs to the server itself
+/// (configuration, metrics, the portal's sessions and throttle, the outbox waker, the proxy's
+/// client). The adapters behind the use cases are not reachable from here, so a handler can only
+/// act through a use case.
 pub struct AppState {
-    pub config: Config,
-    pub public_url: String,
-    pub identity: IdentityService,
-    pub vault: VaultService,
+    config: Config,
+    public_url: String,
+    identity: IdentityService,
+    vault: VaultService,
     /// Sign-in through the app's IdP: OIDC client settings, SDK sessions, the Wallet.
-    pub signin: SignInService,
+    signin: SignInService,
     /// Lifecycle webhooks: settings and deliveries.
-    pub webhooks: WebhookService,
-    pub store: Store,
-    pub verifier: Arc<JwksVerifier>,
-    pub cipher: Arc<KeyRing>,
-    pub hasher: Arc<HmacHasher>,
-    pub random: Arc<OsRandom>,
-    pub clock: Arc<dyn Clock>,
-    pub metrics: Metrics,
+    webhooks: WebhookService,
+    /// The JWKS cache behind `identity`, held for its counters only.
+    jwks: Arc<JwksVerifier>,
+    /// For the admin-token check.
+    hasher: Arc<HmacHasher>,
+    clock: Arc<dyn Clock>,
+    metrics: Metrics,
+    /// The Developer Portal's operator sessions.
+    portal_sessions: PortalSessions,
     /// Failed Developer Portal sign-ins, for the growing lock-out.
-    pub portal_throttle: crate::portal::SignInThrottle,
+    portal_throttle: SignInThrottle,
     /// Wakes the revocation outbox worker after a revocation queued provider calls.
-    pub outbox_wake: Arc<tokio::sync::Notify>,
+    outbox_wake: Arc<tokio::sync::Notify>,
     /// The proxy's outbound client (streaming, same address rules).
-    pub upstream: custody_providers::http::upstream::UpstreamClient,
+    upstream: UpstreamClient,
     admin_token_hash: Vec<u8>,
     /// Keys whose `last_used_at` was written in the last minute, to coalesce those writes.
     key_touches: moka::sync::Cache<String, ()>,
@@ -195,6 +202,7 @@ impl AppState {
             outbox: Arc::new(NotifyOutbox(outbox_wake.clone())),
             public_url: public_url.clone(),
         });
+        let portal_sessions = PortalSessions::new(store, hasher.clone(), random, clock.clone());
         Ok(AppState {
             config,
             public_url,
@@ -202,14 +210,12 @@ impl AppState {
             vault,
             signin,
             webhooks,
-            store,
-            verifier,
-            cipher,
+            jwks: verifier,
             hasher,
-            random,
-            portal_throttle: crate::portal::SignInThrottle::default(),
             clock,
             metrics: Metrics::default(),
+            portal_sessions,
+            portal_throttle: SignInThrottle::default(),
             outbox_wake,
             upstream,
             admin_token_hash,
@@ -218,6 +224,67 @@ impl AppState {
                 .time_to_live(Duration::from_secs(60))
                 .build(),
         })
+    }
+
+    /// The configuration the server started with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The public base URL (configured, or derived from the bound address).
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// Apps, API keys, identity providers, users and audit rows.
+    pub fn identity(&self) -> &IdentityService {
+        &self.identity
+    }
+
+    /// Providers, policies, grants, hand-out, proxy leases, revocation and maintenance.
+    pub fn vault(&self) -> &VaultService {
+        &self.vault
+    }
+
+    /// Sign-in through the app's IdP: OIDC client settings, SDK sessions, the Wallet.
+    pub fn signin(&self) -> &SignInService {
+        &self.signin
+    }
+
+    /// Lifecycle webhooks: settings and deliveries.
+    pub fn webhooks(&self) -> &WebhookService {
+        &self.webhooks
+    }
+
+    /// The JWKS cache, for its counters (`/metrics`) and for tests that wait for a background
+    /// fetch; verification and key refreshes go through [`Self::identity`].
+    pub fn jwks(&self) -> &JwksVerifier {
+        &self.jwks
+    }
+
+    /// The current time as the server tells it (cookie lifetimes, the portal's throttle).
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    /// Request counts and latencies for `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The Developer Portal's operator sessions.
+    pub fn portal_sessions(&self) -> &PortalSessions {
+        &self.portal_sessions
+    }
+
+    /// Failed Developer Portal sign-ins, for the growing lock-out.
+    pub fn portal_throttle(&self) -> &SignInThrottle {
+        &self.portal_throttle
+    }
+
+    /// The proxy's outbound client.
+    pub fn upstream(&self) -> &UpstreamClient {
+        &self.upstream
     }
 
     /// Whether `presented` is the admin token (constant-time comparison of keyed hashes).
@@ -249,11 +316,9 @@ impl AppState {
     fn note_key_use(&self, record: &ApiKeyRecord) {
         if self.key_touches.get(record.id.as_str()).is_none() {
             self.key_touches.insert(record.id.as_str().to_owned(), ());
-            let store = self.store.clone();
-            let (id, now) = (record.id.clone(), self.clock.now());
+            let (identity, id) = (self.identity.clone(), record.id.clone());
             tokio::spawn(async move {
-                use custody_identity::ports::IdentityStore as _;
-                if let Err(e) = store.touch_api_key(&id, now).await {
+                if let Err(e) = identity.record_key_use(&id).await {
                     tracing::warn!(error = %e, "could not record API key use");
                 }
             });
@@ -263,6 +328,11 @@ impl AppState {
     /// Asks the outbox worker to run now (after revocations queued provider calls).
     pub fn wake_outbox(&self) {
         self.outbox_wake.notify_one();
+    }
+
+    /// Resolves when [`Self::wake_outbox`] was called (for the outbox worker).
+    pub async fn outbox_woken(&self) {
+        self.outbox_wake.notified().await;
     }
 }
 

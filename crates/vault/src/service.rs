@@ -1,10 +1,11 @@
 //! Vault use cases: providers and policies for the operator; connecting, listing, revoking and
-//! using grants for a user; importing and revoking for the operator; and draining the
-//! revocation outbox. They reach the world only through the ports they are built with.
+//! using grants for a user; importing and revoking for the operator; draining the revocation
+//! outbox; and pruning old webhook event ids and audit rows. They reach the world only through
+//! the ports they are built with.
 
 use crate::cipher::{Cipher, CipherError};
 use crate::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind, TokenSet};
-use crate::policy::{allows_handout, evaluate, Policy, PolicyDecision, TokenAccess};
+use crate::policy::{allows_handout, evaluate, Policy, PolicyDecision, PolicyLookup, TokenAccess};
 use crate::ports::{
     ConnectState, GrantFilter, HandoutView, OAuthClient, OAuthEndpoint, OAuthError, OutboxItem, RefreshLock,
     RefreshLockError, RevokeScope, SaveGrantError, VaultStore,
@@ -510,10 +511,6 @@ impl VaultService {
         settings: VaultSettings,
     ) -> Self {
         Self { store, locks, oauth, cipher, clock, random, settings, flights: Arc::default() }
-    }
-
-    pub fn store(&self) -> &Arc<dyn VaultStore> {
-        &self.store
     }
 
     fn audit(&self, app: &AppId, action: &str, actor: String) -> AuditEntry {
@@ -1430,6 +1427,41 @@ impl VaultService {
         }
         Ok(report)
     }
+
+    // ----- operator reads and maintenance (the server never reaches the store itself) -----
+
+    /// The app's provider `name`, if configured (its client secret stays sealed).
+    pub async fn get_provider(&self, app: &AppId, name: &ProviderName) -> Result<Option<ProviderConfig>, StoreError> {
+        self.store.get_provider(app, name).await
+    }
+
+    /// One page of the app's providers, by name.
+    pub async fn list_providers(&self, app: &AppId, page: &PageRequest) -> Result<Page<ProviderConfig>, StoreError> {
+        self.store.list_providers(app, page).await
+    }
+
+    /// The app's policy for `provider`: found, absent, or stored but unreadable (which every
+    /// decision treats as a denial).
+    pub async fn get_policy(&self, app: &AppId, provider: &ProviderName) -> Result<PolicyLookup, StoreError> {
+        self.store.get_policy(app, provider).await
+    }
+
+    /// One page of the app's policies.
+    pub async fn list_policies(&self, app: &AppId, page: &PageRequest) -> Result<Page<Policy>, StoreError> {
+        self.store.list_policies(app, page).await
+    }
+
+    /// Forgets the webhook event ids received more than [`WEBHOOK_EVENT_RETENTION_SECS`] ago;
+    /// a redelivery that late is no longer recognised as a duplicate. Returns how many.
+    pub async fn prune_webhook_events(&self) -> Result<u64, StoreError> {
+        self.store.prune_webhook_events(self.clock.now().plus_seconds(-WEBHOOK_EVENT_RETENTION_SECS)).await
+    }
+
+    /// Deletes the audit rows (of every app) older than `retention_days`, see
+    /// [`prune_audit_before`]. Returns how many.
+    pub async fn prune_audit(&self, retention_days: u32) -> Result<u64, StoreError> {
+        prune_audit_before(self.store.as_ref(), audit_cutoff(self.clock.now(), retention_days)).await
+    }
 }
 
 /// What [`VaultService::reseal_all`] did.
@@ -1479,6 +1511,48 @@ pub fn state_hash(state: &str) -> String {
 fn sha256(data: &[u8]) -> [u8; 32] {
     use sha2::Digest as _;
     sha2::Sha256::digest(data).into()
+}
+
+/// How long webhook event ids are kept to recognise redeliveries.
+pub const WEBHOOK_EVENT_RETENTION_SECS: i64 = 8 * 24 * 3600;
+
+/// Audit rows deleted per statement when pruning: small enough that each delete is a short
+/// transaction that never holds up hand-outs for long.
+pub const AUDIT_PRUNE_BATCH: u32 = 1000;
+
+/// The time before which audit rows are older than `retention_days` at `now`.
+pub fn audit_cutoff(now: UnixTime, retention_days: u32) -> UnixTime {
+    now.plus_seconds(-i64::from(retention_days) * 86_400)
+}
+
+/// Deletes the audit rows recorded before `cutoff`, in batches of [`AUDIT_PRUNE_BATCH`],
+/// letting other tasks run between batches. Returns how many were deleted.
+pub async fn prune_audit_before(store: &dyn VaultStore, cutoff: UnixTime) -> Result<u64, StoreError> {
+    let mut total = 0;
+    loop {
+        let deleted = store.prune_audit(cutoff, AUDIT_PRUNE_BATCH).await?;
+        total += deleted;
+        if deleted == 0 {
+            return Ok(total);
+        }
+        yield_now().await;
+    }
+}
+
+/// Returns to the executor once, so a long prune shares the thread with the requests (the
+/// domain has no runtime to ask; any executor honours a waker woken right away).
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ pub async fn reseal(io: &mut Io<'_>) -> u8 {
     };
     let mut report = {
         let result = state
-            .vault
+            .vault()
             .reseal_all_with_progress(500, |so_far, kinds_left| {
                 io.progress(&format!(
                     "examined {}  re-sealed {}  remaining: {kinds_left} kinds of sealed values, then OIDC client secrets",
@@ -145,7 +145,7 @@ pub async fn reseal(io: &mut Io<'_>) -> u8 {
             }
         }
     };
-    match state.signin.reseal_client_secrets(500).await {
+    match state.signin().reseal_client_secrets(500).await {
         Ok(more) => {
             report.examined += more.examined;
             report.resealed += more.resealed;

@@ -44,8 +44,7 @@ struct ProvidersPage {
 async fn providers(state: &AppState, op: &Operator, app: &App, errors: FieldErrors) -> PortalResult {
     let base = format!("/portal/apps/{}/providers", app.id);
     let listed = state
-        .vault
-        .store()
+        .vault()
         .list_providers(&app.id, &PageRequest::new(Some(1000), None).unwrap_or_else(|_| PageRequest::first()))
         .await
         .map_err(|e| failure(op, e.into(), &base))?;
@@ -98,7 +97,7 @@ pub async fn put_provider(state: Arc<AppState>, call: Call) -> Result<HttpRespon
                 scopes: text("scopes").map(|s| s.split_whitespace().map(str::to_owned).collect()),
                 api_base_url: text("api_base_url").map(Some),
             };
-            match state.vault.put_provider(&app.id, &name, input, &actor()).await {
+            match state.vault().put_provider(&app.id, &name, input, &actor()).await {
                 Ok(_) => Ok(see_other(&format!("/portal/apps/{}/providers", app.id))),
                 Err(e) => {
                     // The refused input's own field when the form shows errors there, else `name`.
@@ -149,7 +148,7 @@ pub async fn delete_provider(state: Arc<AppState>, call: Call) -> Result<HttpRes
                     &back,
                 ));
             }
-            state.vault.delete_provider(&app.id, &name, &actor()).await.map_err(|e| failure(&op, e.into(), &back))?;
+            state.vault().delete_provider(&app.id, &name, &actor()).await.map_err(|e| failure(&op, e.into(), &back))?;
             state.wake_outbox();
             Ok(see_other(&back))
         }
@@ -179,9 +178,8 @@ struct PoliciesPage {
 async fn policies(state: &AppState, op: &Operator, app: &App, errors: FieldErrors) -> PortalResult {
     let base = format!("/portal/apps/{}/policies", app.id);
     let all = PageRequest::new(Some(1000), None).unwrap_or_else(|_| PageRequest::first());
-    let listed = state.vault.store().list_policies(&app.id, &all).await.map_err(|e| failure(op, e.into(), &base))?;
-    let providers =
-        state.vault.store().list_providers(&app.id, &all).await.map_err(|e| failure(op, e.into(), &base))?;
+    let listed = state.vault().list_policies(&app.id, &all).await.map_err(|e| failure(op, e.into(), &base))?;
+    let providers = state.vault().list_providers(&app.id, &all).await.map_err(|e| failure(op, e.into(), &base))?;
     let policies = listed
         .items
         .iter()
@@ -237,7 +235,7 @@ pub async fn put_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse
                 return policies(&state, &op, &app, FieldErrors::one("token_access", "Choose how tokens may be used."))
                     .await;
             };
-            match state.vault.put_policy(&app.id, &provider, groups, roles, token_access, &actor()).await {
+            match state.vault().put_policy(&app.id, &provider, groups, roles, token_access, &actor()).await {
                 Ok(_) => Ok(see_other(&format!("/portal/apps/{}/policies", app.id))),
                 Err(e) => {
                     let field = match &e {
@@ -276,7 +274,7 @@ pub async fn delete_policy(state: Arc<AppState>, call: Call) -> Result<HttpRespo
                     &back,
                 ));
             }
-            state.vault.delete_policy(&app.id, &name, &actor()).await.map_err(|e| failure(&op, e.into(), &back))?;
+            state.vault().delete_policy(&app.id, &name, &actor()).await.map_err(|e| failure(&op, e.into(), &back))?;
             Ok(see_other(&back))
         }
         .await,

@@ -14,7 +14,6 @@ use crate::routes::Call;
 use crate::state::AppState;
 use askama::Template;
 use custody_identity::idp::{IdpKind, IdpPatch, RequestedClaims};
-use custody_identity::ports::{IdentityStore as _, TokenVerifier as _};
 use custody_identity::service::AddIdp;
 use custody_identity::{App, ClaimPath, Secret};
 use custody_vault::signin::service::{OidcClientInput, PutClientError};
@@ -105,7 +104,7 @@ struct Extra {
 async fn render(state: &AppState, op: &Operator, app: &App, extra: Extra) -> PortalResult {
     let base = format!("/portal/apps/{}/identity", app.id);
     let fail = |e: ApiError| failure(op, e, &base);
-    let config = state.store.get_idp(&app.id).await.map_err(|e| fail(e.into()))?;
+    let config = state.identity().get_idp(&app.id).await.map_err(|e| fail(e.into()))?;
     let (idp, oidc, webhooks) = match &config {
         None => (None, None, None),
         Some(c) => {
@@ -119,8 +118,9 @@ async fn render(state: &AppState, op: &Operator, app: &App, extra: Extra) -> Por
                 role_claim: c.claims.role.as_ref().map(ToString::to_string).unwrap_or_default(),
                 locked_at: c.claims_locked_at.map(utc),
             };
-            let client = state.signin.client(&app.id).await.map_err(|e| fail(e.into()))?.filter(|cl| cl.idp_id == c.id);
-            let settings = state.signin.settings();
+            let client =
+                state.signin().client(&app.id).await.map_err(|e| fail(e.into()))?.filter(|cl| cl.idp_id == c.id);
+            let settings = state.signin().settings();
             let oidc = OidcView {
                 sdk_redirect: settings.redirect_uri(SignInPurpose::Sdk),
                 wallet_redirect: settings.redirect_uri(SignInPurpose::Wallet),
@@ -128,7 +128,7 @@ async fn render(state: &AppState, op: &Operator, app: &App, extra: Extra) -> Por
                 client_id: client.as_ref().map(|cl| cl.client_id.to_string()).unwrap_or_default(),
                 secret_set: client.is_some(),
             };
-            let view = state.webhooks.settings(&app.id).await.map_err(|e| fail(e.into()))?;
+            let view = state.webhooks().settings(&app.id).await.map_err(|e| fail(e.into()))?;
             let webhooks = WebhooksView {
                 url: view.url,
                 enabled: view.enabled,
@@ -188,7 +188,7 @@ pub async fn discover(state: Arc<AppState>, call: Call) -> Result<HttpResponse, 
                 return render(&state, &op, &app, Extra { add: Some(add), errors, ..Extra::default() }).await;
             }
             let kind = field(&fields, "kind").and_then(IdpKind::parse);
-            match state.identity.discover(&issuer_url, kind).await {
+            match state.identity().discover(&issuer_url, kind).await {
                 Ok(found) => {
                     add.discovered = true;
                     add.kind = found.kind.as_str().to_owned();
@@ -261,7 +261,7 @@ pub async fn add_provider(state: Arc<AppState>, call: Call) -> Result<HttpRespon
                 return render(&state, &op, &app, Extra { add: Some(add), errors, ..Extra::default() }).await;
             }
             let request = AddIdp { issuer_url: add.issuer_url.clone(), audience, kind, claims: requested };
-            match state.identity.add_idp(&app.id, request, &actor()).await {
+            match state.identity().add_idp(&app.id, request, &actor()).await {
                 Ok(_) => Ok(see_other(&format!("/portal/apps/{}/identity", app.id))),
                 Err(e) => {
                     let e = ApiError::from(e);
@@ -294,7 +294,7 @@ pub async fn save_mappings(state: Arc<AppState>, call: Call) -> Result<HttpRespo
                 Err(errors) => return render(&state, &op, &app, Extra { errors, ..Extra::default() }).await,
             };
             let patch = IdpPatch { audience: Some(field(&fields, "audience").map(str::to_owned)), claims: requested };
-            match state.identity.patch_idp(&app.id, &patch, &actor()).await {
+            match state.identity().patch_idp(&app.id, &patch, &actor()).await {
                 Ok(_) => render(&state, &op, &app, Extra { notice: Some("Saved.".into()), ..Extra::default() }).await,
                 Err(e) => {
                     let e = ApiError::from(e);
@@ -331,12 +331,9 @@ pub async fn remove_idp(state: Arc<AppState>, call: Call) -> Result<HttpResponse
                 &base,
             ));
         }
-        let config = state.store.get_idp(&app.id).await.map_err(|e| failure(&op, e.into(), &base))?;
-        if !state.identity.delete_idp(&app.id, &actor()).await.map_err(|e| failure(&op, e.into(), &base))? {
+        // Deleting the IdP also forgets what the token verifier cached for it.
+        if !state.identity().delete_idp(&app.id, &actor()).await.map_err(|e| failure(&op, e.into(), &base))? {
             return Err(failure(&op, ApiError::idp_not_configured(), &base));
-        }
-        if let Some(c) = config {
-            state.verifier.forget(&c).await;
         }
         Ok(see_other(&base))
     }
@@ -352,15 +349,14 @@ pub async fn refresh_keys(state: Arc<AppState>, call: Call) -> Result<HttpRespon
             let app = app_of(&state, &call, &op).await?;
             let base = format!("/portal/apps/{}/identity", app.id);
             let config = state
-                .store
+                .identity()
                 .get_idp(&app.id)
                 .await
                 .map_err(|e| failure(&op, e.into(), &base))?
                 .ok_or_else(|| failure(&op, ApiError::idp_not_configured(), &base))?;
             // The same fetch as `POST .../identity-provider/jwks/refresh`: keys the IdP removed
             // stop verifying from the next request.
-            let refreshed =
-                state.verifier.refresh_now(&config.jwks_uri).await.map_err(|e| failure(&op, e.into(), &base))?;
+            let refreshed = state.identity().refresh_keys(&config).await.map_err(|e| failure(&op, e.into(), &base))?;
             tracing::info!(app = app.id.as_str(), keys = refreshed.kids.len(), "portal: JWKS fetched on request");
             render(
                 &state,
@@ -422,7 +418,7 @@ pub async fn oidc_save(state: Arc<AppState>, call: Call) -> Result<HttpResponse,
                 client_secret: Secret::new(secret.clone()),
                 auth_method: None,
             };
-            match state.signin.put_client(&app.id, input, &actor()).await {
+            match state.signin().put_client(&app.id, input, &actor()).await {
                 Ok(_) => {
                     render(&state, &op, &app, Extra { notice: Some("OIDC client saved.".into()), ..Extra::default() })
                         .await
@@ -468,8 +464,8 @@ async fn webhook_change(state: Arc<AppState>, call: Call, action: &'static str) 
             let app = app_of(&state, &call, &op).await?;
             let secret = pasted(&fields);
             let result = match action {
-                "enable" => state.webhooks.enable(&app.id, secret, &actor()).await.map_err(ApiError::from),
-                _ => state.webhooks.rotate(&app.id, secret, &actor()).await.map_err(ApiError::from),
+                "enable" => state.webhooks().enable(&app.id, secret, &actor()).await.map_err(ApiError::from),
+                _ => state.webhooks().rotate(&app.id, secret, &actor()).await.map_err(ApiError::from),
             };
             match result {
                 Ok(enabled) => {
@@ -526,7 +522,7 @@ pub async fn webhooks_disable(state: Arc<AppState>, call: Call) -> Result<HttpRe
                 &base,
             ));
             }
-            state.webhooks.disable(&app.id, &actor()).await.map_err(|e| failure(&op, e.into(), &base))?;
+            state.webhooks().disable(&app.id, &actor()).await.map_err(|e| failure(&op, e.into(), &base))?;
             Ok(see_other(&base))
         }
         .await,

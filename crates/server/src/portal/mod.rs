@@ -8,8 +8,8 @@
 //! - Every form carries the session's CSRF token; every page the Wallet's security headers
 //!   (`html::security_headers`) and a CSP that allows only this server's style sheet and copy
 //!   script (`/portal/static/…`): no inline script or style.
-//! - Every change goes through the same use cases as the admin API (`state.identity`,
-//!   `state.vault`, `state.signin`, `state.webhooks`) with the actor `operator:portal`, so the
+//! - Every change goes through the same use cases as the admin API (`state.identity()`,
+//!   `state.vault()`, `state.signin()`, `state.webhooks()`) with the actor `operator:portal`, so the
 //!   portal has no rule of its own and writes the same audit rows.
 //!
 //! Submodules: `session` (tokens, CSRF, throttle), `pages` (apps, API keys), `identity` (the
@@ -38,7 +38,6 @@ use crate::routes::Call;
 use crate::state::AppState;
 use askama::Template;
 use custody_identity::audit::Actor;
-use custody_identity::ports::IdentityStore as _;
 use custody_identity::{App, UnixTime};
 use hyper::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, SET_COOKIE};
 use hyper::{Response, StatusCode};
@@ -273,7 +272,7 @@ pub fn field<'a>(fields: &'a HashMap<String, String>, name: &str) -> Option<&'a 
 }
 
 fn secure(state: &AppState) -> bool {
-    state.public_url.starts_with("https://")
+    state.public_url().starts_with("https://")
 }
 
 fn session_cookie(state: &AppState, value: &str, max_age: i64) -> Option<HeaderValue> {
@@ -303,17 +302,11 @@ pub async fn operator(state: &AppState, call: &Call) -> Result<Operator, Answer>
         Answer::from(response)
     };
     let Some(token) = html::request_cookie(&call.headers, SESSION_COOKIE) else { return Err(signed_out()) };
-    let hash = session::token_hash(state.hasher.as_ref(), token);
-    let stored = state.store.get_portal_session(&hash).await.map_err(|e| unavailable(e.into()))?;
-    match stored {
-        Some(s) if s.expires_at.0 > state.clock.now().0 => {
-            Ok(Operator { csrf: session::csrf_token(state.hasher.as_ref(), token), token: token.to_owned() })
-        }
-        Some(_) => {
-            let _ = state.store.delete_portal_session(&hash).await;
-            Err(signed_out())
-        }
-        None => Err(signed_out()),
+    let sessions = state.portal_sessions();
+    if sessions.is_live(token).await.map_err(|e| unavailable(e.into()))? {
+        Ok(Operator { csrf: sessions.csrf_token(token), token: token.to_owned() })
+    } else {
+        Err(signed_out())
     }
 }
 
@@ -333,7 +326,7 @@ fn unavailable(e: ApiError) -> Answer {
 pub async fn operator_form(state: &AppState, call: &Call) -> Result<(Operator, HashMap<String, String>), Answer> {
     let op = operator(state, call).await?;
     let fields = form(call);
-    let ok = fields.get("csrf").is_some_and(|c| session::csrf_matches(state.hasher.as_ref(), &op.token, c));
+    let ok = fields.get("csrf").is_some_and(|c| state.portal_sessions().csrf_matches(&op.token, c));
     if !ok {
         tracing::warn!("portal form refused: missing or wrong CSRF token");
         return Err(message(
@@ -355,7 +348,7 @@ pub async fn app_of(state: &AppState, call: &Call, op: &Operator) -> Result<App,
             .into()
     };
     let id = call.app_id(0).map_err(|_| not_found())?;
-    match state.store.get_app(&id).await {
+    match state.identity().get_app(&id).await {
         Ok(Some(app)) => Ok(app),
         Ok(None) => Err(not_found()),
         Err(e) => Err(unavailable(e.into())),
@@ -405,8 +398,8 @@ pub async fn home(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiE
 /// `POST /portal/sign-in`.
 pub async fn sign_in(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let key = client_key(&call);
-    let now = state.clock.now();
-    if let Some(wait) = state.portal_throttle.locked_for(&key, now) {
+    let now = state.now();
+    if let Some(wait) = state.portal_throttle().locked_for(&key, now) {
         tracing::warn!(wait_secs = wait, "portal sign-in refused: too many failed attempts");
         let mut response = sign_in_form(
             StatusCode::TOO_MANY_REQUESTS,
@@ -420,21 +413,15 @@ pub async fn sign_in(state: Arc<AppState>, call: Call) -> Result<HttpResponse, A
     let fields = form(&call);
     let presented = field(&fields, "admin_token").unwrap_or_default();
     if presented.is_empty() || !state.is_admin_token(presented) {
-        let (failures, lock) = state.portal_throttle.fail(&key, now);
+        let (failures, lock) = state.portal_throttle().fail(&key, now);
         tracing::warn!(failures, lock_secs = lock, "portal sign-in failed: wrong admin token");
         return Ok(sign_in_form(
             StatusCode::UNAUTHORIZED,
             FieldErrors::one("admin_token", "That is not the admin token. Check it and try again."),
         ));
     }
-    state.portal_throttle.succeed(&key);
-    let token = session::new_token(state.random.as_ref());
-    let stored = custody_store::PortalSession {
-        id_hash: session::token_hash(state.hasher.as_ref(), &token),
-        created_at: now,
-        expires_at: UnixTime(now.0 + session::SESSION_SECS),
-    };
-    state.store.create_portal_session(&stored).await?;
+    state.portal_throttle().succeed(&key);
+    let token = state.portal_sessions().start().await?;
     tracing::info!("portal sign-in");
     let mut response = see_other("/portal");
     if let Some(v) = session_cookie(&state, &token, session::SESSION_SECS) {
@@ -448,8 +435,7 @@ pub async fn sign_out(state: Arc<AppState>, call: Call) -> Result<HttpResponse, 
     finish(
         async {
             let (op, _) = operator_form(&state, &call).await?;
-            let hash = session::token_hash(state.hasher.as_ref(), &op.token);
-            state.store.delete_portal_session(&hash).await.map_err(|e| unavailable(e.into()))?;
+            state.portal_sessions().end(&op.token).await.map_err(|e| unavailable(e.into()))?;
             let mut response = see_other("/portal");
             if let Some(v) = session_cookie(&state, "", 0) {
                 response.headers_mut().append(SET_COOKIE, v);

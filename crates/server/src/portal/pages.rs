@@ -12,7 +12,6 @@ use crate::routes::Call;
 use crate::state::AppState;
 use askama::Template;
 use custody_identity::page::{Page, PageRequest};
-use custody_identity::ports::IdentityStore as _;
 use custody_identity::{ApiKeyId, App, AppName};
 use hyper::StatusCode;
 use std::sync::Arc;
@@ -71,7 +70,7 @@ pub(super) async fn apps(
     created: Option<ShownOnce>,
     errors: FieldErrors,
 ) -> PortalResult {
-    let listed = state.store.list_apps(&page_request(call)).await.map_err(|e| failure(op, e.into(), "/portal"))?;
+    let listed = state.identity().list_apps(&page_request(call)).await.map_err(|e| failure(op, e.into(), "/portal"))?;
     let apps = listed
         .items
         .iter()
@@ -117,7 +116,7 @@ pub async fn create_app(state: Arc<AppState>, call: Call) -> Result<HttpResponse
                 Err(e) => return apps(&state, &call, &op, None, FieldErrors::one("name", format!("Name: {e}"))).await,
             };
             let (app, key) =
-                state.identity.create_app(name, &actor()).await.map_err(|e| failure(&op, e.into(), "/portal"))?;
+                state.identity().create_app(name, &actor()).await.map_err(|e| failure(&op, e.into(), "/portal"))?;
             let shown = ShownOnce { label: format!("API key of {}", app.name.as_str()), value: key.secret };
             apps(&state, &call, &op, Some(shown), FieldErrors::default()).await
         }
@@ -153,7 +152,7 @@ struct KeysPage {
 async fn keys(state: &AppState, call: &Call, op: &Operator, app: &App, created: Option<ShownOnce>) -> PortalResult {
     let back = format!("/portal/apps/{}/api-keys", app.id);
     let listed =
-        state.store.list_api_keys(&app.id, &page_request(call)).await.map_err(|e| failure(op, e.into(), &back))?;
+        state.identity().list_api_keys(&app.id, &page_request(call)).await.map_err(|e| failure(op, e.into(), &back))?;
     let keys = listed
         .items
         .iter()
@@ -197,7 +196,7 @@ pub async fn create_api_key(state: Arc<AppState>, call: Call) -> Result<HttpResp
             let app = app_of(&state, &call, &op).await?;
             let back = format!("/portal/apps/{}/api-keys", app.id);
             let key = state
-                .identity
+                .identity()
                 .create_api_key(&app.id, &actor())
                 .await
                 .map_err(|e| failure(&op, e.into(), &back))?
@@ -228,7 +227,7 @@ pub async fn delete_api_key(state: Arc<AppState>, call: Call) -> Result<HttpResp
                 ));
             }
             if !state
-                .identity
+                .identity()
                 .delete_api_key(&app.id, &key, &actor())
                 .await
                 .map_err(|e| failure(&op, e.into(), &back))?

@@ -11,7 +11,6 @@ use crate::state::AppState;
 use askama::Template;
 use custody_identity::audit::AuditFilter;
 use custody_identity::page::PageRequest;
-use custody_identity::ports::IdentityStore as _;
 use custody_identity::{App, UserId, UserStatus};
 use custody_vault::ports::GrantFilter;
 use custody_vault::{Grant, GrantId, GrantStatus, ProviderName};
@@ -58,7 +57,7 @@ pub async fn users_page(state: Arc<AppState>, call: Call) -> Result<HttpResponse
             let search = call.query.get("q").map(|q| q.trim().to_owned()).unwrap_or_default();
             let needle = search.to_lowercase();
             let listed = state
-                .store
+                .identity()
                 .list_users(&app.id, status, &page_request(&call))
                 .await
                 .map_err(|e| failure(&op, e.into(), &base))?;
@@ -143,14 +142,14 @@ pub async fn user_page(state: Arc<AppState>, call: Call) -> Result<HttpResponse,
             let not_found = || failure(&op, ApiError::not_found("user"), &base);
             let user_id = UserId::parse(call.param(1)).map_err(|_| not_found())?;
             let user = state
-                .store
+                .identity()
                 .get_user(&app.id, &user_id)
                 .await
                 .map_err(|e| failure(&op, e.into(), &base))?
                 .ok_or_else(not_found)?;
             let filter = GrantFilter { user_id: Some(user.id.clone()), provider: None, status: None };
             let grants = state
-                .vault
+                .vault()
                 .list_grants(
                     &app.id,
                     &filter,
@@ -204,7 +203,7 @@ pub async fn deprovision(state: Arc<AppState>, call: Call) -> Result<HttpRespons
                 ));
             }
             state
-                .vault
+                .vault()
                 .deprovision_user(&app.id, &user_id, actor().as_str())
                 .await
                 .map_err(|e| failure(&op, e.into(), &back))?
@@ -245,7 +244,7 @@ pub async fn grants_page(state: Arc<AppState>, call: Call) -> Result<HttpRespons
                 user_id: UserId::parse(&user).ok(),
             };
             let listed = state
-                .vault
+                .vault()
                 .list_grants(&app.id, &filter, &page_request(&call))
                 .await
                 .map_err(|e| failure(&op, e.into(), &base))?;
@@ -276,7 +275,7 @@ pub async fn revoke_grant(state: Arc<AppState>, call: Call) -> Result<HttpRespon
             let back = format!("/portal/apps/{}/grants", app.id);
             let id = GrantId::parse(call.param(1)).map_err(|_| failure(&op, ApiError::not_found("grant"), &back))?;
             state
-                .vault
+                .vault()
                 .revoke_grant(&app.id, &id, Some("revoked in the Developer Portal".into()), &actor())
                 .await
                 .map_err(|e| failure(&op, e.into(), &back))?;
@@ -325,7 +324,7 @@ pub async fn audit_page(state: Arc<AppState>, call: Call) -> Result<HttpResponse
                 user_id: UserId::parse(&user).ok(),
             };
             let listed = state
-                .store
+                .identity()
                 .list_audit(&app.id, &filter, &page_request(&call))
                 .await
                 .map_err(|e| failure(&op, e.into(), &base))?;

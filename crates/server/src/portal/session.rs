@@ -11,10 +11,12 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use custody_identity::ports::{Random, SecretHasher};
+use custody_identity::ports::{Clock, Random, SecretHasher, StoreError};
 use custody_identity::UnixTime;
+use custody_store::{PortalSession, Store};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::fmt;
+use std::sync::{Arc, Mutex};
 
 /// How long a session lasts.
 pub const SESSION_SECS: i64 = 8 * 3600;
@@ -29,25 +31,90 @@ const SESSION_PURPOSE: &str = "portal-session";
 const CSRF_PURPOSE: &str = "portal-csrf";
 
 /// A new session token.
-pub fn new_token(random: &dyn Random) -> String {
+fn new_token(random: &dyn Random) -> String {
     URL_SAFE_NO_PAD.encode(random.bytes(32))
 }
 
 /// What the database stores for `token`.
-pub fn token_hash(hasher: &dyn SecretHasher, token: &str) -> String {
+fn token_hash(hasher: &dyn SecretHasher, token: &str) -> String {
     URL_SAFE_NO_PAD.encode(hasher.hash(SESSION_PURPOSE, token.as_bytes()))
 }
 
 /// The CSRF token of the session `token`.
-pub fn csrf_token(hasher: &dyn SecretHasher, token: &str) -> String {
+fn csrf_token(hasher: &dyn SecretHasher, token: &str) -> String {
     URL_SAFE_NO_PAD.encode(hasher.hash(CSRF_PURPOSE, token.as_bytes()))
 }
 
 /// Whether `presented` is the CSRF token of `token` (constant-time).
-pub fn csrf_matches(hasher: &dyn SecretHasher, token: &str, presented: &str) -> bool {
+fn csrf_matches(hasher: &dyn SecretHasher, token: &str, presented: &str) -> bool {
     match URL_SAFE_NO_PAD.decode(presented.as_bytes()) {
         Ok(bytes) => hasher.verify(CSRF_PURPOSE, token.as_bytes(), &bytes),
         Err(_) => false,
+    }
+}
+
+/// The operator's signed-in browsers. Portal sessions belong to the server (the portal is a
+/// surface of this binary, not a domain concept), so this is the one place outside the
+/// composition root that holds the store, and it only reads and writes `portal_sessions`.
+pub struct PortalSessions {
+    store: Store,
+    hasher: Arc<dyn SecretHasher>,
+    random: Arc<dyn Random>,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for PortalSessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PortalSessions").finish_non_exhaustive()
+    }
+}
+
+impl PortalSessions {
+    pub fn new(store: Store, hasher: Arc<dyn SecretHasher>, random: Arc<dyn Random>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, hasher, random, clock }
+    }
+
+    /// Starts a session of [`SESSION_SECS`] now; returns its token, which only the cookie
+    /// carries (the database keeps its keyed hash).
+    pub async fn start(&self) -> Result<String, StoreError> {
+        let token = new_token(self.random.as_ref());
+        let now = self.clock.now();
+        let stored = PortalSession {
+            id_hash: token_hash(self.hasher.as_ref(), &token),
+            created_at: now,
+            expires_at: UnixTime(now.0 + SESSION_SECS),
+        };
+        self.store.create_portal_session(&stored).await?;
+        Ok(token)
+    }
+
+    /// Whether `token` names a session that has not expired. An expired one is deleted on the
+    /// way (best effort: it is refused either way).
+    pub async fn is_live(&self, token: &str) -> Result<bool, StoreError> {
+        let hash = token_hash(self.hasher.as_ref(), token);
+        match self.store.get_portal_session(&hash).await? {
+            Some(s) if s.expires_at.0 > self.clock.now().0 => Ok(true),
+            Some(_) => {
+                let _ = self.store.delete_portal_session(&hash).await;
+                Ok(false)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Ends the session `token` (sign-out).
+    pub async fn end(&self, token: &str) -> Result<(), StoreError> {
+        self.store.delete_portal_session(&token_hash(self.hasher.as_ref(), token)).await.map(|_| ())
+    }
+
+    /// The CSRF token of the session `token`.
+    pub fn csrf_token(&self, token: &str) -> String {
+        csrf_token(self.hasher.as_ref(), token)
+    }
+
+    /// Whether `presented` is the CSRF token of the session `token` (constant-time).
+    pub fn csrf_matches(&self, token: &str, presented: &str) -> bool {
+        csrf_matches(self.hasher.as_ref(), token, presented)
     }
 }
 

@@ -2,18 +2,18 @@
 //! and the key-set refresh.
 
 use super::apps::existing_app;
+use super::signin::OidcJson;
+use super::webhooks::WebhookJson;
 use super::Call;
-use crate::json::{double_option, json_response, no_content, parse_json, rfc3339, rfc3339_opt, HttpResponse};
+use crate::json::{double_option, json_response, no_content, parse_json, rfc3339, HttpResponse};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use custody_identity::audit::Actor;
 use custody_identity::idp::{IdpConfig, IdpKind, IdpPatch, RequestedClaims};
 use custody_identity::service::{AddIdp, DiscoveredIdp};
-use custody_identity::ClaimMappings;
-use custody_identity::ClaimPath;
+use custody_identity::{ClaimMappings, ClaimPath, IdpId};
 use hyper::StatusCode;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 #[derive(Deserialize, Default)]
@@ -62,8 +62,18 @@ struct PatchBody {
     claims: Option<ClaimsBody>,
 }
 
-fn claims_json(claims: &ClaimMappings) -> Value {
-    json!({"user_id": claims.user_id, "group": claims.group, "role": claims.role})
+/// The claim mappings: `{"user_id", "group", "role"}`.
+#[derive(Serialize)]
+struct ClaimsJson<'a> {
+    user_id: &'a ClaimPath,
+    group: Option<&'a ClaimPath>,
+    role: Option<&'a ClaimPath>,
+}
+
+impl<'a> From<&'a ClaimMappings> for ClaimsJson<'a> {
+    fn from(claims: &'a ClaimMappings) -> Self {
+        Self { user_id: &claims.user_id, group: claims.group.as_ref(), role: claims.role.as_ref() }
+    }
 }
 
 fn webhook_secret_source(kind: IdpKind) -> &'static str {
@@ -74,29 +84,77 @@ fn webhook_secret_source(kind: IdpKind) -> &'static str {
     }
 }
 
-/// The IdP object of the contract, its webhook settings at their defaults (disabled) and no OIDC
-/// client; [`super::webhooks::idp_object`] fills in the stored webhook settings and
-/// [`super::signin::idp_object`] the OIDC client too.
-pub fn idp_json(state: &AppState, config: &IdpConfig) -> Value {
-    let public = &state.public_url;
-    json!({
-        "id": config.id,
-        "kind": config.kind.as_str(),
-        "issuer": config.issuer.as_str(),
-        "jwks_uri": config.jwks_uri,
-        "audience": config.audience,
-        "claims": claims_json(&config.claims),
-        "claims_locked": config.claims_locked(),
-        "claims_locked_at": rfc3339_opt(config.claims_locked_at),
-        "oidc": super::signin::oidc_json(public, None),
-        "webhook": {
-            "url": format!("{public}/v1/webhooks/{}", config.app_id),
-            "enabled": false,
-            "secret_source": webhook_secret_source(config.kind),
-            "rotated_at": null,
-        },
-        "created_at": rfc3339(config.created_at),
-    })
+/// The IdP object of the contract; [`super::signin::idp_object`] reads its stored webhook
+/// settings and OIDC client.
+#[derive(Serialize)]
+pub struct IdpJson<'a> {
+    id: &'a IdpId,
+    kind: &'static str,
+    issuer: &'a str,
+    jwks_uri: &'a str,
+    audience: Option<&'a str>,
+    claims: ClaimsJson<'a>,
+    claims_locked: bool,
+    claims_locked_at: Option<String>,
+    oidc: OidcJson,
+    webhook: WebhookJson,
+    created_at: String,
+}
+
+impl<'a> IdpJson<'a> {
+    pub fn new(config: &'a IdpConfig, oidc: OidcJson, webhook: WebhookJson) -> Self {
+        Self {
+            id: &config.id,
+            kind: config.kind.as_str(),
+            issuer: config.issuer.as_str(),
+            jwks_uri: &config.jwks_uri,
+            audience: config.audience.as_deref(),
+            claims: ClaimsJson::from(&config.claims),
+            claims_locked: config.claims_locked(),
+            claims_locked_at: config.claims_locked_at.map(rfc3339),
+            oidc,
+            webhook,
+            created_at: rfc3339(config.created_at),
+        }
+    }
+}
+
+/// The webhook settings of an IdP whose webhooks were never set up: disabled, at the URL they
+/// would have.
+pub fn default_webhook(public_url: &str, config: &IdpConfig) -> WebhookJson {
+    WebhookJson {
+        url: format!("{public_url}/v1/webhooks/{}", config.app_id),
+        enabled: false,
+        secret_source: webhook_secret_source(config.kind),
+        rotated_at: None,
+    }
+}
+
+/// The answer to a discovery: what would be stored, and what the IdP supports.
+#[derive(Serialize)]
+struct DiscoveredJson<'a> {
+    kind: &'static str,
+    issuer: &'a str,
+    jwks_uri: &'a str,
+    authorization_endpoint: Option<&'a str>,
+    token_endpoint: Option<&'a str>,
+    end_session_endpoint: Option<&'a str>,
+    signing_algs: &'a [String],
+    claims: ClaimsJson<'a>,
+    capabilities: CapabilitiesJson,
+}
+
+#[derive(Serialize)]
+struct CapabilitiesJson {
+    webhooks: &'static str,
+    oidc_sign_in: bool,
+}
+
+/// The key set just fetched: `{"kids", "fetched_at"}`.
+#[derive(Serialize)]
+struct KeysJson<'a> {
+    kids: &'a [String],
+    fetched_at: String,
 }
 
 fn validate_audience(audience: &Option<String>) -> Result<(), ApiError> {
@@ -111,24 +169,24 @@ fn validate_audience(audience: &Option<String>) -> Result<(), ApiError> {
 pub async fn discover(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     existing_app(&state, &call).await?;
     let body: DiscoverBody = parse_json(&call.body)?;
-    let DiscoveredIdp { kind, document, claims } = state.identity.discover(&body.issuer_url, body.kind).await?;
+    let DiscoveredIdp { kind, document, claims } = state.identity().discover(&body.issuer_url, body.kind).await?;
     let oidc_sign_in = document.authorization_endpoint.is_some() && document.token_endpoint.is_some();
     Ok(json_response(
         StatusCode::OK,
-        &json!({
-            "kind": kind.as_str(),
-            "issuer": document.issuer,
-            "jwks_uri": document.jwks_uri,
-            "authorization_endpoint": document.authorization_endpoint,
-            "token_endpoint": document.token_endpoint,
-            "end_session_endpoint": document.end_session_endpoint,
-            "signing_algs": document.signing_algs,
-            "claims": claims_json(&claims),
-            "capabilities": {
-                "webhooks": if kind.webhook_secret_is_provided() { "provided_secret" } else { "generated_secret" },
-                "oidc_sign_in": oidc_sign_in,
+        &DiscoveredJson {
+            kind: kind.as_str(),
+            issuer: &document.issuer,
+            jwks_uri: &document.jwks_uri,
+            authorization_endpoint: document.authorization_endpoint.as_deref(),
+            token_endpoint: document.token_endpoint.as_deref(),
+            end_session_endpoint: document.end_session_endpoint.as_deref(),
+            signing_algs: &document.signing_algs,
+            claims: ClaimsJson::from(&claims),
+            capabilities: CapabilitiesJson {
+                webhooks: if kind.webhook_secret_is_provided() { "provided_secret" } else { "generated_secret" },
+                oidc_sign_in,
             },
-        }),
+        },
     ))
 }
 
@@ -142,14 +200,13 @@ pub async fn create(state: Arc<AppState>, call: Call) -> Result<HttpResponse, Ap
         kind: body.kind,
         claims: body.claims.map(RequestedClaims::from).unwrap_or_default(),
     };
-    let config = state.identity.add_idp(&app.id, request, &Actor::operator()).await?;
+    let config = state.identity().add_idp(&app.id, request, &Actor::operator()).await?;
     Ok(json_response(StatusCode::CREATED, &super::signin::idp_object(&state, &config).await?))
 }
 
 pub async fn get(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    use custody_identity::ports::IdentityStore as _;
-    let config = state.store.get_idp(&app.id).await?.ok_or_else(ApiError::idp_not_configured)?;
+    let config = state.identity().get_idp(&app.id).await?.ok_or_else(ApiError::idp_not_configured)?;
     Ok(json_response(StatusCode::OK, &super::signin::idp_object(&state, &config).await?))
 }
 
@@ -157,15 +214,9 @@ pub async fn get(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiEr
 /// removed stops verifying from the next request (cached tokens included).
 pub async fn refresh_jwks(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    use custody_identity::ports::IdentityStore as _;
-    let config = state.store.get_idp(&app.id).await?.ok_or_else(ApiError::idp_not_configured)?;
-    let refreshed = state.verifier.refresh_now(&config.jwks_uri).await?;
-    let fetched_at = refreshed
-        .fetched_at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| custody_identity::UnixTime(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
-        .unwrap_or(custody_identity::UnixTime(0));
-    Ok(json_response(StatusCode::OK, &json!({"kids": refreshed.kids, "fetched_at": rfc3339(fetched_at)})))
+    let config = state.identity().get_idp(&app.id).await?.ok_or_else(ApiError::idp_not_configured)?;
+    let refreshed = state.identity().refresh_keys(&config).await?;
+    Ok(json_response(StatusCode::OK, &KeysJson { kids: &refreshed.kids, fetched_at: rfc3339(refreshed.fetched_at) }))
 }
 
 pub async fn patch(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
@@ -176,13 +227,13 @@ pub async fn patch(state: Arc<AppState>, call: Call) -> Result<HttpResponse, Api
     }
     let patch =
         IdpPatch { audience: body.audience, claims: body.claims.map(RequestedClaims::from).unwrap_or_default() };
-    let config = state.identity.patch_idp(&app.id, &patch, &Actor::operator()).await?;
+    let config = state.identity().patch_idp(&app.id, &patch, &Actor::operator()).await?;
     Ok(json_response(StatusCode::OK, &super::signin::idp_object(&state, &config).await?))
 }
 
 pub async fn delete(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    if !state.identity.delete_idp(&app.id, &Actor::operator()).await? {
+    if !state.identity().delete_idp(&app.id, &Actor::operator()).await? {
         return Err(ApiError::idp_not_configured());
     }
     Ok(no_content())

@@ -211,18 +211,18 @@ pub async fn forward(state: Arc<AppState>, mut call: Call) -> Result<HttpRespons
             v.to_str().ok().and_then(|s| GrantId::parse(s.trim()).ok()).ok_or_else(ApiError::grant_not_found)?,
         ),
     };
-    let mut lease = state.vault.proxy_lease(&user, &selector).await?;
+    let mut lease = state.vault().proxy_lease(&user, &selector).await?;
     if lease.grant.provider != provider {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "grant_not_found", "the grant is not one of this provider's"));
     }
     let url = upstream_url(&lease.api_base_url, &raw_path, raw_query.as_deref())?;
-    let (uri, host) = state.upstream.target(&url).map_err(|e| ApiError::from(&e))?;
+    let (uri, host) = state.upstream().target(&url).map_err(|e| ApiError::from(&e))?;
     let sent = Arc::new(AtomicU64::new(0));
     let exceeded = Arc::new(AtomicBool::new(false));
     let mut body = outgoing_body(&mut call, &sent, &exceeded).await?;
     let headers = forwarded_request_headers(&call.headers);
     let started = tokio::time::Instant::now();
-    let deadline = started + state.upstream.settings().overall_timeout;
+    let deadline = started + state.upstream().settings().overall_timeout;
     let record = |status: Option<u16>, sent: u64, received: u64| ProxyRecord {
         method: call.method.to_string(),
         host: host.clone(),
@@ -238,7 +238,7 @@ pub async fn forward(state: Arc<AppState>, mut call: Call) -> Result<HttpRespons
             OutgoingBody::Streamed(stream) => stream.take().unwrap_or_else(|| full_body(Bytes::new())),
         };
         let request = build_request(&call.method, &uri, &headers, &lease, request_body)?;
-        let answer = match tokio::time::timeout_at(deadline, state.upstream.send(request, &host)).await {
+        let answer = match tokio::time::timeout_at(deadline, state.upstream().send(request, &host)).await {
             Ok(answer) => answer,
             Err(_) => Err(HttpError::Timeout { host: host.clone() }),
         };
@@ -246,7 +246,7 @@ pub async fn forward(state: Arc<AppState>, mut call: Call) -> Result<HttpRespons
             Ok(response) => response,
             Err(e) => {
                 let audit = record(None, sent.load(Ordering::SeqCst), 0);
-                let _ = state.vault.record_proxy(&lease, &audit).await;
+                let _ = state.vault().record_proxy(&lease, &audit).await;
                 if exceeded.load(Ordering::SeqCst) {
                     return Err(ApiError::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
@@ -260,7 +260,7 @@ pub async fn forward(state: Arc<AppState>, mut call: Call) -> Result<HttpRespons
         let replayable = matches!(body, OutgoingBody::Replayable(_));
         if response.status() == StatusCode::UNAUTHORIZED && replayable && !retried {
             retried = true;
-            if state.vault.proxy_force_refresh(&mut lease).await?.is_some() {
+            if state.vault().proxy_force_refresh(&mut lease).await?.is_some() {
                 continue;
             }
         }
@@ -273,7 +273,7 @@ pub async fn forward(state: Arc<AppState>, mut call: Call) -> Result<HttpRespons
     if let Ok(v) = HeaderValue::from_str(lease.grant.id.as_str()) {
         headers.insert(HeaderName::from_static("x-custody-grant-id"), v);
     }
-    let audit_vault = state.vault.clone();
+    let audit_vault = state.vault().clone();
     let audit_base = record(Some(status.as_u16()), 0, 0);
     let sent_total = sent.clone();
     let lease = Arc::new(lease);

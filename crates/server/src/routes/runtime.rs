@@ -1,6 +1,6 @@
 //! Runtime endpoints an app's backend calls for a signed-in user (API key + user token).
 
-use super::apps::user_json;
+use super::apps::UserJson;
 use super::{user_token, Call};
 use crate::json::{json_response, HttpResponse};
 use crate::problem::ApiError;
@@ -14,11 +14,11 @@ pub async fn acting_user(state: &AppState, call: &mut Call) -> Result<User, ApiE
     // The router authenticated the key, reading the app's IdP settings in the same statement.
     let caller = call.app.take().ok_or_else(ApiError::unauthorized)?;
     let token = user_token(call)?;
-    Ok(state.identity.resolve_user_under(&caller.key.app_id, caller.idp, token).await?)
+    Ok(state.identity().resolve_user_under(&caller.key.app_id, caller.idp, token).await?)
 }
 
 /// `GET /v1/me`.
 pub async fn me(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse, ApiError> {
     let user = acting_user(&state, &mut call).await?;
-    Ok(json_response(StatusCode::OK, &user_json(&user)))
+    Ok(json_response(StatusCode::OK, &UserJson::from(&user)))
 }

@@ -3,7 +3,8 @@
 //! /v1/auth/sessions/{session_id}`) and the SDK callback page (`GET /v1/auth/callback`). The
 //! Wallet's pages are in `wallet.rs`.
 
-use super::apps::{existing_app, user_json};
+use super::apps::{existing_app, UserJson};
+use super::idp::IdpJson;
 use super::Call;
 use crate::html::{escape, Page};
 use crate::json::{json_response, no_content, parse_json, rfc3339, HttpResponse};
@@ -11,14 +12,12 @@ use crate::problem::ApiError;
 use crate::state::AppState;
 use custody_identity::audit::Actor;
 use custody_identity::idp::IdpConfig;
-use custody_identity::ports::IdentityStore as _;
 use custody_identity::{AppId, Secret};
 use custody_vault::signin::service::{CallbackError, OidcClientInput, SignedIn};
 use custody_vault::signin::{OidcClient, SdkSessionId, SignInFailure, SignInPurpose, TokenAuthMethod};
 use hyper::header::{HeaderValue, CACHE_CONTROL};
 use hyper::StatusCode;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 fn no_store(mut response: HttpResponse) -> HttpResponse {
@@ -28,25 +27,41 @@ fn no_store(mut response: HttpResponse) -> HttpResponse {
 
 /// The `oidc` member of the IdP object: whether a client is set, its id (never the secret), and
 /// the URLs the operator registers at the IdP.
-pub fn oidc_json(public_url: &str, client: Option<&OidcClient>) -> Value {
-    json!({
-        "configured": client.is_some(),
-        "client_id": client.map(|c| c.client_id.as_str()),
-        "token_endpoint_auth_method": client.map(|c| c.auth_method.as_str()),
-        "redirect_uris": {
-            "sdk": format!("{public_url}{}", SignInPurpose::Sdk.callback_path()),
-            "wallet": format!("{public_url}{}", SignInPurpose::Wallet.callback_path()),
-        },
-        "logout_url": format!("{public_url}/wallet/sign-in"),
-    })
+#[derive(Serialize)]
+pub struct OidcJson {
+    configured: bool,
+    client_id: Option<String>,
+    token_endpoint_auth_method: Option<&'static str>,
+    redirect_uris: RedirectUrisJson,
+    logout_url: String,
+}
+
+#[derive(Serialize)]
+struct RedirectUrisJson {
+    sdk: String,
+    wallet: String,
+}
+
+impl OidcJson {
+    pub fn new(public_url: &str, client: Option<&OidcClient>) -> Self {
+        Self {
+            configured: client.is_some(),
+            client_id: client.map(|c| c.client_id.as_str().to_owned()),
+            token_endpoint_auth_method: client.map(|c| c.auth_method.as_str()),
+            redirect_uris: RedirectUrisJson {
+                sdk: format!("{public_url}{}", SignInPurpose::Sdk.callback_path()),
+                wallet: format!("{public_url}{}", SignInPurpose::Wallet.callback_path()),
+            },
+            logout_url: format!("{public_url}/wallet/sign-in"),
+        }
+    }
 }
 
 /// The IdP object with its stored sub-resources: the webhook settings and the OIDC client.
-pub async fn idp_object(state: &AppState, config: &IdpConfig) -> Result<Value, ApiError> {
-    let mut object = super::webhooks::idp_object(state, config).await?;
-    let client = state.signin.client(&config.app_id).await?.filter(|c| c.idp_id == config.id);
-    object["oidc"] = oidc_json(&state.public_url, client.as_ref());
-    Ok(object)
+pub async fn idp_object<'a>(state: &AppState, config: &'a IdpConfig) -> Result<IdpJson<'a>, ApiError> {
+    let webhook = super::webhooks::idp_webhook(state, config).await?;
+    let client = state.signin().client(&config.app_id).await?.filter(|c| c.idp_id == config.id);
+    Ok(IdpJson::new(config, OidcJson::new(state.public_url(), client.as_ref()), webhook))
 }
 
 #[derive(Deserialize)]
@@ -74,17 +89,17 @@ pub async fn put_oidc(state: Arc<AppState>, call: Call) -> Result<HttpResponse, 
         .transpose()?;
     let input =
         OidcClientInput { client_id: body.client_id, client_secret: Secret::new(body.client_secret), auth_method };
-    let (config, _) = state.signin.put_client(&app.id, input, &Actor::operator()).await?;
+    let (config, _) = state.signin().put_client(&app.id, input, &Actor::operator()).await?;
     Ok(json_response(StatusCode::OK, &idp_object(&state, &config).await?))
 }
 
 /// `DELETE /v1/apps/{app_id}/identity-provider/oidc`.
 pub async fn delete_oidc(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    if state.store.get_idp(&app.id).await?.is_none() {
+    if state.identity().get_idp(&app.id).await?.is_none() {
         return Err(ApiError::idp_not_configured());
     }
-    if !state.signin.delete_client(&app.id, &Actor::operator()).await? {
+    if !state.signin().delete_client(&app.id, &Actor::operator()).await? {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "oidc_not_configured", "the app has no OIDC client"));
     }
     Ok(no_content())
@@ -99,15 +114,38 @@ struct SessionBody {}
 pub async fn create_session(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let key = call.app_key()?.clone();
     let _: SessionBody = parse_json(&call.body)?;
-    let started = state.signin.start_sdk_session(&key.app_id).await?;
+    let started = state.signin().start_sdk_session(&key.app_id).await?;
     Ok(no_store(json_response(
         StatusCode::CREATED,
-        &json!({
-            "session_id": started.id.as_str(),
-            "authorize_url": started.authorize_url,
-            "expires_at": rfc3339(started.expires_at),
-        }),
+        &StartedSessionJson {
+            session_id: started.id.as_str(),
+            authorize_url: &started.authorize_url,
+            expires_at: rfc3339(started.expires_at),
+        },
     )))
+}
+
+/// The answer to starting an SDK session.
+#[derive(Serialize)]
+struct StartedSessionJson<'a> {
+    session_id: &'a str,
+    authorize_url: &'a str,
+    expires_at: String,
+}
+
+/// An SDK session's state; `user` once completed, `error` once failed, `user_token` on the
+/// first read after completion only.
+#[derive(Serialize)]
+struct SessionJson<'a> {
+    session_id: &'a str,
+    status: &'static str,
+    expires_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<UserJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_token: Option<&'a str>,
 }
 
 /// `GET /v1/auth/sessions/{session_id}`: the status, and the user token on the first read after
@@ -115,28 +153,22 @@ pub async fn create_session(state: Arc<AppState>, call: Call) -> Result<HttpResp
 pub async fn get_session(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let key = call.app_key()?.clone();
     let id = SdkSessionId::parse(call.param(0)).map_err(|_| ApiError::session_not_found())?;
-    let view = state.signin.sdk_session(&key.app_id, &id).await?;
-    let mut body = json!({
-        "session_id": view.id.as_str(),
-        "status": view.status.as_str(),
-        "expires_at": rfc3339(view.expires_at),
-    });
-    if let Some(user) = &view.user {
-        body["user"] = user_json(user);
-    }
-    if let Some(error) = view.error {
-        body["error"] = json!(error.as_str());
-    }
-    if let Some(token) = &view.user_token {
+    let view = state.signin().sdk_session(&key.app_id, &id).await?;
+    let body = SessionJson {
+        session_id: view.id.as_str(),
+        status: view.status.as_str(),
+        expires_at: rfc3339(view.expires_at),
+        user: view.user.as_ref().map(UserJson::from),
+        error: view.error.map(|e| e.as_str()),
         // The one response that hands the token out.
-        body["user_token"] = json!(token.expose());
-    }
+        user_token: view.user_token.as_ref().map(|t| t.expose()),
+    };
     Ok(no_store(json_response(StatusCode::OK, &body)))
 }
 
 /// The app's display name, for pages (`None` for an unknown app).
 pub async fn app_name(state: &AppState, app: &AppId) -> Option<String> {
-    state.store.get_app(app).await.ok().flatten().map(|a| a.name.as_str().to_owned())
+    state.identity().get_app(app).await.ok().flatten().map(|a| a.name.as_str().to_owned())
 }
 
 /// The status of a page reporting a failed sign-in.
@@ -154,7 +186,7 @@ pub fn failure_status(failure: SignInFailure) -> StatusCode {
 pub async fn sdk_callback(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let param = |name: &str| call.query.get(name).map(String::as_str);
     let result = state
-        .signin
+        .signin()
         .complete(SignInPurpose::Sdk, param("state").unwrap_or_default(), param("code"), param("error"))
         .await;
     log_sign_in_failure("sdk", &result);

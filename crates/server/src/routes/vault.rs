@@ -1,15 +1,14 @@
 //! Vault endpoints: providers and policies (operator), the connect flow, the user's grants,
 //! token hand-out, and the operator's grant views, revocation and import.
 
-use super::apps::{existing_app, list_json};
+use super::apps::{existing_app, ListJson};
 use super::runtime::acting_user;
 use super::wallet::{cookie, set_cookie};
 use super::Call;
-use crate::json::{double_option, json_response, no_content, parse_json, redirect, rfc3339, rfc3339_opt, HttpResponse};
+use crate::json::{double_option, json_response, no_content, parse_json, redirect, rfc3339, HttpResponse};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use custody_identity::audit::Actor;
-use custody_identity::ports::IdentityStore as _;
 use custody_identity::{Secret, UserId};
 use custody_vault::grant::TokenSet;
 use custody_vault::policy::{Policy, PolicyLookup, TokenAccess};
@@ -17,47 +16,110 @@ use custody_vault::ports::GrantFilter;
 use custody_vault::service::{GrantSelector, GrantUseError, ImportGrant, ProviderInput};
 use custody_vault::{Grant, GrantId, GrantStatus, ProviderConfig, ProviderName};
 use hyper::StatusCode;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-pub fn grant_json(grant: &Grant) -> Value {
-    json!({
-        "id": grant.id,
-        "provider": grant.provider,
-        "status": grant.status.as_str(),
-        "scopes": grant.scopes,
-        "account": grant.account,
-        "user_id": grant.user_id,
-        "created_at": rfc3339(grant.created_at),
-        "updated_at": rfc3339(grant.updated_at),
-        "last_used_at": rfc3339_opt(grant.last_used_at),
-        "revoked_at": rfc3339_opt(grant.revoked_at),
-    })
+/// A grant as the API shows it (never its tokens).
+#[derive(Serialize)]
+pub struct GrantJson<'a> {
+    id: &'a GrantId,
+    provider: &'a ProviderName,
+    status: &'static str,
+    scopes: &'a [String],
+    account: Option<&'a str>,
+    user_id: &'a UserId,
+    created_at: String,
+    updated_at: String,
+    last_used_at: Option<String>,
+    revoked_at: Option<String>,
 }
 
-fn provider_json(p: &ProviderConfig) -> Value {
-    json!({
-        "provider": p.name,
-        "authorization_url": p.authorization_url,
-        "token_url": p.token_url,
-        "revocation_url": p.revocation_url,
-        "client_id": p.client_id,
-        "scopes": p.scopes,
-        "api_base_url": p.api_base_url,
-        "created_at": rfc3339(p.created_at),
-        "updated_at": rfc3339(p.updated_at),
-    })
+impl<'a> From<&'a Grant> for GrantJson<'a> {
+    fn from(grant: &'a Grant) -> Self {
+        Self {
+            id: &grant.id,
+            provider: &grant.provider,
+            status: grant.status.as_str(),
+            scopes: &grant.scopes,
+            account: grant.account.as_deref(),
+            user_id: &grant.user_id,
+            created_at: rfc3339(grant.created_at),
+            updated_at: rfc3339(grant.updated_at),
+            last_used_at: grant.last_used_at.map(rfc3339),
+            revoked_at: grant.revoked_at.map(rfc3339),
+        }
+    }
 }
 
-fn policy_json(p: &Policy) -> Value {
-    json!({
-        "provider": p.provider,
-        "allow_groups": p.allow_groups,
-        "allow_roles": p.allow_roles,
-        "token_access": p.token_access.as_str(),
-        "updated_at": rfc3339(p.updated_at),
-    })
+/// A provider as the API shows it (never its client secret).
+#[derive(Serialize)]
+struct ProviderJson<'a> {
+    provider: &'a ProviderName,
+    authorization_url: &'a str,
+    token_url: &'a str,
+    revocation_url: Option<&'a str>,
+    client_id: &'a str,
+    scopes: &'a [String],
+    api_base_url: Option<&'a str>,
+    created_at: String,
+    updated_at: String,
+}
+
+impl<'a> From<&'a ProviderConfig> for ProviderJson<'a> {
+    fn from(p: &'a ProviderConfig) -> Self {
+        Self {
+            provider: &p.name,
+            authorization_url: &p.authorization_url,
+            token_url: &p.token_url,
+            revocation_url: p.revocation_url.as_deref(),
+            client_id: &p.client_id,
+            scopes: &p.scopes,
+            api_base_url: p.api_base_url.as_deref(),
+            created_at: rfc3339(p.created_at),
+            updated_at: rfc3339(p.updated_at),
+        }
+    }
+}
+
+/// A policy as the API shows it.
+#[derive(Serialize)]
+struct PolicyJson<'a> {
+    provider: &'a ProviderName,
+    allow_groups: &'a BTreeSet<String>,
+    allow_roles: &'a BTreeSet<String>,
+    token_access: &'static str,
+    updated_at: String,
+}
+
+impl<'a> From<&'a Policy> for PolicyJson<'a> {
+    fn from(p: &'a Policy) -> Self {
+        Self {
+            provider: &p.provider,
+            allow_groups: &p.allow_groups,
+            allow_roles: &p.allow_roles,
+            token_access: p.token_access.as_str(),
+            updated_at: rfc3339(p.updated_at),
+        }
+    }
+}
+
+/// The answer to starting a connect flow.
+#[derive(Serialize)]
+struct ConnectSessionJson<'a> {
+    connect_url: &'a str,
+    expires_at: String,
+}
+
+/// A handed-out token (RFC 6749 section 5.1 style).
+#[derive(Serialize)]
+struct HandoutJson<'a> {
+    access_token: &'a str,
+    token_type: &'a str,
+    expires_at: Option<String>,
+    grant_id: &'a GrantId,
+    provider: &'a ProviderName,
+    scopes: &'a [String],
 }
 
 fn provider_param(call: &Call, n: usize) -> Result<ProviderName, ApiError> {
@@ -102,28 +164,28 @@ pub async fn put_provider(state: Arc<AppState>, call: Call) -> Result<HttpRespon
         scopes: body.scopes,
         api_base_url: body.api_base_url,
     };
-    let provider = state.vault.put_provider(&app.id, &name, input, &Actor::operator()).await?;
-    Ok(json_response(StatusCode::OK, &provider_json(&provider)))
+    let provider = state.vault().put_provider(&app.id, &name, input, &Actor::operator()).await?;
+    Ok(json_response(StatusCode::OK, &ProviderJson::from(&provider)))
 }
 
 pub async fn get_provider(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
     let provider =
-        state.vault.store().get_provider(&app.id, &name).await?.ok_or_else(|| ApiError::provider_not_found(&name))?;
-    Ok(json_response(StatusCode::OK, &provider_json(&provider)))
+        state.vault().get_provider(&app.id, &name).await?.ok_or_else(|| ApiError::provider_not_found(&name))?;
+    Ok(json_response(StatusCode::OK, &ProviderJson::from(&provider)))
 }
 
 pub async fn list_providers(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    let page = state.vault.store().list_providers(&app.id, &call.page()?).await?;
-    Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(provider_json).collect(), page.next_cursor)))
+    let page = state.vault().list_providers(&app.id, &call.page()?).await?;
+    Ok(json_response(StatusCode::OK, &ListJson::<ProviderJson>::of(&page)))
 }
 
 pub async fn delete_provider(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
-    if !state.vault.delete_provider(&app.id, &name, &Actor::operator()).await? {
+    if !state.vault().delete_provider(&app.id, &name, &Actor::operator()).await? {
         return Err(ApiError::provider_not_found(&name));
     }
     state.wake_outbox();
@@ -151,17 +213,17 @@ pub async fn put_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse
             .ok_or_else(|| ApiError::invalid_request("token_access: expected handout or proxy_only"))?,
     };
     let policy = state
-        .vault
+        .vault()
         .put_policy(&app.id, &name, body.allow_groups, body.allow_roles, token_access, &Actor::operator())
         .await?;
-    Ok(json_response(StatusCode::OK, &policy_json(&policy)))
+    Ok(json_response(StatusCode::OK, &PolicyJson::from(&policy)))
 }
 
 pub async fn get_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
-    match state.vault.store().get_policy(&app.id, &name).await? {
-        PolicyLookup::Found(policy) => Ok(json_response(StatusCode::OK, &policy_json(&policy))),
+    match state.vault().get_policy(&app.id, &name).await? {
+        PolicyLookup::Found(policy) => Ok(json_response(StatusCode::OK, &PolicyJson::from(&policy))),
         PolicyLookup::None => Err(ApiError::policy_not_found(&name)),
         PolicyLookup::Unreadable => Err(ApiError::internal()),
     }
@@ -169,14 +231,14 @@ pub async fn get_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse
 
 pub async fn list_policies(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    let page = state.vault.store().list_policies(&app.id, &call.page()?).await?;
-    Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(policy_json).collect(), page.next_cursor)))
+    let page = state.vault().list_policies(&app.id, &call.page()?).await?;
+    Ok(json_response(StatusCode::OK, &ListJson::<PolicyJson>::of(&page)))
 }
 
 pub async fn delete_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
-    if !state.vault.delete_policy(&app.id, &name, &Actor::operator()).await? {
+    if !state.vault().delete_policy(&app.id, &name, &Actor::operator()).await? {
         return Err(ApiError::policy_not_found(&name));
     }
     Ok(no_content())
@@ -194,10 +256,10 @@ struct ConnectBody {
 pub async fn create_connect_session(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse, ApiError> {
     let user = acting_user(&state, &mut call).await?;
     let body: ConnectBody = parse_json(&call.body)?;
-    let session = state.vault.start_connect(&user, &body.provider, &body.return_url, body.scopes).await?;
+    let session = state.vault().start_connect(&user, &body.provider, &body.return_url, body.scopes).await?;
     Ok(json_response(
         StatusCode::CREATED,
-        &json!({"connect_url": session.connect_url, "expires_at": rfc3339(session.expires_at)}),
+        &ConnectSessionJson { connect_url: &session.connect_url, expires_at: rfc3339(session.expires_at) },
     ))
 }
 
@@ -214,7 +276,7 @@ fn connect_cookie_name(state_value: &str) -> String {
 pub async fn connect_start(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let token = call.query.get("state").ok_or_else(|| ApiError::invalid_request("state: required"))?;
     let name = connect_cookie_name(token);
-    let (url, binding) = state.vault.connect_redirect(token, cookie(&call, &name)).await?;
+    let (url, binding) = state.vault().connect_redirect(token, cookie(&call, &name)).await?;
     let mut response = redirect(&url);
     if let Some(value) = binding {
         // HttpOnly; SameSite=Lax so the provider's top-level redirect back carries it; Secure
@@ -229,7 +291,7 @@ pub async fn connect_callback(state: Arc<AppState>, call: Call) -> Result<HttpRe
     let token = call.query.get("state").ok_or_else(|| ApiError::invalid_request("state: required"))?;
     let name = connect_cookie_name(token);
     let url = state
-        .vault
+        .vault()
         .complete_connect(
             token,
             cookie(&call, &name),
@@ -244,16 +306,16 @@ pub async fn connect_callback(state: Arc<AppState>, call: Call) -> Result<HttpRe
 
 pub async fn list_my_grants(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse, ApiError> {
     let user = acting_user(&state, &mut call).await?;
-    let page = state.vault.user_grants(&user, &call.page()?).await?;
-    Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(grant_json).collect(), page.next_cursor)))
+    let page = state.vault().user_grants(&user, &call.page()?).await?;
+    Ok(json_response(StatusCode::OK, &ListJson::<GrantJson>::of(&page)))
 }
 
 pub async fn revoke_my_grant(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse, ApiError> {
     let user = acting_user(&state, &mut call).await?;
     let id = grant_param(&call, 0)?;
-    let grant = state.vault.revoke_user_grant(&user, &id).await?;
+    let grant = state.vault().revoke_user_grant(&user, &id).await?;
     state.wake_outbox();
-    Ok(json_response(StatusCode::OK, &grant_json(&grant)))
+    Ok(json_response(StatusCode::OK, &GrantJson::from(&grant)))
 }
 
 #[derive(Deserialize)]
@@ -273,21 +335,21 @@ pub async fn token(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse,
         (None, Some(id)) => GrantSelector::Id(GrantId::parse(&id).map_err(|_| ApiError::grant_not_found())?),
         _ => return Err(ApiError::invalid_request("provider: give exactly one of provider and grant_id")),
     };
-    let handout = match state.vault.hand_out(&user, &selector).await {
+    let handout = match state.vault().hand_out(&user, &selector).await {
         Ok(handout) => handout,
         Err(GrantUseError::GrantNotFound) => return Err(no_grant(&state, &user, &selector).await),
         Err(other) => return Err(other.into()),
     };
     let mut response = json_response(
         StatusCode::OK,
-        &json!({
-            "access_token": handout.access_token.expose(),
-            "token_type": handout.token_type,
-            "expires_at": rfc3339_opt(handout.expires_at),
-            "grant_id": handout.grant_id,
-            "provider": handout.provider,
-            "scopes": handout.scopes,
-        }),
+        &HandoutJson {
+            access_token: handout.access_token.expose(),
+            token_type: &handout.token_type,
+            expires_at: handout.expires_at.map(rfc3339),
+            grant_id: &handout.grant_id,
+            provider: &handout.provider,
+            scopes: &handout.scopes,
+        },
     );
     // RFC 6749 section 5.1: responses carrying tokens must not be cached.
     response.headers_mut().insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
@@ -301,7 +363,7 @@ async fn no_grant(state: &AppState, user: &custody_identity::User, selector: &Gr
     let GrantSelector::Provider(provider) = selector else {
         return ApiError::grant_not_found();
     };
-    match state.vault.store().get_provider(&user.app_id, provider).await {
+    match state.vault().get_provider(&user.app_id, provider).await {
         Ok(None) => ApiError::new(
             StatusCode::NOT_FOUND,
             "provider_not_found",
@@ -341,8 +403,8 @@ pub async fn list_app_grants(state: Arc<AppState>, call: Call) -> Result<HttpRes
             })
             .transpose()?,
     };
-    let page = state.vault.list_grants(&app.id, &filter, &call.page()?).await?;
-    Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(grant_json).collect(), page.next_cursor)))
+    let page = state.vault().list_grants(&app.id, &filter, &call.page()?).await?;
+    Ok(json_response(StatusCode::OK, &ListJson::<GrantJson>::of(&page)))
 }
 
 #[derive(Deserialize, Default)]
@@ -359,9 +421,9 @@ pub async fn revoke_app_grant(state: Arc<AppState>, call: Call) -> Result<HttpRe
     if body.reason.as_ref().is_some_and(|r| r.len() > 1000) {
         return Err(ApiError::invalid_request("reason: at most 1000 characters"));
     }
-    let grant = state.vault.revoke_grant(&app.id, &id, body.reason, &Actor::operator()).await?;
+    let grant = state.vault().revoke_grant(&app.id, &id, body.reason, &Actor::operator()).await?;
     state.wake_outbox();
-    Ok(json_response(StatusCode::OK, &grant_json(&grant)))
+    Ok(json_response(StatusCode::OK, &GrantJson::from(&grant)))
 }
 
 #[derive(Deserialize)]
@@ -402,7 +464,7 @@ pub async fn import_grant(state: Arc<AppState>, call: Call) -> Result<HttpRespon
     // Everything that can refuse the import is checked before a user may be created for it, so
     // a refused import changes nothing.
     import.validate()?;
-    if state.vault.store().get_provider(&app.id, &import.provider).await?.is_none() {
+    if state.vault().get_provider(&app.id, &import.provider).await?.is_none() {
         return Err(ApiError::provider_not_found(&import.provider));
     }
     let user = match (body.subject, body.user_id) {
@@ -411,12 +473,11 @@ pub async fn import_grant(state: Arc<AppState>, call: Call) -> Result<HttpRespon
             {
                 return Err(ApiError::invalid_request("subject: must be 1 to 255 characters, without NUL"));
             }
-            let new_id = UserId::parse(&state.identity.random().uuid()).map_err(|_| ApiError::internal())?;
-            state.store.ensure_user(&app.id, &subject, &new_id, state.clock.now()).await?
+            state.identity().ensure_user(&app.id, &subject).await?
         }
         (None, Some(id)) => {
             let id = UserId::parse(&id).map_err(|_| ApiError::user_not_found())?;
-            state.store.get_user(&app.id, &id).await?.ok_or_else(ApiError::user_not_found)?
+            state.identity().get_user(&app.id, &id).await?.ok_or_else(ApiError::user_not_found)?
         }
         _ => return Err(ApiError::invalid_request("subject: give exactly one of subject and user_id")),
     };
@@ -424,6 +485,6 @@ pub async fn import_grant(state: Arc<AppState>, call: Call) -> Result<HttpRespon
     if user.status == custody_identity::UserStatus::Deprovisioned {
         return Err(custody_identity::user::UserRefused::Deprovisioned.into());
     }
-    let grant = state.vault.import_grant(&app.id, &user.id, import, &Actor::operator()).await?;
-    Ok(json_response(StatusCode::CREATED, &grant_json(&grant)))
+    let grant = state.vault().import_grant(&app.id, &user.id, import, &Actor::operator()).await?;
+    Ok(json_response(StatusCode::CREATED, &GrantJson::from(&grant)))
 }

@@ -21,7 +21,7 @@ use crate::json::HttpResponse;
 use crate::problem::ApiError;
 use crate::state::AppState;
 use custody_identity::page::PageRequest;
-use custody_identity::ports::{IdentityStore as _, StoreError};
+use custody_identity::ports::StoreError;
 use custody_identity::{AppId, User};
 use custody_vault::service::FindGrantError;
 use custody_vault::signin::service::{CallbackError, SessionEnd, SignedIn, StartSignInError, WalletAccess};
@@ -65,7 +65,7 @@ fn finish(result: PageResult) -> Result<HttpResponse, ApiError> {
 
 /// Whether cookies must be `Secure`: the public URL is https.
 fn secure(state: &AppState) -> bool {
-    state.public_url.starts_with("https://")
+    state.public_url().starts_with("https://")
 }
 
 /// The value of cookie `name` in the request, if any.
@@ -134,7 +134,7 @@ async fn session(state: &AppState, call: &Call) -> Result<(String, WalletSession
         page_error(page)
     };
     let Some(token) = cookie(call, SESSION_COOKIE) else { return Err(signed_out(state)) };
-    match state.signin.wallet_access(token).await? {
+    match state.signin().wallet_access(token).await? {
         WalletAccess::Active { session, user } => Ok((token.to_owned(), *session, *user)),
         WalletAccess::Unknown => Err(signed_out(state)),
         WalletAccess::Ended { app_id, reason } => {
@@ -160,7 +160,7 @@ async fn session(state: &AppState, call: &Call) -> Result<(String, WalletSession
 /// Checks a form's CSRF token against the session's.
 fn check_csrf(state: &AppState, token: &str, fields: &HashMap<String, String>) -> Result<(), PageError> {
     match fields.get("csrf") {
-        Some(presented) if state.signin.csrf_matches(token, presented) => Ok(()),
+        Some(presented) if state.signin().csrf_matches(token, presented) => Ok(()),
         _ => Err(page_error(message_page(
             StatusCode::FORBIDDEN,
             "This form has expired",
@@ -176,18 +176,18 @@ pub async fn sign_in_page(state: Arc<AppState>, call: Call) -> Result<HttpRespon
 
 async fn sign_in_page_inner(state: &AppState, call: &Call) -> PageResult {
     let app_id = app_param(call)?;
-    let app = state.store.get_app(&app_id).await?.ok_or_else(not_found_page)?;
+    let app = state.identity().get_app(&app_id).await?.ok_or_else(not_found_page)?;
     // Already signed in to this app's Wallet: straight there.
     if let Some(token) = cookie(call, SESSION_COOKIE) {
-        if let WalletAccess::Active { session, .. } = state.signin.wallet_access(token).await? {
+        if let WalletAccess::Active { session, .. } = state.signin().wallet_access(token).await? {
             if session.app_id == app_id {
                 return Ok(html::redirect(StatusCode::SEE_OTHER, "/wallet"));
             }
         }
     }
     let name = escape(app.name.as_str());
-    let idp = state.store.get_idp(&app_id).await?;
-    let client = state.signin.client(&app_id).await?;
+    let idp = state.identity().get_idp(&app_id).await?;
+    let client = state.signin().client(&app_id).await?;
     let configured = matches!((&idp, &client), (Some(i), Some(c)) if c.idp_id == i.id);
     if !configured {
         return Ok(message_page(
@@ -222,10 +222,10 @@ pub async fn login(state: Arc<AppState>, call: Call) -> Result<HttpResponse, Api
 
 async fn login_inner(state: &AppState, call: &Call) -> PageResult {
     let app_id = call.query.get("app_id").and_then(|a| AppId::parse(a).ok()).ok_or_else(not_found_page)?;
-    if state.store.get_app(&app_id).await?.is_none() {
+    if state.identity().get_app(&app_id).await?.is_none() {
         return Err(not_found_page());
     }
-    let started = match state.signin.start_wallet_sign_in(&app_id).await {
+    let started = match state.signin().start_wallet_sign_in(&app_id).await {
         Ok(started) => started,
         Err(StartSignInError::NotConfigured(_)) => {
             return Ok(message_page(
@@ -245,7 +245,7 @@ async fn login_inner(state: &AppState, call: &Call) -> PageResult {
         Err(StartSignInError::Store(e)) => return Err(e.into()),
     };
     let mut response = html::redirect(StatusCode::FOUND, &started.authorize_url);
-    let ttl = started.expires_at.seconds() - state.clock.now().seconds();
+    let ttl = started.expires_at.seconds() - state.now().seconds();
     set_cookie(state, &mut response, BINDING_COOKIE, started.state.expose(), "/wallet/auth", ttl);
     Ok(response)
 }
@@ -274,12 +274,12 @@ async fn callback_inner(state: &AppState, call: &Call) -> PageResult {
              you and sign in again.",
         ));
     }
-    let result = state.signin.complete(SignInPurpose::Wallet, returned_state, param("code"), param("error")).await;
+    let result = state.signin().complete(SignInPurpose::Wallet, returned_state, param("code"), param("error")).await;
     super::signin::log_sign_in_failure("wallet", &result);
     let mut response = match result {
         Ok(SignedIn::Wallet { session_token, expires_at, .. }) => {
             let mut response = html::redirect(StatusCode::SEE_OTHER, "/wallet");
-            let ttl = expires_at.seconds() - state.clock.now().seconds();
+            let ttl = expires_at.seconds() - state.now().seconds();
             set_cookie(state, &mut response, SESSION_COOKIE, session_token.expose(), "/wallet", ttl);
             response
         }
@@ -363,12 +363,12 @@ async fn wallet_page_inner(state: &AppState, call: &Call) -> PageResult {
     let app = escape(&app);
     let cursor = call.query.get("cursor").filter(|c| !c.is_empty()).cloned();
     let page = PageRequest::new(Some(GRANTS_PER_PAGE), cursor.clone()).unwrap_or_else(|_| PageRequest::first());
-    let grants = match state.vault.user_grants(&user, &page).await {
+    let grants = match state.vault().user_grants(&user, &page).await {
         Ok(grants) => grants,
-        Err(StoreError::InvalidCursor) => state.vault.user_grants(&user, &PageRequest::first()).await?,
+        Err(StoreError::InvalidCursor) => state.vault().user_grants(&user, &PageRequest::first()).await?,
         Err(e) => return Err(e.into()),
     };
-    let csrf = state.signin.csrf_token(&token);
+    let csrf = state.signin().csrf_token(&token);
     let who = user.email.as_deref().or(user.name.as_deref()).unwrap_or(&user.subject);
     let notice = call
         .query
@@ -415,7 +415,7 @@ async fn wallet_page_inner(state: &AppState, call: &Call) -> PageResult {
         who = escape(who),
     );
     let end_session_origin = state
-        .store
+        .identity()
         .get_idp(&session.app_id)
         .await?
         .and_then(|i| i.endpoints.end_session_endpoint)
@@ -444,7 +444,7 @@ async fn revoke_inner(state: &AppState, call: &Call) -> PageResult {
     let (token, _, user) = session(state, call).await?;
     check_csrf(state, &token, &form(call))?;
     let id = GrantId::parse(call.param(0)).map_err(|_| grant_page_error(FindGrantError::NotFound))?;
-    let grant = state.vault.revoke_user_grant(&user, &id).await.map_err(grant_page_error)?;
+    let grant = state.vault().revoke_user_grant(&user, &id).await.map_err(grant_page_error)?;
     state.wake_outbox();
     let provider: String = url::form_urlencoded::byte_serialize(grant.provider.as_str().as_bytes()).collect();
     Ok(html::redirect(StatusCode::SEE_OTHER, &format!("/wallet?revoked={provider}")))
@@ -458,7 +458,7 @@ pub async fn sign_out(state: Arc<AppState>, call: Call) -> Result<HttpResponse, 
 async fn sign_out_inner(state: &AppState, call: &Call) -> PageResult {
     let (token, session, _) = session(state, call).await?;
     check_csrf(state, &token, &form(call))?;
-    let location = state.signin.sign_out(&session).await?;
+    let location = state.signin().sign_out(&session).await?;
     let mut response = html::redirect(StatusCode::SEE_OTHER, &location);
     clear_session_cookie(state, &mut response);
     Ok(response)

@@ -10,18 +10,17 @@
 
 use super::apps::existing_app;
 use super::Call;
-use crate::json::{json_response, parse_json, rfc3339_opt, HttpResponse};
+use crate::json::{json_response, parse_json, rfc3339, HttpResponse};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use custody_identity::audit::Actor;
 use custody_identity::idp::IdpConfig;
 use custody_identity::{AppId, Secret};
 use custody_vault::lifecycle::okta::OKTA_VERIFICATION_HEADER;
-use custody_vault::webhook::{Delivery, EnabledWebhooks, SvixHeaders, WebhookView};
+use custody_vault::webhook::{Delivery, EnabledWebhooks, SvixHeaders, WebhookSettingsError, WebhookView};
 use hyper::header::AUTHORIZATION;
 use hyper::StatusCode;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// The body of `enable` and `rotate`.
@@ -33,31 +32,64 @@ struct SecretBody {
 }
 
 /// The settings object `{"url", "enabled", "secret_source", "rotated_at"}`.
-pub fn view_json(view: &WebhookView) -> Value {
-    json!({
-        "url": view.url,
-        "enabled": view.enabled,
-        "secret_source": view.secret_source.as_str(),
-        "rotated_at": rfc3339_opt(view.rotated_at),
-    })
+#[derive(Serialize)]
+pub struct WebhookJson {
+    pub url: String,
+    pub enabled: bool,
+    pub secret_source: &'static str,
+    pub rotated_at: Option<String>,
 }
 
-fn enabled_json(enabled: EnabledWebhooks) -> Value {
-    let mut out = view_json(&enabled.view);
-    if let Some(secret) = enabled.signing_secret {
-        // Shown in this response only; the server keeps its keyed hash.
-        out["signing_secret"] = Value::String(secret.into_inner());
+impl From<&WebhookView> for WebhookJson {
+    fn from(view: &WebhookView) -> Self {
+        Self {
+            url: view.url.clone(),
+            enabled: view.enabled,
+            secret_source: view.secret_source.as_str(),
+            rotated_at: view.rotated_at.map(rfc3339),
+        }
     }
-    out
 }
 
-/// The IdP object of the contract, with the real webhook settings of `config`.
-pub async fn idp_object(state: &AppState, config: &IdpConfig) -> Result<Value, ApiError> {
-    let mut object = super::idp::idp_json(state, config);
-    if let Some(target) = custody_vault::webhook::WebhookStore::webhook_target(&state.store, &config.app_id).await? {
-        object["webhook"] = view_json(&state.webhooks.view_of(&config.app_id, &target));
+/// The settings after enabling or rotating, with the generated secret this once.
+#[derive(Serialize)]
+struct EnabledJson {
+    #[serde(flatten)]
+    view: WebhookJson,
+    /// Shown in this response only; the server keeps its keyed hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signing_secret: Option<String>,
+}
+
+impl From<EnabledWebhooks> for EnabledJson {
+    fn from(enabled: EnabledWebhooks) -> Self {
+        Self { view: WebhookJson::from(&enabled.view), signing_secret: enabled.signing_secret.map(Secret::into_inner) }
     }
-    Ok(object)
+}
+
+/// The `webhook` member of the IdP object: the stored settings of `config`'s app, or the
+/// defaults (disabled) when webhooks were never set up.
+pub async fn idp_webhook(state: &AppState, config: &IdpConfig) -> Result<WebhookJson, ApiError> {
+    match state.webhooks().settings(&config.app_id).await {
+        Ok(view) => Ok(WebhookJson::from(&view)),
+        // Gone since the caller read it: the defaults stand, as for an IdP without settings.
+        Err(WebhookSettingsError::NotConfigured) => Ok(super::idp::default_webhook(state.public_url(), config)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The answer to a delivery: what became of its events.
+#[derive(Serialize)]
+struct CountsJson {
+    processed: u32,
+    ignored: u32,
+    duplicates: u32,
+}
+
+/// The answer to Okta's verification challenge.
+#[derive(Serialize)]
+struct VerificationJson {
+    verification: String,
 }
 
 fn secret_of(body: SecretBody) -> Option<Secret> {
@@ -66,28 +98,28 @@ fn secret_of(body: SecretBody) -> Option<Secret> {
 
 pub async fn get_settings(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    let view = state.webhooks.settings(&app.id).await?;
-    Ok(json_response(StatusCode::OK, &view_json(&view)))
+    let view = state.webhooks().settings(&app.id).await?;
+    Ok(json_response(StatusCode::OK, &WebhookJson::from(&view)))
 }
 
 pub async fn enable(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let body: SecretBody = parse_json(&call.body)?;
-    let enabled = state.webhooks.enable(&app.id, secret_of(body), &Actor::operator()).await?;
-    Ok(json_response(StatusCode::OK, &enabled_json(enabled)))
+    let enabled = state.webhooks().enable(&app.id, secret_of(body), &Actor::operator()).await?;
+    Ok(json_response(StatusCode::OK, &EnabledJson::from(enabled)))
 }
 
 pub async fn rotate(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let body: SecretBody = parse_json(&call.body)?;
-    let rotated = state.webhooks.rotate(&app.id, secret_of(body), &Actor::operator()).await?;
-    Ok(json_response(StatusCode::OK, &enabled_json(rotated)))
+    let rotated = state.webhooks().rotate(&app.id, secret_of(body), &Actor::operator()).await?;
+    Ok(json_response(StatusCode::OK, &EnabledJson::from(rotated)))
 }
 
 pub async fn disable(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    let view = state.webhooks.disable(&app.id, &Actor::operator()).await?;
-    Ok(json_response(StatusCode::OK, &view_json(&view)))
+    let view = state.webhooks().disable(&app.id, &Actor::operator()).await?;
+    Ok(json_response(StatusCode::OK, &WebhookJson::from(&view)))
 }
 
 fn header(call: &Call, name: &str) -> Option<String> {
@@ -101,9 +133,9 @@ pub async fn verify(state: Arc<AppState>, call: Call) -> Result<HttpResponse, Ap
     let app = AppId::parse(call.param(0)).map_err(|_| ApiError::webhooks_not_enabled())?;
     let authorization = call.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     let challenge = call.headers.get(OKTA_VERIFICATION_HEADER).and_then(|v| v.to_str().ok());
-    let verification = state.webhooks.verify_endpoint(&app, authorization, challenge).await?;
+    let verification = state.webhooks().verify_endpoint(&app, authorization, challenge).await?;
     tracing::info!(app = app.as_str(), "webhook URL verified by the identity provider");
-    Ok(json_response(StatusCode::OK, &json!({"verification": verification})))
+    Ok(json_response(StatusCode::OK, &VerificationJson { verification }))
 }
 
 /// `POST /v1/webhooks/{app_id}`: an identity provider's lifecycle events.
@@ -117,7 +149,7 @@ pub async fn receive(state: Arc<AppState>, call: Call) -> Result<HttpResponse, A
     };
     let authorization = call.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
     let delivery = Delivery { authorization, svix: &svix, body: &call.body };
-    let counts = state.webhooks.receive(&app, &delivery).await?;
+    let counts = state.webhooks().receive(&app, &delivery).await?;
     tracing::info!(
         app = app.as_str(),
         processed = counts.processed,
@@ -127,6 +159,6 @@ pub async fn receive(state: Arc<AppState>, call: Call) -> Result<HttpResponse, A
     );
     Ok(json_response(
         StatusCode::OK,
-        &json!({"processed": counts.processed, "ignored": counts.ignored, "duplicates": counts.duplicates}),
+        &CountsJson { processed: counts.processed, ignored: counts.ignored, duplicates: counts.duplicates },
     ))
 }
