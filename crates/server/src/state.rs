@@ -134,6 +134,7 @@ impl AppState {
             },
         ));
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let kinds = custody_providers::idp::registry();
         let identity = IdentityService::new(
             Arc::new(store.clone()),
             discovery,
@@ -148,6 +149,7 @@ impl AppState {
                     IssuerUrlPolicy::HttpsOnly
                 },
                 leeway_secs: config.jwt_leeway_secs,
+                kinds: kinds.clone(),
             },
         );
         let signin = SignInService::new(
@@ -193,6 +195,7 @@ impl AppState {
             clock: clock.clone(),
             random: random.clone(),
             outbox: Arc::new(NotifyOutbox(outbox_wake.clone())),
+            kinds,
             public_url: public_url.clone(),
         });
         Ok(AppState {

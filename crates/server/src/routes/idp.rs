@@ -8,6 +8,7 @@ use crate::problem::ApiError;
 use crate::state::AppState;
 use custody_identity::audit::Actor;
 use custody_identity::idp::{IdpConfig, IdpKind, IdpPatch, RequestedClaims};
+use custody_identity::kinds::SecretSource;
 use custody_identity::service::{AddIdp, DiscoveredIdp};
 use custody_identity::ClaimMappings;
 use custody_identity::ClaimPath;
@@ -66,14 +67,6 @@ fn claims_json(claims: &ClaimMappings) -> Value {
     json!({"user_id": claims.user_id, "group": claims.group, "role": claims.role})
 }
 
-fn webhook_secret_source(kind: IdpKind) -> &'static str {
-    if kind.webhook_secret_is_provided() {
-        "provided"
-    } else {
-        "generated"
-    }
-}
-
 /// The IdP object of the contract, its webhook settings at their defaults (disabled) and no OIDC
 /// client; [`super::webhooks::idp_object`] fills in the stored webhook settings and
 /// [`super::signin::idp_object`] the OIDC client too.
@@ -92,7 +85,7 @@ pub fn idp_json(state: &AppState, config: &IdpConfig) -> Value {
         "webhook": {
             "url": format!("{public}/v1/webhooks/{}", config.app_id),
             "enabled": false,
-            "secret_source": webhook_secret_source(config.kind),
+            "secret_source": state.identity.kind_adapter(&config.kind).webhook_secret().as_str(),
             "rotated_at": null,
         },
         "created_at": rfc3339(config.created_at),
@@ -111,7 +104,8 @@ fn validate_audience(audience: &Option<String>) -> Result<(), ApiError> {
 pub async fn discover(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     existing_app(&state, &call).await?;
     let body: DiscoverBody = parse_json(&call.body)?;
-    let DiscoveredIdp { kind, document, claims } = state.identity.discover(&body.issuer_url, body.kind).await?;
+    let DiscoveredIdp { kind, document, claims, webhook_secret, .. } =
+        state.identity.discover(&body.issuer_url, body.kind).await?;
     let oidc_sign_in = document.authorization_endpoint.is_some() && document.token_endpoint.is_some();
     Ok(json_response(
         StatusCode::OK,
@@ -125,7 +119,10 @@ pub async fn discover(state: Arc<AppState>, call: Call) -> Result<HttpResponse, 
             "signing_algs": document.signing_algs,
             "claims": claims_json(&claims),
             "capabilities": {
-                "webhooks": if kind.webhook_secret_is_provided() { "provided_secret" } else { "generated_secret" },
+                "webhooks": match webhook_secret {
+                    SecretSource::Provided => "provided_secret",
+                    SecretSource::Generated => "generated_secret",
+                },
                 "oidc_sign_in": oidc_sign_in,
             },
         }),
