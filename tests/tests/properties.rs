@@ -7,10 +7,13 @@
 //! CI runs proptest's default case count (or `PROPTEST_CASES`); `cargo xtask fuzz --minutes N`
 //! runs them longer.
 
+use custody_identity::lifecycle::{DecodedEvent, SvixMessage};
 use custody_identity::UnixTime;
+use custody_providers::idp::auth0::decode_auth0;
+use custody_providers::idp::native::decode_native;
+use custody_providers::idp::registry;
 use custody_server::config::KNOWN_VARIABLES;
 use custody_server::Config;
-use custody_vault::lifecycle::{decode_auth0, decode_clerk, decode_native, DecodedEvent, SvixMessage};
 use custody_vault::ports::{LifecycleChange, LifecycleEvent};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -87,17 +90,17 @@ fn svix() -> SvixMessage<'static> {
 proptest! {
     #[test]
     fn decoders_take_any_bytes(body in proptest::collection::vec(any::<u8>(), 0..400)) {
-        if let Ok(events) = decode_auth0(&body) { well_formed(&events)?; }
-        if let Ok(events) = decode_clerk(&body, &svix()) { well_formed(&events)?; }
-        if let Ok(events) = decode_native(&body) { well_formed(&events)?; }
+        for adapter in registry().all() {
+            if let Ok(events) = adapter.decode_webhook(&body, Some(&svix())) { well_formed(&events)?; }
+        }
     }
 
     #[test]
     fn decoders_take_any_json(value in json_value()) {
         let body = value.to_string().into_bytes();
-        if let Ok(events) = decode_auth0(&body) { well_formed(&events)?; }
-        if let Ok(events) = decode_clerk(&body, &svix()) { well_formed(&events)?; }
-        if let Ok(events) = decode_native(&body) { well_formed(&events)?; }
+        for adapter in registry().all() {
+            if let Ok(events) = adapter.decode_webhook(&body, Some(&svix())) { well_formed(&events)?; }
+        }
         let lines = format!("{value}\n{value}\n");
         if let Ok(events) = decode_auth0(lines.as_bytes()) { well_formed(&events)?; }
     }

@@ -36,7 +36,7 @@ fn config_for_jwks(idp: &FakeIdp, jwks_uri: String) -> IdpConfig {
     IdpConfig {
         id: IdpId::parse("00000000-0000-4000-8000-000000000001").unwrap(),
         app_id: AppId::parse("00000000-0000-4000-8000-000000000002").unwrap(),
-        kind: IdpKind::CustomOidc,
+        kind: IdpKind::from_static("custom_oidc"),
         issuer: Issuer::new(idp.issuer()),
         jwks_uri,
         audience: Some(idp.audience().to_owned()),

@@ -169,11 +169,11 @@ async fn fixtures(args: &[String]) -> Result<(), String> {
     let idp = IdpConfig {
         id: IdpId::parse(FIXTURE_IDP_ID).map_err(|e| e.to_string())?,
         app_id: app_id.clone(),
-        kind: IdpKind::Auth0,
+        kind: IdpKind::from_static("auth0"),
         issuer: Issuer::new(issuer),
         jwks_uri: format!("{issuer}.well-known/jwks.json"),
         audience: Some("https://api.demo.example".into()),
-        claims: IdpKind::Auth0.default_claims(),
+        claims: custody_identity::ClaimMappings::subject_only(),
         claims_locked_at: None,
         version: 1,
         created_at: now,

@@ -1,94 +1,70 @@
-//! An app's identity-provider configuration: kind detection, claim defaults, and the lock that
-//! freezes the claim mappings once the first user has been resolved through them.
+//! An app's identity-provider configuration: the kind's name, the claim mappings and the lock
+//! that freezes them once the first user has been resolved through them. What a kind means
+//! (detection, defaults, webhooks) is its adapter's ([`crate::kinds`]).
 
 use crate::claims::{ClaimMappings, ClaimPath};
 use crate::ids::{AppId, IdpId};
-use crate::issuer::{Issuer, IssuerUrl};
+use crate::issuer::Issuer;
 use crate::time::UnixTime;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::fmt;
 
-/// The flavour of identity provider, which decides claim defaults and the webhook scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IdpKind {
-    Auth0,
-    Clerk,
-    Okta,
-    Keycloak,
-    CustomOidc,
-}
+/// The name of a kind of identity provider (`auth0`, `clerk`, `okta`, `keycloak`,
+/// `custom_oidc`, ...): what decides claim defaults and the webhook scheme, through the adapter
+/// registered under this name ([`crate::kinds::IdpKinds`]). The domain knows no kind by name;
+/// a name is 1 to 32 lowercase ASCII letters, digits or `_`, starting with a letter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdpKind(Cow<'static, str>);
+
+/// The longest kind name, in bytes.
+const MAX_KIND_LEN: usize = 32;
 
 impl IdpKind {
-    /// Detection from the issuer URL: `*.auth0.com` is Auth0; `*.clerk.accounts.dev` or a host
-    /// starting `clerk.` is Clerk; `*.okta.com` or `*.oktapreview.com` is Okta; a path with a
-    /// `/realms/` segment is Keycloak; anything else is a custom OIDC provider.
-    pub fn detect(issuer_url: &IssuerUrl) -> IdpKind {
-        let host = issuer_url.host();
-        if host.ends_with(".auth0.com") {
-            IdpKind::Auth0
-        } else if host.ends_with(".clerk.accounts.dev") || host.starts_with("clerk.") {
-            IdpKind::Clerk
-        } else if host.ends_with(".okta.com") || host.ends_with(".oktapreview.com") {
-            IdpKind::Okta
-        } else if issuer_url.path_segments().windows(2).any(|w| w[0] == "realms") {
-            IdpKind::Keycloak
-        } else {
-            IdpKind::CustomOidc
-        }
+    /// A kind named by an adapter. The name must be valid (see the type's docs); the registry
+    /// checks every adapter's name when it is built.
+    pub const fn from_static(name: &'static str) -> IdpKind {
+        IdpKind(Cow::Borrowed(name))
     }
 
-    /// The claim mappings a new configuration of this kind starts with.
-    pub fn default_claims(self) -> ClaimMappings {
-        match self {
-            IdpKind::Clerk => ClaimMappings {
-                user_id: ClaimPath::subject(),
-                group: Some(ClaimPath::parse("org_memberships").unwrap_or_else(|_| ClaimPath::subject())),
-                role: None,
-            },
-            // Okta puts the user's groups in `groups` once a groups claim is added to the
-            // authorization server (docs/idp-okta.md).
-            IdpKind::Okta => ClaimMappings {
-                user_id: ClaimPath::subject(),
-                group: Some(ClaimPath::parse("groups").unwrap_or_else(|_| ClaimPath::subject())),
-                role: None,
-            },
-            // Keycloak's realm roles.
-            IdpKind::Keycloak => ClaimMappings {
-                user_id: ClaimPath::subject(),
-                group: None,
-                role: Some(ClaimPath::parse("realm_access.roles").unwrap_or_else(|_| ClaimPath::subject())),
-            },
-            IdpKind::Auth0 | IdpKind::CustomOidc => ClaimMappings::subject_only(),
-        }
-    }
-
-    /// The stable text form (`auth0`, `clerk`, `okta`, `keycloak`, `custom_oidc`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IdpKind::Auth0 => "auth0",
-            IdpKind::Clerk => "clerk",
-            IdpKind::Okta => "okta",
-            IdpKind::Keycloak => "keycloak",
-            IdpKind::CustomOidc => "custom_oidc",
-        }
-    }
-
-    /// Parses the stable text form.
+    /// Parses a kind name; `None` when it is not of the allowed form. Whether an adapter is
+    /// registered under it is the registry's question.
     pub fn parse(s: &str) -> Option<IdpKind> {
-        match s {
-            "auth0" => Some(IdpKind::Auth0),
-            "clerk" => Some(IdpKind::Clerk),
-            "okta" => Some(IdpKind::Okta),
-            "keycloak" => Some(IdpKind::Keycloak),
-            "custom_oidc" => Some(IdpKind::CustomOidc),
-            _ => None,
-        }
+        Self::is_valid(s).then(|| IdpKind(Cow::Owned(s.to_owned())))
     }
 
-    /// Whether this kind's webhooks are signed with a secret the IdP provides (Clerk's Svix
-    /// `whsec_...`) rather than one Custody generates.
-    pub fn webhook_secret_is_provided(self) -> bool {
-        self == IdpKind::Clerk
+    /// Whether `s` is of the allowed form.
+    pub fn is_valid(s: &str) -> bool {
+        let mut bytes = s.bytes();
+        s.len() <= MAX_KIND_LEN
+            && bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+            && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    }
+
+    /// The stable text form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IdpKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for IdpKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for IdpKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        IdpKind::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom("expected an identity provider kind: 1 to 32 lowercase letters, digits or `_`")
+        })
     }
 }
 
@@ -209,48 +185,25 @@ impl IdpPatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::issuer::IssuerUrlPolicy;
-
-    fn kind_of(url: &str) -> IdpKind {
-        IdpKind::detect(&IssuerUrl::parse(url, IssuerUrlPolicy::HttpsOnly).unwrap())
-    }
 
     #[test]
-    fn detection_table() {
-        assert_eq!(kind_of("https://acme.us.auth0.com/"), IdpKind::Auth0);
-        assert_eq!(kind_of("https://ACME.AUTH0.COM"), IdpKind::Auth0);
-        assert_eq!(kind_of("https://auth0.com.evil.example"), IdpKind::CustomOidc);
-        assert_eq!(kind_of("https://happy-cat-12.clerk.accounts.dev"), IdpKind::Clerk);
-        assert_eq!(kind_of("https://clerk.acme.com"), IdpKind::Clerk);
-        assert_eq!(kind_of("https://notclerk.acme.com"), IdpKind::CustomOidc);
-        assert_eq!(kind_of("https://login.microsoftonline.com/tid/v2.0"), IdpKind::CustomOidc);
-        assert_eq!(kind_of("https://dev-123456.okta.com/oauth2/default"), IdpKind::Okta);
-        assert_eq!(kind_of("https://acme.oktapreview.com"), IdpKind::Okta);
-        assert_eq!(kind_of("https://okta.com.evil.example"), IdpKind::CustomOidc);
-        assert_eq!(kind_of("https://sso.acme.com/realms/acme"), IdpKind::Keycloak);
-        assert_eq!(kind_of("https://sso.acme.com/auth/realms/acme/"), IdpKind::Keycloak);
-        assert_eq!(kind_of("https://sso.acme.com/realms/"), IdpKind::CustomOidc);
-        assert_eq!(kind_of("https://sso.acme.com/realmsx/acme"), IdpKind::CustomOidc);
-    }
-
-    #[test]
-    fn defaults_per_kind() {
-        assert_eq!(IdpKind::Clerk.default_claims().group.unwrap().as_str(), "org_memberships");
-        assert_eq!(IdpKind::Auth0.default_claims(), ClaimMappings::subject_only());
-        assert_eq!(IdpKind::CustomOidc.default_claims().user_id.as_str(), "sub");
-        assert_eq!(IdpKind::Okta.default_claims().group.unwrap().as_str(), "groups");
-        assert_eq!(IdpKind::Keycloak.default_claims().role.unwrap().as_str(), "realm_access.roles");
-        assert_eq!(IdpKind::Keycloak.default_claims().group, None);
-        for k in [IdpKind::Auth0, IdpKind::Clerk, IdpKind::Okta, IdpKind::Keycloak, IdpKind::CustomOidc] {
-            assert_eq!(IdpKind::parse(k.as_str()), Some(k));
+    fn kind_names() {
+        for good in ["auth0", "custom_oidc", "okta2"] {
+            assert_eq!(IdpKind::parse(good).unwrap().as_str(), good);
         }
+        for bad in ["", "Auth0", "2fa", "pinger-federate", "a b", &"k".repeat(33)] {
+            assert_eq!(IdpKind::parse(bad), None, "{bad:?}");
+        }
+        let json: IdpKind = serde_json::from_str("\"okta\"").unwrap();
+        assert_eq!(json, IdpKind::from_static("okta"));
+        assert!(serde_json::from_str::<IdpKind>("\"OKTA\"").is_err());
     }
 
     fn config(locked: bool) -> IdpConfig {
         IdpConfig {
             id: IdpId::parse("00000000-0000-4000-8000-000000000001").unwrap(),
             app_id: AppId::parse("00000000-0000-4000-8000-000000000002").unwrap(),
-            kind: IdpKind::CustomOidc,
+            kind: IdpKind::from_static("custom_oidc"),
             issuer: Issuer::new("https://idp.example.com"),
             jwks_uri: "https://idp.example.com/jwks".into(),
             audience: None,

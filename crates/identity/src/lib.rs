@@ -1,7 +1,7 @@
 //! Custody's identity domain: who the end user is.
 //!
-//! This crate holds the rules for an app's identity provider (IdP): recognising its kind from the
-//! issuer URL, the claim mappings that turn a verified JWT into a user and the lock that freezes
+//! This crate holds the rules for an app's identity provider (IdP): the port its kind's adapter
+//! implements (detection from the issuer URL, defaults, webhook decoding, [`kinds`]), the claim mappings that turn a verified JWT into a user and the lock that freezes
 //! them after the first sign-in, the time checks on JWT claims, and the user lifecycle. It does no
 //! I/O and reads no clock: storage, token verification, discovery and time come in through the
 //! port traits in [`ports`], implemented by the adapter crates.
@@ -14,6 +14,8 @@ pub mod ids;
 pub mod invalid;
 pub mod issuer;
 pub mod jwt;
+pub mod kinds;
+pub mod lifecycle;
 pub mod page;
 pub mod ports;
 pub mod secret;
@@ -28,6 +30,7 @@ pub use ids::{ApiKeyId, AppId, IdpId, InvalidId, UserId};
 pub use invalid::Invalid;
 pub use issuer::{InvalidIssuerUrl, Issuer, IssuerUrl, IssuerUrlPolicy};
 pub use jwt::{ClaimExpectations, TokenRejection, VerifiedClaims};
+pub use kinds::{IdpAdapter, IdpKinds, SecretSource};
 pub use secret::Secret;
 pub use time::UnixTime;
 pub use user::{User, UserStatus};

@@ -12,6 +12,7 @@ use crate::jwt::{
     audience_contains, precheck_issuer, strip_bearer_scheme, validate_claims, ClaimExpectations, TokenRejection,
     VerifiedClaims,
 };
+use crate::kinds::{IdpAdapter, IdpKinds, SecretSource};
 use crate::page::{Page, PageRequest};
 use crate::ports::{
     Clock, CreateIdpError, Discovery, DiscoveryDocument, DiscoveryError, FetchedKeys, IdentityStore, LockGuard, Random,
@@ -44,6 +45,10 @@ impl fmt::Debug for NewApiKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiscoveredIdp {
     pub kind: IdpKind,
+    /// The kind's name for people (`Auth0`).
+    pub label: &'static str,
+    /// Where the kind's webhook secret would come from.
+    pub webhook_secret: SecretSource,
     pub document: DiscoveryDocument,
     pub claims: ClaimMappings,
 }
@@ -55,6 +60,9 @@ pub enum DiscoverError {
     InvalidIssuerUrl(#[from] InvalidIssuerUrl),
     #[error(transparent)]
     Failed(#[from] DiscoveryError),
+    /// The requested kind has no adapter.
+    #[error("kind: unknown identity provider kind `{kind}`; use one of {known}, or omit it to detect the kind")]
+    UnknownKind { kind: IdpKind, known: String },
 }
 
 /// Errors of [`IdentityService::add_idp`].
@@ -107,10 +115,12 @@ pub struct AddIdp {
 }
 
 /// Settings of the identity use cases.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct IdentitySettings {
     pub issuer_policy: IssuerUrlPolicy,
     pub leeway_secs: i64,
+    /// The identity-provider adapters this build registers (`custody_providers::idp::registry`).
+    pub kinds: IdpKinds,
 }
 
 /// The identity use cases over their ports.
@@ -146,6 +156,16 @@ impl IdentityService {
 
     pub fn store(&self) -> &Arc<dyn IdentityStore> {
         &self.store
+    }
+
+    /// The registered identity-provider kinds.
+    pub fn kinds(&self) -> &IdpKinds {
+        &self.settings.kinds
+    }
+
+    /// The adapter of a stored configuration's kind.
+    pub fn kind_adapter(&self, kind: &IdpKind) -> &dyn IdpAdapter {
+        self.settings.kinds.adapter(kind)
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -237,9 +257,22 @@ impl IdentityService {
         kind_override: Option<IdpKind>,
     ) -> Result<DiscoveredIdp, DiscoverError> {
         let url = IssuerUrl::parse(issuer_url, self.settings.issuer_policy)?;
+        let requested = match &kind_override {
+            Some(kind) => Some(self.settings.kinds.get(kind).ok_or_else(|| DiscoverError::UnknownKind {
+                kind: kind.clone(),
+                known: self.settings.kinds.names(),
+            })?),
+            None => None,
+        };
         let document = self.discovery.discover(&url).await?;
-        let kind = kind_override.unwrap_or_else(|| IdpKind::detect(&url));
-        Ok(DiscoveredIdp { kind, claims: kind.default_claims(), document })
+        let adapter = requested.unwrap_or_else(|| self.settings.kinds.detect(&url));
+        Ok(DiscoveredIdp {
+            kind: adapter.kind(),
+            label: adapter.label(),
+            webhook_secret: adapter.webhook_secret(),
+            claims: adapter.default_claims(),
+            document,
+        })
     }
 
     /// Discovers the issuer again and stores the app's IdP configuration; nothing is stored if

@@ -1,5 +1,7 @@
 //! Custody's adapters to the outside world for the identity and vault domains.
 //!
+//! - [`idp`]: the identity-provider adapters, one module per kind (Auth0, Clerk, Okta, Keycloak,
+//!   custom OpenID Connect) behind the identity domain's `IdpAdapter` port, and [`idp::registry`].
 //! - [`http`]: the outbound HTTP(S) client (timeouts, body limit, no redirects, address rules).
 //! - [`discovery`]: OpenID Connect discovery ([`HttpDiscovery`], the `Discovery` port).
 //! - [`jwks`]: JWT signature verification against an IdP's JWKS ([`JwksVerifier`], the
@@ -21,7 +23,7 @@
 //! ```no_run
 //! use custody_identity::jwt::{validate_claims, ClaimExpectations};
 //! use custody_identity::ports::Discovery;
-//! use custody_identity::{idp::IdpKind, Issuer, IssuerUrl, IssuerUrlPolicy, UnixTime};
+//! use custody_identity::{Issuer, IssuerUrl, IssuerUrlPolicy, UnixTime};
 //! use custody_providers::{HttpClient, HttpClientSettings, HttpDiscovery, JwksSettings, JwksVerifier};
 //!
 //! async fn verify(token: &str, now: UnixTime) -> Result<String, Box<dyn std::error::Error>> {
@@ -33,7 +35,8 @@
 //!     let issuer = Issuer::new(document.issuer);
 //!     let expect = ClaimExpectations { issuer: &issuer, audience: Some("https://api.acme.example"), leeway_secs: 60 };
 //!     let verified = validate_claims(claims, &expect, now)?;
-//!     let identity = IdpKind::detect(&url).default_claims().extract(&verified.claims)?;
+//!     let kind = custody_providers::idp::registry();
+//!     let identity = kind.detect(&url).default_claims().extract(&verified.claims)?;
 //!     Ok(identity.subject)
 //! }
 //! ```
@@ -41,6 +44,7 @@
 pub mod crypto;
 pub mod discovery;
 pub mod http;
+pub mod idp;
 pub mod jwks;
 pub mod oauth;
 pub mod oidc;

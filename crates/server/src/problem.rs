@@ -136,6 +136,7 @@ impl From<DiscoverError> for ApiError {
             DiscoverError::Failed(e) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "discovery_failed", e.to_string())
             }
+            e @ DiscoverError::UnknownKind { .. } => ApiError::invalid_request(e.to_string()),
         }
     }
 }

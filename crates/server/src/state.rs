@@ -141,6 +141,7 @@ impl AppState {
             },
         ));
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let kinds = custody_providers::idp::registry();
         let identity = IdentityService::new(
             Arc::new(store.clone()),
             discovery,
@@ -155,6 +156,7 @@ impl AppState {
                     IssuerUrlPolicy::HttpsOnly
                 },
                 leeway_secs: config.jwt_leeway_secs,
+                kinds: kinds.clone(),
             },
         );
         let signin = SignInService::new(
@@ -200,6 +202,7 @@ impl AppState {
             clock: clock.clone(),
             random: random.clone(),
             outbox: Arc::new(NotifyOutbox(outbox_wake.clone())),
+            kinds,
             public_url: public_url.clone(),
         });
         let portal_sessions = PortalSessions::new(store, hasher.clone(), random, clock.clone());

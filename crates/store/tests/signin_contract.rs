@@ -68,7 +68,7 @@ async fn seed(store: &Store) -> (AppId, IdpConfig) {
     let idp = IdpConfig {
         id: IdpId::parse(&uuid()).unwrap(),
         app_id: app.id.clone(),
-        kind: IdpKind::CustomOidc,
+        kind: IdpKind::from_static("custom_oidc"),
         issuer: Issuer::new("https://idp.example.com"),
         jwks_uri: "https://idp.example.com/jwks".to_owned(),
         audience: None,

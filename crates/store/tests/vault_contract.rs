@@ -961,7 +961,7 @@ fn idp_for(app: &AppId) -> IdpConfig {
     IdpConfig {
         id: IdpId::parse(&uuid()).unwrap(),
         app_id: app.clone(),
-        kind: IdpKind::CustomOidc,
+        kind: IdpKind::from_static("custom_oidc"),
         issuer: Issuer::new("https://idp.example.com"),
         jwks_uri: "https://idp.example.com/jwks".to_owned(),
         audience: None,

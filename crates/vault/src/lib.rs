@@ -5,7 +5,6 @@
 
 pub mod cipher;
 pub mod grant;
-pub mod lifecycle;
 pub mod policy;
 pub mod ports;
 pub mod provider;

@@ -100,33 +100,8 @@ pub struct OutboxItem {
     pub next_attempt_at: UnixTime,
 }
 
-/// What an identity-provider lifecycle event does to a user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LifecycleChange {
-    /// Status `deprovisioned` (final), every grant revoked as [`RevokeScope::User`] does.
-    Deprovision,
-    /// Status `suspended`, grants kept. Never out of `deprovisioned`.
-    Suspend,
-    /// Status `active`. Never out of `deprovisioned`.
-    Reactivate,
-    /// Removes a token-sourced group and records the removal (at `occurred_at`), so a token
-    /// issued before it cannot restore the group.
-    RemoveGroup(String),
-    /// Refreshes email and name (each only when `Some`).
-    Profile { email: Option<String>, name: Option<String> },
-}
-
-/// One lifecycle event from an identity provider's webhook.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LifecycleEvent {
-    /// The IdP's id for the event (`svix-id`, Auth0 `log_id`, native `id`), unique per app.
-    pub event_id: String,
-    /// The user's subject at the IdP.
-    pub subject: String,
-    /// When the IdP says the change happened.
-    pub occurred_at: UnixTime,
-    pub change: LifecycleChange,
-}
+// The lifecycle vocabulary is the identity domain's; the vault applies it (deprovisioning revokes grants).
+pub use custody_identity::lifecycle::{LifecycleChange, LifecycleEvent};
 
 /// What applying a lifecycle event did.
 #[derive(Debug, Clone, PartialEq, Eq)]

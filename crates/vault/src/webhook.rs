@@ -14,13 +14,13 @@
 //! before it stay applied (a redelivery finds them as duplicates), nothing of the failing one is.
 
 use crate::cipher::{Cipher, CipherError, SealedBox};
-use crate::lifecycle::okta::OKTA_VERIFICATION_HEADER;
-use crate::lifecycle::{decode, DecodedEvent, MalformedPayload, SvixMessage, WebhookFormat};
 use crate::ports::{LifecycleChange, LifecycleEvent, LifecycleOutcome, VaultStore};
 use async_trait::async_trait;
 use base64::Engine as _;
 use custody_identity::audit::{Actor, AuditEntry};
 use custody_identity::idp::IdpKind;
+use custody_identity::kinds::IdpKinds;
+use custody_identity::lifecycle::{DecodedEvent, MalformedPayload, SvixMessage};
 use custody_identity::ports::{Clock, Random, SecretHasher, StoreError};
 use custody_identity::{AppId, IdpId, Invalid, Secret, UnixTime};
 use std::fmt;
@@ -42,42 +42,7 @@ pub fn webhook_secret_aad(app: &AppId) -> Vec<u8> {
     format!("webhook-secret:{}", app.as_str()).into_bytes()
 }
 
-/// Where an app's webhook secret comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecretSource {
-    /// Custody generates it and keeps only a keyed hash (Auth0, custom OIDC).
-    Generated,
-    /// The identity provider issues it and the operator supplies it; kept sealed (Clerk).
-    Provided,
-}
-
-impl SecretSource {
-    /// The source for an identity provider of `kind`.
-    pub fn for_kind(kind: IdpKind) -> SecretSource {
-        if kind.webhook_secret_is_provided() {
-            SecretSource::Provided
-        } else {
-            SecretSource::Generated
-        }
-    }
-
-    /// The stable text form (`generated`, `provided`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SecretSource::Generated => "generated",
-            SecretSource::Provided => "provided",
-        }
-    }
-
-    /// Parses the stable text form.
-    pub fn parse(s: &str) -> Option<SecretSource> {
-        match s {
-            "generated" => Some(SecretSource::Generated),
-            "provided" => Some(SecretSource::Provided),
-            _ => None,
-        }
-    }
-}
+pub use custody_identity::kinds::SecretSource;
 
 /// A webhook secret as stored: never the generated secret itself.
 #[derive(Clone, PartialEq, Eq)]
@@ -309,7 +274,8 @@ pub struct DeliveryCounts {
 /// A delivery whose origin is proven, ready to decode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedDelivery {
-    format: WebhookFormat,
+    /// The kind whose adapter decodes the body.
+    kind: IdpKind,
     /// For Clerk: the verified `svix-id` and `svix-timestamp`.
     svix: Option<(String, UnixTime)>,
 }
@@ -370,6 +336,7 @@ pub struct WebhookService {
     clock: Arc<dyn Clock>,
     random: Arc<dyn Random>,
     outbox: Arc<dyn OutboxWaker>,
+    kinds: IdpKinds,
     public_url: String,
 }
 
@@ -389,6 +356,8 @@ pub struct WebhookPorts {
     pub clock: Arc<dyn Clock>,
     pub random: Arc<dyn Random>,
     pub outbox: Arc<dyn OutboxWaker>,
+    /// The identity-provider adapters: each kind's webhook secret, format and decoder.
+    pub kinds: IdpKinds,
     /// The public base URL, for the webhook URL shown to the operator.
     pub public_url: String,
 }
@@ -454,6 +423,7 @@ impl WebhookService {
             clock: ports.clock,
             random: ports.random,
             outbox: ports.outbox,
+            kinds: ports.kinds,
             public_url: ports.public_url,
         }
     }
@@ -471,7 +441,7 @@ impl WebhookService {
             secret_source: record
                 .and_then(|r| r.secret.as_ref())
                 .map(StoredSecret::source)
-                .unwrap_or_else(|| SecretSource::for_kind(target.kind)),
+                .unwrap_or_else(|| self.kinds.adapter(&target.kind).webhook_secret()),
             rotated_at: record.and_then(|r| r.rotated_at),
         }
     }
@@ -493,8 +463,13 @@ impl WebhookService {
 
     /// A new secret for an identity provider of `kind`: generated (and shown once) for Auth0
     /// and custom OIDC, the operator's validated `whsec_...` for Clerk.
-    fn new_secret(&self, app: &AppId, kind: IdpKind, provided: Option<Secret>) -> Result<NewSecret, SecretChangeError> {
-        match (SecretSource::for_kind(kind), provided) {
+    fn new_secret(
+        &self,
+        app: &AppId,
+        kind: &IdpKind,
+        provided: Option<Secret>,
+    ) -> Result<NewSecret, SecretChangeError> {
+        match (self.kinds.adapter(kind).webhook_secret(), provided) {
             (SecretSource::Provided, None) => Err(SecretChangeError::InvalidSigningSecret(Invalid::new(
                 "signing_secret",
                 format!("{} webhooks need the provider's signing secret (`{SVIX_SECRET_PREFIX}...`)", kind.as_str()),
@@ -533,7 +508,7 @@ impl WebhookService {
         if target.active_secret().is_some() {
             return Err(SecretChangeError::AlreadyEnabled);
         }
-        let secret = self.new_secret(app, target.kind, signing_secret)?;
+        let secret = self.new_secret(app, &target.kind, signing_secret)?;
         let source = secret.stored.source();
         let audit =
             self.audit(app, "webhook.enable", actor.as_str(), Some(format!("secret source: {}", source.as_str())));
@@ -560,7 +535,7 @@ impl WebhookService {
         if target.active_secret().is_none() {
             return Err(SecretChangeError::NotEnabled);
         }
-        let secret = self.new_secret(app, target.kind, signing_secret)?;
+        let secret = self.new_secret(app, &target.kind, signing_secret)?;
         let source = secret.stored.source();
         let audit = self.audit(app, "webhook.rotate", actor.as_str(), Some("webhook secret rotated".into()));
         let now = self.clock.now();
@@ -592,7 +567,7 @@ impl WebhookService {
         Ok(WebhookView {
             url: self.url(app),
             enabled: false,
-            secret_source: SecretSource::for_kind(target.kind),
+            secret_source: self.kinds.adapter(&target.kind).webhook_secret(),
             rotated_at: None,
         })
     }
@@ -601,7 +576,6 @@ impl WebhookService {
     pub async fn authenticate(&self, app: &AppId, delivery: &Delivery<'_>) -> Result<VerifiedDelivery, ReceiveError> {
         let target = self.store.webhook_target(app).await?.ok_or(ReceiveError::NotEnabled)?;
         let secret = target.active_secret().ok_or(ReceiveError::NotEnabled)?;
-        let format = WebhookFormat::for_kind(target.kind);
         match secret {
             StoredSecret::Hash(hash) => {
                 let presented = delivery
@@ -612,7 +586,7 @@ impl WebhookService {
                 if !self.hasher.verify(WEBHOOK_SECRET_PURPOSE, presented.as_bytes(), hash) {
                     return Err(ReceiveError::InvalidSignature("the Authorization value does not match".into()));
                 }
-                Ok(VerifiedDelivery { format, svix: None })
+                Ok(VerifiedDelivery { kind: target.kind.clone(), svix: None })
             }
             StoredSecret::Sealed(sealed) => {
                 let secret = self.cipher.open_secret(sealed, &webhook_secret_aad(app)).map_err(|e| match e {
@@ -632,7 +606,7 @@ impl WebhookService {
                     .as_deref()
                     .and_then(|t| t.trim().parse::<i64>().ok())
                     .ok_or_else(|| ReceiveError::InvalidSignature(SvixRejection::BadTimestamp.to_string()))?;
-                Ok(VerifiedDelivery { format, svix: Some((id, UnixTime(timestamp))) })
+                Ok(VerifiedDelivery { kind: target.kind.clone(), svix: Some((id, UnixTime(timestamp))) })
             }
         }
     }
@@ -646,9 +620,10 @@ impl WebhookService {
         body: &[u8],
     ) -> Result<DeliveryCounts, ReceiveError> {
         let message = verified.svix.as_ref().map(|(id, timestamp)| SvixMessage { id, timestamp: *timestamp });
-        let events = decode(verified.format, body, message.as_ref())?;
+        let adapter = self.kinds.adapter(&verified.kind);
+        let events = adapter.decode_webhook(body, message.as_ref())?;
         let mut counts = DeliveryCounts::default();
-        let result = self.apply_events(app, verified.format, &events, &mut counts).await;
+        let result = self.apply_events(app, adapter.webhook_format(), &events, &mut counts).await;
         if counts.revoked_grants > 0 {
             self.outbox.wake();
         }
@@ -659,7 +634,7 @@ impl WebhookService {
     async fn apply_events(
         &self,
         app: &AppId,
-        format: WebhookFormat,
+        format: &'static str,
         events: &[DecodedEvent],
         counts: &mut DeliveryCounts,
     ) -> Result<(), StoreError> {
@@ -696,44 +671,46 @@ impl WebhookService {
     async fn apply_one(
         &self,
         app: &AppId,
-        format: WebhookFormat,
+        format: &'static str,
         event: &LifecycleEvent,
     ) -> Result<LifecycleOutcome, StoreError> {
         let audit = self.audit(
             app,
             change_action(&event.change),
             "idp",
-            Some(format!("{} webhook event {}", format.as_str(), event.event_id)),
+            Some(format!("{format} webhook event {}", event.event_id)),
         );
         self.vault.apply_lifecycle_event(app, event, self.clock.now(), &audit).await
     }
 
-    /// Answers an identity provider's one-time check of the webhook URL (Okta event hooks send a
-    /// GET with `x-okta-verification-challenge` and the configured secret): the request must prove
-    /// the secret like a delivery, and the challenge comes back to be echoed.
+    /// Answers an identity provider's one-time check of the webhook URL, for kinds whose adapter
+    /// names a verification header (Okta event hooks send a GET with
+    /// `x-okta-verification-challenge` and the configured secret): the request must prove the
+    /// secret like a delivery, and the header's value comes back to be echoed. `header` reads a
+    /// request header by its lowercase name.
     pub async fn verify_endpoint(
         &self,
         app: &AppId,
         authorization: Option<&str>,
-        challenge: Option<&str>,
+        header: &(dyn Fn(&str) -> Option<String> + Sync),
     ) -> Result<String, ReceiveError> {
         let headers = SvixHeaders::default();
         let verified = self.authenticate(app, &Delivery { authorization, svix: &headers, body: b"" }).await?;
-        if verified.format != WebhookFormat::OktaEventHook {
+        let adapter = self.kinds.adapter(&verified.kind);
+        let Some(name) = adapter.webhook_verification_header() else {
             return Err(MalformedPayload(format!(
-                "{} webhooks have no verification request; only Okta event hooks verify the URL with a GET",
-                verified.format.as_str()
+                "{} webhooks have no verification request; only kinds that verify the URL with a GET (Okta event hooks) do",
+                adapter.label()
             ))
             .into());
-        }
-        let challenge = challenge.map(str::trim).unwrap_or_default();
+        };
+        let challenge = header(name).map(|v| v.trim().to_owned()).unwrap_or_default();
         if challenge.is_empty() || challenge.len() > 256 || !challenge.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(MalformedPayload(format!(
-                "the {OKTA_VERIFICATION_HEADER} header is required: 1 to 256 printable characters"
-            ))
-            .into());
+            return Err(
+                MalformedPayload(format!("the {name} header is required: 1 to 256 printable characters")).into()
+            );
         }
-        Ok(challenge.to_owned())
+        Ok(challenge)
     }
 
     /// Authenticates and applies a delivery.
@@ -778,9 +755,6 @@ mod tests {
 
     #[test]
     fn sources_and_debug() {
-        assert_eq!(SecretSource::for_kind(IdpKind::Clerk), SecretSource::Provided);
-        assert_eq!(SecretSource::for_kind(IdpKind::Auth0), SecretSource::Generated);
-        assert_eq!(SecretSource::for_kind(IdpKind::CustomOidc), SecretSource::Generated);
         for s in [SecretSource::Generated, SecretSource::Provided] {
             assert_eq!(SecretSource::parse(s.as_str()), Some(s));
         }

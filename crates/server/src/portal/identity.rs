@@ -23,14 +23,9 @@ use hyper::StatusCode;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-fn kind_label(kind: IdpKind) -> &'static str {
-    match kind {
-        IdpKind::Auth0 => "Auth0",
-        IdpKind::Clerk => "Clerk",
-        IdpKind::Okta => "Okta",
-        IdpKind::Keycloak => "Keycloak",
-        IdpKind::CustomOidc => "Custom OIDC",
-    }
+/// The name people read for a kind (its adapter's label); empty for a kind no adapter has.
+fn kind_label(state: &AppState, kind: &IdpKind) -> String {
+    state.identity().kinds().get(kind).map(|a| a.label().to_owned()).unwrap_or_default()
 }
 
 /// The add form: the issuer alone, or after Discover with the detected kind and mappings.
@@ -89,6 +84,8 @@ struct IdentityPage {
     webhooks: Option<WebhooksView>,
     shown: Option<ShownOnce>,
     errors: FieldErrors,
+    /// The Kind select's options: every registered kind's name and label.
+    kinds: Vec<(String, String)>,
 }
 
 /// What a render of the page adds to the stored state.
@@ -110,7 +107,7 @@ async fn render(state: &AppState, op: &Operator, app: &App, extra: Extra) -> Por
         Some(c) => {
             let idp = IdpView {
                 issuer: c.issuer.as_str().to_owned(),
-                kind: kind_label(c.kind).to_owned(),
+                kind: kind_label(state, &c.kind),
                 jwks_uri: c.jwks_uri.clone(),
                 audience: c.audience.clone().unwrap_or_default(),
                 user_id_claim: c.claims.user_id.to_string(),
@@ -153,6 +150,12 @@ async fn render(state: &AppState, op: &Operator, app: &App, extra: Extra) -> Por
             webhooks,
             shown: extra.shown,
             errors: extra.errors,
+            kinds: state
+                .identity()
+                .kinds()
+                .all()
+                .map(|a| (a.kind().as_str().to_owned(), a.label().to_owned()))
+                .collect(),
         },
     ))
 }
@@ -192,7 +195,7 @@ pub async fn discover(state: Arc<AppState>, call: Call) -> Result<HttpResponse, 
                 Ok(found) => {
                     add.discovered = true;
                     add.kind = found.kind.as_str().to_owned();
-                    add.kind_label = kind_label(found.kind).to_owned();
+                    add.kind_label = found.label.to_owned();
                     add.user_id_claim = found.claims.user_id.to_string();
                     add.group_claim = found.claims.group.as_ref().map(ToString::to_string).unwrap_or_default();
                     add.role_claim = found.claims.role.as_ref().map(ToString::to_string).unwrap_or_default();
@@ -243,7 +246,7 @@ pub async fn add_provider(state: Arc<AppState>, call: Call) -> Result<HttpRespon
                 discovered: true,
                 issuer_url: text("issuer_url"),
                 kind: text("kind"),
-                kind_label: kind.map(kind_label).unwrap_or_default().to_owned(),
+                kind_label: kind.as_ref().map(|k| kind_label(&state, k)).unwrap_or_default(),
                 user_id_claim: text("user_id_claim"),
                 group_claim: text("group_claim"),
                 role_claim: text("role_claim"),

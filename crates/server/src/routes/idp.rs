@@ -10,6 +10,7 @@ use crate::problem::ApiError;
 use crate::state::AppState;
 use custody_identity::audit::Actor;
 use custody_identity::idp::{IdpConfig, IdpKind, IdpPatch, RequestedClaims};
+use custody_identity::kinds::SecretSource;
 use custody_identity::service::{AddIdp, DiscoveredIdp};
 use custody_identity::{ClaimMappings, ClaimPath, IdpId};
 use hyper::StatusCode;
@@ -76,20 +77,12 @@ impl<'a> From<&'a ClaimMappings> for ClaimsJson<'a> {
     }
 }
 
-fn webhook_secret_source(kind: IdpKind) -> &'static str {
-    if kind.webhook_secret_is_provided() {
-        "provided"
-    } else {
-        "generated"
-    }
-}
-
 /// The IdP object of the contract; [`super::signin::idp_object`] reads its stored webhook
 /// settings and OIDC client.
 #[derive(Serialize)]
 pub struct IdpJson<'a> {
     id: &'a IdpId,
-    kind: &'static str,
+    kind: &'a str,
     issuer: &'a str,
     jwks_uri: &'a str,
     audience: Option<&'a str>,
@@ -121,11 +114,12 @@ impl<'a> IdpJson<'a> {
 
 /// The webhook settings of an IdP whose webhooks were never set up: disabled, at the URL they
 /// would have.
-pub fn default_webhook(public_url: &str, config: &IdpConfig) -> WebhookJson {
+pub fn default_webhook(state: &AppState, config: &IdpConfig) -> WebhookJson {
+    let public_url = state.public_url();
     WebhookJson {
         url: format!("{public_url}/v1/webhooks/{}", config.app_id),
         enabled: false,
-        secret_source: webhook_secret_source(config.kind),
+        secret_source: state.identity().kind_adapter(&config.kind).webhook_secret().as_str(),
         rotated_at: None,
     }
 }
@@ -133,7 +127,7 @@ pub fn default_webhook(public_url: &str, config: &IdpConfig) -> WebhookJson {
 /// The answer to a discovery: what would be stored, and what the IdP supports.
 #[derive(Serialize)]
 struct DiscoveredJson<'a> {
-    kind: &'static str,
+    kind: &'a str,
     issuer: &'a str,
     jwks_uri: &'a str,
     authorization_endpoint: Option<&'a str>,
@@ -169,7 +163,8 @@ fn validate_audience(audience: &Option<String>) -> Result<(), ApiError> {
 pub async fn discover(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     existing_app(&state, &call).await?;
     let body: DiscoverBody = parse_json(&call.body)?;
-    let DiscoveredIdp { kind, document, claims } = state.identity().discover(&body.issuer_url, body.kind).await?;
+    let DiscoveredIdp { kind, document, claims, webhook_secret, .. } =
+        state.identity().discover(&body.issuer_url, body.kind).await?;
     let oidc_sign_in = document.authorization_endpoint.is_some() && document.token_endpoint.is_some();
     Ok(json_response(
         StatusCode::OK,
@@ -183,7 +178,10 @@ pub async fn discover(state: Arc<AppState>, call: Call) -> Result<HttpResponse, 
             signing_algs: &document.signing_algs,
             claims: ClaimsJson::from(&claims),
             capabilities: CapabilitiesJson {
-                webhooks: if kind.webhook_secret_is_provided() { "provided_secret" } else { "generated_secret" },
+                webhooks: match webhook_secret {
+                    SecretSource::Provided => "provided_secret",
+                    SecretSource::Generated => "generated_secret",
+                },
                 oidc_sign_in,
             },
         },

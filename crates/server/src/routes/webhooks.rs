@@ -16,7 +16,6 @@ use crate::state::AppState;
 use custody_identity::audit::Actor;
 use custody_identity::idp::IdpConfig;
 use custody_identity::{AppId, Secret};
-use custody_vault::lifecycle::okta::OKTA_VERIFICATION_HEADER;
 use custody_vault::webhook::{Delivery, EnabledWebhooks, SvixHeaders, WebhookSettingsError, WebhookView};
 use hyper::header::AUTHORIZATION;
 use hyper::StatusCode;
@@ -73,7 +72,7 @@ pub async fn idp_webhook(state: &AppState, config: &IdpConfig) -> Result<Webhook
     match state.webhooks().settings(&config.app_id).await {
         Ok(view) => Ok(WebhookJson::from(&view)),
         // Gone since the caller read it: the defaults stand, as for an IdP without settings.
-        Err(WebhookSettingsError::NotConfigured) => Ok(super::idp::default_webhook(state.public_url(), config)),
+        Err(WebhookSettingsError::NotConfigured) => Ok(super::idp::default_webhook(&state, config)),
         Err(e) => Err(e.into()),
     }
 }
@@ -126,14 +125,13 @@ fn header(call: &Call, name: &str) -> Option<String> {
     call.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
-/// `GET /v1/webhooks/{app_id}`: Okta's one-time verification of an event hook, answered
-/// `{"verification": <the x-okta-verification-challenge value>}` once the request proves the
-/// webhook secret.
+/// `GET /v1/webhooks/{app_id}`: an identity provider's one-time verification of the webhook URL
+/// (Okta event hooks), answered `{"verification": <the challenge header's value>}` once the
+/// request proves the webhook secret.
 pub async fn verify(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = AppId::parse(call.param(0)).map_err(|_| ApiError::webhooks_not_enabled())?;
     let authorization = call.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let challenge = call.headers.get(OKTA_VERIFICATION_HEADER).and_then(|v| v.to_str().ok());
-    let verification = state.webhooks().verify_endpoint(&app, authorization, challenge).await?;
+    let verification = state.webhooks().verify_endpoint(&app, authorization, &|name| header(&call, name)).await?;
     tracing::info!(app = app.as_str(), "webhook URL verified by the identity provider");
     Ok(json_response(StatusCode::OK, &VerificationJson { verification }))
 }

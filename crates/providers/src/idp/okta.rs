@@ -1,4 +1,5 @@
-//! Okta Event Hooks: `{"eventType": "com.okta.event_hook", "data": {"events": [...]}}`, each event
+//! Okta: issuers on `*.okta.com` or `*.oktapreview.com`, `groups` as the group claim by
+//! default, and Okta Event Hooks: `{"eventType": "com.okta.event_hook", "data": {"events": [...]}}`, each event
 //! an Okta System Log event `{"uuid", "published", "eventType", "target": [...]}`.
 //!
 //! What each event type does is the data in [`OKTA_EVENT_TYPES`]. The user is the event's target
@@ -6,10 +7,54 @@
 //! the `uid` claim of access tokens (docs/idp-okta.md). A membership removal names the group by
 //! the `displayName` of its `UserGroup` target, as Okta's `groups` claim does.
 
-use super::{at, event_id, json_document, object, rfc3339_at, DecodedEvent, Field, MalformedPayload};
-use crate::ports::{LifecycleChange, LifecycleEvent};
-use custody_identity::claims::{MAX_MEMBERSHIP_LEN, MAX_SUBJECT_LEN};
+use super::payload::{at, event_id, json_document, object, required_str, rfc3339_at, Field};
+use custody_identity::claims::{ClaimMappings, ClaimPath, MAX_MEMBERSHIP_LEN, MAX_SUBJECT_LEN};
+use custody_identity::kinds::{IdpAdapter, SecretSource};
+use custody_identity::lifecycle::{DecodedEvent, LifecycleChange, LifecycleEvent, MalformedPayload, SvixMessage};
+use custody_identity::{IdpKind, IssuerUrl};
 use serde_json::Value;
+
+/// The Okta adapter.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Okta;
+
+impl IdpAdapter for Okta {
+    fn kind(&self) -> IdpKind {
+        IdpKind::from_static("okta")
+    }
+
+    fn label(&self) -> &'static str {
+        "Okta"
+    }
+
+    fn detects(&self, issuer_url: &IssuerUrl) -> bool {
+        let host = issuer_url.host();
+        host.ends_with(".okta.com") || host.ends_with(".oktapreview.com")
+    }
+
+    /// Okta puts the user's groups in `groups` once a groups claim is added to the
+    /// authorization server (docs/idp-okta.md).
+    fn default_claims(&self) -> ClaimMappings {
+        ClaimMappings { user_id: ClaimPath::subject(), group: ClaimPath::parse("groups").ok(), role: None }
+    }
+
+    /// The event hook's authentication header carries the secret Custody generates.
+    fn webhook_secret(&self) -> SecretSource {
+        SecretSource::Generated
+    }
+
+    fn webhook_format(&self) -> &'static str {
+        "okta"
+    }
+
+    fn decode_webhook(&self, body: &[u8], _: Option<&SvixMessage<'_>>) -> Result<Vec<DecodedEvent>, MalformedPayload> {
+        decode_okta(body)
+    }
+
+    fn webhook_verification_header(&self) -> Option<&'static str> {
+        Some(OKTA_VERIFICATION_HEADER)
+    }
+}
 
 /// What an Okta event type does to the user it targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +97,7 @@ pub fn decode_okta(body: &[u8]) -> Result<Vec<DecodedEvent>, MalformedPayload> {
 
 fn okta_event(event: &Value) -> Field<DecodedEvent> {
     object(event, "event")?;
-    let event_type = super::required_str(event, &["eventType"], 128)?;
+    let event_type = required_str(event, &["eventType"], 128)?;
     let Some(effect) = OKTA_EVENT_TYPES.iter().find(|(t, _)| *t == event_type).map(|(_, e)| *e) else {
         return Ok(DecodedEvent::Ignored { event_type: event_type.to_owned() });
     };
@@ -64,7 +109,7 @@ fn okta_event(event: &Value) -> Field<DecodedEvent> {
     let target_of = |kind: &str, field: &str, max: usize| -> Field<String> {
         let found = targets.iter().find(|t| t.get("type").and_then(Value::as_str) == Some(kind));
         let Some(target) = found else { return Err(format!("target: no {kind} target")) };
-        super::required_str(target, &[field], max).map(str::to_owned).map_err(|m| format!("target[{kind}].{m}"))
+        required_str(target, &[field], max).map(str::to_owned).map_err(|m| format!("target[{kind}].{m}"))
     };
     let change = match effect {
         OktaEffect::Deprovision => LifecycleChange::Deprovision,
