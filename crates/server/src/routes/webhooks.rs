@@ -72,7 +72,7 @@ pub async fn idp_webhook(state: &AppState, config: &IdpConfig) -> Result<Webhook
     match state.webhooks().settings(&config.app_id).await {
         Ok(view) => Ok(WebhookJson::from(&view)),
         // Gone since the caller read it: the defaults stand, as for an IdP without settings.
-        Err(WebhookSettingsError::NotConfigured) => Ok(super::idp::default_webhook(&state, config)),
+        Err(WebhookSettingsError::NotConfigured) => Ok(super::idp::default_webhook(state, config)),
         Err(e) => Err(e.into()),
     }
 }
