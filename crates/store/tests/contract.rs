@@ -25,9 +25,7 @@ use std::path::Path;
 
 const NOW: UnixTime = UnixTime(1_800_000_000);
 
-fn uuid() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
+use support::uuid;
 
 fn app_at(at: UnixTime) -> App {
     App { id: AppId::parse(&uuid()).unwrap(), name: AppName::parse("Acme").unwrap(), created_at: at }

@@ -8,11 +8,10 @@
 #[macro_use]
 mod support;
 
-use custody_identity::app::{ApiKeyRecord, App, AppName};
-use custody_identity::audit::{AuditEntry, AuditOutcome};
+use custody_identity::audit::AuditEntry;
 use custody_identity::claims::ClaimMappings;
 use custody_identity::idp::{IdpConfig, IdpEndpoints, IdpKind};
-use custody_identity::ids::{ApiKeyId, AppId, IdpId, UserId};
+use custody_identity::ids::{AppId, IdpId, UserId};
 use custody_identity::issuer::Issuer;
 use custody_identity::ports::IdentityStore;
 use custody_identity::time::UnixTime;
@@ -26,39 +25,15 @@ use custody_vault::signin::{
 };
 use std::sync::Arc;
 
-const NOW: UnixTime = UnixTime(1_800_000_000);
-
-fn uuid() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
+use support::{seed_app, uuid, NOW};
 
 fn audit(app: &AppId, action: &str) -> AuditEntry {
-    AuditEntry {
-        id: uuid(),
-        app_id: app.clone(),
-        at: NOW,
-        action: action.to_owned(),
-        actor: "operator".to_owned(),
-        user_id: None,
-        grant_id: None,
-        provider: None,
-        outcome: AuditOutcome::Success,
-        detail: None,
-    }
+    support::audit(app, action, NOW)
 }
 
 /// An app with a key and an IdP configuration.
 async fn seed(store: &Store) -> (AppId, IdpConfig) {
-    let app = App { id: AppId::parse(&uuid()).unwrap(), name: AppName::parse("Acme").unwrap(), created_at: NOW };
-    let key = ApiKeyRecord {
-        id: ApiKeyId::parse(&uuid()).unwrap(),
-        app_id: app.id.clone(),
-        prefix: uuid().replace('-', "")[..16].to_owned(),
-        hash: vec![1; 32],
-        created_at: NOW,
-        last_used_at: None,
-    };
-    store.create_app(&app, &key, &audit(&app.id, "app.create")).await.unwrap();
+    let app = seed_app(store).await;
     let idp = IdpConfig {
         id: IdpId::parse(&uuid()).unwrap(),
         app_id: app.id.clone(),

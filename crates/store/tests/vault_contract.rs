@@ -9,11 +9,10 @@
 #[macro_use]
 mod support;
 
-use custody_identity::app::{ApiKeyRecord, App, AppName};
-use custody_identity::audit::{AuditEntry, AuditFilter, AuditOutcome};
+use custody_identity::audit::{AuditEntry, AuditFilter};
 use custody_identity::claims::{ClaimMappings, ClaimPath, ExtractedIdentity};
 use custody_identity::idp::{IdpConfig, IdpEndpoints, IdpKind};
-use custody_identity::ids::{ApiKeyId, AppId, IdpId, UserId};
+use custody_identity::ids::{AppId, IdpId, UserId};
 use custody_identity::issuer::Issuer;
 use custody_identity::page::PageRequest;
 use custody_identity::ports::{IdentityStore, LockGuard, ResolveUserError, StoreError};
@@ -32,26 +31,7 @@ use custody_vault::provider::{ProviderConfig, ProviderName};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-const NOW: UnixTime = UnixTime(1_800_000_000);
-
-fn uuid() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-fn audit(app: &AppId, action: &str, at: UnixTime) -> AuditEntry {
-    AuditEntry {
-        id: uuid(),
-        app_id: app.clone(),
-        at,
-        action: action.to_owned(),
-        actor: "operator".to_owned(),
-        user_id: None,
-        grant_id: None,
-        provider: None,
-        outcome: AuditOutcome::Success,
-        detail: None,
-    }
-}
+use support::{audit, seed_app, uuid, NOW};
 
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
@@ -59,20 +39,6 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 
 fn name(s: &str) -> ProviderName {
     ProviderName::parse(s).unwrap()
-}
-
-async fn seed_app(store: &Store) -> App {
-    let app = App { id: AppId::parse(&uuid()).unwrap(), name: AppName::parse("Acme").unwrap(), created_at: NOW };
-    let key = ApiKeyRecord {
-        id: ApiKeyId::parse(&uuid()).unwrap(),
-        app_id: app.id.clone(),
-        prefix: uuid().replace('-', "")[..16].to_owned(),
-        hash: vec![7; 32],
-        created_at: NOW,
-        last_used_at: None,
-    };
-    store.create_app(&app, &key, &audit(&app.id, "app.create", NOW)).await.unwrap();
-    app
 }
 
 async fn seed_user(store: &Store, app: &AppId, subject: &str) -> User {

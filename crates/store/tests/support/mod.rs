@@ -35,3 +35,56 @@ where
     assert_eq!(store.backend(), backend);
     case(db, store).await;
 }
+
+// The seeding helpers below are shared by the vault and sign-in suites; a suite that does not
+// use one would otherwise warn.
+
+/// The fixed "now" of the contract suites.
+#[allow(dead_code)]
+pub const NOW: custody_identity::time::UnixTime = custody_identity::time::UnixTime(1_800_000_000);
+
+/// A new random UUID in text form.
+#[allow(dead_code)]
+pub fn uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A successful operator audit row of `action` on `app` at `at`.
+#[allow(dead_code)]
+pub fn audit(
+    app: &custody_identity::ids::AppId,
+    action: &str,
+    at: custody_identity::time::UnixTime,
+) -> custody_identity::audit::AuditEntry {
+    custody_identity::audit::AuditEntry {
+        id: uuid(),
+        app_id: app.clone(),
+        at,
+        action: action.to_owned(),
+        actor: "operator".to_owned(),
+        user_id: None,
+        grant_id: None,
+        provider: None,
+        outcome: custody_identity::audit::AuditOutcome::Success,
+        detail: None,
+    }
+}
+
+/// An app "Acme" with one API key, created at [`NOW`].
+#[allow(dead_code)]
+pub async fn seed_app(store: &custody_store::Store) -> custody_identity::app::App {
+    use custody_identity::app::{ApiKeyRecord, App, AppName};
+    use custody_identity::ids::{ApiKeyId, AppId};
+    use custody_identity::ports::IdentityStore as _;
+    let app = App { id: AppId::parse(&uuid()).unwrap(), name: AppName::parse("Acme").unwrap(), created_at: NOW };
+    let key = ApiKeyRecord {
+        id: ApiKeyId::parse(&uuid()).unwrap(),
+        app_id: app.id.clone(),
+        prefix: uuid().replace('-', "")[..16].to_owned(),
+        hash: vec![7; 32],
+        created_at: NOW,
+        last_used_at: None,
+    };
+    store.create_app(&app, &key, &audit(&app.id, "app.create", NOW)).await.unwrap();
+    app
+}
