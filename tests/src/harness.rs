@@ -1,6 +1,7 @@
 //! The server under test: started in-process on an ephemeral loopback port, with its own data
-//! directory, explicit admin token and master keys, and a fresh database; plus small HTTP
-//! helpers so suites read as the API contract.
+//! directory, explicit admin token and master keys, a fresh database and a [`ManualClock`] the
+//! test moves forward; [`backend_test!`](crate::backend_test) to run a case on each backend; plus
+//! small HTTP helpers so suites read as the API contract.
 
 use crate::clock::ManualClock;
 use crate::fake_idp::FakeIdp;
@@ -80,6 +81,34 @@ impl Answer {
     }
 }
 
+/// Sends a request to `url` with optional bearer token, user token (`x-user-token`) and JSON
+/// body, and reads the whole answer.
+pub async fn send(
+    http: &reqwest::Client,
+    method: Method,
+    url: &str,
+    bearer: Option<&str>,
+    user_token: Option<&str>,
+    body: Option<Value>,
+) -> Answer {
+    let mut req = http.request(method, url);
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    if let Some(t) = user_token {
+        req = req.header("x-user-token", t);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.expect("request sent");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap_or_default();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Answer { status, body, headers }
+}
+
 impl TestServer {
     /// Starts a server on a fresh database of `backend`.
     pub async fn start(backend: Backend) -> TestServer {
@@ -127,22 +156,7 @@ impl TestServer {
         user_token: Option<&str>,
         body: Option<Value>,
     ) -> Answer {
-        let mut req = self.http.request(method, self.url(path));
-        if let Some(b) = bearer {
-            req = req.bearer_auth(b);
-        }
-        if let Some(t) = user_token {
-            req = req.header("x-user-token", t);
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.expect("request sent");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.unwrap_or_default();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Answer { status, body, headers }
+        send(&self.http, method, &self.url(path), bearer, user_token, body).await
     }
 
     /// An operator call with the admin token.

@@ -61,22 +61,8 @@ impl Api {
         user_token: Option<&str>,
         body: Option<Value>,
     ) -> Answer {
-        let mut req = self.http.request(method, format!("{}{}", self.base, path));
-        if let Some(b) = bearer {
-            req = req.bearer_auth(b);
-        }
-        if let Some(t) = user_token {
-            req = req.header("x-user-token", t);
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.expect("request sent");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.unwrap_or_default();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Answer { status, body, headers }
+        custody_tests::harness::send(&self.http, method, &format!("{}{}", self.base, path), bearer, user_token, body)
+            .await
     }
 
     async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Answer {

@@ -8,11 +8,11 @@
 #[macro_use]
 mod support;
 
-use custody_identity::app::{ApiKeyRecord, App, AppName};
-use custody_identity::audit::{AuditEntry, AuditFilter, AuditOutcome};
+use custody_identity::app::App;
+use custody_identity::audit::{AuditFilter, AuditOutcome};
 use custody_identity::claims::{ClaimMappings, ClaimPath, ExtractedIdentity};
 use custody_identity::idp::{IdpConfig, IdpEndpoints, IdpKind};
-use custody_identity::ids::{ApiKeyId, AppId, IdpId, UserId};
+use custody_identity::ids::{AppId, IdpId, UserId};
 use custody_identity::issuer::Issuer;
 use custody_identity::page::PageRequest;
 use custody_identity::ports::{CreateIdpError, IdentityStore, LockGuard, ResolveUserError, StoreError, UpdateIdpError};
@@ -23,40 +23,7 @@ use custody_store::{Backend, ConnectError, Store, StoreOptions};
 use std::collections::BTreeSet;
 use std::path::Path;
 
-const NOW: UnixTime = UnixTime(1_800_000_000);
-
-use support::uuid;
-
-fn app_at(at: UnixTime) -> App {
-    App { id: AppId::parse(&uuid()).unwrap(), name: AppName::parse("Acme").unwrap(), created_at: at }
-}
-
-fn key_for(app: &AppId, at: UnixTime) -> ApiKeyRecord {
-    let prefix: String = uuid().replace('-', "")[..16].to_owned();
-    ApiKeyRecord {
-        id: ApiKeyId::parse(&uuid()).unwrap(),
-        app_id: app.clone(),
-        prefix,
-        hash: vec![7; 32],
-        created_at: at,
-        last_used_at: None,
-    }
-}
-
-fn audit(app: &AppId, action: &str, at: UnixTime) -> AuditEntry {
-    AuditEntry {
-        id: uuid(),
-        app_id: app.clone(),
-        at,
-        action: action.to_owned(),
-        actor: "operator".to_owned(),
-        user_id: None,
-        grant_id: None,
-        provider: None,
-        outcome: AuditOutcome::Success,
-        detail: Some("test".to_owned()),
-    }
-}
+use support::{app_at, audit, key_for, seed_app, uuid, NOW};
 
 fn idp_for(app: &AppId) -> IdpConfig {
     IdpConfig {
@@ -98,13 +65,6 @@ fn identity(subject: &str, groups: &[&str], roles: &[&str]) -> ExtractedIdentity
 
 fn new_user_id() -> UserId {
     UserId::parse(&uuid()).unwrap()
-}
-
-/// An app with one key.
-async fn seed_app(store: &Store) -> App {
-    let app = app_at(NOW);
-    store.create_app(&app, &key_for(&app.id, NOW), &audit(&app.id, "app.create", NOW)).await.unwrap();
-    app
 }
 
 /// An app with one key and an IdP configuration, unlocked at version 1.

@@ -70,21 +70,38 @@ pub fn audit(
     }
 }
 
+/// An app "Acme" created at `at` (not stored).
+#[allow(dead_code)]
+pub fn app_at(at: custody_identity::time::UnixTime) -> custody_identity::app::App {
+    use custody_identity::app::{App, AppName};
+    App {
+        id: custody_identity::ids::AppId::parse(&uuid()).unwrap(),
+        name: AppName::parse("Acme").unwrap(),
+        created_at: at,
+    }
+}
+
+/// A new API key of `app` created at `at` (not stored).
+#[allow(dead_code)]
+pub fn key_for(
+    app: &custody_identity::ids::AppId,
+    at: custody_identity::time::UnixTime,
+) -> custody_identity::app::ApiKeyRecord {
+    custody_identity::app::ApiKeyRecord {
+        id: custody_identity::ids::ApiKeyId::parse(&uuid()).unwrap(),
+        app_id: app.clone(),
+        prefix: uuid().replace('-', "")[..16].to_owned(),
+        hash: vec![7; 32],
+        created_at: at,
+        last_used_at: None,
+    }
+}
+
 /// An app "Acme" with one API key, created at [`NOW`].
 #[allow(dead_code)]
 pub async fn seed_app(store: &custody_store::Store) -> custody_identity::app::App {
-    use custody_identity::app::{ApiKeyRecord, App, AppName};
-    use custody_identity::ids::{ApiKeyId, AppId};
     use custody_identity::ports::IdentityStore as _;
-    let app = App { id: AppId::parse(&uuid()).unwrap(), name: AppName::parse("Acme").unwrap(), created_at: NOW };
-    let key = ApiKeyRecord {
-        id: ApiKeyId::parse(&uuid()).unwrap(),
-        app_id: app.id.clone(),
-        prefix: uuid().replace('-', "")[..16].to_owned(),
-        hash: vec![7; 32],
-        created_at: NOW,
-        last_used_at: None,
-    };
-    store.create_app(&app, &key, &audit(&app.id, "app.create", NOW)).await.unwrap();
+    let app = app_at(NOW);
+    store.create_app(&app, &key_for(&app.id, NOW), &audit(&app.id, "app.create", NOW)).await.unwrap();
     app
 }
