@@ -1,13 +1,17 @@
 //! The server under test: started in-process on an ephemeral loopback port, with its own data
-//! directory, explicit admin token and master keys, and a fresh database; plus small HTTP
-//! helpers so suites read as the API contract.
+//! directory, explicit admin token and master keys, a fresh database and a [`ManualClock`] the
+//! test moves forward; [`backend_test!`](crate::backend_test) to run a case on each backend; plus
+//! small HTTP helpers so suites read as the API contract.
 
+use crate::clock::ManualClock;
 use crate::fake_idp::FakeIdp;
 use custody_server::{Config, RunningServer};
 use custody_store::testing::TestDatabase;
-use custody_store::{Backend, Store};
+pub use custody_store::Backend;
+use custody_store::Store;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 /// The admin token every test server accepts.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
@@ -19,6 +23,37 @@ pub fn backends() -> Vec<Backend> {
     custody_store::testing::backends()
 }
 
+/// Turns each `async fn name(backend: Backend)` named into one test per backend, `name::sqlite`
+/// and `name::postgres`, so a failure names its backend and `cargo test name` runs both. The
+/// PostgreSQL test passes without running when `CUSTODY_TEST_POSTGRES_URL` is unset, as the
+/// suites always have.
+///
+/// ```ignore
+/// backend_test!(apps_can_be_created);
+/// async fn apps_can_be_created(backend: Backend) {
+///     let server = TestServer::start(backend).await;
+///     // ...
+/// }
+/// ```
+#[macro_export]
+macro_rules! backend_test {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::harness::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if $crate::harness::backends().contains(&$crate::harness::Backend::Postgres) {
+                    super::$name($crate::harness::Backend::Postgres).await;
+                }
+            }
+        }
+    )+};
+}
+
 /// A running server and what it needs to stay alive.
 #[derive(Debug)]
 pub struct TestServer {
@@ -27,6 +62,8 @@ pub struct TestServer {
     pub http: reqwest::Client,
     pub db: TestDatabase,
     pub dir: tempfile::TempDir,
+    /// The server's clock: [`ManualClock::advance`] moves "now" for every use case at once.
+    pub clock: Arc<ManualClock>,
 }
 
 /// A response: status and JSON body (`Null` when empty or not JSON), plus headers.
@@ -42,6 +79,34 @@ impl Answer {
     pub fn code(&self) -> &str {
         self.body["code"].as_str().unwrap_or("")
     }
+}
+
+/// Sends a request to `url` with optional bearer token, user token (`x-user-token`) and JSON
+/// body, and reads the whole answer.
+pub async fn send(
+    http: &reqwest::Client,
+    method: Method,
+    url: &str,
+    bearer: Option<&str>,
+    user_token: Option<&str>,
+    body: Option<Value>,
+) -> Answer {
+    let mut req = http.request(method, url);
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    if let Some(t) = user_token {
+        req = req.header("x-user-token", t);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.expect("request sent");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap_or_default();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Answer { status, body, headers }
 }
 
 impl TestServer {
@@ -61,14 +126,15 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::for_tests(db.url(), dir.path(), ADMIN_TOKEN, MASTER_KEYS);
         adjust(&mut config);
-        let server = custody_server::start(config).await.expect("server starts");
+        let clock = Arc::new(ManualClock::new());
+        let server = custody_server::server::start_with_clock(config, clock.clone()).await.expect("server starts");
         let base = server.public_url.clone();
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-        TestServer { server: Some(server), base, http, db, dir }
+        TestServer { server: Some(server), base, http, db, dir, clock }
     }
 
     /// The running server's state (for in-process checks such as draining the outbox).
-    pub fn state(&self) -> &std::sync::Arc<custody_server::state::AppState> {
+    pub fn state(&self) -> &Arc<custody_server::state::AppState> {
         &self.server.as_ref().expect("running").state
     }
 
@@ -90,22 +156,7 @@ impl TestServer {
         user_token: Option<&str>,
         body: Option<Value>,
     ) -> Answer {
-        let mut req = self.http.request(method, self.url(path));
-        if let Some(b) = bearer {
-            req = req.bearer_auth(b);
-        }
-        if let Some(t) = user_token {
-            req = req.header("x-user-token", t);
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.expect("request sent");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.unwrap_or_default();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Answer { status, body, headers }
+        send(&self.http, method, &self.url(path), bearer, user_token, body).await
     }
 
     /// An operator call with the admin token.

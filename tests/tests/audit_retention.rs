@@ -2,12 +2,16 @@
 //! `CUSTODY_AUDIT_RETENTION_DAYS` as its clock tells the time, and nothing newer, on SQLite and
 //! PostgreSQL.
 
+// Test bodies outside `#[test]` functions (backend_test!) are test code too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use custody_identity::audit::AuditEntry;
 use custody_identity::ports::{Clock, Random as _};
 use custody_identity::{AppId, UnixTime};
 use custody_providers::crypto::OsRandom;
 use custody_store::testing::count_rows;
-use custody_tests::harness::{backends, TestServer};
+use custody_tests::backend_test;
+use custody_tests::harness::{Backend, TestServer};
 use custody_vault::ports::VaultStore;
 
 /// A clock stopped at one instant: the test decides what "now" is.
@@ -20,33 +24,31 @@ impl Clock for FixedClock {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_worker_prunes_audit_rows_older_than_the_retention() {
+backend_test!(the_worker_prunes_audit_rows_older_than_the_retention);
+async fn the_worker_prunes_audit_rows_older_than_the_retention(backend: Backend) {
     const DAY: i64 = 86_400;
-    for backend in backends() {
-        let s = TestServer::start(backend).await;
-        let (app, _) = s.create_app("Retention").await;
-        let store = s.store().await;
-        // "Now" for the worker: an hour after the server's own rows (app.create) were written.
-        let now = s.state().now().plus_seconds(3600);
-        let row =
-            |at: UnixTime| AuditEntry::new(OsRandom.uuid(), AppId::parse(&app).unwrap(), at, "token.handout", "user:x");
-        // 2,500 rows 31 days old (more than two batches), 3 rows 29 days old.
-        for i in 0..2_500 {
-            VaultStore::append_audit(&store, &row(now.plus_seconds(-31 * DAY + i))).await.unwrap();
-        }
-        for i in 0..3 {
-            VaultStore::append_audit(&store, &row(now.plus_seconds(-29 * DAY + i))).await.unwrap();
-        }
-        let before = count_rows(&store, "audit_log").await.unwrap();
-        let deleted = custody_server::worker::prune_audit(&store, &FixedClock(now), 30).await.unwrap();
-        assert_eq!(deleted, 2_500, "[{backend}]");
-        assert_eq!(count_rows(&store, "audit_log").await.unwrap(), before - 2_500, "[{backend}]");
-        // Two days later by the clock, the next three go too, and the server's own rows stay.
-        let deleted =
-            custody_server::worker::prune_audit(&store, &FixedClock(now.plus_seconds(2 * DAY)), 30).await.unwrap();
-        assert_eq!(deleted, 3, "[{backend}]");
-        assert_eq!(count_rows(&store, "audit_log").await.unwrap(), before - 2_503, "[{backend}]");
-        assert!(before - 2_503 > 0, "[{backend}] the recent rows are kept");
+    let s = TestServer::start(backend).await;
+    let (app, _) = s.create_app("Retention").await;
+    let store = s.store().await;
+    // "Now" for the worker: an hour after the server's own rows (app.create) were written.
+    let now = s.state().now().plus_seconds(3600);
+    let row =
+        |at: UnixTime| AuditEntry::new(OsRandom.uuid(), AppId::parse(&app).unwrap(), at, "token.handout", "user:x");
+    // 2,500 rows 31 days old (more than two batches), 3 rows 29 days old.
+    for i in 0..2_500 {
+        VaultStore::append_audit(&store, &row(now.plus_seconds(-31 * DAY + i))).await.unwrap();
     }
+    for i in 0..3 {
+        VaultStore::append_audit(&store, &row(now.plus_seconds(-29 * DAY + i))).await.unwrap();
+    }
+    let before = count_rows(&store, "audit_log").await.unwrap();
+    let deleted = custody_server::worker::prune_audit(&store, &FixedClock(now), 30).await.unwrap();
+    assert_eq!(deleted, 2_500, "[{backend}]");
+    assert_eq!(count_rows(&store, "audit_log").await.unwrap(), before - 2_500, "[{backend}]");
+    // Two days later by the clock, the next three go too, and the server's own rows stay.
+    let deleted =
+        custody_server::worker::prune_audit(&store, &FixedClock(now.plus_seconds(2 * DAY)), 30).await.unwrap();
+    assert_eq!(deleted, 3, "[{backend}]");
+    assert_eq!(count_rows(&store, "audit_log").await.unwrap(), before - 2_503, "[{backend}]");
+    assert!(before - 2_503 > 0, "[{backend}] the recent rows are kept");
 }

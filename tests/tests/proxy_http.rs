@@ -4,9 +4,10 @@
 //! limit, the time limit, the forced refresh and retry after an upstream 401, streaming of a
 //! large answer, audit rows, `proxy_only` policies, policy denials and deprovisioned users.
 
+use custody_tests::backend_test;
 use custody_tests::fake_idp::FakeIdp;
 use custody_tests::fake_oauth::FakeOAuth;
-use custody_tests::harness::{backends, Answer, TestServer};
+use custody_tests::harness::{Answer, Backend, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -85,70 +86,66 @@ async fn answer(resp: reqwest::Response) -> Answer {
     Answer { status, body, headers }
 }
 
-#[tokio::test]
-async fn forwards_with_the_grant_token_and_filters_headers_both_ways() {
-    for backend in backends() {
-        let w = World::start(backend, |_| {}).await;
-        let grant = w.connect("alice").await;
-        let a = answer(
-            w.request(Method::POST, "/v1/proxy/acme/echo/repos/a%20b?x=1&x=2&y=%2F", "alice")
-                .header("x-trace", "t-1")
-                .header("cookie", "session=app")
-                .header("x-custody-grant-id", &grant)
-                .header("connection", "x-private")
-                .header("x-private", "hop")
-                .body("hello")
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(a.status, StatusCode::OK, "[{backend}] {}", a.body);
-        assert_eq!(a.body["login"], "imported", "[{backend}] the provider accepted the grant's token");
-        assert_eq!(a.body["method"], "POST");
-        assert_eq!(a.body["path"], "/repos/a%20b", "[{backend}] the raw path");
-        assert_eq!(a.body["query"], "x=1&x=2&y=%2F", "[{backend}] the raw query, repeated keys kept");
-        assert_eq!(a.body["body_bytes"], 5);
-        let sent = a.body["headers"].as_object().unwrap();
-        assert_eq!(sent["x-trace"], "t-1");
-        for gone in ["x-user-token", "cookie", "x-custody-grant-id", "x-private", "connection"] {
-            assert!(!sent.contains_key(gone), "[{backend}] {gone} was forwarded");
-        }
-        assert_eq!(a.headers["x-upstream"], "fake");
-        assert_eq!(a.headers["x-custody-proxy"], "upstream");
-        assert_eq!(a.headers["x-custody-grant-id"], grant.as_str());
-        assert!(a.headers.get("set-cookie").is_none() && a.headers.get("keep-alive").is_none(), "[{backend}]");
-
-        let rows = w.proxy_rows().await;
-        assert_eq!(rows.len(), 1, "[{backend}] {rows:?}");
-        let detail = rows[0]["detail"].as_str().unwrap();
-        assert!(detail.starts_with("POST 127.0.0.1/api/echo/repos/a%20b -> 200; 5 bytes sent"), "[{backend}] {detail}");
-        assert!(!detail.contains("x=1") && !detail.contains("hello"), "[{backend}] no query or body: {detail}");
+backend_test!(forwards_with_the_grant_token_and_filters_headers_both_ways);
+async fn forwards_with_the_grant_token_and_filters_headers_both_ways(backend: Backend) {
+    let w = World::start(backend, |_| {}).await;
+    let grant = w.connect("alice").await;
+    let a = answer(
+        w.request(Method::POST, "/v1/proxy/acme/echo/repos/a%20b?x=1&x=2&y=%2F", "alice")
+            .header("x-trace", "t-1")
+            .header("cookie", "session=app")
+            .header("x-custody-grant-id", &grant)
+            .header("connection", "x-private")
+            .header("x-private", "hop")
+            .body("hello")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "[{backend}] {}", a.body);
+    assert_eq!(a.body["login"], "imported", "[{backend}] the provider accepted the grant's token");
+    assert_eq!(a.body["method"], "POST");
+    assert_eq!(a.body["path"], "/repos/a%20b", "[{backend}] the raw path");
+    assert_eq!(a.body["query"], "x=1&x=2&y=%2F", "[{backend}] the raw query, repeated keys kept");
+    assert_eq!(a.body["body_bytes"], 5);
+    let sent = a.body["headers"].as_object().unwrap();
+    assert_eq!(sent["x-trace"], "t-1");
+    for gone in ["x-user-token", "cookie", "x-custody-grant-id", "x-private", "connection"] {
+        assert!(!sent.contains_key(gone), "[{backend}] {gone} was forwarded");
     }
+    assert_eq!(a.headers["x-upstream"], "fake");
+    assert_eq!(a.headers["x-custody-proxy"], "upstream");
+    assert_eq!(a.headers["x-custody-grant-id"], grant.as_str());
+    assert!(a.headers.get("set-cookie").is_none() && a.headers.get("keep-alive").is_none(), "[{backend}]");
+
+    let rows = w.proxy_rows().await;
+    assert_eq!(rows.len(), 1, "[{backend}] {rows:?}");
+    let detail = rows[0]["detail"].as_str().unwrap();
+    assert!(detail.starts_with("POST 127.0.0.1/api/echo/repos/a%20b -> 200; 5 bytes sent"), "[{backend}] {detail}");
+    assert!(!detail.contains("x=1") && !detail.contains("hello"), "[{backend}] no query or body: {detail}");
 }
 
-#[tokio::test]
-async fn paths_that_leave_the_api_base_are_refused() {
-    for backend in backends() {
-        let w = World::start(backend, |_| {}).await;
-        w.connect("alice").await;
-        let calls = w.oauth.api_calls();
-        for path in [
-            "/v1/proxy/acme/../token",
-            "/v1/proxy/acme/echo/%2e%2e/%2E%2E/token",
-            "/v1/proxy/acme/echo%2f..%2ftoken",
-            "/v1/proxy/acme//evil.example/x",
-            "/v1/proxy/acme/http://evil.example/x",
-            "/v1/proxy/acme/https:%2f%2fevil.example",
-        ] {
-            // reqwest would normalise `..`; send the raw request target over a socket.
-            let (status, body, headers) = raw_get(&w, path).await;
-            assert_eq!(status, 400, "[{backend}] {path}: {body}");
-            assert!(body.contains("invalid_proxy_path"), "[{backend}] {path}: {body}");
-            assert!(!headers.to_ascii_lowercase().contains("x-custody-proxy"), "[{backend}] {path}");
-        }
-        assert_eq!(w.oauth.api_calls(), calls, "[{backend}] nothing reached the provider");
+backend_test!(paths_that_leave_the_api_base_are_refused);
+async fn paths_that_leave_the_api_base_are_refused(backend: Backend) {
+    let w = World::start(backend, |_| {}).await;
+    w.connect("alice").await;
+    let calls = w.oauth.api_calls();
+    for path in [
+        "/v1/proxy/acme/../token",
+        "/v1/proxy/acme/echo/%2e%2e/%2E%2E/token",
+        "/v1/proxy/acme/echo%2f..%2ftoken",
+        "/v1/proxy/acme//evil.example/x",
+        "/v1/proxy/acme/http://evil.example/x",
+        "/v1/proxy/acme/https:%2f%2fevil.example",
+    ] {
+        // reqwest would normalise `..`; send the raw request target over a socket.
+        let (status, body, headers) = raw_get(&w, path).await;
+        assert_eq!(status, 400, "[{backend}] {path}: {body}");
+        assert!(body.contains("invalid_proxy_path"), "[{backend}] {path}: {body}");
+        assert!(!headers.to_ascii_lowercase().contains("x-custody-proxy"), "[{backend}] {path}");
     }
+    assert_eq!(w.oauth.api_calls(), calls, "[{backend}] nothing reached the provider");
 }
 
 /// A GET with the raw `path` as request target; (status, body, head).
@@ -170,161 +167,143 @@ async fn raw_get(w: &World, path: &str) -> (u16, String, String) {
     (status, body.to_owned(), head.to_owned())
 }
 
-#[tokio::test]
-async fn request_bodies_over_ten_mib_are_refused() {
-    for backend in backends() {
-        let w = World::start(backend, |_| {}).await;
-        w.connect("alice").await;
-        let calls = w.oauth.api_calls();
-        let big = vec![b'x'; 10 * 1024 * 1024 + 1];
-        let a =
-            answer(w.request(Method::PUT, "/v1/proxy/acme/echo/upload", "alice").body(big).send().await.unwrap()).await;
-        assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "[{backend}] {}", a.body);
-        assert_eq!(a.code(), "payload_too_large");
-        assert!(a.headers.get("x-custody-proxy").is_none());
-        assert_eq!(w.oauth.api_calls(), calls, "[{backend}]");
-        // Just under the limit streams through.
-        let ok = vec![b'x'; 10 * 1024 * 1024];
-        let a =
-            answer(w.request(Method::PUT, "/v1/proxy/acme/echo/upload", "alice").body(ok).send().await.unwrap()).await;
-        assert_eq!((a.status, a.body["body_bytes"].as_u64()), (StatusCode::OK, Some(10 * 1024 * 1024)), "[{backend}]");
-    }
+backend_test!(request_bodies_over_ten_mib_are_refused);
+async fn request_bodies_over_ten_mib_are_refused(backend: Backend) {
+    let w = World::start(backend, |_| {}).await;
+    w.connect("alice").await;
+    let calls = w.oauth.api_calls();
+    let big = vec![b'x'; 10 * 1024 * 1024 + 1];
+    let a = answer(w.request(Method::PUT, "/v1/proxy/acme/echo/upload", "alice").body(big).send().await.unwrap()).await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "[{backend}] {}", a.body);
+    assert_eq!(a.code(), "payload_too_large");
+    assert!(a.headers.get("x-custody-proxy").is_none());
+    assert_eq!(w.oauth.api_calls(), calls, "[{backend}]");
+    // Just under the limit streams through.
+    let ok = vec![b'x'; 10 * 1024 * 1024];
+    let a = answer(w.request(Method::PUT, "/v1/proxy/acme/echo/upload", "alice").body(ok).send().await.unwrap()).await;
+    assert_eq!((a.status, a.body["body_bytes"].as_u64()), (StatusCode::OK, Some(10 * 1024 * 1024)), "[{backend}]");
 }
 
-#[tokio::test]
-async fn a_stalled_provider_times_out() {
-    for backend in backends() {
-        let w = World::start(backend, |c| c.proxy_timeout_secs = 1).await;
-        w.connect("alice").await;
-        w.oauth.stall_api(true);
-        let a = answer(w.request(Method::GET, "/v1/proxy/acme/user", "alice").send().await.unwrap()).await;
-        assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT, "[{backend}] {}", a.body);
-        assert_eq!(a.code(), "provider_timeout");
-        let rows = w.audit("proxy.request").await;
-        assert_eq!(rows[0]["outcome"], "failure", "[{backend}] {rows:?}");
-        assert!(rows[0]["detail"].as_str().unwrap().contains("no answer"));
-    }
+backend_test!(a_stalled_provider_times_out);
+async fn a_stalled_provider_times_out(backend: Backend) {
+    let w = World::start(backend, |c| c.proxy_timeout_secs = 1).await;
+    w.connect("alice").await;
+    w.oauth.stall_api(true);
+    let a = answer(w.request(Method::GET, "/v1/proxy/acme/user", "alice").send().await.unwrap()).await;
+    assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT, "[{backend}] {}", a.body);
+    assert_eq!(a.code(), "provider_timeout");
+    let rows = w.audit("proxy.request").await;
+    assert_eq!(rows[0]["outcome"], "failure", "[{backend}] {rows:?}");
+    assert!(rows[0]["detail"].as_str().unwrap().contains("no answer"));
 }
 
-#[tokio::test]
-async fn an_upstream_401_forces_one_refresh_and_one_retry() {
-    for backend in backends() {
-        let w = World::start(backend, |_| {}).await;
-        w.connect("alice").await;
-        // The token looks valid for an hour, but the provider no longer takes it.
-        w.oauth.invalidate_access_tokens();
-        let a = answer(w.request(Method::GET, "/v1/proxy/acme/user", "alice").send().await.unwrap()).await;
-        assert_eq!(a.status, StatusCode::OK, "[{backend}] {}", a.body);
-        assert_eq!(a.body["login"], "imported");
-        assert_eq!(w.oauth.refresh_calls(), 1, "[{backend}] one forced refresh");
-        // A provider that keeps saying 401: one retry only, and its 401 comes back as is.
-        w.oauth.fail_next_api_calls(5);
-        let calls = w.oauth.api_calls();
-        let a = answer(w.request(Method::GET, "/v1/proxy/acme/user", "alice").send().await.unwrap()).await;
-        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "[{backend}]");
-        assert_eq!(a.headers["x-custody-proxy"], "upstream", "[{backend}] the provider's answer");
-        assert_eq!(w.oauth.api_calls() - calls, 2, "[{backend}] one request, one retry");
-        assert_eq!(w.oauth.refresh_calls(), 2);
-    }
+backend_test!(an_upstream_401_forces_one_refresh_and_one_retry);
+async fn an_upstream_401_forces_one_refresh_and_one_retry(backend: Backend) {
+    let w = World::start(backend, |_| {}).await;
+    w.connect("alice").await;
+    // The token looks valid for an hour, but the provider no longer takes it.
+    w.oauth.invalidate_access_tokens();
+    let a = answer(w.request(Method::GET, "/v1/proxy/acme/user", "alice").send().await.unwrap()).await;
+    assert_eq!(a.status, StatusCode::OK, "[{backend}] {}", a.body);
+    assert_eq!(a.body["login"], "imported");
+    assert_eq!(w.oauth.refresh_calls(), 1, "[{backend}] one forced refresh");
+    // A provider that keeps saying 401: one retry only, and its 401 comes back as is.
+    w.oauth.fail_next_api_calls(5);
+    let calls = w.oauth.api_calls();
+    let a = answer(w.request(Method::GET, "/v1/proxy/acme/user", "alice").send().await.unwrap()).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "[{backend}]");
+    assert_eq!(a.headers["x-custody-proxy"], "upstream", "[{backend}] the provider's answer");
+    assert_eq!(w.oauth.api_calls() - calls, 2, "[{backend}] one request, one retry");
+    assert_eq!(w.oauth.refresh_calls(), 2);
 }
 
-#[tokio::test]
-async fn a_large_answer_streams_through() {
-    for backend in backends() {
-        let w = World::start(backend, |_| {}).await;
-        w.connect("alice").await;
-        w.oauth.gate_large_bodies(true);
-        let size: u64 = 50 * 1024 * 1024;
-        let mut resp =
-            w.request(Method::GET, &format!("/v1/proxy/acme/large?bytes={size}"), "alice").send().await.unwrap();
-        assert_eq!(resp.status(), StatusCode::OK, "[{backend}]");
-        // The provider holds back everything after its first chunk until the gate opens: the
-        // first bytes arriving here prove the proxy does not wait for (or hold) the whole body.
-        let first = resp.chunk().await.unwrap().expect("a first chunk");
-        let mut received = first.len() as u64;
-        assert!(received < size);
-        w.oauth.open_gate();
-        while let Some(chunk) = resp.chunk().await.unwrap() {
-            received += chunk.len() as u64;
-        }
-        assert_eq!(received, size, "[{backend}]");
-        let rows = w.proxy_rows().await;
-        let detail = rows[0]["detail"].as_str().unwrap().to_owned();
-        assert!(detail.ends_with(&format!("{size} bytes received")), "[{backend}] {detail}");
+backend_test!(a_large_answer_streams_through);
+async fn a_large_answer_streams_through(backend: Backend) {
+    let w = World::start(backend, |_| {}).await;
+    w.connect("alice").await;
+    w.oauth.gate_large_bodies(true);
+    let size: u64 = 50 * 1024 * 1024;
+    let mut resp = w.request(Method::GET, &format!("/v1/proxy/acme/large?bytes={size}"), "alice").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "[{backend}]");
+    // The provider holds back everything after its first chunk until the gate opens: the
+    // first bytes arriving here prove the proxy does not wait for (or hold) the whole body.
+    let first = resp.chunk().await.unwrap().expect("a first chunk");
+    let mut received = first.len() as u64;
+    assert!(received < size);
+    w.oauth.open_gate();
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        received += chunk.len() as u64;
     }
+    assert_eq!(received, size, "[{backend}]");
+    let rows = w.proxy_rows().await;
+    let detail = rows[0]["detail"].as_str().unwrap().to_owned();
+    assert!(detail.ends_with(&format!("{size} bytes received")), "[{backend}] {detail}");
 }
 
-#[tokio::test]
-async fn proxy_only_policies_keep_the_token_inside() {
-    for backend in backends() {
-        let w = World::start(backend, |_| {}).await;
-        w.connect("alice").await;
-        let a = w
-            .server
-            .admin(
-                Method::PUT,
-                &format!("/v1/apps/{}/policies/{PROVIDER}", w.app),
-                Some(json!({"allow_groups": [], "allow_roles": [], "token_access": "proxy_only"})),
-            )
-            .await;
-        assert_eq!(a.status, StatusCode::OK);
-        assert_eq!(a.body["token_access"], "proxy_only");
-        // An empty policy allows nobody: denied on both paths.
-        let a = answer(w.request(Method::GET, "/v1/proxy/acme/user", "alice").send().await.unwrap()).await;
-        assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, "policy_denied"), "[{backend}]");
-        assert!(a.headers.get("x-custody-proxy").is_none());
-        // A user in the policy's group may use the grant, through the proxy only.
-        let mut claims = w.idp.claims_for("alice");
-        claims["groups"] = json!(["eng"]);
-        let alice = w.idp.sign(claims, custody_tests::fake_idp::Alg::Rs256);
-        let a = w
-            .server
-            .admin(
-                Method::PUT,
-                &format!("/v1/apps/{}/policies/{PROVIDER}", w.app),
-                Some(json!({"allow_groups": ["eng"], "token_access": "proxy_only"})),
-            )
-            .await;
-        assert_eq!(a.status, StatusCode::OK);
-        let t = w.server.runtime(Method::POST, "/v1/token", &w.key, &alice, Some(json!({"provider": PROVIDER}))).await;
-        assert_eq!((t.status, t.code()), (StatusCode::FORBIDDEN, "handout_disabled"), "[{backend}] {}", t.body);
-        assert!(!t.body.to_string().contains("fake-access"), "[{backend}] no token in the refusal");
-        let p = w
-            .server
-            .http
-            .get(w.server.url("/v1/proxy/acme/user"))
-            .bearer_auth(&w.key)
-            .header("x-user-token", &alice)
-            .send()
-            .await
-            .unwrap();
-        let p = answer(p).await;
-        assert_eq!((p.status, &p.body["login"]), (StatusCode::OK, &json!("imported")), "[{backend}] {}", p.body);
-        let denied = w.audit("token.handout").await;
-        assert!(denied.iter().any(|r| r["outcome"] == "denied"), "[{backend}] the refusal is audited");
-    }
+backend_test!(proxy_only_policies_keep_the_token_inside);
+async fn proxy_only_policies_keep_the_token_inside(backend: Backend) {
+    let w = World::start(backend, |_| {}).await;
+    w.connect("alice").await;
+    let a = w
+        .server
+        .admin(
+            Method::PUT,
+            &format!("/v1/apps/{}/policies/{PROVIDER}", w.app),
+            Some(json!({"allow_groups": [], "allow_roles": [], "token_access": "proxy_only"})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body["token_access"], "proxy_only");
+    // An empty policy allows nobody: denied on both paths.
+    let a = answer(w.request(Method::GET, "/v1/proxy/acme/user", "alice").send().await.unwrap()).await;
+    assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, "policy_denied"), "[{backend}]");
+    assert!(a.headers.get("x-custody-proxy").is_none());
+    // A user in the policy's group may use the grant, through the proxy only.
+    let mut claims = w.idp.claims_for("alice");
+    claims["groups"] = json!(["eng"]);
+    let alice = w.idp.sign(claims, custody_tests::fake_idp::Alg::Rs256);
+    let a = w
+        .server
+        .admin(
+            Method::PUT,
+            &format!("/v1/apps/{}/policies/{PROVIDER}", w.app),
+            Some(json!({"allow_groups": ["eng"], "token_access": "proxy_only"})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let t = w.server.runtime(Method::POST, "/v1/token", &w.key, &alice, Some(json!({"provider": PROVIDER}))).await;
+    assert_eq!((t.status, t.code()), (StatusCode::FORBIDDEN, "handout_disabled"), "[{backend}] {}", t.body);
+    assert!(!t.body.to_string().contains("fake-access"), "[{backend}] no token in the refusal");
+    let p = w
+        .server
+        .http
+        .get(w.server.url("/v1/proxy/acme/user"))
+        .bearer_auth(&w.key)
+        .header("x-user-token", &alice)
+        .send()
+        .await
+        .unwrap();
+    let p = answer(p).await;
+    assert_eq!((p.status, &p.body["login"]), (StatusCode::OK, &json!("imported")), "[{backend}] {}", p.body);
+    let denied = w.audit("token.handout").await;
+    assert!(denied.iter().any(|r| r["outcome"] == "denied"), "[{backend}] the refusal is audited");
 }
 
-#[tokio::test]
-async fn a_deprovisioned_user_and_unknown_grants_are_refused() {
-    for backend in backends() {
-        let w = World::start(backend, |_| {}).await;
-        w.connect("alice").await;
-        let a = answer(w.request(Method::GET, "/v1/proxy/acme/user", "bob").send().await.unwrap()).await;
-        assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "grant_not_found"), "[{backend}]");
-        let me = w.server.runtime(Method::GET, "/v1/me", &w.key, &w.idp.token_for("alice"), None).await;
-        let user = me.body["user_id"].as_str().unwrap().to_owned();
-        let d = w
-            .server
-            .admin(Method::POST, &format!("/v1/apps/{}/users/{user}/deprovision", w.app), Some(json!({})))
-            .await;
-        assert!(d.status.is_success(), "{}", d.body);
-        let a = answer(w.request(Method::GET, "/v1/proxy/acme/user", "alice").send().await.unwrap()).await;
-        assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, "user_deprovisioned"), "[{backend}] {}", a.body);
-        assert!(a.headers.get("x-custody-proxy").is_none());
-        let a =
-            answer(w.server.http.get(w.server.url("/v1/proxy/acme/user")).bearer_auth("ck_nope").send().await.unwrap())
-                .await;
-        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "[{backend}] a bad API key");
-    }
+backend_test!(a_deprovisioned_user_and_unknown_grants_are_refused);
+async fn a_deprovisioned_user_and_unknown_grants_are_refused(backend: Backend) {
+    let w = World::start(backend, |_| {}).await;
+    w.connect("alice").await;
+    let a = answer(w.request(Method::GET, "/v1/proxy/acme/user", "bob").send().await.unwrap()).await;
+    assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "grant_not_found"), "[{backend}]");
+    let me = w.server.runtime(Method::GET, "/v1/me", &w.key, &w.idp.token_for("alice"), None).await;
+    let user = me.body["user_id"].as_str().unwrap().to_owned();
+    let d =
+        w.server.admin(Method::POST, &format!("/v1/apps/{}/users/{user}/deprovision", w.app), Some(json!({}))).await;
+    assert!(d.status.is_success(), "{}", d.body);
+    let a = answer(w.request(Method::GET, "/v1/proxy/acme/user", "alice").send().await.unwrap()).await;
+    assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, "user_deprovisioned"), "[{backend}] {}", a.body);
+    assert!(a.headers.get("x-custody-proxy").is_none());
+    let a = answer(w.server.http.get(w.server.url("/v1/proxy/acme/user")).bearer_auth("ck_nope").send().await.unwrap())
+        .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "[{backend}] a bad API key");
 }

@@ -4,7 +4,11 @@
 //! cacheable. These speak raw HTTP/1.1 over TCP, because the point is what the server does with
 //! a client that does not finish its request.
 
-use custody_tests::harness::{backends, TestServer, ADMIN_TOKEN};
+// Test bodies outside `#[test]` functions (backend_test!) are test code too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use custody_tests::backend_test;
+use custody_tests::harness::{backends, Backend, TestServer, ADMIN_TOKEN};
 use reqwest::Method;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -183,18 +187,16 @@ async fn connections_over_the_cap_are_refused_with_retry_after() {
     assert_eq!(answered, Some(200));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_carrying_secrets_or_user_data_are_never_cached() {
-    for backend in backends() {
-        let server = TestServer::start(backend).await;
-        let created = server.admin(Method::POST, "/v1/apps", Some(json!({"name": "Acme"}))).await;
-        assert_eq!(created.status, 201);
-        let app = created.body["id"].as_str().expect("id").to_owned();
-        let key = server.admin(Method::POST, &format!("/v1/apps/{app}/api-keys"), None).await;
-        let listed = server.admin(Method::GET, "/v1/apps", None).await;
-        let missing = server.admin(Method::GET, "/v1/apps/nope", None).await;
-        for (what, answer) in [("create app", &created), ("create key", &key), ("list", &listed), ("404", &missing)] {
-            assert_eq!(answer.headers.get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"), "{what}");
-        }
+backend_test!(answers_carrying_secrets_or_user_data_are_never_cached);
+async fn answers_carrying_secrets_or_user_data_are_never_cached(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let created = server.admin(Method::POST, "/v1/apps", Some(json!({"name": "Acme"}))).await;
+    assert_eq!(created.status, 201);
+    let app = created.body["id"].as_str().expect("id").to_owned();
+    let key = server.admin(Method::POST, &format!("/v1/apps/{app}/api-keys"), None).await;
+    let listed = server.admin(Method::GET, "/v1/apps", None).await;
+    let missing = server.admin(Method::GET, "/v1/apps/nope", None).await;
+    for (what, answer) in [("create app", &created), ("create key", &key), ("list", &listed), ("404", &missing)] {
+        assert_eq!(answer.headers.get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"), "{what}");
     }
 }

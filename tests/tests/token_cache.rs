@@ -5,15 +5,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use custody_providers::{HttpClient, HttpClientSettings, JwksSettings, JwksVerifier};
+use custody_tests::backend_test;
+use custody_tests::clock::ManualClock;
 use custody_tests::fake_idp::{Alg, FakeIdp};
-use custody_tests::harness::{backends, TestServer};
+use custody_tests::harness::{Backend, TestServer};
 use reqwest::{Method, StatusCode};
+use std::sync::Arc;
 use std::time::Duration;
 
 fn verifier(cooldown: Duration) -> JwksVerifier {
+    verifier_on(cooldown, Arc::new(ManualClock::new()))
+}
+
+/// A verifier reading the time from `clock`.
+fn verifier_on(cooldown: Duration, clock: Arc<ManualClock>) -> JwksVerifier {
     let http =
         HttpClient::new(HttpClientSettings { allow_private_addresses: true, ..HttpClientSettings::default() }).unwrap();
-    JwksVerifier::new(http, JwksSettings { refetch_cooldown: cooldown, ..JwksSettings::default() })
+    JwksVerifier::with_clock(http, JwksSettings { refetch_cooldown: cooldown, ..JwksSettings::default() }, clock)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,7 +45,8 @@ async fn the_same_token_again_is_answered_from_the_cache() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_does_not_outlive_the_tokens_exp() {
     let idp = FakeIdp::start().await;
-    let v = verifier(Duration::from_secs(60));
+    let clock = Arc::new(ManualClock::new());
+    let v = verifier_on(Duration::from_secs(60), clock.clone());
     let mut claims = idp.claims_for("alice");
     let exp = claims["iat"].as_i64().unwrap() + 2;
     claims["exp"] = serde_json::json!(exp);
@@ -47,7 +56,7 @@ async fn an_entry_does_not_outlive_the_tokens_exp() {
     assert_eq!(v.verified_cache_hits(), 1);
     // Past `exp` the entry is gone: the signature is checked again (the caller's claim check
     // then refuses the token; here only the cache is under test).
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    clock.advance(Duration::from_millis(3100));
     v.verify(&idp.jwks_uri(), &token).await.unwrap();
     assert_eq!(v.verified_cache_hits(), 1, "an expired token's entry was used");
     // And a token that has already expired is never remembered.
@@ -93,47 +102,45 @@ async fn me(server: &TestServer, key: &str, token: &str) -> (StatusCode, serde_j
     (a.status, a.body)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settings_changes_and_deprovisioning_hold_with_a_cached_token() {
-    for backend in backends() {
-        let server = TestServer::start(backend).await;
-        let idp = FakeIdp::start().await;
-        let (app, key) = server.app_with_idp(&idp).await;
-        let token = idp.token_for("alice");
-        let (status, user) = me(&server, &key, &token).await;
-        assert_eq!(status, StatusCode::OK, "{user}");
-        assert_eq!(me(&server, &key, &token).await.0, StatusCode::OK);
-        let hits = server.state().jwks().verified_cache_hits();
-        assert!(hits >= 1, "the second call should have hit the cache");
+backend_test!(settings_changes_and_deprovisioning_hold_with_a_cached_token);
+async fn settings_changes_and_deprovisioning_hold_with_a_cached_token(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let idp = FakeIdp::start().await;
+    let (app, key) = server.app_with_idp(&idp).await;
+    let token = idp.token_for("alice");
+    let (status, user) = me(&server, &key, &token).await;
+    assert_eq!(status, StatusCode::OK, "{user}");
+    assert_eq!(me(&server, &key, &token).await.0, StatusCode::OK);
+    let hits = server.state().jwks().verified_cache_hits();
+    assert!(hits >= 1, "the second call should have hit the cache");
 
-        // An audience change applies to the cached token at once (claims are checked per call),
-        // and drops the app's entries.
-        let a = server
-            .admin(
-                Method::PATCH,
-                &format!("/v1/apps/{app}/identity-provider"),
-                Some(serde_json::json!({"audience": "another"})),
-            )
-            .await;
-        assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
-        let (status, body) = me(&server, &key, &token).await;
-        assert_eq!((status, body["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_user_token")), "{body}");
-        let a = server
-            .admin(
-                Method::PATCH,
-                &format!("/v1/apps/{app}/identity-provider"),
-                Some(serde_json::json!({"audience": idp.audience()})),
-            )
-            .await;
-        assert_eq!(a.status, StatusCode::OK);
-        assert_eq!(me(&server, &key, &token).await.0, StatusCode::OK);
+    // An audience change applies to the cached token at once (claims are checked per call),
+    // and drops the app's entries.
+    let a = server
+        .admin(
+            Method::PATCH,
+            &format!("/v1/apps/{app}/identity-provider"),
+            Some(serde_json::json!({"audience": "another"})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let (status, body) = me(&server, &key, &token).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_user_token")), "{body}");
+    let a = server
+        .admin(
+            Method::PATCH,
+            &format!("/v1/apps/{app}/identity-provider"),
+            Some(serde_json::json!({"audience": idp.audience()})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(me(&server, &key, &token).await.0, StatusCode::OK);
 
-        // Deprovisioning holds on the very next request, cached token or not.
-        assert_eq!(me(&server, &key, &token).await.0, StatusCode::OK);
-        let user_id = user["user_id"].as_str().unwrap();
-        let a = server.admin(Method::POST, &format!("/v1/apps/{app}/users/{user_id}/deprovision"), None).await;
-        assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
-        let (status, body) = me(&server, &key, &token).await;
-        assert_eq!((status, body["code"].as_str()), (StatusCode::FORBIDDEN, Some("user_deprovisioned")), "{body}");
-    }
+    // Deprovisioning holds on the very next request, cached token or not.
+    assert_eq!(me(&server, &key, &token).await.0, StatusCode::OK);
+    let user_id = user["user_id"].as_str().unwrap();
+    let a = server.admin(Method::POST, &format!("/v1/apps/{app}/users/{user_id}/deprovision"), None).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let (status, body) = me(&server, &key, &token).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::FORBIDDEN, Some("user_deprovisioned")), "{body}");
 }

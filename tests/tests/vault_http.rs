@@ -15,10 +15,11 @@ use custody_providers::crypto::{KeyRing, OsRandom};
 use custody_server::{Config, RunningServer};
 use custody_store::testing::TestDatabase;
 use custody_store::Backend;
+use custody_tests::backend_test;
 use custody_tests::browser_cookies::CookieJar;
 use custody_tests::fake_idp::{Alg, FakeIdp};
 use custody_tests::fake_oauth::{Failure, FakeOAuth, CLIENT_ID, CLIENT_SECRET};
-use custody_tests::harness::{backends, Answer, TestServer, ADMIN_TOKEN, MASTER_KEYS};
+use custody_tests::harness::{Answer, TestServer, ADMIN_TOKEN, MASTER_KEYS};
 use custody_vault::grant::{Credential, TokenKind};
 use custody_vault::ports::VaultStore as _;
 use custody_vault::Cipher as _;
@@ -62,22 +63,8 @@ impl Api {
         user_token: Option<&str>,
         body: Option<Value>,
     ) -> Answer {
-        let mut req = self.http.request(method, format!("{}{}", self.base, path));
-        if let Some(b) = bearer {
-            req = req.bearer_auth(b);
-        }
-        if let Some(t) = user_token {
-            req = req.header("x-user-token", t);
-        }
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.expect("request sent");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.unwrap_or_default();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Answer { status, body, headers }
+        custody_tests::harness::send(&self.http, method, &format!("{}{}", self.base, path), bearer, user_token, body)
+            .await
     }
 
     async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
@@ -179,6 +166,11 @@ impl World {
         assert_eq!(a.status, StatusCode::OK, "[{}] GET /v1/grants: {:?}", self.backend, a.body);
         assert_no_tokens(&a.body);
         a.body["items"].as_array().unwrap().clone()
+    }
+
+    /// Opens a connect session for `user` (`POST /v1/connect/sessions` with `body`).
+    async fn start_connect(&self, user: &str, body: Value) -> Answer {
+        self.api.call(Method::POST, "/v1/connect/sessions", Some(&self.key), Some(user), Some(body)).await
     }
 
     async fn connect(&self, user: &str) -> Connected {
@@ -354,14 +346,8 @@ fn raw_sql(db: &TestDatabase, sql: &str) -> bool {
 
 // ----- 1. providers and policies (operator) -----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn providers_and_policies() {
-    for backend in backends() {
-        providers_and_policies_on(backend).await;
-    }
-}
-
-async fn providers_and_policies_on(backend: Backend) {
+backend_test!(providers_and_policies);
+async fn providers_and_policies(backend: Backend) {
     let w = World::new(backend).await;
     let app = &w.app;
     let b = backend;
@@ -509,14 +495,8 @@ async fn providers_and_policies_on(backend: Backend) {
 
 // ----- 2. connect, hand-out, refresh, revoke -----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_token_refresh_revoke() {
-    for backend in backends() {
-        connect_token_refresh_revoke_on(backend).await;
-    }
-}
-
-async fn connect_token_refresh_revoke_on(backend: Backend) {
+backend_test!(connect_token_refresh_revoke);
+async fn connect_token_refresh_revoke(backend: Backend) {
     let w = World::new(backend).await;
     let b = backend;
     let alice = w.user("alice");
@@ -619,45 +599,33 @@ async fn connect_token_refresh_revoke_on(backend: Backend) {
 
 // ----- 3. reconnect -----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reconnect_updates_the_active_grant() {
-    for backend in backends() {
-        let w = World::new(backend).await;
-        let alice = w.user("alice");
-        let g1 = w.connect_ok(&alice).await;
-        let t1 = access_token(&w.token_for(&alice).await);
-        let created = w.my_grants(&alice).await[0]["created_at"].clone();
-        let g2 = w.connect_ok(&alice).await;
-        assert_eq!(g1, g2, "[{backend}] the same grant id");
-        let t2 = access_token(&w.token_for(&alice).await);
-        assert_ne!(t1, t2, "[{backend}] new tokens after reconnecting");
-        assert_eq!(w.oauth.code_exchanges(), 2);
-        let grants = w.my_grants(&alice).await;
-        assert_eq!(grants.len(), 1, "[{backend}] {grants:?}");
-        assert_eq!(grants[0]["status"], "active");
-        assert_eq!(grants[0]["created_at"], created, "[{backend}]");
-        // Another user connecting gets a grant of their own.
-        let bob = w.user("bob");
-        let g3 = w.connect_ok(&bob).await;
-        assert_ne!(g3, g1, "[{backend}]");
-        assert_eq!(
-            access_token(&w.token_for(&alice).await),
-            t2,
-            "[{backend}] bob's connect leaves alice's grant alone"
-        );
-    }
+backend_test!(reconnect_updates_the_active_grant);
+async fn reconnect_updates_the_active_grant(backend: Backend) {
+    let w = World::new(backend).await;
+    let alice = w.user("alice");
+    let g1 = w.connect_ok(&alice).await;
+    let t1 = access_token(&w.token_for(&alice).await);
+    let created = w.my_grants(&alice).await[0]["created_at"].clone();
+    let g2 = w.connect_ok(&alice).await;
+    assert_eq!(g1, g2, "[{backend}] the same grant id");
+    let t2 = access_token(&w.token_for(&alice).await);
+    assert_ne!(t1, t2, "[{backend}] new tokens after reconnecting");
+    assert_eq!(w.oauth.code_exchanges(), 2);
+    let grants = w.my_grants(&alice).await;
+    assert_eq!(grants.len(), 1, "[{backend}] {grants:?}");
+    assert_eq!(grants[0]["status"], "active");
+    assert_eq!(grants[0]["created_at"], created, "[{backend}]");
+    // Another user connecting gets a grant of their own.
+    let bob = w.user("bob");
+    let g3 = w.connect_ok(&bob).await;
+    assert_ne!(g3, g1, "[{backend}]");
+    assert_eq!(access_token(&w.token_for(&alice).await), t2, "[{backend}] bob's connect leaves alice's grant alone");
 }
 
 // ----- 4. connect failures -----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_failures() {
-    for backend in backends() {
-        connect_failures_on(backend).await;
-    }
-}
-
-async fn connect_failures_on(backend: Backend) {
+backend_test!(connect_failures);
+async fn connect_failures(backend: Backend) {
     let w = World::new(backend).await;
     let b = backend;
     let alice = w.user("alice");
@@ -703,27 +671,9 @@ async fn connect_failures_on(backend: Backend) {
     assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "invalid_state"), "[{b}] {:?}", a.body);
 
     // Session creation checks: unknown provider, bad return URL, no user token.
-    let a = w
-        .api
-        .call(
-            Method::POST,
-            "/v1/connect/sessions",
-            Some(&w.key),
-            Some(&alice),
-            Some(json!({"provider": "nope", "return_url": RETURN_URL})),
-        )
-        .await;
+    let a = w.start_connect(&alice, json!({"provider": "nope", "return_url": RETURN_URL})).await;
     assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "provider_not_found"), "[{b}] {:?}", a.body);
-    let a = w
-        .api
-        .call(
-            Method::POST,
-            "/v1/connect/sessions",
-            Some(&w.key),
-            Some(&alice),
-            Some(json!({"provider": PROVIDER, "return_url": "javascript:alert(1)"})),
-        )
-        .await;
+    let a = w.start_connect(&alice, json!({"provider": PROVIDER, "return_url": "javascript:alert(1)"})).await;
     assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "invalid_request"), "[{b}] {:?}", a.body);
     let a = w
         .api
@@ -740,40 +690,36 @@ async fn connect_failures_on(backend: Backend) {
 
 // ----- 5. single-flight refresh -----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_handouts_share_one_refresh() {
-    for backend in backends() {
-        let w = World::new(backend).await;
-        let alice = w.user("alice");
-        w.oauth.set_expires_in(30);
-        w.connect_ok(&alice).await;
-        w.oauth.set_expires_in(3600);
-        w.oauth.set_refresh_delay(Duration::from_millis(200));
-        let answers = race(vec![(w.api.clone(), 50)], &w.key, &alice).await;
-        check_race(&w, &answers, backend, "one instance");
-    }
+backend_test!(concurrent_handouts_share_one_refresh);
+async fn concurrent_handouts_share_one_refresh(backend: Backend) {
+    let w = World::new(backend).await;
+    let alice = w.user("alice");
+    w.oauth.set_expires_in(30);
+    w.connect_ok(&alice).await;
+    w.oauth.set_expires_in(3600);
+    w.oauth.set_refresh_delay(Duration::from_millis(200));
+    let answers = race(vec![(w.api.clone(), 50)], &w.key, &alice).await;
+    check_race(&w, &answers, backend, "one instance");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_handouts_on_two_instances_share_one_refresh() {
-    for backend in backends() {
-        if backend != Backend::Postgres {
-            continue;
-        }
-        let w = World::new(backend).await;
-        let alice = w.user("alice");
-        w.oauth.set_expires_in(30);
-        w.connect_ok(&alice).await;
-        w.oauth.set_expires_in(3600);
-        w.oauth.set_refresh_delay(Duration::from_millis(200));
-        let mut peer = Peer::start(w.s.db.url(), MASTER_KEYS).await.expect("second instance starts");
-        // Warm up the second instance (JWKS, API key) without touching the grant.
-        let a = peer.api.call(Method::GET, "/v1/me", Some(&w.key), Some(&alice), None).await;
-        assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
-        let answers = race(vec![(w.api.clone(), 25), (peer.api.clone(), 25)], &w.key, &alice).await;
-        check_race(&w, &answers, backend, "two instances");
-        peer.stop().await;
+backend_test!(concurrent_handouts_on_two_instances_share_one_refresh);
+async fn concurrent_handouts_on_two_instances_share_one_refresh(backend: Backend) {
+    if backend != Backend::Postgres {
+        return;
     }
+    let w = World::new(backend).await;
+    let alice = w.user("alice");
+    w.oauth.set_expires_in(30);
+    w.connect_ok(&alice).await;
+    w.oauth.set_expires_in(3600);
+    w.oauth.set_refresh_delay(Duration::from_millis(200));
+    let mut peer = Peer::start(w.s.db.url(), MASTER_KEYS).await.expect("second instance starts");
+    // Warm up the second instance (JWKS, API key) without touching the grant.
+    let a = peer.api.call(Method::GET, "/v1/me", Some(&w.key), Some(&alice), None).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let answers = race(vec![(w.api.clone(), 25), (peer.api.clone(), 25)], &w.key, &alice).await;
+    check_race(&w, &answers, backend, "two instances");
+    peer.stop().await;
 }
 
 /// Fires `n` hand-outs at each API at once; returns every (status, body).
@@ -810,14 +756,8 @@ fn check_race(w: &World, answers: &[(StatusCode, Value)], backend: Backend, what
 
 // ----- 6. refresh failures -----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refresh_failures() {
-    for backend in backends() {
-        refresh_failures_on(backend).await;
-    }
-}
-
-async fn refresh_failures_on(backend: Backend) {
+backend_test!(refresh_failures);
+async fn refresh_failures(backend: Backend) {
     let w = World::new(backend).await;
     let b = backend;
     w.oauth.set_expires_in(30);
@@ -906,14 +846,8 @@ async fn refresh_failures_on(backend: Backend) {
 
 // ----- 7. policies -----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn policies_decide_who_may_use_a_provider() {
-    for backend in backends() {
-        policies_on(backend).await;
-    }
-}
-
-async fn policies_on(backend: Backend) {
+backend_test!(policies_decide_who_may_use_a_provider);
+async fn policies_decide_who_may_use_a_provider(backend: Backend) {
     let w = World::new(backend).await;
     let b = backend;
     for sub in ["eng-user", "plain-user", "admin-user"] {
@@ -1013,14 +947,8 @@ async fn policies_on(backend: Backend) {
 
 // ----- 8. other users' and other apps' grants -----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grants_of_others_are_not_found() {
-    for backend in backends() {
-        grants_of_others_on(backend).await;
-    }
-}
-
-async fn grants_of_others_on(backend: Backend) {
+backend_test!(grants_of_others_are_not_found);
+async fn grants_of_others_are_not_found(backend: Backend) {
     let w = World::new(backend).await;
     let b = backend;
     let alice = w.user("alice");
@@ -1073,14 +1001,8 @@ async fn grants_of_others_on(backend: Backend) {
 
 // ----- 9. import, operator views, audit -----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn import_operator_views_and_audit() {
-    for backend in backends() {
-        import_operator_on(backend).await;
-    }
-}
-
-async fn import_operator_on(backend: Backend) {
+backend_test!(import_operator_views_and_audit);
+async fn import_operator_views_and_audit(backend: Backend) {
     let w = World::new(backend).await;
     let b = backend;
     let app = &w.app;
@@ -1131,7 +1053,7 @@ async fn import_operator_on(backend: Backend) {
     let g2 = a.body["id"].as_str().unwrap().to_owned();
     assert_eq!(a.body["user_id"], user_id.as_str());
     // Newest-first needs distinct timestamps (seconds).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    w.s.clock.advance(Duration::from_millis(1100));
     let a = w.token(&imp, json!({"provider": "beta"})).await;
     assert_eq!(a.status, StatusCode::OK, "[{b}] {:?}", a.body);
     assert_ne!(access_token(&a), access2, "[{b}] refreshed");
@@ -1286,65 +1208,52 @@ async fn import_operator_on(backend: Backend) {
 
 // ----- 10. sealing and key rotation -----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn swapped_ciphertexts_do_not_open() {
-    for backend in backends() {
-        let w = World::new(backend).await;
-        let b = backend;
-        let (ta, ra) = w.oauth.issue_tokens();
-        let (tb, rb) = w.oauth.issue_tokens();
-        let ga = w.import("a", PROVIDER, &ta, Some(&ra), 3600).await["id"].as_str().unwrap().to_owned();
-        let gb = w.import("b", PROVIDER, &tb, Some(&rb), 3600).await["id"].as_str().unwrap().to_owned();
-        let (ua, ub) = (w.user("a"), w.user("b"));
-        assert_eq!(access_token(&w.token_for(&ua).await), ta);
-        assert_eq!(access_token(&w.token_for(&ub).await), tb);
+backend_test!(swapped_ciphertexts_do_not_open);
+async fn swapped_ciphertexts_do_not_open(backend: Backend) {
+    let w = World::new(backend).await;
+    let b = backend;
+    let (ta, ra) = w.oauth.issue_tokens();
+    let (tb, rb) = w.oauth.issue_tokens();
+    let ga = w.import("a", PROVIDER, &ta, Some(&ra), 3600).await["id"].as_str().unwrap().to_owned();
+    let gb = w.import("b", PROVIDER, &tb, Some(&rb), 3600).await["id"].as_str().unwrap().to_owned();
+    let (ua, ub) = (w.user("a"), w.user("b"));
+    assert_eq!(access_token(&w.token_for(&ua).await), ta);
+    assert_eq!(access_token(&w.token_for(&ub).await), tb);
 
-        // Swap the sealed access tokens of the two credential rows, through the store itself.
-        let store = w.s.store().await;
-        let (ga_id, gb_id) = (GrantId::parse(&ga).unwrap(), GrantId::parse(&gb).unwrap());
-        let ca = store.load_credential(&ga_id).await.unwrap().expect("credential a");
-        let cb = store.load_credential(&gb_id).await.unwrap().expect("credential b");
-        let audit = |grant: &str| AuditEntry {
-            id: OsRandom.uuid(),
-            app_id: AppId::parse(&w.app).unwrap(),
-            at: w.s.state().now(),
-            action: "test.tamper".into(),
-            actor: "system".into(),
-            user_id: None,
-            grant_id: Some(grant.to_owned()),
-            provider: Some(PROVIDER.into()),
-            outcome: AuditOutcome::Success,
-            detail: None,
-        };
-        let swapped_a = Credential { access_token: cb.access_token.clone(), version: ca.version + 1, ..ca.clone() };
-        let swapped_b = Credential { access_token: ca.access_token.clone(), version: cb.version + 1, ..cb.clone() };
-        assert!(store.replace_credential(&swapped_a, ca.version, &audit(&ga)).await.unwrap(), "[{b}]");
-        assert!(store.replace_credential(&swapped_b, cb.version, &audit(&gb)).await.unwrap(), "[{b}]");
+    // Swap the sealed access tokens of the two credential rows, through the store itself.
+    let store = w.s.store().await;
+    let (ga_id, gb_id) = (GrantId::parse(&ga).unwrap(), GrantId::parse(&gb).unwrap());
+    let ca = store.load_credential(&ga_id).await.unwrap().expect("credential a");
+    let cb = store.load_credential(&gb_id).await.unwrap().expect("credential b");
+    let audit = |grant: &str| AuditEntry {
+        id: OsRandom.uuid(),
+        app_id: AppId::parse(&w.app).unwrap(),
+        at: w.s.state().now(),
+        action: "test.tamper".into(),
+        actor: "system".into(),
+        user_id: None,
+        grant_id: Some(grant.to_owned()),
+        provider: Some(PROVIDER.into()),
+        outcome: AuditOutcome::Success,
+        detail: None,
+    };
+    let swapped_a = Credential { access_token: cb.access_token.clone(), version: ca.version + 1, ..ca.clone() };
+    let swapped_b = Credential { access_token: ca.access_token.clone(), version: cb.version + 1, ..cb.clone() };
+    assert!(store.replace_credential(&swapped_a, ca.version, &audit(&ga)).await.unwrap(), "[{b}]");
+    assert!(store.replace_credential(&swapped_b, cb.version, &audit(&gb)).await.unwrap(), "[{b}]");
 
-        for (user, own, other) in [(&ua, &ta, &tb), (&ub, &tb, &ta)] {
-            let a = w.token_for(user).await;
-            assert_eq!(
-                (a.status, a.code()),
-                (StatusCode::INTERNAL_SERVER_ERROR, "sealing_error"),
-                "[{b}] {:?}",
-                a.body
-            );
-            let text = a.body.to_string();
-            assert!(!text.contains(other.as_str()) && !text.contains(own.as_str()), "[{b}] {text}");
-        }
-        // The grants are untouched otherwise.
-        assert_eq!(w.my_grants(&ua).await[0]["status"], "active");
+    for (user, own, other) in [(&ua, &ta, &tb), (&ub, &tb, &ta)] {
+        let a = w.token_for(user).await;
+        assert_eq!((a.status, a.code()), (StatusCode::INTERNAL_SERVER_ERROR, "sealing_error"), "[{b}] {:?}", a.body);
+        let text = a.body.to_string();
+        assert!(!text.contains(other.as_str()) && !text.contains(own.as_str()), "[{b}] {text}");
     }
+    // The grants are untouched otherwise.
+    assert_eq!(w.my_grants(&ua).await[0]["status"], "active");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn key_rotation_and_reseal() {
-    for backend in backends() {
-        key_rotation_on(backend).await;
-    }
-}
-
-async fn key_rotation_on(backend: Backend) {
+backend_test!(key_rotation_and_reseal);
+async fn key_rotation_and_reseal(backend: Backend) {
     let b = backend;
     let k2 = second_key();
     // Grants sealed under k1.
@@ -1406,68 +1315,59 @@ async fn key_rotation_on(backend: Backend) {
 
 // ----- 11. the revocation outbox -----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outbox_retries_failed_revocations() {
-    for backend in backends() {
-        let w = World::new(backend).await;
-        let b = backend;
-        let (access, _) = w.oauth.issue_tokens();
-        // Access token only: one outbox item.
-        let g = w.import("out", PROVIDER, &access, None, 3600).await["id"].as_str().unwrap().to_owned();
-        w.oauth.fail_next_revocations(1);
-        let a = w.api.admin(Method::POST, &format!("/v1/apps/{}/grants/{g}/revoke", w.app), Some(json!({}))).await;
-        assert_eq!(a.status, StatusCode::OK, "[{b}] {:?}", a.body);
-        // The revoke wakes the worker; its attempt fails.
-        wait_for(|| w.oauth.revocation_calls() >= 1, "[first revocation attempt]").await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(w.oauth.revocation_calls(), 1, "[{b}]");
-        assert!(w.oauth.revoked_tokens().is_empty(), "[{b}] the first attempt failed");
-        // Past the retry delay (1 s base in tests), the next pass revokes it.
-        tokio::time::sleep(Duration::from_millis(2100)).await;
-        w.drain_until(|o| o.revoked_tokens().contains(&access)).await;
-        assert!(w.oauth.revocation_calls() >= 2, "[{b}]");
-        let rows = w.audit("grant.provider_revoke").await;
-        assert!(rows.iter().any(|r| r["grant_id"] == g.as_str() && r["outcome"] == "success"), "[{b}] {rows:?}");
-    }
+backend_test!(outbox_retries_failed_revocations);
+async fn outbox_retries_failed_revocations(backend: Backend) {
+    let w = World::new(backend).await;
+    let b = backend;
+    let (access, _) = w.oauth.issue_tokens();
+    // Access token only: one outbox item.
+    let g = w.import("out", PROVIDER, &access, None, 3600).await["id"].as_str().unwrap().to_owned();
+    w.oauth.fail_next_revocations(1);
+    let a = w.api.admin(Method::POST, &format!("/v1/apps/{}/grants/{g}/revoke", w.app), Some(json!({}))).await;
+    assert_eq!(a.status, StatusCode::OK, "[{b}] {:?}", a.body);
+    // The revoke wakes the worker; its attempt fails.
+    wait_for(|| w.oauth.revocation_calls() >= 1, "[first revocation attempt]").await;
+    assert_eq!(w.oauth.revocation_calls(), 1, "[{b}]");
+    assert!(w.oauth.revoked_tokens().is_empty(), "[{b}] the first attempt failed");
+    // Past the retry delay (1 s base in tests), the next pass revokes it.
+    w.s.clock.advance(Duration::from_millis(2100));
+    w.drain_until(|o| o.revoked_tokens().contains(&access)).await;
+    assert!(w.oauth.revocation_calls() >= 2, "[{b}]");
+    let rows = w.audit("grant.provider_revoke").await;
+    assert!(rows.iter().any(|r| r["grant_id"] == g.as_str() && r["outcome"] == "success"), "[{b}] {rows:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outbox_survives_a_restart() {
-    for backend in backends() {
-        let w = World::new(backend).await;
-        let b = backend;
-        let (access, refresh) = w.oauth.issue_tokens();
-        let g = w.import("out", PROVIDER, &access, Some(&refresh), 3600).await["id"].as_str().unwrap().to_owned();
-        // Both attempts of the first pass fail, so the items are still queued when it stops.
-        w.oauth.fail_next_revocations(2);
-        let a = w
-            .api
-            .admin(
-                Method::POST,
-                &format!("/v1/apps/{}/grants/{g}/revoke", w.app),
-                Some(json!({"reason": "restart test"})),
-            )
-            .await;
-        assert_eq!(a.status, StatusCode::OK, "[{b}] {:?}", a.body);
-        wait_for(|| w.oauth.revocation_calls() >= 2, "[first outbox pass]").await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(w.oauth.revoked_tokens().is_empty(), "[{b}]");
-        let World { mut s, oauth, .. } = w;
-        s.stop().await;
-        let TestServer { db, .. } = s;
+backend_test!(outbox_survives_a_restart);
+async fn outbox_survives_a_restart(backend: Backend) {
+    let w = World::new(backend).await;
+    let b = backend;
+    let (access, refresh) = w.oauth.issue_tokens();
+    let g = w.import("out", PROVIDER, &access, Some(&refresh), 3600).await["id"].as_str().unwrap().to_owned();
+    // Both attempts of the first pass fail, so the items are still queued when it stops.
+    w.oauth.fail_next_revocations(2);
+    let a = w
+        .api
+        .admin(Method::POST, &format!("/v1/apps/{}/grants/{g}/revoke", w.app), Some(json!({"reason": "restart test"})))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "[{b}] {:?}", a.body);
+    wait_for(|| w.oauth.revocation_calls() >= 2, "[first outbox pass]").await;
+    assert!(w.oauth.revoked_tokens().is_empty(), "[{b}]");
+    let World { mut s, oauth, .. } = w;
+    s.stop().await;
+    let TestServer { db, .. } = s;
 
-        let s = TestServer::start_on(db, |_| {}).await;
-        tokio::time::sleep(Duration::from_millis(2100)).await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            s.state().vault().drain_outbox(100).await.expect("drain");
-            let revoked = oauth.revoked_tokens();
-            if revoked.contains(&access) && revoked.contains(&refresh) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "[{b}] the queued revocations were lost: {revoked:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    let s = TestServer::start_on(db, |_| {}).await;
+    // Past the retry delay on the new instance's clock.
+    s.clock.advance(Duration::from_millis(2100));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        s.state().vault().drain_outbox(100).await.expect("drain");
+        let revoked = oauth.revoked_tokens();
+        if revoked.contains(&access) && revoked.contains(&refresh) {
+            break;
         }
+        assert!(Instant::now() < deadline, "[{b}] the queued revocations were lost: {revoked:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -1481,537 +1381,469 @@ async fn wait_for(cond: impl Fn() -> bool, what: &str) {
 
 // ----- races and in-flight flows -----
 
+backend_test!(revoke_during_a_refresh);
 /// A revoke that lands while the grant's refresh is at the provider: the hand-out answers
 /// `grant_revoked`, and the tokens that refresh minted (which no grant holds any more) are
 /// revoked at the provider through the outbox, not left live.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoke_during_a_refresh() {
-    let mut failures = Vec::new();
-    for backend in backends() {
-        let w = World::new(backend).await;
-        let b = backend;
-        let alice = w.user("alice");
-        w.oauth.set_expires_in(30);
-        let grant = w.connect_ok(&alice).await;
-        w.oauth.set_expires_in(3600);
-        w.oauth.set_refresh_delay(Duration::from_millis(700));
-        let (api, key, user) = (w.api.clone(), w.key.clone(), alice.clone());
-        let handout = tokio::spawn(async move { api.token(&key, &user, json!({"provider": PROVIDER})).await });
-        wait_for(|| w.oauth.refresh_calls() == 1, "[the refresh to reach the provider]").await;
-        // The outbox's first attempts fail, so the old refresh token is still live when the
-        // provider answers the refresh (otherwise the provider would reject it, which is the
-        // other ending of this race).
-        w.oauth.fail_next_revocations(2);
-        let a = w.api.call(Method::DELETE, &format!("/v1/grants/{grant}"), Some(&w.key), Some(&alice), None).await;
-        assert_eq!((a.status, a.body["status"].as_str()), (StatusCode::OK, Some("revoked")), "[{b}] {:?}", a.body);
-        let a = handout.await.unwrap();
-        // The grant was revoked while its refresh was in flight: no token of a revoked grant.
-        assert!(a.body.get("access_token").is_none(), "[{b}] a revoked grant handed out a token: {:?}", a.body);
-        assert_eq!(a.status, StatusCode::GONE, "[{b}] {:?}", a.body);
-        assert_eq!(w.my_grants(&alice).await[0]["status"], "revoked", "[{b}]");
-        // The tokens the provider minted in that refresh must not stay live at the provider.
-        // FakeOAuth numbers its tokens: the pair minted by the refresh is the one before the
-        // next pair it issues.
-        let (next, _) = w.oauth.issue_tokens();
-        let n: u64 = next.trim_start_matches("fake-access-").parse().unwrap();
-        let minted_refresh = format!("fake-refresh-{}", n - 1);
-        let deadline = Instant::now() + Duration::from_secs(8);
-        let mut minted_revoked = false;
-        while Instant::now() < deadline {
-            w.s.state().vault().drain_outbox(100).await.unwrap();
-            if w.oauth.revoked_tokens().contains(&minted_refresh) {
-                minted_revoked = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+async fn revoke_during_a_refresh(backend: Backend) {
+    let w = World::new(backend).await;
+    let b = backend;
+    let alice = w.user("alice");
+    w.oauth.set_expires_in(30);
+    let grant = w.connect_ok(&alice).await;
+    w.oauth.set_expires_in(3600);
+    w.oauth.set_refresh_delay(Duration::from_millis(700));
+    let (api, key, user) = (w.api.clone(), w.key.clone(), alice.clone());
+    let handout = tokio::spawn(async move { api.token(&key, &user, json!({"provider": PROVIDER})).await });
+    wait_for(|| w.oauth.refresh_calls() == 1, "[the refresh to reach the provider]").await;
+    // The outbox's first attempts fail, so the old refresh token is still live when the
+    // provider answers the refresh (otherwise the provider would reject it, which is the
+    // other ending of this race).
+    w.oauth.fail_next_revocations(2);
+    let a = w.api.call(Method::DELETE, &format!("/v1/grants/{grant}"), Some(&w.key), Some(&alice), None).await;
+    assert_eq!((a.status, a.body["status"].as_str()), (StatusCode::OK, Some("revoked")), "[{b}] {:?}", a.body);
+    let a = handout.await.unwrap();
+    // The grant was revoked while its refresh was in flight: no token of a revoked grant.
+    assert!(a.body.get("access_token").is_none(), "[{b}] a revoked grant handed out a token: {:?}", a.body);
+    assert_eq!(a.status, StatusCode::GONE, "[{b}] {:?}", a.body);
+    assert_eq!(w.my_grants(&alice).await[0]["status"], "revoked", "[{b}]");
+    // The tokens the provider minted in that refresh must not stay live at the provider.
+    // FakeOAuth numbers its tokens: the pair minted by the refresh is the one before the
+    // next pair it issues.
+    let (next, _) = w.oauth.issue_tokens();
+    let n: u64 = next.trim_start_matches("fake-access-").parse().unwrap();
+    let minted_refresh = format!("fake-refresh-{}", n - 1);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let mut minted_revoked = false;
+    while Instant::now() < deadline {
+        w.s.state().vault().drain_outbox(100).await.unwrap();
+        if w.oauth.revoked_tokens().contains(&minted_refresh) {
+            minted_revoked = true;
+            break;
         }
-        let mut problems = Vec::new();
-        if !minted_revoked {
-            problems.push(format!(
-                "the refresh token minted by a refresh that lost the race with a revoke ({minted_refresh}) is never revoked at the provider (revoked: {:?})",
-                w.oauth.revoked_tokens()
-            ));
-        }
-        if a.code() != "grant_revoked" {
-            problems.push(format!(
-                "the hand-out answered `{}` for a grant revoked during its refresh; expected `grant_revoked`",
-                a.code()
-            ));
-        }
-        if !problems.is_empty() {
-            failures.push(format!("[{b}] {}", problems.join("; ")));
-        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let mut problems = Vec::new();
+    if !minted_revoked {
+        problems.push(format!(
+            "the refresh token minted by a refresh that lost the race with a revoke ({minted_refresh}) is never revoked at the provider (revoked: {:?})",
+            w.oauth.revoked_tokens()
+        ));
+    }
+    if a.code() != "grant_revoked" {
+        problems.push(format!(
+            "the hand-out answered `{}` for a grant revoked during its refresh; expected `grant_revoked`",
+            a.code()
+        ));
+    }
+    assert!(problems.is_empty(), "[{b}] {}", problems.join("; "));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_callbacks_leave_one_active_grant() {
-    for backend in backends() {
-        let w = World::new(backend).await;
-        let b = backend;
-        let alice = w.user("alice");
-        // Two connect flows up to the provider's redirect back, then both callbacks at once.
-        let mut callbacks = Vec::new();
-        for _ in 0..2 {
-            let a = w
-                .api
-                .call(
-                    Method::POST,
-                    "/v1/connect/sessions",
-                    Some(&w.key),
-                    Some(&alice),
-                    Some(json!({"provider": PROVIDER, "return_url": RETURN_URL, "scopes": ["read"]})),
-                )
-                .await;
-            assert_eq!(a.status, StatusCode::CREATED, "[{b}] {:?}", a.body);
-            let (_, authorize) = get_redirect(&w.api.http, a.body["connect_url"].as_str().unwrap()).await;
-            let (_, callback) = get_redirect(&w.api.http, &authorize).await;
-            callbacks.push(callback);
-        }
-        let (r1, r2) = tokio::join!(get_redirect(&w.api.http, &callbacks[0]), get_redirect(&w.api.http, &callbacks[1]));
-        let ids: Vec<String> = [r1, r2]
-            .iter()
-            .map(|(status, location)| {
-                assert_eq!(*status, StatusCode::FOUND, "[{b}]");
-                let q: HashMap<String, String> =
-                    url::Url::parse(location).unwrap().query_pairs().into_owned().collect();
-                assert_eq!(q.get("status").map(String::as_str), Some("connected"), "[{b}] {location}");
-                q["grant_id"].clone()
-            })
-            .collect();
-        assert_eq!(ids[0], ids[1], "[{b}] both callbacks land on the user's one active grant");
-        let grants = w.my_grants(&alice).await;
-        assert_eq!(grants.len(), 1, "[{b}] {grants:?}");
-        assert_eq!(grants[0]["status"], "active");
-        // Requested scopes are what the grant records.
-        assert_eq!(grants[0]["scopes"], json!(["read"]), "[{b}] {grants:?}");
-        let a = w.token_for(&alice).await;
-        assert_eq!(a.status, StatusCode::OK, "[{b}] {:?}", a.body);
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connect_in_flight_cannot_store_tokens_for_a_deprovisioned_user() {
-    for backend in backends() {
-        let w = World::new(backend).await;
-        let b = backend;
-        let alice = w.user("alice");
-        let me = w.api.call(Method::GET, "/v1/me", Some(&w.key), Some(&alice), None).await;
-        let user_id = custody_identity::UserId::parse(me.body["user_id"].as_str().unwrap()).unwrap();
-        let a = w
-            .api
-            .call(
-                Method::POST,
-                "/v1/connect/sessions",
-                Some(&w.key),
-                Some(&alice),
-                Some(json!({"provider": PROVIDER, "return_url": RETURN_URL})),
-            )
-            .await;
+backend_test!(concurrent_callbacks_leave_one_active_grant);
+async fn concurrent_callbacks_leave_one_active_grant(backend: Backend) {
+    let w = World::new(backend).await;
+    let b = backend;
+    let alice = w.user("alice");
+    // Two connect flows up to the provider's redirect back, then both callbacks at once.
+    let mut callbacks = Vec::new();
+    for _ in 0..2 {
+        let a =
+            w.start_connect(&alice, json!({"provider": PROVIDER, "return_url": RETURN_URL, "scopes": ["read"]})).await;
         assert_eq!(a.status, StatusCode::CREATED, "[{b}] {:?}", a.body);
         let (_, authorize) = get_redirect(&w.api.http, a.body["connect_url"].as_str().unwrap()).await;
         let (_, callback) = get_redirect(&w.api.http, &authorize).await;
-        // The IdP says the user is gone while they are at the provider.
-        let store = w.s.store().await;
-        let now = w.s.state().now();
-        assert!(custody_store::testing::set_user_status(
-            &store,
-            &user_id,
-            custody_identity::UserStatus::Deprovisioned,
-            now
-        )
-        .await
-        .unwrap());
-        let (status, location) = get_redirect(&w.api.http, &callback).await;
-        assert_eq!(status, StatusCode::FOUND, "[{b}]");
-        assert!(location.contains("status=error"), "[{b}] {location}");
-        let a = w.api.admin(Method::GET, &format!("/v1/apps/{}/grants?user_id={user_id}", w.app), None).await;
-        assert_eq!(a.body["items"], json!([]), "[{b}] no grant for a deprovisioned user: {:?}", a.body);
+        callbacks.push(callback);
     }
+    let (r1, r2) = tokio::join!(get_redirect(&w.api.http, &callbacks[0]), get_redirect(&w.api.http, &callbacks[1]));
+    let ids: Vec<String> = [r1, r2]
+        .iter()
+        .map(|(status, location)| {
+            assert_eq!(*status, StatusCode::FOUND, "[{b}]");
+            let q: HashMap<String, String> = url::Url::parse(location).unwrap().query_pairs().into_owned().collect();
+            assert_eq!(q.get("status").map(String::as_str), Some("connected"), "[{b}] {location}");
+            q["grant_id"].clone()
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1], "[{b}] both callbacks land on the user's one active grant");
+    let grants = w.my_grants(&alice).await;
+    assert_eq!(grants.len(), 1, "[{b}] {grants:?}");
+    assert_eq!(grants[0]["status"], "active");
+    // Requested scopes are what the grant records.
+    assert_eq!(grants[0]["scopes"], json!(["read"]), "[{b}] {grants:?}");
+    let a = w.token_for(&alice).await;
+    assert_eq!(a.status, StatusCode::OK, "[{b}] {:?}", a.body);
+}
+
+backend_test!(a_connect_in_flight_cannot_store_tokens_for_a_deprovisioned_user);
+async fn a_connect_in_flight_cannot_store_tokens_for_a_deprovisioned_user(backend: Backend) {
+    let w = World::new(backend).await;
+    let b = backend;
+    let alice = w.user("alice");
+    let me = w.api.call(Method::GET, "/v1/me", Some(&w.key), Some(&alice), None).await;
+    let user_id = custody_identity::UserId::parse(me.body["user_id"].as_str().unwrap()).unwrap();
+    let a = w.start_connect(&alice, json!({"provider": PROVIDER, "return_url": RETURN_URL})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "[{b}] {:?}", a.body);
+    let (_, authorize) = get_redirect(&w.api.http, a.body["connect_url"].as_str().unwrap()).await;
+    let (_, callback) = get_redirect(&w.api.http, &authorize).await;
+    // The IdP says the user is gone while they are at the provider.
+    let store = w.s.store().await;
+    let now = w.s.state().now();
+    assert!(custody_store::testing::set_user_status(
+        &store,
+        &user_id,
+        custody_identity::UserStatus::Deprovisioned,
+        now
+    )
+    .await
+    .unwrap());
+    let (status, location) = get_redirect(&w.api.http, &callback).await;
+    assert_eq!(status, StatusCode::FOUND, "[{b}]");
+    assert!(location.contains("status=error"), "[{b}] {location}");
+    let a = w.api.admin(Method::GET, &format!("/v1/apps/{}/grants?user_id={user_id}", w.app), None).await;
+    assert_eq!(a.body["items"], json!([]), "[{b}] no grant for a deprovisioned user: {:?}", a.body);
 }
 
 // ----- operator deprovisioning and app deletion (vault side) -----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operator_deprovision_revokes_everything() {
-    for backend in backends() {
-        let w = World::new(backend).await;
-        let b = backend;
-        w.put_provider("beta").await;
-        let alice = w.user("alice");
-        let g1 = w.connect_ok(&alice).await;
-        let (access, refresh) = w.oauth.issue_tokens();
-        let me = w.api.call(Method::GET, "/v1/me", Some(&w.key), Some(&alice), None).await;
-        let user_id = me.body["user_id"].as_str().unwrap().to_owned();
-        let a = w
-            .api
-            .admin(
-                Method::POST,
-                &format!("/v1/apps/{}/grants", w.app),
-                Some(json!({"user_id": user_id, "provider": "beta", "access_token": access, "refresh_token": refresh})),
-            )
-            .await;
-        assert_eq!(a.status, StatusCode::CREATED, "[{b}] {:?}", a.body);
-        let connected = access_token(&w.token_for(&alice).await);
-        let bob = w.user("bob");
-        w.connect_ok(&bob).await;
-
-        let a = w
-            .api
-            .admin(Method::POST, &format!("/v1/apps/{}/users/{user_id}/deprovision", w.app), Some(json!({})))
-            .await;
-        assert_eq!(a.status, StatusCode::OK, "[{b}] {:?}", a.body);
-        assert_eq!(a.body["status"], "deprovisioned", "[{b}] {:?}", a.body);
-        let a = w.api.admin(Method::GET, &format!("/v1/apps/{}/grants?user_id={user_id}", w.app), None).await;
-        let statuses: Vec<&str> =
-            a.body["items"].as_array().unwrap().iter().map(|g| g["status"].as_str().unwrap()).collect();
-        assert_eq!(statuses, vec!["revoked", "revoked"], "[{b}] {:?}", a.body);
-        let a = w.token(&alice, json!({"grant_id": g1})).await;
-        assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, "user_deprovisioned"), "[{b}] {:?}", a.body);
-        // An import cannot bring the user's tokens back.
-        let a = w
-            .api
-            .admin(
-                Method::POST,
-                &format!("/v1/apps/{}/grants", w.app),
-                Some(json!({"user_id": user_id, "provider": PROVIDER, "access_token": "x"})),
-            )
-            .await;
-        assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, "user_deprovisioned"), "[{b}] {:?}", a.body);
-        // Every stored token of the user is revoked at the provider; bob's grant is untouched.
-        let (connected_refresh, a1, r1) = (refresh_twin(&connected), access.clone(), refresh.clone());
-        w.drain_until(move |o| {
-            let r = o.revoked_tokens();
-            [&connected, &connected_refresh, &a1, &r1].iter().all(|t| r.contains(t))
-        })
+backend_test!(operator_deprovision_revokes_everything);
+async fn operator_deprovision_revokes_everything(backend: Backend) {
+    let w = World::new(backend).await;
+    let b = backend;
+    w.put_provider("beta").await;
+    let alice = w.user("alice");
+    let g1 = w.connect_ok(&alice).await;
+    let (access, refresh) = w.oauth.issue_tokens();
+    let me = w.api.call(Method::GET, "/v1/me", Some(&w.key), Some(&alice), None).await;
+    let user_id = me.body["user_id"].as_str().unwrap().to_owned();
+    let a = w
+        .api
+        .admin(
+            Method::POST,
+            &format!("/v1/apps/{}/grants", w.app),
+            Some(json!({"user_id": user_id, "provider": "beta", "access_token": access, "refresh_token": refresh})),
+        )
         .await;
-        let a = w.token_for(&bob).await;
-        assert_eq!(a.status, StatusCode::OK, "[{b}] {:?}", a.body);
-        let rows = w.audit("user.deprovision").await;
-        assert!(!rows.is_empty(), "[{b}] {rows:?}");
-    }
+    assert_eq!(a.status, StatusCode::CREATED, "[{b}] {:?}", a.body);
+    let connected = access_token(&w.token_for(&alice).await);
+    let bob = w.user("bob");
+    w.connect_ok(&bob).await;
+
+    let a =
+        w.api.admin(Method::POST, &format!("/v1/apps/{}/users/{user_id}/deprovision", w.app), Some(json!({}))).await;
+    assert_eq!(a.status, StatusCode::OK, "[{b}] {:?}", a.body);
+    assert_eq!(a.body["status"], "deprovisioned", "[{b}] {:?}", a.body);
+    let a = w.api.admin(Method::GET, &format!("/v1/apps/{}/grants?user_id={user_id}", w.app), None).await;
+    let statuses: Vec<&str> =
+        a.body["items"].as_array().unwrap().iter().map(|g| g["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, vec!["revoked", "revoked"], "[{b}] {:?}", a.body);
+    let a = w.token(&alice, json!({"grant_id": g1})).await;
+    assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, "user_deprovisioned"), "[{b}] {:?}", a.body);
+    // An import cannot bring the user's tokens back.
+    let a = w
+        .api
+        .admin(
+            Method::POST,
+            &format!("/v1/apps/{}/grants", w.app),
+            Some(json!({"user_id": user_id, "provider": PROVIDER, "access_token": "x"})),
+        )
+        .await;
+    assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, "user_deprovisioned"), "[{b}] {:?}", a.body);
+    // Every stored token of the user is revoked at the provider; bob's grant is untouched.
+    let (connected_refresh, a1, r1) = (refresh_twin(&connected), access.clone(), refresh.clone());
+    w.drain_until(move |o| {
+        let r = o.revoked_tokens();
+        [&connected, &connected_refresh, &a1, &r1].iter().all(|t| r.contains(t))
+    })
+    .await;
+    let a = w.token_for(&bob).await;
+    assert_eq!(a.status, StatusCode::OK, "[{b}] {:?}", a.body);
+    let rows = w.audit("user.deprovision").await;
+    assert!(!rows.is_empty(), "[{b}] {rows:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleting_an_app_deletes_its_credentials() {
-    for backend in backends() {
-        let w = World::new(backend).await;
-        let b = backend;
-        let alice = w.user("alice");
-        w.connect_ok(&alice).await;
-        let (access, _) = w.oauth.issue_tokens();
-        w.import("imp", PROVIDER, &access, None, 3600).await;
-        // A second app whose rows must stay.
-        let (app2, _) = w.s.create_app("Keeps its rows").await;
-        let a = w
-            .api
-            .admin(
-                Method::PUT,
-                &format!("/v1/apps/{app2}/providers/{PROVIDER}"),
-                Some(w.oauth.provider_body(&["read"])),
-            )
-            .await;
-        assert_eq!(a.status, StatusCode::OK);
-        w.api
-            .admin(
-                Method::POST,
-                &format!("/v1/apps/{app2}/grants"),
-                Some(json!({"subject": "x", "provider": PROVIDER, "access_token": "other-app-token"})),
-            )
-            .await;
+backend_test!(deleting_an_app_deletes_its_credentials);
+async fn deleting_an_app_deletes_its_credentials(backend: Backend) {
+    let w = World::new(backend).await;
+    let b = backend;
+    let alice = w.user("alice");
+    w.connect_ok(&alice).await;
+    let (access, _) = w.oauth.issue_tokens();
+    w.import("imp", PROVIDER, &access, None, 3600).await;
+    // A second app whose rows must stay.
+    let (app2, _) = w.s.create_app("Keeps its rows").await;
+    let a = w
+        .api
+        .admin(Method::PUT, &format!("/v1/apps/{app2}/providers/{PROVIDER}"), Some(w.oauth.provider_body(&["read"])))
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    w.api
+        .admin(
+            Method::POST,
+            &format!("/v1/apps/{app2}/grants"),
+            Some(json!({"subject": "x", "provider": PROVIDER, "access_token": "other-app-token"})),
+        )
+        .await;
 
-        let a = w.api.admin(Method::DELETE, &format!("/v1/apps/{}", w.app), None).await;
-        assert_eq!(a.status, StatusCode::NO_CONTENT, "[{b}] {:?}", a.body);
-        let count = |table: &str| sql_cli(&w.s.db, &format!("SELECT COUNT(*) FROM {table}"));
-        let Some(credentials) = count("credentials") else {
-            eprintln!("[{b}] SKIPPED the row counts: no command-line SQL client (sqlite3/psql)");
-            continue;
-        };
-        assert_eq!(credentials, "1", "[{b}] only the other app's credential remains");
-        assert_eq!(count("grants").unwrap(), "1", "[{b}]");
-        assert_eq!(count("providers").unwrap(), "1", "[{b}]");
-        assert_eq!(
-            sql_cli(&w.s.db, &format!("SELECT COUNT(*) FROM grants WHERE app_id = '{}'", w.app)).unwrap(),
-            "0",
-            "[{b}]"
-        );
-        let a = w.api.admin(Method::GET, &format!("/v1/apps/{}/grants", w.app), None).await;
-        assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "app_not_found"), "[{b}] {:?}", a.body);
-    }
+    let a = w.api.admin(Method::DELETE, &format!("/v1/apps/{}", w.app), None).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "[{b}] {:?}", a.body);
+    let count = |table: &str| sql_cli(&w.s.db, &format!("SELECT COUNT(*) FROM {table}"));
+    let Some(credentials) = count("credentials") else {
+        eprintln!("[{b}] SKIPPED the row counts: no command-line SQL client (sqlite3/psql)");
+        return;
+    };
+    assert_eq!(credentials, "1", "[{b}] only the other app's credential remains");
+    assert_eq!(count("grants").unwrap(), "1", "[{b}]");
+    assert_eq!(count("providers").unwrap(), "1", "[{b}]");
+    assert_eq!(
+        sql_cli(&w.s.db, &format!("SELECT COUNT(*) FROM grants WHERE app_id = '{}'", w.app)).unwrap(),
+        "0",
+        "[{b}]"
+    );
+    let a = w.api.admin(Method::GET, &format!("/v1/apps/{}/grants", w.app), None).await;
+    assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "app_not_found"), "[{b}] {:?}", a.body);
 }
 
+backend_test!(a_handout_whose_audit_row_fails_hands_nothing_out);
 /// Every hand-out writes its audit row before answering: when the row cannot be written, the
 /// request fails with 503 and no token leaves the vault.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handout_whose_audit_row_fails_hands_nothing_out() {
-    for backend in backends() {
-        let w = World::new(backend).await;
-        let b = backend;
-        let alice = w.user("alice");
-        w.connect_ok(&alice).await;
-        assert_eq!(w.token_for(&alice).await.status, StatusCode::OK, "[{b}]");
-        let store = w.s.store().await;
-        let (create, drop): (Vec<&str>, Vec<&str>) = match backend {
-            Backend::Sqlite => (
-                vec![
-                    "CREATE TRIGGER handout_audit_failure BEFORE INSERT ON audit_log \
-                     WHEN NEW.action = 'token.handout' BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
-                ],
-                vec!["DROP TRIGGER handout_audit_failure"],
-            ),
-            Backend::Postgres => (
-                vec![
-                    "CREATE FUNCTION handout_audit_failure() RETURNS trigger LANGUAGE plpgsql AS \
-                     $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
-                    "CREATE TRIGGER handout_audit_failure BEFORE INSERT ON audit_log FOR EACH ROW \
-                     WHEN (NEW.action = 'token.handout') EXECUTE FUNCTION handout_audit_failure()",
-                ],
-                vec!["DROP TRIGGER handout_audit_failure ON audit_log", "DROP FUNCTION handout_audit_failure()"],
-            ),
-        };
-        for sql in create {
-            custody_store::testing::execute_sql(&store, sql).await.unwrap();
-        }
-        let a = w.token_for(&alice).await;
-        assert_eq!(
-            (a.status, a.code()),
-            (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"),
-            "[{b}] {:?}",
-            a.body
-        );
-        assert!(a.body.get("access_token").is_none(), "[{b}] a token left without its audit row: {:?}", a.body);
-        for sql in drop {
-            custody_store::testing::execute_sql(&store, sql).await.unwrap();
-        }
-        assert_eq!(w.token_for(&alice).await.status, StatusCode::OK, "[{b}]");
+async fn a_handout_whose_audit_row_fails_hands_nothing_out(backend: Backend) {
+    let w = World::new(backend).await;
+    let b = backend;
+    let alice = w.user("alice");
+    w.connect_ok(&alice).await;
+    assert_eq!(w.token_for(&alice).await.status, StatusCode::OK, "[{b}]");
+    let store = w.s.store().await;
+    let (create, drop): (Vec<&str>, Vec<&str>) = match backend {
+        Backend::Sqlite => (
+            vec![
+                "CREATE TRIGGER handout_audit_failure BEFORE INSERT ON audit_log \
+                 WHEN NEW.action = 'token.handout' BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+            ],
+            vec!["DROP TRIGGER handout_audit_failure"],
+        ),
+        Backend::Postgres => (
+            vec![
+                "CREATE FUNCTION handout_audit_failure() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
+                "CREATE TRIGGER handout_audit_failure BEFORE INSERT ON audit_log FOR EACH ROW \
+                 WHEN (NEW.action = 'token.handout') EXECUTE FUNCTION handout_audit_failure()",
+            ],
+            vec!["DROP TRIGGER handout_audit_failure ON audit_log", "DROP FUNCTION handout_audit_failure()"],
+        ),
+    };
+    for sql in create {
+        custody_store::testing::execute_sql(&store, sql).await.unwrap();
     }
+    let a = w.token_for(&alice).await;
+    assert_eq!((a.status, a.code()), (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"), "[{b}] {:?}", a.body);
+    assert!(a.body.get("access_token").is_none(), "[{b}] a token left without its audit row: {:?}", a.body);
+    for sql in drop {
+        custody_store::testing::execute_sql(&store, sql).await.unwrap();
+    }
+    assert_eq!(w.token_for(&alice).await.status, StatusCode::OK, "[{b}]");
 }
 
+backend_test!(a_refused_import_changes_nothing);
 /// A refused import (unknown provider, malformed token) creates no user for its subject.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_import_changes_nothing() {
-    for backend in backends() {
-        let w = World::new(backend).await;
-        let b = backend;
-        let path = format!("/v1/apps/{}/grants", w.app);
-        let unknown = json!({"subject": "newcomer", "provider": "nope", "access_token": "t"});
-        let a = w.api.admin(Method::POST, &path, Some(unknown)).await;
-        assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "provider_not_found"), "[{b}] {:?}", a.body);
-        let empty = json!({"subject": "newcomer", "provider": PROVIDER, "access_token": ""});
-        let a = w.api.admin(Method::POST, &path, Some(empty)).await;
-        assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "invalid_request"), "[{b}] {:?}", a.body);
-        let users = w.api.admin(Method::GET, &format!("/v1/apps/{}/users", w.app), None).await;
-        assert_eq!(users.body["items"], json!([]), "[{b}] a refused import created a user");
-    }
+async fn a_refused_import_changes_nothing(backend: Backend) {
+    let w = World::new(backend).await;
+    let b = backend;
+    let path = format!("/v1/apps/{}/grants", w.app);
+    let unknown = json!({"subject": "newcomer", "provider": "nope", "access_token": "t"});
+    let a = w.api.admin(Method::POST, &path, Some(unknown)).await;
+    assert_eq!((a.status, a.code()), (StatusCode::NOT_FOUND, "provider_not_found"), "[{b}] {:?}", a.body);
+    let empty = json!({"subject": "newcomer", "provider": PROVIDER, "access_token": ""});
+    let a = w.api.admin(Method::POST, &path, Some(empty)).await;
+    assert_eq!((a.status, a.code()), (StatusCode::BAD_REQUEST, "invalid_request"), "[{b}] {:?}", a.body);
+    let users = w.api.admin(Method::GET, &format!("/v1/apps/{}/users", w.app), None).await;
+    assert_eq!(users.body["items"], json!([]), "[{b}] a refused import created a user");
 }
 
 // ----- a hanging provider (issue 15, item 11) and a credential that moved on (item 8) -----
 
+backend_test!(fifty_callers_share_one_attempt_while_the_provider_hangs);
 /// Fifty hand-outs of one grant while the provider hangs past the configured provider timeout:
 /// one provider call for all of them (they share the attempt), and the answers are 502
 /// `provider_error` when the access token has expired, or the current token when it has not.
 /// Never 503, never a wait for the refresh lock's 30 s.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_callers_share_one_attempt_while_the_provider_hangs() {
+async fn fifty_callers_share_one_attempt_while_the_provider_hangs(backend: Backend) {
     const PROVIDER_TIMEOUT_MS: u64 = 1500;
-    for backend in backends() {
-        let s = TestServer::start_with(backend, |c| c.provider_timeout_ms = PROVIDER_TIMEOUT_MS).await;
-        let w = World::on(s).await;
-        for (sub, expires_in) in [("expired", 0), ("still-valid", 30)] {
-            let user = w.user(sub);
-            w.oauth.set_refresh_delay(Duration::ZERO);
-            w.oauth.set_expires_in(expires_in);
-            w.connect_ok(&user).await;
-            // The provider now takes far longer than the configured timeout.
-            w.oauth.set_refresh_delay(Duration::from_secs(60));
-            let calls = w.oauth.refresh_calls();
-            let started = Instant::now();
-            let answers = race(vec![(w.api.clone(), 50)], &w.key, &user).await;
-            let elapsed = started.elapsed();
-            let provider_calls = w.oauth.refresh_calls() - calls;
-            let mut by_answer: std::collections::BTreeMap<String, usize> = Default::default();
-            for (status, body) in &answers {
-                let code = body["code"].as_str().unwrap_or("token");
-                *by_answer.entry(format!("{} {code}", status.as_u16())).or_default() += 1;
-            }
-            eprintln!(
-                "[{backend}] 50 callers, provider hanging, access token {sub}: {provider_calls} provider call(s), \
-                 answers {by_answer:?}, all answered within {elapsed:?}"
-            );
-            assert_eq!(provider_calls, 1, "[{backend}, {sub}] one provider call for the attempt: {by_answer:?}");
-            if expires_in == 0 {
-                assert_eq!(by_answer.get("502 provider_error"), Some(&50), "[{backend}, {sub}] {by_answer:?}");
-            } else {
-                assert_eq!(by_answer.get("200 token"), Some(&50), "[{backend}, {sub}] {by_answer:?}");
-                let tokens: std::collections::BTreeSet<&str> =
-                    answers.iter().map(|(_, b)| b["access_token"].as_str().unwrap()).collect();
-                assert_eq!(tokens.len(), 1, "[{backend}, {sub}] the current token for everyone");
-            }
-            assert!(
-                elapsed < Duration::from_secs(10),
-                "[{backend}, {sub}] bounded by the provider timeout: {elapsed:?}"
-            );
-            // The grant is untouched: once the provider answers again, it refreshes.
-            w.oauth.set_refresh_delay(Duration::ZERO);
-            let a = w.token_for(&user).await;
-            assert_eq!(a.status, StatusCode::OK, "[{backend}, {sub}] {:?}", a.body);
+    let s = TestServer::start_with(backend, |c| c.provider_timeout_ms = PROVIDER_TIMEOUT_MS).await;
+    let w = World::on(s).await;
+    for (sub, expires_in) in [("expired", 0), ("still-valid", 30)] {
+        let user = w.user(sub);
+        w.oauth.set_refresh_delay(Duration::ZERO);
+        w.oauth.set_expires_in(expires_in);
+        w.connect_ok(&user).await;
+        // The provider now takes far longer than the configured timeout.
+        w.oauth.set_refresh_delay(Duration::from_secs(60));
+        let calls = w.oauth.refresh_calls();
+        let started = Instant::now();
+        let answers = race(vec![(w.api.clone(), 50)], &w.key, &user).await;
+        let elapsed = started.elapsed();
+        let provider_calls = w.oauth.refresh_calls() - calls;
+        let mut by_answer: std::collections::BTreeMap<String, usize> = Default::default();
+        for (status, body) in &answers {
+            let code = body["code"].as_str().unwrap_or("token");
+            *by_answer.entry(format!("{} {code}", status.as_u16())).or_default() += 1;
         }
+        eprintln!(
+            "[{backend}] 50 callers, provider hanging, access token {sub}: {provider_calls} provider call(s), \
+             answers {by_answer:?}, all answered within {elapsed:?}"
+        );
+        assert_eq!(provider_calls, 1, "[{backend}, {sub}] one provider call for the attempt: {by_answer:?}");
+        if expires_in == 0 {
+            assert_eq!(by_answer.get("502 provider_error"), Some(&50), "[{backend}, {sub}] {by_answer:?}");
+        } else {
+            assert_eq!(by_answer.get("200 token"), Some(&50), "[{backend}, {sub}] {by_answer:?}");
+            let tokens: std::collections::BTreeSet<&str> =
+                answers.iter().map(|(_, b)| b["access_token"].as_str().unwrap()).collect();
+            assert_eq!(tokens.len(), 1, "[{backend}, {sub}] the current token for everyone");
+        }
+        assert!(elapsed < Duration::from_secs(10), "[{backend}, {sub}] bounded by the provider timeout: {elapsed:?}");
+        // The grant is untouched: once the provider answers again, it refreshes.
+        w.oauth.set_refresh_delay(Duration::ZERO);
+        let a = w.token_for(&user).await;
+        assert_eq!(a.status, StatusCode::OK, "[{backend}, {sub}] {:?}", a.body);
     }
 }
 
+backend_test!(invalid_grant_after_the_credential_moved_on_uses_the_new_one);
 /// The provider rejects the refresh token (`invalid_grant`) because someone else (another
 /// process on the same database) spent it and stored the next credential meanwhile: the
 /// hand-out uses that credential, and the grant stays active.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_grant_after_the_credential_moved_on_uses_the_new_one() {
-    for backend in backends() {
-        let w = World::new(backend).await;
-        let b = backend;
-        let alice = w.user("alice");
-        w.oauth.set_expires_in(30);
-        let ga = w.connect_ok(&alice).await;
-        let grant = GrantId::parse(&ga).unwrap();
-        w.oauth.set_refresh_delay(Duration::from_millis(500));
-        w.oauth.fail_next_token_calls(&[Failure::InvalidGrant]);
-        let calls = w.oauth.refresh_calls();
-        let handout = {
-            let (api, key, user) = (w.api.clone(), w.key.clone(), alice.clone());
-            tokio::spawn(async move { api.token(&key, &user, json!({"provider": PROVIDER})).await })
-        };
-        wait_for(|| w.oauth.refresh_calls() > calls, "the refresh to reach the provider").await;
-        // Another process refreshes first and stores the next credential.
-        let state = w.s.state();
-        let store = w.s.store().await;
-        let cipher = KeyRing::parse(MASTER_KEYS).unwrap();
-        let current = store.load_credential(&grant).await.unwrap().expect("credential");
-        let seal = |kind: TokenKind, value: &str| {
-            cipher.seal_secret(&Secret::new(value), &Credential::aad(&grant, kind)).unwrap()
-        };
-        let next = Credential {
-            access_token: seal(TokenKind::Access, "moved-on-access"),
-            refresh_token: Some(seal(TokenKind::Refresh, "moved-on-refresh")),
-            expires_at: Some(state.now().plus_seconds(3600)),
-            version: current.version + 1,
-            ..current.clone()
-        };
-        let audit = AuditEntry {
-            id: OsRandom.uuid(),
-            app_id: AppId::parse(&w.app).unwrap(),
-            at: state.now(),
-            action: "token.refresh".into(),
-            actor: "system".into(),
-            user_id: None,
-            grant_id: Some(ga.clone()),
-            provider: Some(PROVIDER.into()),
-            outcome: AuditOutcome::Success,
-            detail: None,
-        };
-        assert!(store.replace_credential(&next, current.version, &audit).await.unwrap(), "[{b}]");
-        let a = handout.await.unwrap();
-        assert_eq!(a.status, StatusCode::OK, "[{b}] the credential that moved on: {:?}", a.body);
-        assert_eq!(access_token(&a), "moved-on-access", "[{b}]");
-        let grants = w.my_grants(&alice).await;
-        assert_eq!(grants[0]["status"], "active", "[{b}] {grants:?}");
-        w.oauth.set_refresh_delay(Duration::ZERO);
-    }
+async fn invalid_grant_after_the_credential_moved_on_uses_the_new_one(backend: Backend) {
+    let w = World::new(backend).await;
+    let b = backend;
+    let alice = w.user("alice");
+    w.oauth.set_expires_in(30);
+    let ga = w.connect_ok(&alice).await;
+    let grant = GrantId::parse(&ga).unwrap();
+    w.oauth.set_refresh_delay(Duration::from_millis(500));
+    w.oauth.fail_next_token_calls(&[Failure::InvalidGrant]);
+    let calls = w.oauth.refresh_calls();
+    let handout = {
+        let (api, key, user) = (w.api.clone(), w.key.clone(), alice.clone());
+        tokio::spawn(async move { api.token(&key, &user, json!({"provider": PROVIDER})).await })
+    };
+    wait_for(|| w.oauth.refresh_calls() > calls, "the refresh to reach the provider").await;
+    // Another process refreshes first and stores the next credential.
+    let state = w.s.state();
+    let store = w.s.store().await;
+    let cipher = KeyRing::parse(MASTER_KEYS).unwrap();
+    let current = store.load_credential(&grant).await.unwrap().expect("credential");
+    let seal =
+        |kind: TokenKind, value: &str| cipher.seal_secret(&Secret::new(value), &Credential::aad(&grant, kind)).unwrap();
+    let next = Credential {
+        access_token: seal(TokenKind::Access, "moved-on-access"),
+        refresh_token: Some(seal(TokenKind::Refresh, "moved-on-refresh")),
+        expires_at: Some(state.now().plus_seconds(3600)),
+        version: current.version + 1,
+        ..current.clone()
+    };
+    let audit = AuditEntry {
+        id: OsRandom.uuid(),
+        app_id: AppId::parse(&w.app).unwrap(),
+        at: state.now(),
+        action: "token.refresh".into(),
+        actor: "system".into(),
+        user_id: None,
+        grant_id: Some(ga.clone()),
+        provider: Some(PROVIDER.into()),
+        outcome: AuditOutcome::Success,
+        detail: None,
+    };
+    assert!(store.replace_credential(&next, current.version, &audit).await.unwrap(), "[{b}]");
+    let a = handout.await.unwrap();
+    assert_eq!(a.status, StatusCode::OK, "[{b}] the credential that moved on: {:?}", a.body);
+    assert_eq!(access_token(&a), "moved-on-access", "[{b}]");
+    let grants = w.my_grants(&alice).await;
+    assert_eq!(grants[0]["status"], "active", "[{b}] {grants:?}");
+    w.oauth.set_refresh_delay(Duration::ZERO);
 }
 
+backend_test!(superseded_tokens_are_revoked_at_the_provider);
 /// A refresh that rotates the refresh token, and a reconnect, queue the tokens they supersede
 /// for revocation at the provider.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn superseded_tokens_are_revoked_at_the_provider() {
-    for backend in backends() {
-        let w = World::new(backend).await;
-        let b = backend;
-        let alice = w.user("alice");
-        w.oauth.set_expires_in(30);
-        w.connect_ok(&alice).await;
-        let first = access_token(&w.token_for(&alice).await);
-        // That hand-out refreshed: the connect's refresh token was rotated away.
-        w.drain_until(|o| o.revoked_tokens().len() == 1).await;
-        let revoked = w.oauth.revoked_tokens();
-        assert!(revoked[0].starts_with("fake-refresh-"), "[{b}] {revoked:?}");
-        assert_ne!(revoked[0], refresh_twin(&first), "[{b}] not the live one");
-        // A reconnect replaces the credential: its access and refresh tokens are revoked.
-        w.oauth.set_expires_in(3600);
-        w.connect_ok(&alice).await;
-        w.drain_until(|o| o.revoked_tokens().len() == 3).await;
-        let revoked = w.oauth.revoked_tokens();
-        assert!(revoked.contains(&first) && revoked.contains(&refresh_twin(&first)), "[{b}] {revoked:?}");
-        let a = w.token_for(&alice).await;
-        assert_eq!(a.status, StatusCode::OK, "[{b}] {:?}", a.body);
-        assert!(!revoked.contains(&access_token(&a)), "[{b}]");
-    }
+async fn superseded_tokens_are_revoked_at_the_provider(backend: Backend) {
+    let w = World::new(backend).await;
+    let b = backend;
+    let alice = w.user("alice");
+    w.oauth.set_expires_in(30);
+    w.connect_ok(&alice).await;
+    let first = access_token(&w.token_for(&alice).await);
+    // That hand-out refreshed: the connect's refresh token was rotated away.
+    w.drain_until(|o| o.revoked_tokens().len() == 1).await;
+    let revoked = w.oauth.revoked_tokens();
+    assert!(revoked[0].starts_with("fake-refresh-"), "[{b}] {revoked:?}");
+    assert_ne!(revoked[0], refresh_twin(&first), "[{b}] not the live one");
+    // A reconnect replaces the credential: its access and refresh tokens are revoked.
+    w.oauth.set_expires_in(3600);
+    w.connect_ok(&alice).await;
+    w.drain_until(|o| o.revoked_tokens().len() == 3).await;
+    let revoked = w.oauth.revoked_tokens();
+    assert!(revoked.contains(&first) && revoked.contains(&refresh_twin(&first)), "[{b}] {revoked:?}");
+    let a = w.token_for(&alice).await;
+    assert_eq!(a.status, StatusCode::OK, "[{b}] {:?}", a.body);
+    assert!(!revoked.contains(&access_token(&a)), "[{b}]");
 }
 
 // ----- the connect flow is bound to the browser that opened it (issue 15, item 2) -----
 
+backend_test!(connect_is_bound_to_the_browser_that_opened_it);
 /// RFC 6749 section 10.12: an attacker who opens a connect URL for their own user and sends the
 /// provider's consent URL (or the connect URL) to a victim cannot land the victim's account
 /// under their user. The callback needs the cookie `/v1/connect/start` set, in the browser that
 /// opened the flow; without it (or with another value) it is refused and nothing is stored.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_is_bound_to_the_browser_that_opened_it() {
-    for backend in backends() {
-        let w = World::new(backend).await;
-        let b = backend;
-        let mallory = w.user("mallory");
-        let a = w
-            .api
-            .call(
-                Method::POST,
-                "/v1/connect/sessions",
-                Some(&w.key),
-                Some(&mallory),
-                Some(json!({"provider": PROVIDER, "return_url": RETURN_URL})),
-            )
-            .await;
-        assert_eq!(a.status, StatusCode::CREATED, "[{b}] {:?}", a.body);
-        let connect_url = a.body["connect_url"].as_str().unwrap().to_owned();
+async fn connect_is_bound_to_the_browser_that_opened_it(backend: Backend) {
+    let w = World::new(backend).await;
+    let b = backend;
+    let mallory = w.user("mallory");
+    let a = w.start_connect(&mallory, json!({"provider": PROVIDER, "return_url": RETURN_URL})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "[{b}] {:?}", a.body);
+    let connect_url = a.body["connect_url"].as_str().unwrap().to_owned();
 
-        // The attacker's browser opens the connect URL: a binding cookie is set.
-        let attacker = CookieJar::new();
-        let resp = attacker.get(&w.api.http, &connect_url).await;
-        assert_eq!(resp.status(), StatusCode::FOUND, "[{b}]");
-        let set_cookie = resp.headers().get("set-cookie").expect("a binding cookie").to_str().unwrap().to_owned();
-        assert!(set_cookie.starts_with("custody_connect_"), "[{b}] {set_cookie}");
-        for attribute in ["HttpOnly", "SameSite=Lax", "Path=/v1/connect", "Max-Age=600"] {
-            assert!(set_cookie.contains(attribute), "[{b}] {attribute} in {set_cookie}");
-        }
-        assert!(!set_cookie.contains("Secure"), "[{b}] plain http here: {set_cookie}");
-        let consent_url = resp.headers()["location"].to_str().unwrap().to_owned();
-
-        // The victim's browser opens the same connect URL: refused, it is bound already.
-        let victim = CookieJar::new();
-        let resp = victim.get(&w.api.http, &connect_url).await;
-        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "[{b}]");
-        let body: Value = resp.json().await.unwrap();
-        assert_eq!(body["code"], "connect_browser_mismatch", "[{b}] {body:?}");
-
-        // The victim consents at the provider; the provider sends the victim's browser back.
-        let resp = victim.get(&w.api.http, &consent_url).await;
-        let callback = resp.headers()["location"].to_str().unwrap().to_owned();
-        let resp = victim.get(&w.api.http, &callback).await;
-        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "[{b}] the victim's callback is refused");
-        let body: Value = resp.json().await.unwrap();
-        assert_eq!(body["code"], "connect_browser_mismatch", "[{b}] {body:?}");
-        assert!(body["detail"].as_str().unwrap().contains("another browser"), "[{b}] {body:?}");
-        // A forged cookie of the right name does no better.
-        let cookie_name = set_cookie.split('=').next().unwrap();
-        let resp = w.api.http.get(&callback).header("cookie", format!("{cookie_name}=forged")).send().await.unwrap();
-        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "[{b}]");
-        assert!(w.my_grants(&mallory).await.is_empty(), "[{b}] no grant for the attacker's user");
-        assert_eq!(w.oauth.code_exchanges(), 0, "[{b}] the code was never exchanged");
-
-        // The browser that opened it may open it again, and finish it.
-        let resp = attacker.get(&w.api.http, &connect_url).await;
-        assert_eq!(resp.status(), StatusCode::FOUND, "[{b}] reopened in the same browser");
-        let resp = attacker.get(&w.api.http, &callback).await;
-        assert_eq!(resp.status(), StatusCode::FOUND, "[{b}]");
-        let cleared = resp.headers().get("set-cookie").unwrap().to_str().unwrap().to_owned();
-        assert!(cleared.contains("Max-Age=0"), "[{b}] the binding cookie is cleared: {cleared}");
-        assert!(resp.headers()["location"].to_str().unwrap().contains("status=connected"), "[{b}]");
-        assert_eq!(w.my_grants(&mallory).await.len(), 1, "[{b}]");
+    // The attacker's browser opens the connect URL: a binding cookie is set.
+    let attacker = CookieJar::new();
+    let resp = attacker.get(&w.api.http, &connect_url).await;
+    assert_eq!(resp.status(), StatusCode::FOUND, "[{b}]");
+    let set_cookie = resp.headers().get("set-cookie").expect("a binding cookie").to_str().unwrap().to_owned();
+    assert!(set_cookie.starts_with("custody_connect_"), "[{b}] {set_cookie}");
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/v1/connect", "Max-Age=600"] {
+        assert!(set_cookie.contains(attribute), "[{b}] {attribute} in {set_cookie}");
     }
+    assert!(!set_cookie.contains("Secure"), "[{b}] plain http here: {set_cookie}");
+    let consent_url = resp.headers()["location"].to_str().unwrap().to_owned();
+
+    // The victim's browser opens the same connect URL: refused, it is bound already.
+    let victim = CookieJar::new();
+    let resp = victim.get(&w.api.http, &connect_url).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "[{b}]");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "connect_browser_mismatch", "[{b}] {body:?}");
+
+    // The victim consents at the provider; the provider sends the victim's browser back.
+    let resp = victim.get(&w.api.http, &consent_url).await;
+    let callback = resp.headers()["location"].to_str().unwrap().to_owned();
+    let resp = victim.get(&w.api.http, &callback).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "[{b}] the victim's callback is refused");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "connect_browser_mismatch", "[{b}] {body:?}");
+    assert!(body["detail"].as_str().unwrap().contains("another browser"), "[{b}] {body:?}");
+    // A forged cookie of the right name does no better.
+    let cookie_name = set_cookie.split('=').next().unwrap();
+    let resp = w.api.http.get(&callback).header("cookie", format!("{cookie_name}=forged")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "[{b}]");
+    assert!(w.my_grants(&mallory).await.is_empty(), "[{b}] no grant for the attacker's user");
+    assert_eq!(w.oauth.code_exchanges(), 0, "[{b}] the code was never exchanged");
+
+    // The browser that opened it may open it again, and finish it.
+    let resp = attacker.get(&w.api.http, &connect_url).await;
+    assert_eq!(resp.status(), StatusCode::FOUND, "[{b}] reopened in the same browser");
+    let resp = attacker.get(&w.api.http, &callback).await;
+    assert_eq!(resp.status(), StatusCode::FOUND, "[{b}]");
+    let cleared = resp.headers().get("set-cookie").unwrap().to_str().unwrap().to_owned();
+    assert!(cleared.contains("Max-Age=0"), "[{b}] the binding cookie is cleared: {cleared}");
+    assert!(resp.headers()["location"].to_str().unwrap().contains("status=connected"), "[{b}]");
+    assert_eq!(w.my_grants(&mallory).await.len(), 1, "[{b}]");
 }

@@ -7,8 +7,10 @@ use custody_identity::jwt::{validate_claims, ClaimExpectations, TokenRejection, 
 use custody_identity::ports::{Discovery, DiscoveryError, TokenVerifier};
 use custody_identity::{AppId, ClaimMappings, IdpId, Issuer, IssuerUrl, IssuerUrlPolicy, UnixTime};
 use custody_providers::{HttpClient, HttpClientSettings, HttpDiscovery, JwksSettings, JwksVerifier};
+use custody_tests::clock::ManualClock;
 use custody_tests::fake_idp::{Alg, DiscoveryMode, FakeIdp};
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn client(allow_private: bool) -> HttpClient {
@@ -18,6 +20,11 @@ fn client(allow_private: bool) -> HttpClient {
 
 fn verifier_with(config: JwksSettings) -> JwksVerifier {
     JwksVerifier::new(client(true), config)
+}
+
+/// A verifier reading the time from `clock`, for tests that move time forward.
+fn verifier_on(config: JwksSettings, clock: &Arc<ManualClock>) -> JwksVerifier {
+    JwksVerifier::with_clock(client(true), config, clock.clone())
 }
 
 fn verifier(cooldown: Duration) -> JwksVerifier {
@@ -236,7 +243,8 @@ async fn a_flood_of_unknown_kids_costs_one_refetch_per_cooldown() {
 async fn after_the_cooldown_a_new_miss_refetches_again() {
     let idp = FakeIdp::start().await;
     let cooldown = Duration::from_secs(1);
-    let verifier = verifier(cooldown);
+    let clock = Arc::new(ManualClock::new());
+    let verifier = verifier_on(JwksSettings { refetch_cooldown: cooldown, ..JwksSettings::default() }, &clock);
     let config = idp_config(&idp);
     verify(&verifier, &config, &idp.token_for("u")).await.unwrap();
 
@@ -246,13 +254,13 @@ async fn after_the_cooldown_a_new_miss_refetches_again() {
     assert_eq!(verifier.verify_signature(&config, &unknown()).await, Err(TokenRejection::UnknownKey));
     assert_eq!(idp.jwks_fetches(), 2, "still cooling down");
 
-    tokio::time::sleep(cooldown + Duration::from_millis(100)).await;
+    clock.advance(cooldown + Duration::from_millis(100));
     assert_eq!(verifier.verify_signature(&config, &unknown()).await, Err(TokenRejection::UnknownKey));
     assert_eq!(idp.jwks_fetches(), 3);
 
     // A rotation that drops the old key: the new key is found after the next cooldown, the old
     // one is gone from then on.
-    tokio::time::sleep(cooldown + Duration::from_millis(100)).await;
+    clock.advance(cooldown + Duration::from_millis(100));
     let old = idp.token_for("u");
     idp.rotate(Alg::Rs256, true);
     let new = idp.token_for("u");
@@ -288,24 +296,28 @@ async fn a_failed_refetch_keeps_the_keys_already_held() {
 async fn cache_lifetime_follows_cache_control_and_stale_keys_serve_while_refresh_fails() {
     let idp = FakeIdp::start().await;
     idp.set_jwks_cache_control(Some("public, max-age=1"));
-    let verifier = verifier_with(JwksSettings {
-        min_ttl: Duration::from_millis(500),
-        failure_backoff: Duration::from_millis(500),
-        ..JwksSettings::default()
-    });
+    let clock = Arc::new(ManualClock::new());
+    let verifier = verifier_on(
+        JwksSettings {
+            min_ttl: Duration::from_millis(500),
+            failure_backoff: Duration::from_millis(500),
+            ..JwksSettings::default()
+        },
+        &clock,
+    );
     let config = idp_config(&idp);
     let good = idp.token_for("u");
     verify(&verifier, &config, &good).await.unwrap();
     verify(&verifier, &config, &good).await.unwrap();
     assert_eq!(idp.jwks_fetches(), 1, "cached for max-age");
 
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    clock.advance(Duration::from_millis(1200));
     verify(&verifier, &config, &good).await.unwrap();
     verifier.settled(&config.jwks_uri).await;
     assert_eq!(idp.jwks_fetches(), 2, "refetched (in the background) once max-age passed");
 
     idp.set_jwks_failing(true);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    clock.advance(Duration::from_millis(1200));
     verify(&verifier, &config, &good).await.unwrap();
     verifier.settled(&config.jwks_uri).await;
     assert_eq!(idp.jwks_fetches(), 3, "the refresh was tried, failed, and the last good keys served");
@@ -493,18 +505,22 @@ async fn every_caller_waiting_on_a_fetch_is_answered_when_it_ends() {
 async fn key_sets_are_refreshed_within_max_age_and_a_removed_kid_fails_next() {
     let idp = FakeIdp::start().await;
     // No Cache-Control (a real OpenID provider's default): max_age bounds the set's life.
-    let verifier = verifier_with(JwksSettings {
-        max_age: Duration::from_millis(200),
-        refetch_cooldown: Duration::from_secs(3600),
-        ..JwksSettings::default()
-    });
+    let clock = Arc::new(ManualClock::new());
+    let verifier = verifier_on(
+        JwksSettings {
+            max_age: Duration::from_millis(200),
+            refetch_cooldown: Duration::from_secs(3600),
+            ..JwksSettings::default()
+        },
+        &clock,
+    );
     let config = idp_config(&idp);
     let old = idp.token_for("u");
     verify(&verifier, &config, &old).await.unwrap();
     verify(&verifier, &config, &old).await.unwrap();
     assert_eq!(idp.jwks_fetches(), 1);
     idp.rotate(Alg::Rs256, true);
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    clock.advance(Duration::from_millis(250));
     // Past max_age: this use starts the refresh (it is still answered with the set in hand)...
     let _ = verify(&verifier, &config, &old).await;
     verifier.settled(&config.jwks_uri).await;

@@ -26,6 +26,9 @@
 //!   `POST /v1/apps/{app_id}/identity-provider/jwks/refresh`); tokens of a key that left the set
 //!   fail from the next request, including those in the verified-token cache.
 //!
+//! Time (cooldowns, freshness, back-off, a remembered token's `exp`) is read from a
+//! [`VerifierClock`]: the system's in production, one a test moves forward otherwise.
+//!
 //! Registered claims (`exp`, `iss`, `aud`, ...) are not checked here:
 //! [`custody_identity::jwt::validate_claims`] does that with the caller's clock.
 
@@ -46,6 +49,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
+
+/// Where [`JwksVerifier`] reads the time: a monotonic instant for its refetch cooldown, key-set
+/// freshness, staleness and failure back-off, and the wall clock for tokens' `exp` and the time a
+/// set was fetched. Both must advance together; neither may go back.
+pub trait VerifierClock: Send + Sync {
+    /// Now, on a monotonic clock.
+    fn instant(&self) -> Instant;
+    /// Now, on the wall clock.
+    fn wall(&self) -> SystemTime;
+}
+
+/// The system's clocks ([`Instant::now`], [`SystemTime::now`]): what [`JwksVerifier::new`] uses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemVerifierClock;
+
+impl VerifierClock for SystemVerifierClock {
+    fn instant(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn wall(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
 
 /// Tuning of [`JwksVerifier`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,11 +214,11 @@ struct VerifiedBy {
     set: std::sync::Weak<KeySet>,
 }
 
-/// How long a token's `exp` leaves it to live, from the system clock; `None` when it has no
-/// usable `exp` or has expired (such tokens are not remembered).
-fn remaining_lifetime(claims: &Map<String, Value>) -> Option<Duration> {
+/// How long a token's `exp` leaves it to live at `now`; `None` when it has no usable `exp` or has
+/// expired (such tokens are not remembered).
+fn remaining_lifetime(claims: &Map<String, Value>, now: SystemTime) -> Option<Duration> {
     let exp = claims.get("exp")?.as_f64()?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64();
+    let now = now.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64();
     (exp > now).then(|| Duration::from_secs_f64((exp - now).min(MAX_VERIFIED_TTL.as_secs_f64())))
 }
 
@@ -375,7 +402,7 @@ fn decode_payload(payload: &str) -> Result<Map<String, Value>, TokenRejection> {
 }
 
 /// Parses a JWKS body into verifiers, skipping keys that are not usable.
-fn build_key_set(body: &[u8], max_keys: usize) -> Result<KeySet, FetchError> {
+fn build_key_set(body: &[u8], max_keys: usize, clock: &dyn VerifierClock) -> Result<KeySet, FetchError> {
     let keys = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(mut object)) => match object.remove("keys") {
             Some(Value::Array(keys)) => keys,
@@ -406,7 +433,7 @@ fn build_key_set(body: &[u8], max_keys: usize) -> Result<KeySet, FetchError> {
             }
         }
     }
-    Ok(KeySet { keys: usable, fetched_at: Instant::now(), fetched_at_wall: SystemTime::now() })
+    Ok(KeySet { keys: usable, fetched_at: clock.instant(), fetched_at_wall: clock.wall() })
 }
 
 /// A token whose signature verified, remembered so the same token presented again (an SDK
@@ -423,6 +450,9 @@ struct VerifiedToken {
     set: std::sync::Weak<KeySet>,
     /// Until the token's `exp` (and at most an hour).
     ttl: Duration,
+    /// The end of `ttl` on the verifier's clock: the cache evicts on its own clock, this keeps a
+    /// hit from outliving the token's `exp` on the verifier's.
+    expires_at: SystemTime,
     weight: u32,
 }
 
@@ -444,6 +474,7 @@ const MAX_VERIFIED_TTL: Duration = Duration::from_secs(3600);
 
 struct Inner {
     client: HttpClient,
+    clock: Arc<dyn VerifierClock>,
     config: JwksSettings,
     verified: Option<Cache<[u8; 32], Arc<VerifiedToken>>>,
     /// Key sets and fetch state, per `jwks_uri`.
@@ -471,8 +502,13 @@ impl fmt::Debug for JwksVerifier {
 }
 
 impl JwksVerifier {
-    /// A verifier fetching key sets through `client`.
+    /// A verifier fetching key sets through `client`, on the system's clocks.
     pub fn new(client: HttpClient, config: JwksSettings) -> Self {
+        Self::with_clock(client, config, Arc::new(SystemVerifierClock))
+    }
+
+    /// A verifier reading the time from `clock` (tests move theirs forward instead of sleeping).
+    pub fn with_clock(client: HttpClient, config: JwksSettings, clock: Arc<dyn VerifierClock>) -> Self {
         let slots = SyncCache::builder().max_capacity(config.max_cached_sets).build();
         let verified = (config.verified_cache_bytes > 0).then(|| {
             Cache::builder()
@@ -485,6 +521,7 @@ impl JwksVerifier {
         Self {
             inner: Arc::new(Inner {
                 client,
+                clock,
                 config,
                 verified,
                 slots,
@@ -539,7 +576,8 @@ impl JwksVerifier {
             verified.invalidate(&digest).await;
         }
         let (claims, by) = self.verify_uncached(jwks_uri, token).await?;
-        if let Some(ttl) = remaining_lifetime(&claims) {
+        let now = self.inner.clock.wall();
+        if let Some(ttl) = remaining_lifetime(&claims, now) {
             let weight = u32::try_from(token.len() * 2 + 256).unwrap_or(u32::MAX);
             let entry = VerifiedToken {
                 claims: claims.clone(),
@@ -548,6 +586,7 @@ impl JwksVerifier {
                 alg: by.alg,
                 set: by.set,
                 ttl: ttl.min(MAX_VERIFIED_TTL),
+                expires_at: now + ttl.min(MAX_VERIFIED_TTL),
                 weight,
             };
             verified.insert(digest, Arc::new(entry)).await;
@@ -560,6 +599,9 @@ impl JwksVerifier {
     /// set past its freshness starts its background refresh, so a key removed from the JWKS
     /// also ends the tokens that only ever hit this cache.
     fn still_holds(&self, hit: &VerifiedToken) -> bool {
+        if self.inner.clock.wall() >= hit.expires_at {
+            return false;
+        }
         let Some(slot) = self.inner.slots.get(hit.jwks_uri.as_str()) else { return false };
         let current = {
             let mut state = slot.lock();
@@ -661,14 +703,19 @@ impl JwksVerifier {
         }
     }
 
+    /// How long ago `then` was, on the verifier's clock.
+    fn since(&self, then: Instant) -> Duration {
+        self.inner.clock.instant().saturating_duration_since(then)
+    }
+
     /// The held set if it may still serve (not older than `max_stale`), starting a background
     /// refresh when it is past its freshness (unless one runs or the last one failed within
     /// the backoff).
     fn usable_set(&self, jwks_uri: &str, slot: &Arc<Slot>, state: &mut SlotState) -> Option<Arc<KeySet>> {
         let config = &self.inner.config;
-        let current = state.current.clone().filter(|set| set.fetched_at.elapsed() <= config.max_stale)?;
-        let stale = state.fresh_until.is_none_or(|until| Instant::now() >= until);
-        let backing_off = state.last_failure.is_some_and(|t| t.elapsed() < config.failure_backoff);
+        let current = state.current.clone().filter(|set| self.since(set.fetched_at) <= config.max_stale)?;
+        let stale = state.fresh_until.is_none_or(|until| self.inner.clock.instant() >= until);
+        let backing_off = state.last_failure.is_some_and(|t| self.since(t) < config.failure_backoff);
         if stale && !backing_off && state.running().is_none() {
             self.start_fetch(jwks_uri, slot, state);
         }
@@ -686,7 +733,7 @@ impl JwksVerifier {
             }
             match state.running() {
                 Some(running) => running,
-                None if state.last_failure.is_some_and(|t| t.elapsed() < self.inner.config.failure_backoff) => {
+                None if state.last_failure.is_some_and(|t| self.since(t) < self.inner.config.failure_backoff) => {
                     return Err(TokenRejection::KeysUnavailable);
                 }
                 None => self.start_fetch(jwks_uri, &slot, &mut state),
@@ -711,11 +758,11 @@ impl JwksVerifier {
                 Some(running) => running,
                 None => {
                     let cooling_down =
-                        state.last_miss_refetch.is_some_and(|t| t.elapsed() < self.inner.config.refetch_cooldown);
+                        state.last_miss_refetch.is_some_and(|t| self.since(t) < self.inner.config.refetch_cooldown);
                     if cooling_down {
                         return None;
                     }
-                    state.last_miss_refetch = Some(Instant::now());
+                    state.last_miss_refetch = Some(self.inner.clock.instant());
                     self.start_fetch(jwks_uri, &slot, &mut state)
                 }
             }
@@ -750,7 +797,7 @@ impl JwksVerifier {
                     Err(error) => {
                         this.inner.fetch_failures.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(jwks_uri, %error, "JWKS fetch failed");
-                        state.last_failure = Some(Instant::now());
+                        state.last_failure = Some(this.inner.clock.instant());
                         Err(())
                     }
                 }
@@ -766,7 +813,7 @@ impl JwksVerifier {
         if response.status != http::StatusCode::OK {
             return Err(FetchError::Status(response.status.as_u16()));
         }
-        let set = build_key_set(&response.body, self.inner.config.max_keys)?;
+        let set = build_key_set(&response.body, self.inner.config.max_keys, self.inner.clock.as_ref())?;
         let ttl = cache_ttl(response.header_joined("cache-control").as_deref(), &self.inner.config)
             .min(self.inner.config.max_age);
         Ok((set, ttl))
@@ -867,7 +914,7 @@ mod tests {
     }
 
     fn set_of(keys: Value) -> KeySet {
-        build_key_set(json!({ "keys": keys }).to_string().as_bytes(), 100).unwrap()
+        build_key_set(json!({ "keys": keys }).to_string().as_bytes(), 100, &SystemVerifierClock).unwrap()
     }
 
     fn check(set: &KeySet, token: &str) -> Result<Map<String, Value>, TokenRejection> {
@@ -925,8 +972,8 @@ mod tests {
             json!([enc, rs384, verify_ops_missing, p384, {"kty": "oct", "k": "c2VjcmV0"}, "junk", {"kty": "RSA"}]),
         );
         assert!(set.keys.is_empty(), "{set:?}");
-        assert!(matches!(build_key_set(b"[]", 10), Err(FetchError::NotJwks)));
-        assert!(matches!(build_key_set(b"{\"keys\": {}}", 10), Err(FetchError::NotJwks)));
+        assert!(matches!(build_key_set(b"[]", 10, &SystemVerifierClock), Err(FetchError::NotJwks)));
+        assert!(matches!(build_key_set(b"{\"keys\": {}}", 10, &SystemVerifierClock), Err(FetchError::NotJwks)));
     }
 
     #[test]
@@ -1034,7 +1081,7 @@ mod tests {
 
             #[test]
             fn any_jwks_body_builds_a_set_or_is_refused(body in proptest::collection::vec(any::<u8>(), 0..300)) {
-                let _ = build_key_set(&body, 10);
+                let _ = build_key_set(&body, 10, &SystemVerifierClock);
             }
 
             #[test]

@@ -58,6 +58,14 @@ impl RunningServer {
 
 /// Binds, builds the state (database, migrations, keys) and starts serving in the background.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    start_with_clock(config, Arc::new(crate::state::SystemClock)).await
+}
+
+/// As [`start`], with the clock the server reads "now" from (tests move theirs forward).
+pub async fn start_with_clock(
+    config: Config,
+    clock: Arc<dyn custody_identity::ports::Clock>,
+) -> Result<RunningServer, StartError> {
     let random = custody_providers::crypto::OsRandom;
     let database_lock = bootstrap::prepare_storage(&config)?;
     let secrets: Secrets = bootstrap::load_or_generate(&config, &random)?;
@@ -78,7 +86,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             budget: BodyBudget::new(config.max_buffered_body_mb.saturating_mul(1024 * 1024)),
         },
     };
-    let state = Arc::new(AppState::build(config, public_url.clone(), &secrets).await?);
+    let state = Arc::new(AppState::build_with_clock(config, public_url.clone(), &secrets, clock).await?);
     let (shutdown, shutdown_rx) = watch::channel(false);
     tokio::spawn(crate::worker::run_outbox(state.clone(), shutdown_rx.clone()));
     let task = tokio::spawn(serve(listener, state.clone(), limits, shutdown_rx));

@@ -103,6 +103,17 @@ impl AppState {
     /// Builds the adapters and use cases. `public_url` is the configured one, or derived from
     /// the bound address when none was configured.
     pub async fn build(config: Config, public_url: String, secrets: &Secrets) -> Result<AppState, StartError> {
+        Self::build_with_clock(config, public_url, secrets, Arc::new(SystemClock)).await
+    }
+
+    /// As [`AppState::build`], with the clock every use case reads "now" from (tests pass one
+    /// they move forward instead of sleeping).
+    pub async fn build_with_clock(
+        config: Config,
+        public_url: String,
+        secrets: &Secrets,
+        clock: Arc<dyn Clock>,
+    ) -> Result<AppState, StartError> {
         let random = Arc::new(OsRandom);
         let cipher =
             Arc::new(KeyRing::parse(secrets.master_keys.expose()).map_err(|e| StartError::MasterKeys(e.to_string()))?);
@@ -140,7 +151,6 @@ impl AppState {
                 ..JwksSettings::default()
             },
         ));
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let kinds = custody_providers::idp::registry();
         let identity = IdentityService::new(
             Arc::new(store.clone()),
