@@ -12,6 +12,7 @@ use custody_identity::audit::{AuditEntry, AuditOutcome};
 use custody_identity::ports::Random as _;
 use custody_identity::{AppId, Secret};
 use custody_server::{Config, RunningServer};
+use custody_store::prelude::*;
 use custody_store::testing::TestDatabase;
 use custody_store::Backend;
 use custody_tests::browser_cookies::CookieJar;
@@ -1298,7 +1299,7 @@ async fn swapped_ciphertexts_do_not_open() {
         assert_eq!(access_token(&w.token_for(&ub).await), tb);
 
         // Swap the sealed access tokens of the two credential rows, through the store itself.
-        let store = w.s.state().vault.store().clone();
+        let store = w.s.state().store.clone();
         let (ga_id, gb_id) = (GrantId::parse(&ga).unwrap(), GrantId::parse(&gb).unwrap());
         let ca = store.load_credential(&ga_id).await.unwrap().expect("credential a");
         let cb = store.load_credential(&gb_id).await.unwrap().expect("credential b");
@@ -1880,7 +1881,7 @@ async fn invalid_grant_after_the_credential_moved_on_uses_the_new_one() {
         wait_for(|| w.oauth.refresh_calls() > calls, "the refresh to reach the provider").await;
         // Another process refreshes first and stores the next credential.
         let state = w.s.state();
-        let store = state.vault.store().clone();
+        let store = state.store.clone();
         let current = store.load_credential(&grant).await.unwrap().expect("credential");
         let seal = |kind: TokenKind, value: &str| {
             state.cipher.seal_secret(&Secret::new(value), &Credential::aad(&grant, kind)).unwrap()

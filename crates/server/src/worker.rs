@@ -5,7 +5,7 @@
 
 use crate::state::AppState;
 use custody_identity::ports::{Clock, StoreError};
-use custody_vault::ports::VaultStore;
+use custody_vault::ports::Maintenance;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -21,7 +21,7 @@ pub const AUDIT_PRUNE_BATCH: u32 = 1000;
 
 /// Deletes the audit rows older than `retention_days` (as `clock` tells the time), in batches of
 /// [`AUDIT_PRUNE_BATCH`], yielding between batches. Returns how many were deleted.
-pub async fn prune_audit(store: &dyn VaultStore, clock: &dyn Clock, retention_days: u32) -> Result<u64, StoreError> {
+pub async fn prune_audit(store: &dyn Maintenance, clock: &dyn Clock, retention_days: u32) -> Result<u64, StoreError> {
     let cutoff = clock.now().plus_seconds(-i64::from(retention_days) * 86_400);
     let mut total = 0;
     loop {
@@ -52,13 +52,11 @@ pub async fn run_outbox(state: Arc<AppState>, mut shutdown: watch::Receiver<bool
         let now = state.clock.now();
         if last_prune.is_none_or(|t: custody_identity::UnixTime| now.seconds() - t.seconds() > 3600) {
             last_prune = Some(now);
-            if let Err(e) =
-                state.vault.store().prune_webhook_events(now.plus_seconds(-WEBHOOK_EVENT_RETENTION_SECS)).await
-            {
+            if let Err(e) = state.store.prune_webhook_events(now.plus_seconds(-WEBHOOK_EVENT_RETENTION_SECS)).await {
                 tracing::warn!(error = %e, "pruning webhook event ids failed");
             }
             if let Some(days) = state.config.audit_retention_days {
-                match prune_audit(state.vault.store().as_ref(), state.clock.as_ref(), days).await {
+                match prune_audit(&state.store, state.clock.as_ref(), days).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(deleted = n, retention_days = days, "pruned old audit rows"),
                     Err(e) => tracing::warn!(error = %e, "pruning audit rows failed; will retry"),

@@ -1,4 +1,6 @@
-//! [`VaultStore`] for [`Store`]: providers, policies, grants and credentials, revocation and its
+//! The vault's storage ports ([`ProviderStore`], [`PolicyStore`], [`GrantStore`],
+//! [`CredentialStore`], [`LifecycleLedger`], [`Maintenance`], [`SealedValues`], [`ConnectStates`],
+//! [`RevocationOutbox`]) for [`Store`]: providers, policies, grants and credentials, revocation and its
 //! outbox, deprovisioning and identity-provider lifecycle events, connect states, re-sealing.
 //!
 //! Every mutating method is one transaction (`BEGIN IMMEDIATE` on SQLite) together with the
@@ -41,8 +43,9 @@ use custody_vault::cipher::SealedBox;
 use custody_vault::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind};
 use custody_vault::policy::{Policy, PolicyLookup};
 use custody_vault::ports::{
-    instance_secret_aad, ConnectState, GrantFilter, GrantSelector, HandoutView, LifecycleChange, LifecycleEvent,
-    LifecycleOutcome, OutboxItem, RevokeScope, SaveGrantError, SealedKind, SealedValue, VaultStore,
+    instance_secret_aad, ConnectState, ConnectStates, CredentialStore, GrantFilter, GrantSelector, GrantStore,
+    HandoutView, LifecycleChange, LifecycleEvent, LifecycleLedger, LifecycleOutcome, Maintenance, OutboxItem,
+    PolicyStore, ProviderStore, RevocationOutbox, RevokeScope, SaveGrantError, SealedKind, SealedValue, SealedValues,
 };
 use custody_vault::provider::{ProviderConfig, ProviderName};
 use diesel::prelude::*;
@@ -52,7 +55,7 @@ use diesel_async::RunQueryDsl;
 use std::collections::BTreeSet;
 use std::future::Future;
 
-/// Most sealed values returned by one [`VaultStore::sealed_values`] call.
+/// Most sealed values returned by one [`SealedValues::sealed_values`] call.
 const MAX_SEALED_BATCH: u32 = 1000;
 
 /// How long after its expiry an unconsumed connect state is kept (so a late callback still
@@ -385,7 +388,7 @@ fn sealed_value(kind: SealedKind, key: &[&str], associated_data: Vec<u8>, sealed
 }
 
 impl Store {
-    /// [`VaultStore::sealed_values`] for one kind, after the decoded cursor `after`.
+    /// [`SealedValues::sealed_values`] for one kind, after the decoded cursor `after`.
     async fn load_sealed(
         &self,
         kind: SealedKind,
@@ -525,12 +528,7 @@ impl Store {
 }
 
 #[async_trait]
-impl VaultStore for Store {
-    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        with_conn!(self, |conn| insert_audit!(conn, entry).map_err(db_error)?);
-        Ok(())
-    }
-
+impl ProviderStore for Store {
     async fn put_provider(&self, provider: &ProviderConfig, audit: &AuditEntry) -> Result<(), StoreError> {
         let result = transaction!(self, |conn| -> Result<(), TxError<StoreError>> {
             // An existing provider keeps its `created_at`.
@@ -606,7 +604,10 @@ impl VaultStore for Store {
         });
         result.map_err(TxError::into_domain)?.map(convert_grants).transpose()
     }
+}
 
+#[async_trait]
+impl PolicyStore for Store {
     async fn put_policy(&self, policy: &Policy, audit: &AuditEntry) -> Result<(), StoreError> {
         let result = transaction!(self, |conn| -> Result<(), TxError<StoreError>> {
             diesel::insert_into(policies::table)
@@ -671,7 +672,10 @@ impl VaultStore for Store {
         });
         result.map_err(TxError::into_domain)
     }
+}
 
+#[async_trait]
+impl GrantStore for Store {
     async fn get_grant(&self, app: &AppId, grant: &GrantId) -> Result<Option<Grant>, StoreError> {
         let row: Option<GrantRow> = read_conn!(self, |conn| {
             grants::table
@@ -833,6 +837,27 @@ impl VaultStore for Store {
         result.map_err(TxError::into_domain)
     }
 
+    async fn revoke_grants(
+        &self,
+        app: &AppId,
+        scope: &RevokeScope,
+        now: UnixTime,
+        audit: &AuditEntry,
+    ) -> Result<Vec<Grant>, StoreError> {
+        // One audit row per call, the one given, and only when something was revoked.
+        let result = transaction!(self, |conn| -> Result<Vec<GrantRow>, TxError<StoreError>> {
+            let revoked = conn.revoke_in_scope(app.as_str(), scope, now.0).await?;
+            if !revoked.is_empty() {
+                insert_audit!(conn, audit)?;
+            }
+            Ok(revoked)
+        });
+        convert_grants(result.map_err(TxError::into_domain)?)
+    }
+}
+
+#[async_trait]
+impl CredentialStore for Store {
     async fn load_credential(&self, grant: &GrantId) -> Result<Option<Credential>, StoreError> {
         let row: Option<CredentialRow> = read_conn!(self, |conn| {
             credentials::table
@@ -979,25 +1004,10 @@ impl VaultStore for Store {
         // Group commit: answers once the transaction holding this record committed.
         self.handout_log().record(self, grant.as_str(), touch.map(|t| t.0), audit).await
     }
+}
 
-    async fn revoke_grants(
-        &self,
-        app: &AppId,
-        scope: &RevokeScope,
-        now: UnixTime,
-        audit: &AuditEntry,
-    ) -> Result<Vec<Grant>, StoreError> {
-        // One audit row per call, the one given, and only when something was revoked.
-        let result = transaction!(self, |conn| -> Result<Vec<GrantRow>, TxError<StoreError>> {
-            let revoked = conn.revoke_in_scope(app.as_str(), scope, now.0).await?;
-            if !revoked.is_empty() {
-                insert_audit!(conn, audit)?;
-            }
-            Ok(revoked)
-        });
-        convert_grants(result.map_err(TxError::into_domain)?)
-    }
-
+#[async_trait]
+impl LifecycleLedger for Store {
     async fn deprovision_user(
         &self,
         app: &AppId,
@@ -1111,7 +1121,10 @@ impl VaultStore for Store {
             LifecycleTx::Duplicate => LifecycleOutcome::Duplicate,
         })
     }
+}
 
+#[async_trait]
+impl Maintenance for Store {
     async fn prune_webhook_events(&self, before: UnixTime) -> Result<u64, StoreError> {
         let deleted = with_conn!(self, |conn| {
             diesel::delete(webhook_events::table.filter(webhook_events::received_at.lt(before.0)))
@@ -1149,7 +1162,10 @@ impl VaultStore for Store {
         });
         Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
     }
+}
 
+#[async_trait]
+impl SealedValues for Store {
     async fn sealed_values(
         &self,
         kind: SealedKind,
@@ -1224,7 +1240,10 @@ impl VaultStore for Store {
         };
         Ok(updated == 1)
     }
+}
 
+#[async_trait]
+impl ConnectStates for Store {
     async fn create_connect_state(&self, state: &ConnectState) -> Result<(), StoreError> {
         with_conn!(self, |conn| {
             diesel::insert_into(connect_states::table)
@@ -1279,7 +1298,10 @@ impl VaultStore for Store {
         });
         row.map(ConnectStateRow::into_domain).transpose()
     }
+}
 
+#[async_trait]
+impl RevocationOutbox for Store {
     async fn due_revocations(&self, now: UnixTime, limit: u32) -> Result<Vec<OutboxItem>, StoreError> {
         let rows: Vec<OutboxRow> = with_conn!(self, |conn| {
             revocation_outbox::table

@@ -10,13 +10,13 @@
 //!
 //! Applying: the body is decoded ([`crate::lifecycle`]) only after it is authenticated, and each
 //! decoded change is applied in a transaction of its own with its audit row
-//! ([`VaultStore::apply_lifecycle_event`]). A storage failure stops the delivery: the changes
+//! ([`LifecycleLedger::apply_lifecycle_event`]). A storage failure stops the delivery: the changes
 //! before it stay applied (a redelivery finds them as duplicates), nothing of the failing one is.
 
 use crate::cipher::{Cipher, CipherError, SealedBox};
 use crate::lifecycle::okta::OKTA_VERIFICATION_HEADER;
 use crate::lifecycle::{decode, DecodedEvent, MalformedPayload, SvixMessage, WebhookFormat};
-use crate::ports::{LifecycleChange, LifecycleEvent, LifecycleOutcome, VaultStore};
+use crate::ports::{LifecycleChange, LifecycleEvent, LifecycleLedger, LifecycleOutcome};
 use async_trait::async_trait;
 use base64::Engine as _;
 use custody_identity::audit::{Actor, AuditEntry};
@@ -374,7 +374,7 @@ impl fmt::Debug for Delivery<'_> {
 #[derive(Clone)]
 pub struct WebhookService {
     store: Arc<dyn WebhookStore>,
-    vault: Arc<dyn VaultStore>,
+    lifecycle: Arc<dyn LifecycleLedger>,
     svix: Arc<dyn SvixVerifier>,
     hasher: Arc<dyn SecretHasher>,
     cipher: Arc<dyn Cipher>,
@@ -393,7 +393,8 @@ impl fmt::Debug for WebhookService {
 /// The ports and settings [`WebhookService`] is built from.
 pub struct WebhookPorts {
     pub store: Arc<dyn WebhookStore>,
-    pub vault: Arc<dyn VaultStore>,
+    /// Where the decoded events are applied.
+    pub lifecycle: Arc<dyn LifecycleLedger>,
     pub svix: Arc<dyn SvixVerifier>,
     pub hasher: Arc<dyn SecretHasher>,
     pub cipher: Arc<dyn Cipher>,
@@ -466,7 +467,7 @@ impl WebhookService {
     pub fn new(ports: WebhookPorts) -> Self {
         Self {
             store: ports.store,
-            vault: ports.vault,
+            lifecycle: ports.lifecycle,
             svix: ports.svix,
             hasher: ports.hasher,
             cipher: ports.cipher,
@@ -732,7 +733,7 @@ impl WebhookService {
             "idp",
             Some(format!("{} webhook event {}", format.as_str(), event.event_id)),
         );
-        self.vault.apply_lifecycle_event(app, event, self.clock.now(), &audit).await
+        self.lifecycle.apply_lifecycle_event(app, event, self.clock.now(), &audit).await
     }
 
     /// Answers an identity provider's one-time check of the webhook URL (Okta event hooks send a

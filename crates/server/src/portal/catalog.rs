@@ -12,6 +12,7 @@ use crate::state::AppState;
 use askama::Template;
 use custody_identity::page::PageRequest;
 use custody_identity::{App, Secret};
+use custody_store::prelude::*;
 use custody_vault::policy::TokenAccess;
 use custody_vault::service::ProviderInput;
 use custody_vault::ProviderName;
@@ -44,8 +45,7 @@ struct ProvidersPage {
 async fn providers(state: &AppState, op: &Operator, app: &App, errors: FieldErrors) -> PortalResult {
     let base = format!("/portal/apps/{}/providers", app.id);
     let listed = state
-        .vault
-        .store()
+        .store
         .list_providers(&app.id, &PageRequest::new(Some(1000), None).unwrap_or_else(|_| PageRequest::first()))
         .await
         .map_err(|e| failure(op, e.into(), &base))?;
@@ -175,9 +175,8 @@ struct PoliciesPage {
 async fn policies(state: &AppState, op: &Operator, app: &App, errors: FieldErrors) -> PortalResult {
     let base = format!("/portal/apps/{}/policies", app.id);
     let all = PageRequest::new(Some(1000), None).unwrap_or_else(|_| PageRequest::first());
-    let listed = state.vault.store().list_policies(&app.id, &all).await.map_err(|e| failure(op, e.into(), &base))?;
-    let providers =
-        state.vault.store().list_providers(&app.id, &all).await.map_err(|e| failure(op, e.into(), &base))?;
+    let listed = state.store.list_policies(&app.id, &all).await.map_err(|e| failure(op, e.into(), &base))?;
+    let providers = state.store.list_providers(&app.id, &all).await.map_err(|e| failure(op, e.into(), &base))?;
     let policies = listed
         .items
         .iter()

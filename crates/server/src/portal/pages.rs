@@ -12,8 +12,8 @@ use crate::routes::Call;
 use crate::state::AppState;
 use askama::Template;
 use custody_identity::page::{Page, PageRequest};
-use custody_identity::ports::IdentityStore as _;
 use custody_identity::{ApiKeyId, App, AppName};
+use custody_store::prelude::*;
 use hyper::StatusCode;
 use std::sync::Arc;
 

@@ -148,7 +148,7 @@ pub async fn create(state: Arc<AppState>, call: Call) -> Result<HttpResponse, Ap
 
 pub async fn get(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    use custody_identity::ports::IdentityStore as _;
+    use custody_store::prelude::*;
     let config = state.store.get_idp(&app.id).await?.ok_or_else(ApiError::idp_not_configured)?;
     Ok(json_response(StatusCode::OK, &super::signin::idp_object(&state, &config).await?))
 }
@@ -157,7 +157,7 @@ pub async fn get(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiEr
 /// removed stops verifying from the next request (cached tokens included).
 pub async fn refresh_jwks(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    use custody_identity::ports::IdentityStore as _;
+    use custody_store::prelude::*;
     let config = state.store.get_idp(&app.id).await?.ok_or_else(ApiError::idp_not_configured)?;
     let refreshed = state.verifier.refresh_now(&config.jwks_uri).await?;
     let fetched_at = refreshed

@@ -4,7 +4,7 @@ use super::Call;
 use crate::json::{json_response, text_response, HttpResponse};
 use crate::problem::ApiError;
 use crate::state::AppState;
-use custody_identity::ports::IdentityStore as _;
+use custody_store::prelude::*;
 use hyper::StatusCode;
 use serde_json::json;
 use std::sync::Arc;

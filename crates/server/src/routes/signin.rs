@@ -11,8 +11,8 @@ use crate::problem::ApiError;
 use crate::state::AppState;
 use custody_identity::audit::Actor;
 use custody_identity::idp::IdpConfig;
-use custody_identity::ports::IdentityStore as _;
 use custody_identity::{AppId, Secret};
+use custody_store::prelude::*;
 use custody_vault::signin::service::{
     CallbackError, OidcClientInput, PutClientError, SdkSessionError, SignedIn, StartSignInError,
 };

@@ -9,8 +9,8 @@ use crate::json::{double_option, json_response, no_content, parse_json, redirect
 use crate::problem::ApiError;
 use crate::state::AppState;
 use custody_identity::audit::Actor;
-use custody_identity::ports::IdentityStore as _;
 use custody_identity::{Secret, UserId};
+use custody_store::prelude::*;
 use custody_vault::grant::TokenSet;
 use custody_vault::policy::{Policy, PolicyLookup, TokenAccess};
 use custody_vault::ports::GrantFilter;
@@ -110,7 +110,7 @@ pub async fn put_provider(state: Arc<AppState>, call: Call) -> Result<HttpRespon
 pub async fn get_provider(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
-    let provider = state.vault.store().get_provider(&app.id, &name).await?.ok_or_else(|| provider_not_found(&name))?;
+    let provider = state.store.get_provider(&app.id, &name).await?.ok_or_else(|| provider_not_found(&name))?;
     Ok(json_response(StatusCode::OK, &provider_json(&provider)))
 }
 
@@ -120,7 +120,7 @@ fn provider_not_found(name: &ProviderName) -> ApiError {
 
 pub async fn list_providers(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    let page = state.vault.store().list_providers(&app.id, &call.page()?).await?;
+    let page = state.store.list_providers(&app.id, &call.page()?).await?;
     Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(provider_json).collect(), page.next_cursor)))
 }
 
@@ -164,7 +164,7 @@ pub async fn put_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse
 pub async fn get_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
     let name = provider_param(&call, 1)?;
-    match state.vault.store().get_policy(&app.id, &name).await? {
+    match state.store.get_policy(&app.id, &name).await? {
         PolicyLookup::Found(policy) => Ok(json_response(StatusCode::OK, &policy_json(&policy))),
         PolicyLookup::None => {
             Err(ApiError::new(StatusCode::NOT_FOUND, "policy_not_found", format!("no policy for `{name}`")))
@@ -175,7 +175,7 @@ pub async fn get_policy(state: Arc<AppState>, call: Call) -> Result<HttpResponse
 
 pub async fn list_policies(state: Arc<AppState>, call: Call) -> Result<HttpResponse, ApiError> {
     let app = existing_app(&state, &call).await?;
-    let page = state.vault.store().list_policies(&app.id, &call.page()?).await?;
+    let page = state.store.list_policies(&app.id, &call.page()?).await?;
     Ok(json_response(StatusCode::OK, &list_json(page.items.iter().map(policy_json).collect(), page.next_cursor)))
 }
 
@@ -310,7 +310,7 @@ async fn no_grant(state: &AppState, user: &custody_identity::User, selector: &Gr
     let GrantSelector::Provider(provider) = selector else {
         return custody_vault::service::VaultError::GrantNotFound.into();
     };
-    match state.vault.store().get_provider(&user.app_id, provider).await {
+    match state.store.get_provider(&user.app_id, provider).await {
         Ok(None) => ApiError::new(
             StatusCode::NOT_FOUND,
             "provider_not_found",
@@ -411,7 +411,7 @@ pub async fn import_grant(state: Arc<AppState>, call: Call) -> Result<HttpRespon
     // Everything that can refuse the import is checked before a user may be created for it, so
     // a refused import changes nothing.
     import.validate()?;
-    if state.vault.store().get_provider(&app.id, &import.provider).await?.is_none() {
+    if state.store.get_provider(&app.id, &import.provider).await?.is_none() {
         return Err(custody_vault::service::VaultError::ProviderNotFound(import.provider.to_string()).into());
     }
     let user = match (body.subject, body.user_id) {
