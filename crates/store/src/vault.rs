@@ -44,8 +44,9 @@ use custody_vault::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind};
 use custody_vault::policy::{Policy, PolicyLookup};
 use custody_vault::ports::{
     instance_secret_aad, ConnectState, ConnectStates, CredentialStore, GrantFilter, GrantSelector, GrantStore,
-    HandoutView, LifecycleChange, LifecycleEvent, LifecycleLedger, LifecycleOutcome, Maintenance, OutboxItem,
-    PolicyStore, ProviderStore, RevocationOutbox, RevokeScope, SaveGrantError, SealedKind, SealedValue, SealedValues,
+    HandoutView, LifecycleChange, LifecycleEvent, LifecycleLedger, LifecycleOutcome, LifecyclePlan, Maintenance,
+    OutboxItem, PolicyStore, ProviderStore, RevocationOutbox, RevokeScope, SaveGrantError, SealedKind, SealedValue,
+    SealedValues,
 };
 use custody_vault::provider::{ProviderConfig, ProviderName};
 use diesel::prelude::*;
@@ -305,53 +306,6 @@ macro_rules! impl_vault_tx {
 
 impl_vault_tx!(SqliteConn);
 impl_vault_tx!(PgConn);
-
-/// What a lifecycle event does to a user in a given state.
-#[derive(Debug, PartialEq, Eq)]
-enum LifecyclePlan {
-    Ignore(&'static str),
-    Status(UserStatus),
-    RemoveGroup,
-    Profile,
-}
-
-/// Decides what `change`, which happened at `occurred_at`, does to a user whose status is
-/// `status` and last changed at `status_changed_at`. Nothing leaves `deprovisioned`, nothing
-/// changes a deprovisioned user, and a suspend or reactivate older than the last applied status
-/// change is ignored (a late "unblock" cannot undo a later block); an equally old one applies.
-/// A deletion always applies, however late it arrives: it cannot undo anything, and ignoring it
-/// would leave a deleted user's tokens in the vault.
-fn plan_lifecycle(
-    status: UserStatus,
-    status_changed_at: Option<i64>,
-    occurred_at: i64,
-    change: &LifecycleChange,
-) -> LifecyclePlan {
-    let target = match change {
-        LifecycleChange::Deprovision => Some(UserStatus::Deprovisioned),
-        LifecycleChange::Suspend => Some(UserStatus::Suspended),
-        LifecycleChange::Reactivate => Some(UserStatus::Active),
-        LifecycleChange::RemoveGroup(_) | LifecycleChange::Profile { .. } => None,
-    };
-    if status == UserStatus::Deprovisioned {
-        return LifecyclePlan::Ignore(if target == Some(UserStatus::Deprovisioned) {
-            "the user is already deprovisioned"
-        } else {
-            "the user is deprovisioned"
-        });
-    }
-    match (target, change) {
-        (Some(next), _)
-            if next != UserStatus::Deprovisioned && status_changed_at.is_some_and(|last| occurred_at < last) =>
-        {
-            LifecyclePlan::Ignore("the change is older than the user's last status change")
-        }
-        (Some(next), _) if status.may_become(next) => LifecyclePlan::Status(next),
-        (Some(_), _) => LifecyclePlan::Ignore("the change is not allowed from the user's status"),
-        (None, LifecycleChange::RemoveGroup(_)) => LifecyclePlan::RemoveGroup,
-        (None, _) => LifecyclePlan::Profile,
-    }
-}
 
 /// The outcome of the lifecycle transaction, before its rows are converted.
 enum LifecycleTx {
@@ -1073,7 +1027,7 @@ impl LifecycleLedger for Store {
             let user = row.into_domain().map_err(tx_domain)?;
             let occurred_at = event.occurred_at.0;
             let mut revoked = Vec::new();
-            let user = match plan_lifecycle(user.status, status_changed_at, occurred_at, &event.change) {
+            let user = match event.change.plan(user.status, status_changed_at, occurred_at) {
                 LifecyclePlan::Ignore(reason) => return Ok(LifecycleTx::Ignored(reason.to_owned())),
                 LifecyclePlan::Status(next) => {
                     diesel::update(users::table.find(user.id.as_str()))
@@ -1398,50 +1352,4 @@ pub(crate) async fn remove_user_group(
         Ok(true)
     });
     result.map_err(TxError::into_domain)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn deprovision() -> LifecycleChange {
-        LifecycleChange::Deprovision
-    }
-
-    #[test]
-    fn status_changes_follow_the_order_of_events() {
-        use LifecyclePlan::*;
-        use UserStatus::*;
-        assert_eq!(plan_lifecycle(Active, None, 10, &LifecycleChange::Suspend), Status(Suspended));
-        assert_eq!(plan_lifecycle(Suspended, Some(10), 10, &LifecycleChange::Reactivate), Status(Active));
-        assert!(matches!(plan_lifecycle(Suspended, Some(10), 9, &LifecycleChange::Reactivate), Ignore(_)));
-        assert_eq!(
-            plan_lifecycle(Active, Some(10), 9, &deprovision()),
-            Status(Deprovisioned),
-            "a late deletion still applies"
-        );
-        assert_eq!(plan_lifecycle(Suspended, Some(10), 11, &deprovision()), Status(Deprovisioned));
-        // Group removals and profile updates are not status changes: no ordering rule.
-        assert_eq!(plan_lifecycle(Active, Some(10), 1, &LifecycleChange::RemoveGroup("g".into())), RemoveGroup);
-        assert_eq!(
-            plan_lifecycle(Suspended, Some(10), 1, &LifecycleChange::Profile { email: None, name: None }),
-            Profile
-        );
-    }
-
-    #[test]
-    fn nothing_changes_a_deprovisioned_user() {
-        for change in [
-            LifecycleChange::Reactivate,
-            LifecycleChange::Suspend,
-            deprovision(),
-            LifecycleChange::RemoveGroup("g".into()),
-            LifecycleChange::Profile { email: Some("a@example.com".into()), name: None },
-        ] {
-            assert!(
-                matches!(plan_lifecycle(UserStatus::Deprovisioned, None, 100, &change), LifecyclePlan::Ignore(_)),
-                "{change:?}"
-            );
-        }
-    }
 }
