@@ -1,7 +1,7 @@
 //! Test doubles for Custody's domain crates: what a service-level test needs to run a use case
 //! without a database, a network or real time.
 //!
-//! - [`MemoryStore`]: every storage port of the identity, vault and sign-in domains on
+//! - [`MemoryStore`]: every storage port of the identity, vault, sign-in and webhook domains on
 //!   `Mutex`-guarded maps, with the semantics the store contract tests check (compare-and-set on
 //!   versions, single-use states, revocation with outbox items, lifecycle ordering through
 //!   [`custody_vault::ports::LifecycleChange::plan`], the same rule the real store applies).
@@ -15,6 +15,8 @@
 //! - [`FakeIdp`]: an OpenID provider in one: discovery, ID tokens ([`FakeIdp::token`]), their
 //!   verification and the code exchange.
 //! - [`MemoryRefreshLock`]: the refresh lock within one process.
+//! - [`NoSvix`], [`CountingWaker`]: the webhook use case's Svix verifier (refusing) and outbox
+//!   waker (counting).
 //!
 //! Nothing here sleeps or reads the system clock.
 
@@ -24,6 +26,7 @@ mod idp;
 mod lock;
 mod memory;
 mod oauth;
+mod webhook;
 
 pub use clock::ManualClock;
 pub use crypto::{FakeCipher, FakeHasher, SeqRandom};
@@ -31,3 +34,4 @@ pub use idp::{AuthorizationSeen, FakeIdp};
 pub use lock::MemoryRefreshLock;
 pub use memory::MemoryStore;
 pub use oauth::{FakeOAuth, RefreshAnswer};
+pub use webhook::{CountingWaker, NoSvix};

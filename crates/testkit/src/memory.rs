@@ -13,6 +13,7 @@ use custody_identity::ports::{
     ApiKeyStore, AppStore, AuditLog, CreateIdpError, IdpStore, LockGuard, ResolveUserError, StoreError, StoreHealth,
     UpdateIdpError, UserStore,
 };
+use custody_identity::IdpId;
 use custody_identity::{UnixTime, User, UserStatus};
 use custody_vault::cipher::SealedBox;
 use custody_vault::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind};
@@ -28,6 +29,9 @@ use custody_vault::signin::ports::{
 };
 use custody_vault::signin::{
     OidcClient, SdkSession, SdkSessionId, SdkSessionStatus, SignInPurpose, SignInState, WalletSession,
+};
+use custody_vault::webhook::{
+    ChangeWebhooksError, EnableWebhooksError, StoredSecret, WebhookRecord, WebhookStore, WebhookTarget,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -55,6 +59,8 @@ struct Data {
     sign_in_states: HashMap<String, SignInState>,
     sdk_sessions: HashMap<SdkSessionId, SdkSession>,
     wallet_sessions: HashMap<String, WalletSession>,
+    /// Webhook settings, per identity provider configuration.
+    webhooks: HashMap<IdpId, WebhookRecord>,
 }
 
 /// The storage ports of the identity, vault and sign-in domains, in memory. Arrange state
@@ -399,6 +405,8 @@ impl IdpStore for MemoryStore {
             // The OIDC client and sessions belong to the configuration.
             data.oidc_clients.retain(|c| &c.app_id != app);
             data.wallet_sessions.retain(|_, s| &s.app_id != app);
+            let remaining: Vec<IdpId> = data.idps.iter().map(|c| c.id.clone()).collect();
+            data.webhooks.retain(|idp, _| remaining.contains(idp));
             data.audit.push(audit.clone());
         }
         Ok(deleted)
@@ -1242,5 +1250,87 @@ impl WalletSessions for MemoryStore {
             data.audit.push(audit.clone());
         }
         Ok(deleted)
+    }
+}
+
+// ----- webhooks -----
+
+impl Data {
+    /// The webhook settings of `app` if its identity provider is still `idp`.
+    fn webhook_record(&mut self, app: &AppId, idp: &IdpId) -> Option<&mut WebhookRecord> {
+        if !self.idps.iter().any(|c| &c.app_id == app && &c.id == idp) {
+            return None;
+        }
+        Some(self.webhooks.entry(idp.clone()).or_insert(WebhookRecord {
+            enabled: false,
+            secret: None,
+            rotated_at: None,
+        }))
+    }
+}
+
+#[async_trait]
+impl WebhookStore for MemoryStore {
+    async fn webhook_target(&self, app: &AppId) -> Result<Option<WebhookTarget>, StoreError> {
+        let data = self.data()?;
+        Ok(data.idps.iter().find(|c| &c.app_id == app).map(|c| WebhookTarget {
+            idp_id: c.id.clone(),
+            kind: c.kind,
+            record: data.webhooks.get(&c.id).cloned(),
+        }))
+    }
+
+    async fn enable_webhooks(
+        &self,
+        app: &AppId,
+        idp: &IdpId,
+        secret: &StoredSecret,
+        _now: UnixTime,
+        audit: &AuditEntry,
+    ) -> Result<(), EnableWebhooksError> {
+        let mut data = self.data()?;
+        let record = data.webhook_record(app, idp).ok_or(EnableWebhooksError::NotConfigured)?;
+        if record.enabled {
+            return Err(EnableWebhooksError::AlreadyEnabled);
+        }
+        *record = WebhookRecord { enabled: true, secret: Some(secret.clone()), rotated_at: None };
+        data.audit.push(audit.clone());
+        Ok(())
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        app: &AppId,
+        idp: &IdpId,
+        secret: &StoredSecret,
+        now: UnixTime,
+        audit: &AuditEntry,
+    ) -> Result<(), ChangeWebhooksError> {
+        let mut data = self.data()?;
+        let record = data.webhook_record(app, idp).ok_or(ChangeWebhooksError::NotConfigured)?;
+        if !record.enabled {
+            return Err(ChangeWebhooksError::NotEnabled);
+        }
+        record.secret = Some(secret.clone());
+        record.rotated_at = Some(now);
+        data.audit.push(audit.clone());
+        Ok(())
+    }
+
+    async fn disable_webhooks(
+        &self,
+        app: &AppId,
+        idp: &IdpId,
+        _now: UnixTime,
+        audit: &AuditEntry,
+    ) -> Result<(), ChangeWebhooksError> {
+        let mut data = self.data()?;
+        let record = data.webhook_record(app, idp).ok_or(ChangeWebhooksError::NotConfigured)?;
+        if !record.enabled {
+            return Err(ChangeWebhooksError::NotEnabled);
+        }
+        *record = WebhookRecord { enabled: false, secret: None, rotated_at: record.rotated_at };
+        data.audit.push(audit.clone());
+        Ok(())
     }
 }
