@@ -1,6 +1,8 @@
 //! Hand-out as a use case, over in-memory ports: a fresh token, a refresh near expiry, policy
 //! denial, and a deprovisioned user refused. No database and no sleeps: time is a manual clock.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use custody_identity::audit::AuditOutcome;

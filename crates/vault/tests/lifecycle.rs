@@ -3,6 +3,8 @@
 //! after a newer one is ignored, a deletion deprovisions (grants revoked, tokens queued for
 //! revocation), suspend and unsuspend gate hand-out. No database, no sleeps.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use custody_identity::audit::Actor;

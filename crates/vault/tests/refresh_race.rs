@@ -2,6 +2,8 @@
 //! provider refresh, its success and its failure alike. The provider is held open on purpose
 //! (no timers): every caller lines up behind the one attempt before it is let go.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use custody_identity::User;

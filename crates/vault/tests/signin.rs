@@ -3,6 +3,8 @@
 //! is refused, and an expired or deprovisioned sign-in fails as such. No database, no network,
 //! no sleeps.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use custody_identity::audit::Actor;
 use custody_identity::ids::AppId;
 use custody_identity::ports::{AppStore as _, Clock as _, Random as _};

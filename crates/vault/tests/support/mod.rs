@@ -1,7 +1,7 @@
 //! The fixture of the vault's service-level tests: the use cases over the test kit's in-memory
 //! ports, a manual clock and fake providers. No database, no network, no sleeps.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use custody_identity::audit::AuditEntry;
 use custody_identity::ids::{AppId, UserId};
