@@ -84,11 +84,7 @@ fn page<T: Clone>(items: Vec<T>, request: &PageRequest) -> Result<Page<T>, Store
 }
 
 fn superseded_id(grant: &GrantId, kind: TokenKind, version: i64) -> String {
-    let kind = match kind {
-        TokenKind::Access => "access",
-        TokenKind::Refresh => "refresh",
-    };
-    format!("{grant}:superseded-{kind}:v{version}")
+    format!("{grant}:superseded-{}:v{version}", token_kind_str(kind))
 }
 
 fn token_kind_str(kind: TokenKind) -> &'static str {
