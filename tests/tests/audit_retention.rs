@@ -6,13 +6,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use custody_identity::audit::AuditEntry;
+use custody_identity::ports::AuditLog;
 use custody_identity::ports::{Clock, Random as _};
 use custody_identity::{AppId, UnixTime};
 use custody_providers::crypto::OsRandom;
 use custody_store::testing::count_rows;
 use custody_tests::backend_test;
 use custody_tests::harness::{Backend, TestServer};
-use custody_vault::ports::VaultStore;
 
 /// A clock stopped at one instant: the test decides what "now" is.
 #[derive(Debug)]
@@ -36,10 +36,10 @@ async fn the_worker_prunes_audit_rows_older_than_the_retention(backend: Backend)
         |at: UnixTime| AuditEntry::new(OsRandom.uuid(), AppId::parse(&app).unwrap(), at, "token.handout", "user:x");
     // 2,500 rows 31 days old (more than two batches), 3 rows 29 days old.
     for i in 0..2_500 {
-        VaultStore::append_audit(&store, &row(now.plus_seconds(-31 * DAY + i))).await.unwrap();
+        AuditLog::append_audit(&store, &row(now.plus_seconds(-31 * DAY + i))).await.unwrap();
     }
     for i in 0..3 {
-        VaultStore::append_audit(&store, &row(now.plus_seconds(-29 * DAY + i))).await.unwrap();
+        AuditLog::append_audit(&store, &row(now.plus_seconds(-29 * DAY + i))).await.unwrap();
     }
     let before = count_rows(&store, "audit_log").await.unwrap();
     let deleted = custody_server::worker::prune_audit(&store, &FixedClock(now), 30).await.unwrap();

@@ -11,6 +11,7 @@
 
 use base64::Engine as _;
 use custody_identity::{AppId, UnixTime, UserId};
+use custody_store::prelude::*;
 use custody_store::testing::{count_rows, execute_sql};
 use custody_store::{Backend, Store};
 use custody_tests::backend_test;
@@ -18,7 +19,6 @@ use custody_tests::fake_idp::{Alg, FakeIdp};
 use custody_tests::fake_oauth::FakeOAuth;
 use custody_tests::harness::{backends, Answer, TestServer};
 use custody_vault::grant::GrantStatus;
-use custody_vault::ports::VaultStore as _;
 use custody_vault::GrantId;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -665,7 +665,7 @@ async fn deprovision_cascade(backend: Backend) {
     assert_no_credentials(&store, &w.app_id(), &[connected.clone(), imported.clone()], b).await;
     assert_eq!(count_rows(&store, "credentials").await.unwrap(), 1, "[{b}] only bob's credential is left");
     assert_eq!(w.grant_statuses(&alice).await, vec!["revoked", "revoked"], "[{b}]");
-    let user = custody_identity::ports::IdentityStore::get_user(&store, &w.app_id(), &UserId::parse(&alice).unwrap())
+    let user = custody_identity::ports::UserStore::get_user(&store, &w.app_id(), &UserId::parse(&alice).unwrap())
         .await
         .unwrap()
         .unwrap();

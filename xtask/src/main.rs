@@ -25,10 +25,10 @@ mod fuzz;
 mod sdk_env;
 
 use custody_identity::idp::{IdpConfig, IdpEndpoints, IdpKind};
-use custody_identity::ports::IdentityStore as _;
 use custody_identity::ports::SecretHasher as _;
 use custody_identity::service::API_KEY_PURPOSE;
 use custody_identity::{ApiKeyId, ApiKeyRecord, App, AppId, AppName, IdpId, Issuer, UnixTime};
+use custody_store::prelude::*;
 use custody_store::{Store, StoreOptions};
 use std::process::{Command, ExitCode};
 

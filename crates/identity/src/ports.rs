@@ -89,15 +89,20 @@ pub struct LockGuard {
     pub already_locked: bool,
 }
 
-/// Persistence for apps, API keys, IdP configurations, users and audit rows.
-///
-/// Every mutating method is one transaction: it either applies completely, together with the
-/// audit entry it is given, or changes nothing and returns an error.
-#[async_trait]
-pub trait IdentityStore: Send + Sync {
-    /// Whether the database answers.
-    async fn ping(&self) -> Result<(), StoreError>;
+// Persistence is split by role: each use case takes the few ports it uses, and a test can fake
+// one role without the rest. Every mutating method of every storage port is one transaction: it
+// either applies completely, together with the audit entry it is given, or changes nothing and
+// returns an error. `custody-store`'s `Store` implements them all on one database.
 
+/// Whether the database answers (the readiness probe).
+#[async_trait]
+pub trait StoreHealth: Send + Sync {
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Apps: the tenants everything else belongs to.
+#[async_trait]
+pub trait AppStore: Send + Sync {
     /// Creates an app with its first API key.
     async fn create_app(&self, app: &App, key: &ApiKeyRecord, audit: &AuditEntry) -> Result<(), StoreError>;
     /// Apps, oldest first.
@@ -106,7 +111,11 @@ pub trait IdentityStore: Send + Sync {
     /// Deletes an app and everything it owns (keys, IdP, users, grants, credentials, audit).
     /// `false` when there was no such app.
     async fn delete_app(&self, id: &AppId) -> Result<bool, StoreError>;
+}
 
+/// An app's API keys (stored as keyed hashes, found by their public prefix).
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
     /// Adds an API key to an existing app. `false` when the app does not exist.
     async fn create_api_key(&self, key: &ApiKeyRecord, audit: &AuditEntry) -> Result<bool, StoreError>;
     /// The app's keys, oldest first.
@@ -115,7 +124,7 @@ pub trait IdentityStore: Send + Sync {
     async fn delete_api_key(&self, app: &AppId, key: &ApiKeyId, audit: &AuditEntry) -> Result<bool, StoreError>;
     /// The key with this public prefix, if any.
     async fn find_api_key(&self, prefix: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
-    /// As [`IdentityStore::find_api_key`], together with the key's app's identity provider
+    /// As [`ApiKeyStore::find_api_key`], together with the key's app's identity provider
     /// configuration (`None` when it has none), in one read: what every runtime call needs
     /// first.
     async fn find_api_key_with_idp(
@@ -124,7 +133,11 @@ pub trait IdentityStore: Send + Sync {
     ) -> Result<Option<(ApiKeyRecord, Option<IdpConfig>)>, StoreError>;
     /// Records that a key was used at `at`.
     async fn touch_api_key(&self, key: &ApiKeyId, at: UnixTime) -> Result<(), StoreError>;
+}
 
+/// An app's identity provider configuration (one per app), versioned for compare-and-set.
+#[async_trait]
+pub trait IdpStore: Send + Sync {
     async fn get_idp(&self, app: &AppId) -> Result<Option<IdpConfig>, StoreError>;
     /// Stores the app's IdP configuration; one per app.
     async fn create_idp(&self, config: &IdpConfig, audit: &AuditEntry) -> Result<(), CreateIdpError>;
@@ -145,7 +158,11 @@ pub trait IdentityStore: Send + Sync {
         let _ = app;
         Ok(None)
     }
+}
 
+/// An app's users, keyed by their subject at the IdP.
+#[async_trait]
+pub trait UserStore: Send + Sync {
     /// Finds the user (app, `identity.subject`) or creates it as `active`, in one transaction
     /// that also sets the claim lock per `lock`. For a user who is not deprovisioned, replaces
     /// email and name (when the token carries them) and the token-sourced groups and roles,
@@ -180,7 +197,13 @@ pub trait IdentityStore: Send + Sync {
         status: Option<UserStatus>,
         page: &PageRequest,
     ) -> Result<Page<User>, StoreError>;
+}
 
+/// The audit log, shared by every domain: the rows mutating methods write with their change,
+/// and rows appended on their own for outcomes that change nothing else (a failed connect flow
+/// or sign-in).
+#[async_trait]
+pub trait AuditLog: Send + Sync {
     /// Appends an audit row on its own.
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
     /// Audit rows, newest first.

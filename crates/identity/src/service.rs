@@ -15,8 +15,9 @@ use crate::jwt::{
 use crate::kinds::{IdpAdapter, IdpKinds, SecretSource};
 use crate::page::{Page, PageRequest};
 use crate::ports::{
-    Clock, CreateIdpError, Discovery, DiscoveryDocument, DiscoveryError, FetchedKeys, IdentityStore, LockGuard, Random,
-    ResolveUserError, SecretHasher, StoreError, TokenVerifier, UpdateIdpError,
+    ApiKeyStore, AppStore, AuditLog, Clock, CreateIdpError, Discovery, DiscoveryDocument, DiscoveryError, FetchedKeys,
+    IdpStore, LockGuard, Random, ResolveUserError, SecretHasher, StoreError, StoreHealth, TokenVerifier,
+    UpdateIdpError, UserStore,
 };
 use crate::user::{User, UserRefused, UserStatus};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -123,15 +124,44 @@ pub struct IdentitySettings {
     pub kinds: IdpKinds,
 }
 
+/// The ports the identity use cases run on: the storage roles they use, and the outside world.
+#[derive(Clone)]
+pub struct IdentityPorts {
+    /// Whether the database answers (`/readyz`).
+    pub health: Arc<dyn StoreHealth>,
+    pub apps: Arc<dyn AppStore>,
+    pub api_keys: Arc<dyn ApiKeyStore>,
+    pub idps: Arc<dyn IdpStore>,
+    pub users: Arc<dyn UserStore>,
+    pub discovery: Arc<dyn Discovery>,
+    pub verifier: Arc<dyn TokenVerifier>,
+    pub clock: Arc<dyn Clock>,
+    pub random: Arc<dyn Random>,
+    pub hasher: Arc<dyn SecretHasher>,
+    /// The operator's audit reads.
+    pub audit: Arc<dyn AuditLog>,
+}
+
+impl fmt::Debug for IdentityPorts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentityPorts").finish_non_exhaustive()
+    }
+}
+
 /// The identity use cases over their ports.
 #[derive(Clone)]
 pub struct IdentityService {
-    store: Arc<dyn IdentityStore>,
+    health: Arc<dyn StoreHealth>,
+    apps: Arc<dyn AppStore>,
+    api_keys: Arc<dyn ApiKeyStore>,
+    idps: Arc<dyn IdpStore>,
+    users: Arc<dyn UserStore>,
     discovery: Arc<dyn Discovery>,
     verifier: Arc<dyn TokenVerifier>,
     clock: Arc<dyn Clock>,
     random: Arc<dyn Random>,
     hasher: Arc<dyn SecretHasher>,
+    audit: Arc<dyn AuditLog>,
     settings: IdentitySettings,
 }
 
@@ -142,20 +172,10 @@ impl fmt::Debug for IdentityService {
 }
 
 impl IdentityService {
-    pub fn new(
-        store: Arc<dyn IdentityStore>,
-        discovery: Arc<dyn Discovery>,
-        verifier: Arc<dyn TokenVerifier>,
-        clock: Arc<dyn Clock>,
-        random: Arc<dyn Random>,
-        hasher: Arc<dyn SecretHasher>,
-        settings: IdentitySettings,
-    ) -> Self {
-        Self { store, discovery, verifier, clock, random, hasher, settings }
-    }
-
-    pub fn store(&self) -> &Arc<dyn IdentityStore> {
-        &self.store
+    pub fn new(ports: IdentityPorts, settings: IdentitySettings) -> Self {
+        let IdentityPorts { health, apps, api_keys, idps, users, discovery, verifier, clock, random, hasher, audit } =
+            ports;
+        Self { health, apps, api_keys, idps, users, discovery, verifier, clock, random, hasher, audit, settings }
     }
 
     /// The registered identity-provider kinds.
@@ -210,7 +230,7 @@ impl IdentityService {
         let app = App { id: id.clone(), name, created_at: self.clock.now() };
         let key = self.generate_api_key(&id);
         let audit = self.audit(&id, "app.create", actor.as_str(), Some(format!("app `{}` created", app.name.as_str())));
-        self.store.create_app(&app, &key.record, &audit).await?;
+        self.apps.create_app(&app, &key.record, &audit).await?;
         Ok((app, key))
     }
 
@@ -219,19 +239,19 @@ impl IdentityService {
         let key = self.generate_api_key(app);
         let audit =
             self.audit(app, "api_key.create", actor.as_str(), Some(format!("key {} created", key.record.prefix)));
-        Ok(self.store.create_api_key(&key.record, &audit).await?.then_some(key))
+        Ok(self.api_keys.create_api_key(&key.record, &audit).await?.then_some(key))
     }
 
     /// Deletes an API key; `false` when the app has no such key.
     pub async fn delete_api_key(&self, app: &AppId, key: &ApiKeyId, actor: &Actor) -> Result<bool, StoreError> {
         let audit = self.audit(app, "api_key.delete", actor.as_str(), Some(format!("key {key} deleted")));
-        self.store.delete_api_key(app, key, &audit).await
+        self.api_keys.delete_api_key(app, key, &audit).await
     }
 
     /// The key record a presented API key belongs to, or `None` when it is not a live key.
     pub async fn authenticate_api_key(&self, presented: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         let Some(prefix) = api_key_prefix(presented) else { return Ok(None) };
-        let Some(record) = self.store.find_api_key(prefix).await? else { return Ok(None) };
+        let Some(record) = self.api_keys.find_api_key(prefix).await? else { return Ok(None) };
         Ok(self.key_matches(presented, &record).then_some(record))
     }
 
@@ -242,7 +262,7 @@ impl IdentityService {
         presented: &str,
     ) -> Result<Option<(ApiKeyRecord, Option<IdpConfig>)>, StoreError> {
         let Some(prefix) = api_key_prefix(presented) else { return Ok(None) };
-        let Some((record, idp)) = self.store.find_api_key_with_idp(prefix).await? else { return Ok(None) };
+        let Some((record, idp)) = self.api_keys.find_api_key_with_idp(prefix).await? else { return Ok(None) };
         Ok(self.key_matches(presented, &record).then_some((record, idp)))
     }
 
@@ -278,10 +298,10 @@ impl IdentityService {
     /// Discovers the issuer again and stores the app's IdP configuration; nothing is stored if
     /// discovery fails.
     pub async fn add_idp(&self, app: &AppId, request: AddIdp, actor: &Actor) -> Result<IdpConfig, AddIdpError> {
-        if self.store.get_app(app).await?.is_none() {
+        if self.apps.get_app(app).await?.is_none() {
             return Err(AddIdpError::AppNotFound);
         }
-        if self.store.get_idp(app).await?.is_some() {
+        if self.idps.get_idp(app).await?.is_some() {
             return Err(AddIdpError::AlreadyConfigured);
         }
         let discovered = self.discover(&request.issuer_url, request.kind).await?;
@@ -308,7 +328,7 @@ impl IdentityService {
             actor.as_str(),
             Some(format!("{} identity provider {} added", config.kind.as_str(), config.issuer)),
         );
-        match self.store.create_idp(&config, &audit).await {
+        match self.idps.create_idp(&config, &audit).await {
             Ok(()) => Ok(config),
             Err(CreateIdpError::AlreadyConfigured) => Err(AddIdpError::AlreadyConfigured),
             Err(CreateIdpError::AppNotFound) => Err(AddIdpError::AppNotFound),
@@ -320,14 +340,14 @@ impl IdentityService {
     /// (including the first sign-in locking the mappings) makes it re-read and re-decide.
     pub async fn patch_idp(&self, app: &AppId, patch: &IdpPatch, actor: &Actor) -> Result<IdpConfig, PatchIdpError> {
         for _ in 0..8 {
-            let current = self.store.get_idp(app).await?.ok_or(PatchIdpError::NotConfigured)?;
+            let current = self.idps.get_idp(app).await?.ok_or(PatchIdpError::NotConfigured)?;
             let next = patch.apply(&current)?;
             if next == current {
                 return Ok(current);
             }
             let audit =
                 self.audit(app, "idp.update", actor.as_str(), Some("identity provider settings changed".into()));
-            match self.store.update_idp(&next, current.version, &audit).await {
+            match self.idps.update_idp(&next, current.version, &audit).await {
                 Ok(()) => {
                     self.verifier.forget(&current).await;
                     return Ok(next);
@@ -342,9 +362,9 @@ impl IdentityService {
 
     /// Removes the app's IdP configuration; `false` when there was none.
     pub async fn delete_idp(&self, app: &AppId, actor: &Actor) -> Result<bool, StoreError> {
-        let current = self.store.get_idp(app).await?;
+        let current = self.idps.get_idp(app).await?;
         let audit = self.audit(app, "idp.delete", actor.as_str(), Some("identity provider removed".into()));
-        let deleted = self.store.delete_idp(app, &audit).await?;
+        let deleted = self.idps.delete_idp(app, &audit).await?;
         if let Some(config) = current {
             self.verifier.forget(&config).await;
         }
@@ -382,7 +402,7 @@ impl IdentityService {
         let mut audience = config.audience.clone();
         if let Some(configured) = &config.audience {
             if !audience_contains(&claims, configured) {
-                if let Some(client_id) = self.store.oidc_client_id(&config.app_id).await? {
+                if let Some(client_id) = self.idps.oidc_client_id(&config.app_id).await? {
                     if audience_contains(&claims, &client_id) {
                         audience = Some(client_id);
                     }
@@ -407,7 +427,7 @@ impl IdentityService {
 
     /// As [`Self::resolve_user`] but returns users of any status.
     pub async fn resolve_user_any_status(&self, app: &AppId, token: &str) -> Result<User, ResolveError> {
-        let config = self.store.get_idp(app).await?;
+        let config = self.idps.get_idp(app).await?;
         self.resolve_any_status_under(app, config, token).await
     }
 
@@ -436,7 +456,7 @@ impl IdentityService {
         for _ in 0..4 {
             let config = match config.take() {
                 Some(config) => config,
-                None => self.store.get_idp(app).await?.ok_or(ResolveError::NotConfigured)?,
+                None => self.idps.get_idp(app).await?.ok_or(ResolveError::NotConfigured)?,
             };
             let verified = self.verify_user_token(&config, token).await?;
             match self.resolve_verified(&config, &verified).await {
@@ -453,7 +473,7 @@ impl IdentityService {
         let lock = LockGuard { idp_version: config.version, already_locked: config.claims_locked() };
         let new_id = UserId::parse(&self.new_id()).unwrap_or_else(|_| unreachable_uuid());
         match self
-            .store
+            .users
             .resolve_user(&config.app_id, lock, &identity, verified.issued_at, &new_id, self.clock.now())
             .await
         {
@@ -467,24 +487,24 @@ impl IdentityService {
 
     /// Whether the storage answers (readiness).
     pub async fn check_storage(&self) -> Result<(), StoreError> {
-        self.store.ping().await
+        self.health.ping().await
     }
 
     /// One page of the apps.
     pub async fn list_apps(&self, page: &PageRequest) -> Result<Page<App>, StoreError> {
-        self.store.list_apps(page).await
+        self.apps.list_apps(page).await
     }
 
     /// The app `id`, if it exists.
     pub async fn get_app(&self, id: &AppId) -> Result<Option<App>, StoreError> {
-        self.store.get_app(id).await
+        self.apps.get_app(id).await
     }
 
     /// Deletes the app and everything it owns; `false` when there was no such app. What the
     /// token verifier cached for the app's IdP is forgotten, so nothing outlives the app.
     pub async fn delete_app(&self, id: &AppId) -> Result<bool, StoreError> {
-        let idp = self.store.get_idp(id).await?;
-        if !self.store.delete_app(id).await? {
+        let idp = self.idps.get_idp(id).await?;
+        if !self.apps.delete_app(id).await? {
             return Ok(false);
         }
         if let Some(config) = idp {
@@ -495,18 +515,18 @@ impl IdentityService {
 
     /// One page of the app's API keys (records only; the keys themselves are never stored).
     pub async fn list_api_keys(&self, app: &AppId, page: &PageRequest) -> Result<Page<ApiKeyRecord>, StoreError> {
-        self.store.list_api_keys(app, page).await
+        self.api_keys.list_api_keys(app, page).await
     }
 
     /// Records that `key` was used now. Callers coalesce these writes; the time only informs
     /// the operator, so a lost write costs nothing.
     pub async fn record_key_use(&self, key: &ApiKeyId) -> Result<(), StoreError> {
-        self.store.touch_api_key(key, self.clock.now()).await
+        self.api_keys.touch_api_key(key, self.clock.now()).await
     }
 
     /// The app's identity provider configuration, if it has one.
     pub async fn get_idp(&self, app: &AppId) -> Result<Option<IdpConfig>, StoreError> {
-        self.store.get_idp(app).await
+        self.idps.get_idp(app).await
     }
 
     /// Fetches the key set of `config`'s IdP now (see [`TokenVerifier::refresh_keys`]): a key
@@ -522,19 +542,19 @@ impl IdentityService {
         status: Option<UserStatus>,
         page: &PageRequest,
     ) -> Result<Page<User>, StoreError> {
-        self.store.list_users(app, status, page).await
+        self.users.list_users(app, status, page).await
     }
 
     /// The app's user `user`, of any status.
     pub async fn get_user(&self, app: &AppId, user: &UserId) -> Result<Option<User>, StoreError> {
-        self.store.get_user(app, user).await
+        self.users.get_user(app, user).await
     }
 
     /// The user with `subject` in `app`, created `active` when unknown, without touching the
     /// claim lock (an operator's import is not a sign-in). Returned as stored, of any status.
     pub async fn ensure_user(&self, app: &AppId, subject: &str) -> Result<User, StoreError> {
         let new_id = UserId::parse(&self.new_id()).unwrap_or_else(|_| unreachable_uuid());
-        self.store.ensure_user(app, subject, &new_id, self.clock.now()).await
+        self.users.ensure_user(app, subject, &new_id, self.clock.now()).await
     }
 
     /// One page of the app's audit rows matching `filter`, newest first.
@@ -544,7 +564,7 @@ impl IdentityService {
         filter: &AuditFilter,
         page: &PageRequest,
     ) -> Result<Page<AuditEntry>, StoreError> {
-        self.store.list_audit(app, filter, page).await
+        self.audit.list_audit(app, filter, page).await
     }
 }
 

@@ -10,7 +10,7 @@ use crate::portal::session::PortalSessions;
 use crate::portal::SignInThrottle;
 use crate::problem::ApiError;
 use custody_identity::ports::{Clock, Random, SecretHasher};
-use custody_identity::service::{IdentityService, IdentitySettings};
+use custody_identity::service::{IdentityPorts, IdentityService, IdentitySettings};
 use custody_identity::{ApiKeyRecord, IdpConfig, IssuerUrlPolicy, UnixTime};
 use custody_providers::crypto::{HmacHasher, KeyRing, OsRandom};
 use custody_providers::discovery::HttpDiscovery;
@@ -20,8 +20,8 @@ use custody_providers::jwks::{JwksSettings, JwksVerifier};
 use custody_providers::oauth::HttpOAuthClient;
 use custody_providers::oidc::HttpOidcClient;
 use custody_store::{Store, StoreOptions};
-use custody_vault::service::{VaultService, VaultSettings};
-use custody_vault::signin::{SignInService, SignInSettings};
+use custody_vault::service::{VaultPorts, VaultService, VaultSettings};
+use custody_vault::signin::{SignInPorts, SignInService, SignInSettings};
 use custody_vault::webhook::{OutboxWaker, WebhookPorts, WebhookService};
 use custody_vault::Cipher;
 use std::fmt;
@@ -152,13 +152,22 @@ impl AppState {
             },
         ));
         let kinds = custody_providers::idp::registry();
+        // One database serves every storage role; each use case gets only the roles it uses.
+        let db = Arc::new(store.clone());
         let identity = IdentityService::new(
-            Arc::new(store.clone()),
-            discovery,
-            verifier.clone(),
-            clock.clone(),
-            random.clone(),
-            hasher.clone(),
+            IdentityPorts {
+                health: db.clone(),
+                apps: db.clone(),
+                api_keys: db.clone(),
+                idps: db.clone(),
+                users: db.clone(),
+                discovery,
+                verifier: verifier.clone(),
+                clock: clock.clone(),
+                random: random.clone(),
+                hasher: hasher.clone(),
+                audit: db.clone(),
+            },
             IdentitySettings {
                 issuer_policy: if config.allow_insecure_issuers {
                     IssuerUrlPolicy::AllowInsecureLoopback
@@ -170,13 +179,21 @@ impl AppState {
             },
         );
         let signin = SignInService::new(
-            identity.clone(),
-            Arc::new(store.clone()),
-            Arc::new(HttpOidcClient::new(http.clone())),
-            cipher.clone(),
-            hasher.clone(),
-            clock.clone(),
-            random.clone(),
+            SignInPorts {
+                identity: identity.clone(),
+                idps: db.clone(),
+                users: db.clone(),
+                clients: db.clone(),
+                states: db.clone(),
+                sdk_sessions: db.clone(),
+                wallet_sessions: db.clone(),
+                audit: db.clone(),
+                oidc: Arc::new(HttpOidcClient::new(http.clone())),
+                cipher: cipher.clone(),
+                hasher: hasher.clone(),
+                clock: clock.clone(),
+                random: random.clone(),
+            },
             SignInSettings::new(public_url.clone()),
         );
         // Provider calls get their own timeout: a hanging provider answers within it, so the
@@ -189,12 +206,23 @@ impl AppState {
         })
         .map_err(|e| StartError::HttpClient(e.to_string()))?;
         let vault = VaultService::new(
-            Arc::new(store.clone()),
-            Arc::new(store.clone()),
-            Arc::new(HttpOAuthClient::new(provider_http)),
-            cipher.clone(),
-            clock.clone(),
-            random.clone(),
+            VaultPorts {
+                providers: db.clone(),
+                policies: db.clone(),
+                grants: db.clone(),
+                credentials: db.clone(),
+                lifecycle: db.clone(),
+                connect_states: db.clone(),
+                outbox: db.clone(),
+                sealed: db.clone(),
+                maintenance: db.clone(),
+                audit: db.clone(),
+                locks: db.clone(),
+                oauth: Arc::new(HttpOAuthClient::new(provider_http)),
+                cipher: cipher.clone(),
+                clock: clock.clone(),
+                random: random.clone(),
+            },
             VaultSettings {
                 refresh_window_secs: config.refresh_window_secs,
                 public_url: public_url.clone(),
@@ -204,8 +232,8 @@ impl AppState {
         );
         let outbox_wake = Arc::new(tokio::sync::Notify::new());
         let webhooks = WebhookService::new(WebhookPorts {
-            store: Arc::new(store.clone()),
-            vault: Arc::new(store.clone()),
+            store: db.clone(),
+            lifecycle: db,
             svix: Arc::new(custody_providers::SvixSignatures),
             hasher: hasher.clone(),
             cipher: cipher.clone(),

@@ -6,7 +6,7 @@
 
 use crate::state::AppState;
 use custody_identity::ports::{Clock, StoreError};
-use custody_vault::ports::VaultStore;
+use custody_vault::ports::Maintenance;
 pub use custody_vault::service::{AUDIT_PRUNE_BATCH, WEBHOOK_EVENT_RETENTION_SECS};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ const PRUNE_EVERY_SECS: i64 = 3600;
 /// Deletes the audit rows older than `retention_days` (as `clock` tells the time) from `store`,
 /// as the worker does (see [`custody_vault::service::prune_audit_before`]). Returns how many were
 /// deleted. For tools and tests that hold a store of their own.
-pub async fn prune_audit(store: &dyn VaultStore, clock: &dyn Clock, retention_days: u32) -> Result<u64, StoreError> {
+pub async fn prune_audit(store: &dyn Maintenance, clock: &dyn Clock, retention_days: u32) -> Result<u64, StoreError> {
     let cutoff = custody_vault::service::audit_cutoff(clock.now(), retention_days);
     custody_vault::service::prune_audit_before(store, cutoff).await
 }

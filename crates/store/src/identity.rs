@@ -1,4 +1,5 @@
-//! [`IdentityStore`] for [`Store`]: apps, API keys, IdP configurations, users and the audit log.
+//! The identity storage ports ([`StoreHealth`], [`AppStore`], [`ApiKeyStore`], [`IdpStore`],
+//! [`UserStore`], [`AuditLog`]) for [`Store`]: apps, API keys, IdP configurations, users and the audit log.
 //!
 //! Every mutating method is one transaction that includes the audit row it is given, so a change
 //! is never recorded without happening nor happens without being recorded.
@@ -18,7 +19,10 @@ use custody_identity::claims::{ClaimPath, ExtractedIdentity};
 use custody_identity::idp::IdpConfig;
 use custody_identity::ids::{ApiKeyId, AppId, UserId};
 use custody_identity::page::{Page, PageRequest};
-use custody_identity::ports::{CreateIdpError, IdentityStore, LockGuard, ResolveUserError, StoreError, UpdateIdpError};
+use custody_identity::ports::{
+    ApiKeyStore, AppStore, AuditLog, CreateIdpError, IdpStore, LockGuard, ResolveUserError, StoreError, StoreHealth,
+    UpdateIdpError, UserStore,
+};
 use custody_identity::time::UnixTime;
 use custody_identity::user::{User, UserStatus};
 use diesel::prelude::*;
@@ -108,7 +112,7 @@ fn plan_update(
 }
 
 impl Store {
-    /// The read-only hot path of [`IdentityStore::resolve_user`] for an already locked
+    /// The read-only hot path of [`UserStore::resolve_user`] for an already locked
     /// configuration: one SELECT of the IdP row joined with the user. `Some` when that settles
     /// it (the user is deprovisioned, or known, unchanged and recently seen); `None` when the
     /// write path must run.
@@ -143,7 +147,7 @@ impl Store {
         Ok(settled.then_some(user))
     }
 
-    /// The write path of [`IdentityStore::resolve_user`]: one transaction that checks or takes
+    /// The write path of [`UserStore::resolve_user`]: one transaction that checks or takes
     /// the claim lock, finds or creates the user, and applies the token.
     async fn resolve_user_in_transaction(
         &self,
@@ -273,14 +277,17 @@ impl Store {
 }
 
 #[async_trait]
-impl IdentityStore for Store {
+impl StoreHealth for Store {
     async fn ping(&self) -> Result<(), StoreError> {
         with_conn!(self, |conn| {
             diesel::sql_query("SELECT 1").execute(conn).await.map_err(db_error)?;
             Ok(())
         })
     }
+}
 
+#[async_trait]
+impl AppStore for Store {
     async fn create_app(&self, app: &App, key: &ApiKeyRecord, audit: &AuditEntry) -> Result<(), StoreError> {
         let result = transaction!(self, |conn| -> Result<(), TxError<StoreError>> {
             diesel::insert_into(apps::table).values(NewAppRow::from(app)).execute(conn).await?;
@@ -324,7 +331,10 @@ impl IdentityStore for Store {
         });
         Ok(deleted > 0)
     }
+}
 
+#[async_trait]
+impl ApiKeyStore for Store {
     async fn create_api_key(&self, key: &ApiKeyRecord, audit: &AuditEntry) -> Result<bool, StoreError> {
         let result = transaction!(self, |conn| -> Result<(), TxError<StoreError>> {
             diesel::insert_into(api_keys::table).values(NewApiKeyRow::from(key)).execute(conn).await?;
@@ -421,7 +431,10 @@ impl IdentityStore for Store {
         });
         Ok(())
     }
+}
 
+#[async_trait]
+impl IdpStore for Store {
     async fn get_idp(&self, app: &AppId) -> Result<Option<IdpConfig>, StoreError> {
         let row: Option<IdpRow> = read_conn!(self, |conn| {
             idp_configs::table
@@ -512,7 +525,10 @@ impl IdentityStore for Store {
     async fn oidc_client_id(&self, app: &AppId) -> Result<Option<String>, StoreError> {
         crate::signin::oidc_client_id(self, app).await
     }
+}
 
+#[async_trait]
+impl UserStore for Store {
     async fn resolve_user(
         &self,
         app: &AppId,
@@ -617,7 +633,10 @@ impl IdentityStore for Store {
         });
         into_page(rows, page, |r| (r.created_at, r.id.as_str()), UserRow::into_domain)
     }
+}
 
+#[async_trait]
+impl AuditLog for Store {
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         with_conn!(self, |conn| insert_audit!(conn, entry).map_err(db_error)?);
         Ok(())

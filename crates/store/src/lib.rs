@@ -1,9 +1,11 @@
 //! Custody's persistence adapter: diesel + diesel-async on SQLite (the embedded default for one
 //! machine) and PostgreSQL (the shared production store behind many stateless instances).
 //!
-//! [`Store`] implements the identity domain's port, [`custody_identity::ports::IdentityStore`],
-//! and the vault's, [`custody_vault::ports::VaultStore`] and
-//! [`custody_vault::ports::RefreshLock`].
+//! [`Store`] implements every storage port of the identity domain
+//! ([`custody_identity::ports`]), of the vault ([`custody_vault::ports`], including
+//! [`custody_vault::ports::RefreshLock`]) and of sign-in ([`custody_vault::signin::ports`]): one
+//! database behind role-sized traits. [`prelude`] brings them all into scope for callers that
+//! hold a `Store` itself (the server's routes, tests).
 //! It picks the backend from the database URL, applies the embedded migrations
 //! (`migrations/sqlite` and `migrations/postgres`, same version names) at connect, and keeps
 //! diesel inside this crate: every error crosses as the port's error type.
@@ -14,13 +16,13 @@
 //!   `foreign_keys`, `busy_timeout`, `synchronous=NORMAL`).
 //! - `macros.rs`: `with_conn!` and `transaction!`, which run one diesel query text on either
 //!   backend; write transactions are `BEGIN IMMEDIATE` on SQLite.
-//! - `identity.rs`: the [`custody_identity::ports::IdentityStore`] implementation.
-//! - `vault.rs`: the [`custody_vault::ports::VaultStore`] implementation (providers, policies,
+//! - `identity.rs`: the identity storage ports (apps, API keys, IdP configurations, users, audit).
+//! - `vault.rs`: the vault storage ports (providers, policies,
 //!   grants and credentials, revocation and its outbox, lifecycle events, connect states,
 //!   re-sealing).
 //! - `webhook.rs`: [`custody_vault::webhook::WebhookStore`], the lifecycle webhook settings of
 //!   an app's identity provider.
-//! - `signin.rs`: [`custody_vault::signin::SignInStore`], sign-in: the app's OIDC client, pending
+//! - `signin.rs`: the sign-in storage ports: the app's OIDC client, pending
 //!   sign-in states, SDK sessions and Wallet sessions.
 //! - `portal.rs`: Developer Portal sessions (inherent methods on [`Store`]: the portal is the
 //!   server's adapter, no domain port).
@@ -59,3 +61,19 @@ pub use migrate::MigrationStatus;
 pub use pool::{sqlite_path, Backend, DbPool, PgConn, SqliteConn};
 pub use portal::PortalSession;
 pub use store::{Store, StoreOptions};
+
+/// Every storage port [`Store`] implements, imported anonymously: `use custody_store::prelude::*;`
+/// lets code that holds a `Store` call any of its port methods.
+pub mod prelude {
+    pub use custody_identity::ports::{
+        ApiKeyStore as _, AppStore as _, AuditLog as _, IdpStore as _, StoreHealth as _, UserStore as _,
+    };
+    pub use custody_vault::ports::{
+        ConnectStates as _, CredentialStore as _, GrantStore as _, LifecycleLedger as _, Maintenance as _,
+        PolicyStore as _, ProviderStore as _, RefreshLock as _, RevocationOutbox as _, SealedValues as _,
+    };
+    pub use custody_vault::signin::ports::{
+        OidcClients as _, SdkSessions as _, SignInStates as _, WalletSessions as _,
+    };
+    pub use custody_vault::webhook::WebhookStore as _;
+}

@@ -1,4 +1,5 @@
-//! [`SignInStore`] for [`Store`]: the app's OIDC client, pending sign-in states, SDK sessions and
+//! The sign-in storage ports ([`OidcClients`], [`SignInStates`], [`SdkSessions`],
+//! [`WalletSessions`]) for [`Store`]: the app's OIDC client, pending sign-in states, SDK sessions and
 //! Wallet sessions (tables from migration `000004_sign_in`), with their row types.
 //!
 //! Every mutating method is one transaction with the audit row it is given. The schema does the
@@ -15,7 +16,9 @@ use custody_identity::audit::AuditEntry;
 use custody_identity::ports::StoreError;
 use custody_identity::{AppId, IdpId, UnixTime};
 use custody_vault::cipher::SealedBox;
-use custody_vault::signin::ports::{PutOidcClientError, SdkOutcome, SignInStore};
+use custody_vault::signin::ports::{
+    OidcClients, PutOidcClientError, SdkOutcome, SdkSessions, SignInStates, WalletSessions,
+};
 use custody_vault::signin::{
     OidcClient, OidcClientId, SdkSession, SdkSessionId, SdkSessionStatus, SignInFailure, SignInPurpose, SignInState,
     TokenAuthMethod, WalletSession,
@@ -233,7 +236,7 @@ impl From<StoreError> for Refused {
     }
 }
 
-/// The client id of the app's OIDC client, for [`custody_identity::ports::IdentityStore`].
+/// The client id of the app's OIDC client, for [`custody_identity::ports::IdpStore`].
 pub(crate) async fn oidc_client_id(store: &Store, app: &AppId) -> Result<Option<String>, StoreError> {
     with_conn!(store, |conn| {
         oidc_clients::table
@@ -247,7 +250,7 @@ pub(crate) async fn oidc_client_id(store: &Store, app: &AppId) -> Result<Option<
 }
 
 #[async_trait]
-impl SignInStore for Store {
+impl OidcClients for Store {
     async fn put_oidc_client(&self, client: &OidcClient, audit: &AuditEntry) -> Result<(), PutOidcClientError> {
         let result = transaction!(self, |conn| -> Result<(), TxError<Refused>> {
             // A replaced IdP configuration keeps nothing of the old client but what is set
@@ -308,6 +311,49 @@ impl SignInStore for Store {
         result.map_err(TxError::into_domain)
     }
 
+    async fn oidc_client_secrets(
+        &self,
+        after: Option<&AppId>,
+        limit: u32,
+    ) -> Result<Vec<(AppId, SealedBox)>, StoreError> {
+        let limit = i64::from(limit.clamp(1, 1000));
+        let rows: Vec<(String, Vec<u8>)> = with_conn!(self, |conn| {
+            let mut query = oidc_clients::table
+                .select((oidc_clients::app_id, oidc_clients::client_secret))
+                .order(oidc_clients::app_id.asc())
+                .limit(limit)
+                .into_boxed();
+            if let Some(after) = after {
+                query = query.filter(oidc_clients::app_id.gt(after.as_str()));
+            }
+            query.load(conn).await.map_err(db_error)?
+        });
+        rows.into_iter().map(|(app, sealed)| Ok((app_id(&app)?, SealedBox(sealed)))).collect()
+    }
+
+    async fn replace_oidc_client_secret(
+        &self,
+        app: &AppId,
+        old: &SealedBox,
+        new: &SealedBox,
+    ) -> Result<bool, StoreError> {
+        let updated = with_conn!(self, |conn| {
+            diesel::update(
+                oidc_clients::table
+                    .filter(oidc_clients::app_id.eq(app.as_str()))
+                    .filter(oidc_clients::client_secret.eq(old.0.as_slice())),
+            )
+            .set(oidc_clients::client_secret.eq(new.0.as_slice()))
+            .execute(conn)
+            .await
+            .map_err(db_error)?
+        });
+        Ok(updated == 1)
+    }
+}
+
+#[async_trait]
+impl SignInStates for Store {
     async fn create_sign_in(&self, state: &SignInState, session: Option<&SdkSession>) -> Result<bool, StoreError> {
         let stale = state.created_at.0.saturating_sub(SIGN_IN_RETENTION_SECS);
         let state_row = SignInStateRow::from_domain(state);
@@ -353,7 +399,10 @@ impl SignInStore for Store {
         });
         row.map(SignInStateRow::into_domain).transpose()
     }
+}
 
+#[async_trait]
+impl SdkSessions for Store {
     async fn get_sdk_session(&self, app: &AppId, id: &SdkSessionId) -> Result<Option<SdkSession>, StoreError> {
         let row: Option<SdkSessionRow> = with_conn!(self, |conn| {
             sdk_sessions::table
@@ -435,7 +484,10 @@ impl SignInStore for Store {
             Ok((cleared == 1).then_some(SealedBox(token)))
         })
     }
+}
 
+#[async_trait]
+impl WalletSessions for Store {
     async fn create_wallet_session(&self, session: &WalletSession, audit: &AuditEntry) -> Result<(), StoreError> {
         let row = WalletSessionRow::from_domain(session);
         let result = transaction!(self, |conn| -> Result<(), TxError<StoreError>> {
@@ -474,50 +526,5 @@ impl SignInStore for Store {
             Ok(true)
         });
         result.map_err(TxError::into_domain)
-    }
-
-    async fn append_sign_in_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        with_conn!(self, |conn| insert_audit!(conn, entry).map_err(db_error)?);
-        Ok(())
-    }
-
-    async fn oidc_client_secrets(
-        &self,
-        after: Option<&AppId>,
-        limit: u32,
-    ) -> Result<Vec<(AppId, SealedBox)>, StoreError> {
-        let limit = i64::from(limit.clamp(1, 1000));
-        let rows: Vec<(String, Vec<u8>)> = with_conn!(self, |conn| {
-            let mut query = oidc_clients::table
-                .select((oidc_clients::app_id, oidc_clients::client_secret))
-                .order(oidc_clients::app_id.asc())
-                .limit(limit)
-                .into_boxed();
-            if let Some(after) = after {
-                query = query.filter(oidc_clients::app_id.gt(after.as_str()));
-            }
-            query.load(conn).await.map_err(db_error)?
-        });
-        rows.into_iter().map(|(app, sealed)| Ok((app_id(&app)?, SealedBox(sealed)))).collect()
-    }
-
-    async fn replace_oidc_client_secret(
-        &self,
-        app: &AppId,
-        old: &SealedBox,
-        new: &SealedBox,
-    ) -> Result<bool, StoreError> {
-        let updated = with_conn!(self, |conn| {
-            diesel::update(
-                oidc_clients::table
-                    .filter(oidc_clients::app_id.eq(app.as_str()))
-                    .filter(oidc_clients::client_secret.eq(old.0.as_slice())),
-            )
-            .set(oidc_clients::client_secret.eq(new.0.as_slice()))
-            .execute(conn)
-            .await
-            .map_err(db_error)?
-        });
-        Ok(updated == 1)
     }
 }

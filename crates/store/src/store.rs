@@ -126,7 +126,7 @@ impl Store {
             inner: Arc::new(Inner { pool, sqlite_reads, target, options, locks, handout_log: Default::default() }),
         };
         // Fail at start-up, not on the first request, when the database cannot be reached.
-        custody_identity::ports::IdentityStore::ping(&store).await.map_err(|e| ConnectError::Connect(e.to_string()))?;
+        custody_identity::ports::StoreHealth::ping(&store).await.map_err(|e| ConnectError::Connect(e.to_string()))?;
         tracing::info!(backend = %store.backend(), "store connected");
         Ok(store)
     }

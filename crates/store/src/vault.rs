@@ -1,4 +1,6 @@
-//! [`VaultStore`] for [`Store`]: providers, policies, grants and credentials, revocation and its
+//! The vault's storage ports ([`ProviderStore`], [`PolicyStore`], [`GrantStore`],
+//! [`CredentialStore`], [`LifecycleLedger`], [`Maintenance`], [`SealedValues`], [`ConnectStates`],
+//! [`RevocationOutbox`]) for [`Store`]: providers, policies, grants and credentials, revocation and its
 //! outbox, deprovisioning and identity-provider lifecycle events, connect states, re-sealing.
 //!
 //! Every mutating method is one transaction (`BEGIN IMMEDIATE` on SQLite) together with the
@@ -41,8 +43,10 @@ use custody_vault::cipher::SealedBox;
 use custody_vault::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind};
 use custody_vault::policy::{Policy, PolicyLookup};
 use custody_vault::ports::{
-    instance_secret_aad, ConnectState, GrantFilter, GrantSelector, HandoutView, LifecycleChange, LifecycleEvent,
-    LifecycleOutcome, OutboxItem, RevokeScope, SaveGrantError, SealedKind, SealedValue, VaultStore,
+    instance_secret_aad, ConnectState, ConnectStates, CredentialStore, GrantFilter, GrantSelector, GrantStore,
+    HandoutView, LifecycleChange, LifecycleEvent, LifecycleLedger, LifecycleOutcome, LifecyclePlan, Maintenance,
+    OutboxItem, PolicyStore, ProviderStore, RevocationOutbox, RevokeScope, SaveGrantError, SealedKind, SealedValue,
+    SealedValues,
 };
 use custody_vault::provider::{ProviderConfig, ProviderName};
 use diesel::prelude::*;
@@ -52,7 +56,7 @@ use diesel_async::RunQueryDsl;
 use std::collections::BTreeSet;
 use std::future::Future;
 
-/// Most sealed values returned by one [`VaultStore::sealed_values`] call.
+/// Most sealed values returned by one [`SealedValues::sealed_values`] call.
 const MAX_SEALED_BATCH: u32 = 1000;
 
 /// How long after its expiry an unconsumed connect state is kept (so a late callback still
@@ -303,53 +307,6 @@ macro_rules! impl_vault_tx {
 impl_vault_tx!(SqliteConn);
 impl_vault_tx!(PgConn);
 
-/// What a lifecycle event does to a user in a given state.
-#[derive(Debug, PartialEq, Eq)]
-enum LifecyclePlan {
-    Ignore(&'static str),
-    Status(UserStatus),
-    RemoveGroup,
-    Profile,
-}
-
-/// Decides what `change`, which happened at `occurred_at`, does to a user whose status is
-/// `status` and last changed at `status_changed_at`. Nothing leaves `deprovisioned`, nothing
-/// changes a deprovisioned user, and a suspend or reactivate older than the last applied status
-/// change is ignored (a late "unblock" cannot undo a later block); an equally old one applies.
-/// A deletion always applies, however late it arrives: it cannot undo anything, and ignoring it
-/// would leave a deleted user's tokens in the vault.
-fn plan_lifecycle(
-    status: UserStatus,
-    status_changed_at: Option<i64>,
-    occurred_at: i64,
-    change: &LifecycleChange,
-) -> LifecyclePlan {
-    let target = match change {
-        LifecycleChange::Deprovision => Some(UserStatus::Deprovisioned),
-        LifecycleChange::Suspend => Some(UserStatus::Suspended),
-        LifecycleChange::Reactivate => Some(UserStatus::Active),
-        LifecycleChange::RemoveGroup(_) | LifecycleChange::Profile { .. } => None,
-    };
-    if status == UserStatus::Deprovisioned {
-        return LifecyclePlan::Ignore(if target == Some(UserStatus::Deprovisioned) {
-            "the user is already deprovisioned"
-        } else {
-            "the user is deprovisioned"
-        });
-    }
-    match (target, change) {
-        (Some(next), _)
-            if next != UserStatus::Deprovisioned && status_changed_at.is_some_and(|last| occurred_at < last) =>
-        {
-            LifecyclePlan::Ignore("the change is older than the user's last status change")
-        }
-        (Some(next), _) if status.may_become(next) => LifecyclePlan::Status(next),
-        (Some(_), _) => LifecyclePlan::Ignore("the change is not allowed from the user's status"),
-        (None, LifecycleChange::RemoveGroup(_)) => LifecyclePlan::RemoveGroup,
-        (None, _) => LifecyclePlan::Profile,
-    }
-}
-
 /// The outcome of the lifecycle transaction, before its rows are converted.
 enum LifecycleTx {
     Applied(User, Vec<GrantRow>),
@@ -385,7 +342,7 @@ fn sealed_value(kind: SealedKind, key: &[&str], associated_data: Vec<u8>, sealed
 }
 
 impl Store {
-    /// [`VaultStore::sealed_values`] for one kind, after the decoded cursor `after`.
+    /// [`SealedValues::sealed_values`] for one kind, after the decoded cursor `after`.
     async fn load_sealed(
         &self,
         kind: SealedKind,
@@ -525,12 +482,7 @@ impl Store {
 }
 
 #[async_trait]
-impl VaultStore for Store {
-    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        with_conn!(self, |conn| insert_audit!(conn, entry).map_err(db_error)?);
-        Ok(())
-    }
-
+impl ProviderStore for Store {
     async fn put_provider(&self, provider: &ProviderConfig, audit: &AuditEntry) -> Result<(), StoreError> {
         let result = transaction!(self, |conn| -> Result<(), TxError<StoreError>> {
             // An existing provider keeps its `created_at`.
@@ -606,7 +558,10 @@ impl VaultStore for Store {
         });
         result.map_err(TxError::into_domain)?.map(convert_grants).transpose()
     }
+}
 
+#[async_trait]
+impl PolicyStore for Store {
     async fn put_policy(&self, policy: &Policy, audit: &AuditEntry) -> Result<(), StoreError> {
         let result = transaction!(self, |conn| -> Result<(), TxError<StoreError>> {
             diesel::insert_into(policies::table)
@@ -671,7 +626,10 @@ impl VaultStore for Store {
         });
         result.map_err(TxError::into_domain)
     }
+}
 
+#[async_trait]
+impl GrantStore for Store {
     async fn get_grant(&self, app: &AppId, grant: &GrantId) -> Result<Option<Grant>, StoreError> {
         let row: Option<GrantRow> = read_conn!(self, |conn| {
             grants::table
@@ -833,6 +791,27 @@ impl VaultStore for Store {
         result.map_err(TxError::into_domain)
     }
 
+    async fn revoke_grants(
+        &self,
+        app: &AppId,
+        scope: &RevokeScope,
+        now: UnixTime,
+        audit: &AuditEntry,
+    ) -> Result<Vec<Grant>, StoreError> {
+        // One audit row per call, the one given, and only when something was revoked.
+        let result = transaction!(self, |conn| -> Result<Vec<GrantRow>, TxError<StoreError>> {
+            let revoked = conn.revoke_in_scope(app.as_str(), scope, now.0).await?;
+            if !revoked.is_empty() {
+                insert_audit!(conn, audit)?;
+            }
+            Ok(revoked)
+        });
+        convert_grants(result.map_err(TxError::into_domain)?)
+    }
+}
+
+#[async_trait]
+impl CredentialStore for Store {
     async fn load_credential(&self, grant: &GrantId) -> Result<Option<Credential>, StoreError> {
         let row: Option<CredentialRow> = read_conn!(self, |conn| {
             credentials::table
@@ -979,25 +958,10 @@ impl VaultStore for Store {
         // Group commit: answers once the transaction holding this record committed.
         self.handout_log().record(self, grant.as_str(), touch.map(|t| t.0), audit).await
     }
+}
 
-    async fn revoke_grants(
-        &self,
-        app: &AppId,
-        scope: &RevokeScope,
-        now: UnixTime,
-        audit: &AuditEntry,
-    ) -> Result<Vec<Grant>, StoreError> {
-        // One audit row per call, the one given, and only when something was revoked.
-        let result = transaction!(self, |conn| -> Result<Vec<GrantRow>, TxError<StoreError>> {
-            let revoked = conn.revoke_in_scope(app.as_str(), scope, now.0).await?;
-            if !revoked.is_empty() {
-                insert_audit!(conn, audit)?;
-            }
-            Ok(revoked)
-        });
-        convert_grants(result.map_err(TxError::into_domain)?)
-    }
-
+#[async_trait]
+impl LifecycleLedger for Store {
     async fn deprovision_user(
         &self,
         app: &AppId,
@@ -1063,7 +1027,7 @@ impl VaultStore for Store {
             let user = row.into_domain().map_err(tx_domain)?;
             let occurred_at = event.occurred_at.0;
             let mut revoked = Vec::new();
-            let user = match plan_lifecycle(user.status, status_changed_at, occurred_at, &event.change) {
+            let user = match event.change.plan(user.status, status_changed_at, occurred_at) {
                 LifecyclePlan::Ignore(reason) => return Ok(LifecycleTx::Ignored(reason.to_owned())),
                 LifecyclePlan::Status(next) => {
                     diesel::update(users::table.find(user.id.as_str()))
@@ -1111,7 +1075,10 @@ impl VaultStore for Store {
             LifecycleTx::Duplicate => LifecycleOutcome::Duplicate,
         })
     }
+}
 
+#[async_trait]
+impl Maintenance for Store {
     async fn prune_webhook_events(&self, before: UnixTime) -> Result<u64, StoreError> {
         let deleted = with_conn!(self, |conn| {
             diesel::delete(webhook_events::table.filter(webhook_events::received_at.lt(before.0)))
@@ -1149,7 +1116,10 @@ impl VaultStore for Store {
         });
         Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
     }
+}
 
+#[async_trait]
+impl SealedValues for Store {
     async fn sealed_values(
         &self,
         kind: SealedKind,
@@ -1224,7 +1194,10 @@ impl VaultStore for Store {
         };
         Ok(updated == 1)
     }
+}
 
+#[async_trait]
+impl ConnectStates for Store {
     async fn create_connect_state(&self, state: &ConnectState) -> Result<(), StoreError> {
         with_conn!(self, |conn| {
             diesel::insert_into(connect_states::table)
@@ -1279,7 +1252,10 @@ impl VaultStore for Store {
         });
         row.map(ConnectStateRow::into_domain).transpose()
     }
+}
 
+#[async_trait]
+impl RevocationOutbox for Store {
     async fn due_revocations(&self, now: UnixTime, limit: u32) -> Result<Vec<OutboxItem>, StoreError> {
         let rows: Vec<OutboxRow> = with_conn!(self, |conn| {
             revocation_outbox::table
@@ -1376,50 +1352,4 @@ pub(crate) async fn remove_user_group(
         Ok(true)
     });
     result.map_err(TxError::into_domain)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn deprovision() -> LifecycleChange {
-        LifecycleChange::Deprovision
-    }
-
-    #[test]
-    fn status_changes_follow_the_order_of_events() {
-        use LifecyclePlan::*;
-        use UserStatus::*;
-        assert_eq!(plan_lifecycle(Active, None, 10, &LifecycleChange::Suspend), Status(Suspended));
-        assert_eq!(plan_lifecycle(Suspended, Some(10), 10, &LifecycleChange::Reactivate), Status(Active));
-        assert!(matches!(plan_lifecycle(Suspended, Some(10), 9, &LifecycleChange::Reactivate), Ignore(_)));
-        assert_eq!(
-            plan_lifecycle(Active, Some(10), 9, &deprovision()),
-            Status(Deprovisioned),
-            "a late deletion still applies"
-        );
-        assert_eq!(plan_lifecycle(Suspended, Some(10), 11, &deprovision()), Status(Deprovisioned));
-        // Group removals and profile updates are not status changes: no ordering rule.
-        assert_eq!(plan_lifecycle(Active, Some(10), 1, &LifecycleChange::RemoveGroup("g".into())), RemoveGroup);
-        assert_eq!(
-            plan_lifecycle(Suspended, Some(10), 1, &LifecycleChange::Profile { email: None, name: None }),
-            Profile
-        );
-    }
-
-    #[test]
-    fn nothing_changes_a_deprovisioned_user() {
-        for change in [
-            LifecycleChange::Reactivate,
-            LifecycleChange::Suspend,
-            deprovision(),
-            LifecycleChange::RemoveGroup("g".into()),
-            LifecycleChange::Profile { email: Some("a@example.com".into()), name: None },
-        ] {
-            assert!(
-                matches!(plan_lifecycle(UserStatus::Deprovisioned, None, 100, &change), LifecyclePlan::Ignore(_)),
-                "{change:?}"
-            );
-        }
-    }
 }

@@ -236,7 +236,7 @@ fn not_enabled_or_gone(current: Option<String>, idp: &IdpId) -> ChangeWebhooksEr
     }
 }
 
-/// [`custody_vault::ports::VaultStore::sealed_values`] for
+/// [`custody_vault::ports::SealedValues::sealed_values`] for
 /// [`custody_vault::ports::SealedKind::WebhookSecret`]: provided signing secrets by app id,
 /// after `after`.
 pub(crate) async fn sealed_secrets(
@@ -269,7 +269,7 @@ pub(crate) async fn sealed_secrets(
         .collect()
 }
 
-/// [`custody_vault::ports::VaultStore::replace_sealed`] for a provided signing secret:
+/// [`custody_vault::ports::SealedValues::replace_sealed`] for a provided signing secret:
 /// compare-and-set on the old bytes. Returns the number of rows changed.
 pub(crate) async fn replace_sealed_secret(
     store: &Store,

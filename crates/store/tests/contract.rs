@@ -1,4 +1,4 @@
-//! Contract tests of `IdentityStore` for `Store`: every case runs on SQLite and, when
+//! Contract tests of the identity storage ports for `Store`: every case runs on SQLite and, when
 //! `CUSTODY_TEST_POSTGRES_URL` is set, on PostgreSQL, each in a database of its own, so no test
 //! depends on another or on the order they run in.
 
@@ -15,9 +15,10 @@ use custody_identity::idp::{IdpConfig, IdpEndpoints, IdpKind};
 use custody_identity::ids::{AppId, IdpId, UserId};
 use custody_identity::issuer::Issuer;
 use custody_identity::page::PageRequest;
-use custody_identity::ports::{CreateIdpError, IdentityStore, LockGuard, ResolveUserError, StoreError, UpdateIdpError};
+use custody_identity::ports::{CreateIdpError, LockGuard, ResolveUserError, StoreError, UpdateIdpError};
 use custody_identity::time::UnixTime;
 use custody_identity::user::{User, UserStatus};
+use custody_store::prelude::*;
 use custody_store::testing::{self, TestDatabase};
 use custody_store::{Backend, ConnectError, Store, StoreOptions};
 use std::collections::BTreeSet;

@@ -1,4 +1,4 @@
-//! Contract tests of `SignInStore` for `Store`, on SQLite and, when `CUSTODY_TEST_POSTGRES_URL`
+//! Contract tests of the sign-in storage ports for `Store`, on SQLite and, when `CUSTODY_TEST_POSTGRES_URL`
 //! is set, on PostgreSQL: OIDC clients and what they go with, single consumption of states and
 //! of an SDK session's token under concurrency, and Wallet sessions.
 
@@ -13,12 +13,12 @@ use custody_identity::claims::ClaimMappings;
 use custody_identity::idp::{IdpConfig, IdpEndpoints, IdpKind};
 use custody_identity::ids::{AppId, IdpId, UserId};
 use custody_identity::issuer::Issuer;
-use custody_identity::ports::IdentityStore;
 use custody_identity::time::UnixTime;
+use custody_store::prelude::*;
 use custody_store::testing::{count_rows, TestDatabase};
 use custody_store::Store;
 use custody_vault::cipher::SealedBox;
-use custody_vault::signin::ports::{PutOidcClientError, SdkOutcome, SignInStore};
+use custody_vault::signin::ports::{PutOidcClientError, SdkOutcome};
 use custody_vault::signin::{
     OidcClient, OidcClientId, SdkSession, SdkSessionId, SdkSessionStatus, SignInFailure, SignInPurpose, SignInState,
     TokenAuthMethod, WalletSession,

@@ -1,5 +1,5 @@
-//! Contract tests of `VaultStore` and `RefreshLock` for `Store` (and of
-//! `IdentityStore::ensure_user`): every case runs on SQLite and, when `CUSTODY_TEST_POSTGRES_URL`
+//! Contract tests of the vault storage ports and `RefreshLock` for `Store` (and of
+//! `UserStore::ensure_user`): every case runs on SQLite and, when `CUSTODY_TEST_POSTGRES_URL`
 //! is set, on PostgreSQL, each in a database of its own, so no test depends on another or on the
 //! order they run in.
 
@@ -15,9 +15,10 @@ use custody_identity::idp::{IdpConfig, IdpEndpoints, IdpKind};
 use custody_identity::ids::{AppId, IdpId, UserId};
 use custody_identity::issuer::Issuer;
 use custody_identity::page::PageRequest;
-use custody_identity::ports::{IdentityStore, LockGuard, ResolveUserError, StoreError};
+use custody_identity::ports::{AuditLog, LockGuard, ResolveUserError, StoreError};
 use custody_identity::time::UnixTime;
 use custody_identity::user::{User, UserStatus};
+use custody_store::prelude::*;
 use custody_store::testing::{self, TestDatabase};
 use custody_store::{Backend, Store, StoreOptions};
 use custody_vault::cipher::SealedBox;
@@ -25,7 +26,7 @@ use custody_vault::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind};
 use custody_vault::policy::{Policy, PolicyLookup, TokenAccess};
 use custody_vault::ports::{
     instance_secret_aad, ConnectState, GrantFilter, GrantSelector, HandoutView, LifecycleChange, LifecycleEvent,
-    LifecycleOutcome, RefreshLock, RefreshLockError, RevokeScope, SaveGrantError, SealedKind, SealedValue, VaultStore,
+    LifecycleOutcome, RefreshLock, RefreshLockError, RevokeScope, SaveGrantError, SealedKind, SealedValue,
 };
 use custody_vault::provider::{ProviderConfig, ProviderName};
 use std::collections::{BTreeMap, BTreeSet};
@@ -1302,7 +1303,7 @@ async fn failed_audit_insert_rolls_vault_changes_back(db: TestDatabase, store: S
     let ann = seed_user(&store, &app.id, "ann").await;
     let g = seed_grant(&store, &ann, "google", true, NOW).await;
     let taken = audit(&app.id, "taken", NOW);
-    VaultStore::append_audit(&store, &taken).await.unwrap();
+    AuditLog::append_audit(&store, &taken).await.unwrap();
     let dup = AuditEntry { action: "dup".into(), ..taken.clone() };
 
     let bob = seed_user(&store, &app.id, "bob").await;
@@ -1436,12 +1437,12 @@ async fn audit_rows_are_pruned_before_a_cutoff_in_batches(db: TestDatabase, stor
     // 25 old rows of two apps, then 5 recent ones (plus the two app.create rows at NOW).
     for i in 0..25 {
         let owner = if i % 2 == 0 { &app.id } else { &other.id };
-        VaultStore::append_audit(&store, &audit(owner, "token.handout", NOW.plus_seconds(-86_400 * 10 + i)))
+        AuditLog::append_audit(&store, &audit(owner, "token.handout", NOW.plus_seconds(-86_400 * 10 + i)))
             .await
             .unwrap();
     }
     for i in 0..5 {
-        VaultStore::append_audit(&store, &audit(&app.id, "token.handout", NOW.plus_seconds(i))).await.unwrap();
+        AuditLog::append_audit(&store, &audit(&app.id, "token.handout", NOW.plus_seconds(i))).await.unwrap();
     }
     let before = count(&store, "audit_log").await;
     assert_eq!(before, 32, "{b}");

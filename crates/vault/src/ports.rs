@@ -1,5 +1,6 @@
 //! The ports the vault needs: storage of providers, policies, grants, credentials, connect
-//! states and the revocation outbox; a cross-process refresh lock; and an OAuth 2.0 client.
+//! states, the revocation outbox, users' lifecycle and sealed values (one role-sized trait each);
+//! a cross-process refresh lock; and an OAuth 2.0 client.
 
 use crate::cipher::SealedBox;
 use crate::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind, TokenSet};
@@ -100,8 +101,9 @@ pub struct OutboxItem {
     pub next_attempt_at: UnixTime,
 }
 
-// The lifecycle vocabulary is the identity domain's; the vault applies it (deprovisioning revokes grants).
-pub use custody_identity::lifecycle::{LifecycleChange, LifecycleEvent};
+// The lifecycle vocabulary and its ordering rule are the identity domain's; the vault applies
+// the changes (a deprovision revokes grants).
+pub use custody_identity::lifecycle::{LifecycleChange, LifecycleEvent, LifecyclePlan};
 
 /// What applying a lifecycle event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +139,7 @@ pub enum SealedKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedValue {
     pub kind: SealedKind,
-    /// Opaque position for [`VaultStore::sealed_values`]' `after`.
+    /// Opaque position for [`SealedValues::sealed_values`]' `after`.
     pub cursor: String,
     /// The associated data the value was sealed with.
     pub associated_data: Vec<u8>,
@@ -154,20 +156,21 @@ pub enum SaveGrantError {
     Store(#[from] StoreError),
 }
 
-/// Persistence for the vault. Every mutating method is one transaction together with the audit
-/// rows it is given: it applies completely or changes nothing.
-#[async_trait]
-pub trait VaultStore: Send + Sync {
-    /// Appends an audit row on its own (for outcomes that change no state, such as a failed
-    /// connect flow).
-    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+// Persistence for the vault is split by role: each use case takes the few ports it uses, and a
+// test fakes only those. Every mutating method of every storage port is one transaction together
+// with the audit rows it is given: it applies completely or changes nothing. Audit rows appended
+// on their own go through [`custody_identity::ports::AuditLog`]. `custody-store`'s `Store`
+// implements every role on one database.
 
+/// An app's OAuth providers (their endpoints and sealed client secrets).
+#[async_trait]
+pub trait ProviderStore: Send + Sync {
     /// Creates or replaces a provider (keeping `created_at` of an existing one).
     async fn put_provider(&self, provider: &ProviderConfig, audit: &AuditEntry) -> Result<(), StoreError>;
     async fn get_provider(&self, app: &AppId, name: &ProviderName) -> Result<Option<ProviderConfig>, StoreError>;
     /// Providers by name.
     async fn list_providers(&self, app: &AppId, page: &PageRequest) -> Result<Page<ProviderConfig>, StoreError>;
-    /// Deletes a provider and its policy, revoking its grants as [`VaultStore::revoke_grants`]
+    /// Deletes a provider and its policy, revoking its grants as [`GrantStore::revoke_grants`]
     /// does, in one transaction. `None` when there was no such provider, else the grants revoked.
     async fn delete_provider(
         &self,
@@ -176,7 +179,11 @@ pub trait VaultStore: Send + Sync {
         now: UnixTime,
         audit: &AuditEntry,
     ) -> Result<Option<Vec<Grant>>, StoreError>;
+}
 
+/// Each provider's hand-out policy (at most one per provider).
+#[async_trait]
+pub trait PolicyStore: Send + Sync {
     async fn put_policy(&self, policy: &Policy, audit: &AuditEntry) -> Result<(), StoreError>;
     /// The provider's policy; [`PolicyLookup::Unreadable`] when a stored policy cannot be decoded.
     async fn get_policy(&self, app: &AppId, provider: &ProviderName) -> Result<PolicyLookup, StoreError>;
@@ -184,7 +191,11 @@ pub trait VaultStore: Send + Sync {
     /// `false` when there was none.
     async fn delete_policy(&self, app: &AppId, provider: &ProviderName, audit: &AuditEntry)
         -> Result<bool, StoreError>;
+}
 
+/// Grants: who connected which provider, their life cycle (connect, import, revoke).
+#[async_trait]
+pub trait GrantStore: Send + Sync {
     async fn get_grant(&self, app: &AppId, grant: &GrantId) -> Result<Option<Grant>, StoreError>;
     /// The user's grant for the provider: the active one if any, else the most recently
     /// updated one of any status.
@@ -214,6 +225,23 @@ pub trait VaultStore: Send + Sync {
         is_new: bool,
         audit: &AuditEntry,
     ) -> Result<(), SaveGrantError>;
+    /// Revokes every non-revoked grant in `scope` of `app`: status `revoked`, `revoked_at`,
+    /// credentials deleted, and for providers with a revocation URL one outbox item per stored
+    /// token (the sealed boxes move as they are). Returns the grants revoked.
+    async fn revoke_grants(
+        &self,
+        app: &AppId,
+        scope: &RevokeScope,
+        now: UnixTime,
+        audit: &AuditEntry,
+    ) -> Result<Vec<Grant>, StoreError>;
+}
+
+/// Grants' credentials as hand-out and refresh use them: the consistent read a hand-out starts
+/// from, versioned replacement after a refresh, expiry when the provider refuses the refresh
+/// token, and the hand-out's own record.
+#[async_trait]
+pub trait CredentialStore: Send + Sync {
     async fn load_credential(&self, grant: &GrantId) -> Result<Option<Credential>, StoreError>;
     /// The grant `selector` names among `user`'s grants of `app`, with its provider's policy
     /// and its credential, as one consistent read; `None` when there is no such grant.
@@ -253,19 +281,13 @@ pub trait VaultStore: Send + Sync {
         touch: Option<UnixTime>,
         audit: &AuditEntry,
     ) -> Result<(), StoreError>;
-    /// Revokes every non-revoked grant in `scope` of `app`: status `revoked`, `revoked_at`,
-    /// credentials deleted, and for providers with a revocation URL one outbox item per stored
-    /// token (the sealed boxes move as they are). Returns the grants revoked.
-    async fn revoke_grants(
-        &self,
-        app: &AppId,
-        scope: &RevokeScope,
-        now: UnixTime,
-        audit: &AuditEntry,
-    ) -> Result<Vec<Grant>, StoreError>;
+}
 
+/// Users' lifecycle as the identity provider reports it (webhooks) or the operator decides.
+#[async_trait]
+pub trait LifecycleLedger: Send + Sync {
     /// Deprovisions a user in one transaction: status `deprovisioned` (final), every grant
-    /// revoked exactly as [`VaultStore::revoke_grants`] with [`RevokeScope::User`] does (outbox
+    /// revoked exactly as [`GrantStore::revoke_grants`] with [`RevokeScope::User`] does (outbox
     /// items included), the audit row. `None` when the app has no such user. Deprovisioning an
     /// already deprovisioned user changes nothing and returns it with no grants.
     async fn deprovision_user(
@@ -284,6 +306,11 @@ pub trait VaultStore: Send + Sync {
         now: UnixTime,
         audit: &AuditEntry,
     ) -> Result<LifecycleOutcome, StoreError>;
+}
+
+/// Housekeeping: forgetting what is kept only for a while.
+#[async_trait]
+pub trait Maintenance: Send + Sync {
     /// Forgets webhook event ids received before `before` (they are kept at least 7 days).
     async fn prune_webhook_events(&self, before: UnixTime) -> Result<u64, StoreError>;
     /// Deletes, among the `limit` oldest audit rows (of every app), those recorded before
@@ -292,7 +319,11 @@ pub trait VaultStore: Send + Sync {
     /// writing the audit stays as cheap as it was); a row recorded out of order behind a newer
     /// one goes in a later pass, once the rows ahead of it are old enough.
     async fn prune_audit(&self, before: UnixTime, limit: u32) -> Result<u64, StoreError>;
+}
 
+/// Every sealed value, for re-sealing under a new master key.
+#[async_trait]
+pub trait SealedValues: Send + Sync {
     /// Up to `limit` sealed values of one kind, in a stable order, after the `after` cursor
     /// (the `cursor` of the last value of the previous batch).
     async fn sealed_values(
@@ -303,7 +334,11 @@ pub trait VaultStore: Send + Sync {
     ) -> Result<Vec<SealedValue>, StoreError>;
     /// Replaces one sealed value if it still equals `old` (compare-and-set). `false` otherwise.
     async fn replace_sealed(&self, value: &SealedValue, new: &SealedBox) -> Result<bool, StoreError>;
+}
 
+/// Pending connect flows, keyed by the hash of their `state` value.
+#[async_trait]
+pub trait ConnectStates: Send + Sync {
     async fn create_connect_state(&self, state: &ConnectState) -> Result<(), StoreError>;
     /// Reads a connect state without consuming it.
     async fn peek_connect_state(&self, state_hash: &str) -> Result<Option<ConnectState>, StoreError>;
@@ -312,7 +347,11 @@ pub trait VaultStore: Send + Sync {
     async fn bind_connect_state(&self, state_hash: &str, browser_hash: &str) -> Result<bool, StoreError>;
     /// Deletes and returns a connect state: a state can be consumed once.
     async fn consume_connect_state(&self, state_hash: &str) -> Result<Option<ConnectState>, StoreError>;
+}
 
+/// Tokens waiting to be revoked at their provider (RFC 7009), retried until done or given up.
+#[async_trait]
+pub trait RevocationOutbox: Send + Sync {
     /// Outbox items due at `now`, oldest first.
     async fn due_revocations(&self, now: UnixTime, limit: u32) -> Result<Vec<OutboxItem>, StoreError>;
     /// Removes an item (done, or given up, with its audit row).

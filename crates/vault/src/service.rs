@@ -7,13 +7,14 @@ use crate::cipher::{Cipher, CipherError};
 use crate::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind, TokenSet};
 use crate::policy::{allows_handout, evaluate, Policy, PolicyDecision, PolicyLookup, TokenAccess};
 use crate::ports::{
-    ConnectState, GrantFilter, HandoutView, OAuthClient, OAuthEndpoint, OAuthError, OutboxItem, RefreshLock,
-    RefreshLockError, RevokeScope, SaveGrantError, VaultStore,
+    ConnectState, ConnectStates, CredentialStore, GrantFilter, GrantStore, HandoutView, LifecycleLedger, Maintenance,
+    OAuthClient, OAuthEndpoint, OAuthError, OutboxItem, PolicyStore, ProviderStore, RefreshLock, RefreshLockError,
+    RevocationOutbox, RevokeScope, SaveGrantError, SealedValues,
 };
 use crate::provider::{is_valid_scope, preset, ProviderConfig, ProviderName};
 use custody_identity::audit::{Actor, AuditEntry, AuditOutcome};
 use custody_identity::page::{Page, PageRequest};
-use custody_identity::ports::{Clock, Random, StoreError};
+use custody_identity::ports::{AuditLog, Clock, Random, StoreError};
 use custody_identity::{AppId, Invalid, Secret, UnixTime, User, UserId};
 use futures_util::future::{BoxFuture, FutureExt as _, Shared};
 use std::collections::HashMap;
@@ -422,10 +423,46 @@ struct RefreshFlights {
     serial: u64,
 }
 
+/// The ports the vault use cases run on: the storage roles they use, and the outside world.
+#[derive(Clone)]
+pub struct VaultPorts {
+    pub providers: Arc<dyn ProviderStore>,
+    pub policies: Arc<dyn PolicyStore>,
+    pub grants: Arc<dyn GrantStore>,
+    pub credentials: Arc<dyn CredentialStore>,
+    pub lifecycle: Arc<dyn LifecycleLedger>,
+    pub connect_states: Arc<dyn ConnectStates>,
+    pub outbox: Arc<dyn RevocationOutbox>,
+    pub sealed: Arc<dyn SealedValues>,
+    /// Retention: pruning webhook event ids and audit rows.
+    pub maintenance: Arc<dyn Maintenance>,
+    pub audit: Arc<dyn AuditLog>,
+    pub locks: Arc<dyn RefreshLock>,
+    pub oauth: Arc<dyn OAuthClient>,
+    pub cipher: Arc<dyn Cipher>,
+    pub clock: Arc<dyn Clock>,
+    pub random: Arc<dyn Random>,
+}
+
+impl fmt::Debug for VaultPorts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultPorts").finish_non_exhaustive()
+    }
+}
+
 /// The vault use cases over their ports.
 #[derive(Clone)]
 pub struct VaultService {
-    store: Arc<dyn VaultStore>,
+    providers: Arc<dyn ProviderStore>,
+    policies: Arc<dyn PolicyStore>,
+    grants: Arc<dyn GrantStore>,
+    credentials: Arc<dyn CredentialStore>,
+    lifecycle: Arc<dyn LifecycleLedger>,
+    connect_states: Arc<dyn ConnectStates>,
+    outbox: Arc<dyn RevocationOutbox>,
+    sealed: Arc<dyn SealedValues>,
+    maintenance: Arc<dyn Maintenance>,
+    audit_log: Arc<dyn AuditLog>,
     locks: Arc<dyn RefreshLock>,
     oauth: Arc<dyn OAuthClient>,
     cipher: Arc<dyn Cipher>,
@@ -501,16 +538,43 @@ fn check_scopes(field: &'static str, scopes: &[String]) -> Result<(), Invalid> {
 }
 
 impl VaultService {
-    pub fn new(
-        store: Arc<dyn VaultStore>,
-        locks: Arc<dyn RefreshLock>,
-        oauth: Arc<dyn OAuthClient>,
-        cipher: Arc<dyn Cipher>,
-        clock: Arc<dyn Clock>,
-        random: Arc<dyn Random>,
-        settings: VaultSettings,
-    ) -> Self {
-        Self { store, locks, oauth, cipher, clock, random, settings, flights: Arc::default() }
+    pub fn new(ports: VaultPorts, settings: VaultSettings) -> Self {
+        let VaultPorts {
+            providers,
+            policies,
+            grants,
+            credentials,
+            lifecycle,
+            connect_states,
+            outbox,
+            sealed,
+            maintenance,
+            audit,
+            locks,
+            oauth,
+            cipher,
+            clock,
+            random,
+        } = ports;
+        Self {
+            providers,
+            policies,
+            grants,
+            credentials,
+            lifecycle,
+            connect_states,
+            outbox,
+            sealed,
+            maintenance,
+            audit_log: audit,
+            locks,
+            oauth,
+            cipher,
+            clock,
+            random,
+            settings,
+            flights: Arc::default(),
+        }
     }
 
     fn audit(&self, app: &AppId, action: &str, actor: String) -> AuditEntry {
@@ -551,7 +615,7 @@ impl VaultService {
                 Invalid::new("preset", format!("unknown preset `{p}` (google, github, slack, microsoft)"))
             })?),
         };
-        let existing = self.store.get_provider(app, name).await?;
+        let existing = self.providers.get_provider(app, name).await?;
         let authorization_url = input
             .authorization_url
             .or_else(|| preset.map(|p| p.authorization_url.to_owned()))
@@ -610,7 +674,7 @@ impl VaultService {
         let mut audit =
             self.audit(app, if existing.is_some() { "provider.update" } else { "provider.create" }, actor.to_string());
         audit.provider = Some(name.to_string());
-        self.store.put_provider(&config, &audit).await?;
+        self.providers.put_provider(&config, &audit).await?;
         Ok(config)
     }
 
@@ -619,7 +683,7 @@ impl VaultService {
         let mut audit = self.audit(app, "provider.delete", actor.to_string());
         audit.provider = Some(name.to_string());
         audit.detail = Some("provider deleted; its grants are revoked".into());
-        let revoked = self.store.delete_provider(app, name, self.clock.now(), &audit).await?;
+        let revoked = self.providers.delete_provider(app, name, self.clock.now(), &audit).await?;
         Ok(revoked.is_some())
     }
 
@@ -633,7 +697,7 @@ impl VaultService {
         token_access: TokenAccess,
         actor: &Actor,
     ) -> Result<Policy, PutPolicyError> {
-        if self.store.get_provider(app, provider).await?.is_none() {
+        if self.providers.get_provider(app, provider).await?.is_none() {
             return Err(PutPolicyError::ProviderNotFound(provider.clone()));
         }
         let clean = |field: &'static str, values: Vec<String>| -> Result<_, Invalid> {
@@ -652,7 +716,7 @@ impl VaultService {
         };
         let mut audit = self.audit(app, "policy.put", actor.to_string());
         audit.provider = Some(provider.to_string());
-        self.store.put_policy(&policy, &audit).await?;
+        self.policies.put_policy(&policy, &audit).await?;
         Ok(policy)
     }
 
@@ -660,11 +724,11 @@ impl VaultService {
     pub async fn delete_policy(&self, app: &AppId, provider: &ProviderName, actor: &Actor) -> Result<bool, StoreError> {
         let mut audit = self.audit(app, "policy.delete", actor.to_string());
         audit.provider = Some(provider.to_string());
-        self.store.delete_policy(app, provider, &audit).await
+        self.policies.delete_policy(app, provider, &audit).await
     }
 
     async fn check_policy(&self, user: &User, provider: &ProviderName) -> Result<(), StartConnectError> {
-        let lookup = self.store.get_policy(&user.app_id, provider).await?;
+        let lookup = self.policies.get_policy(&user.app_id, provider).await?;
         match evaluate(&lookup, user) {
             PolicyDecision::Allow => Ok(()),
             PolicyDecision::Deny(reason) => Err(StartConnectError::PolicyDenied(reason)),
@@ -701,7 +765,7 @@ impl VaultService {
     ) -> Result<ConnectSession, StartConnectError> {
         check_url("return_url", return_url)?;
         let config = self
-            .store
+            .providers
             .get_provider(&user.app_id, provider)
             .await?
             .ok_or_else(|| StartConnectError::ProviderNotFound(provider.clone()))?;
@@ -724,7 +788,7 @@ impl VaultService {
             expires_at: now.plus_seconds(CONNECT_STATE_TTL_SECS),
             browser_hash: None,
         };
-        self.store.create_connect_state(&record).await?;
+        self.connect_states.create_connect_state(&record).await?;
         Ok(ConnectSession {
             connect_url: format!("{}/v1/connect/start?state={state}", self.settings.public_url),
             expires_at: record.expires_at,
@@ -744,14 +808,14 @@ impl VaultService {
         browser: Option<&str>,
     ) -> Result<(String, Option<Secret>), ConnectRedirectError> {
         let hash = state_hash(state);
-        let record = self.store.peek_connect_state(&hash).await?.ok_or(ConnectRedirectError::UnknownState)?;
+        let record = self.connect_states.peek_connect_state(&hash).await?.ok_or(ConnectRedirectError::UnknownState)?;
         if record.expires_at <= self.clock.now() {
             return Err(ConnectRedirectError::UnknownState);
         }
         let binding = match &record.browser_hash {
             None => {
                 let value = self.random_token();
-                if !self.store.bind_connect_state(&hash, &state_hash(&value)).await? {
+                if !self.connect_states.bind_connect_state(&hash, &state_hash(&value)).await? {
                     // Another browser bound it first (or it was just consumed).
                     return Err(ConnectRedirectError::BrowserMismatch);
                 }
@@ -761,7 +825,7 @@ impl VaultService {
             Some(_) => return Err(ConnectRedirectError::BrowserMismatch),
         };
         let provider = self
-            .store
+            .providers
             .get_provider(&record.app_id, &record.provider)
             .await?
             .ok_or_else(|| ConnectRedirectError::ProviderNotFound(record.provider.clone()))?;
@@ -794,12 +858,13 @@ impl VaultService {
         provider_error: Option<&str>,
     ) -> Result<String, CompleteConnectError> {
         let hash = state_hash(state);
-        let pending = self.store.peek_connect_state(&hash).await?.ok_or(CompleteConnectError::UnknownState)?;
+        let pending = self.connect_states.peek_connect_state(&hash).await?.ok_or(CompleteConnectError::UnknownState)?;
         let bound_here = |record: &ConnectState| matches!((&record.browser_hash, browser), (Some(bound), Some(b)) if hashes_equal(&state_hash(b), bound));
         if !bound_here(&pending) {
             return Err(CompleteConnectError::BrowserMismatch);
         }
-        let record = self.store.consume_connect_state(&hash).await?.ok_or(CompleteConnectError::UnknownState)?;
+        let record =
+            self.connect_states.consume_connect_state(&hash).await?.ok_or(CompleteConnectError::UnknownState)?;
         let back = |pairs: &[(&str, &str)]| {
             // Checked by `start_connect` when it was stored.
             let mut url = url::Url::parse(&record.return_url)
@@ -819,7 +884,7 @@ impl VaultService {
                 audit.outcome = AuditOutcome::Failure;
                 audit.detail = Some(format!("connect failed: {error}"));
                 // The failure is reported to the browser either way; the audit row is best effort.
-                let _ = self.store.append_audit(&audit).await;
+                let _ = self.audit_log.append_audit(&audit).await;
                 back(&[("status", "error"), ("error", error.as_str())])
             }
         }
@@ -839,7 +904,7 @@ impl VaultService {
         }
         let code = code.filter(|c| !c.is_empty()).ok_or(ConnectFailure::Provider)?;
         let provider = self
-            .store
+            .providers
             .get_provider(&record.app_id, &record.provider)
             .await
             .map_err(|_| ConnectFailure::Server)?
@@ -887,7 +952,7 @@ impl VaultService {
         for _ in 0..4 {
             let now = self.clock.now();
             let existing =
-                self.store.current_grant(app, user, provider).await?.filter(|g| g.status == GrantStatus::Active);
+                self.grants.current_grant(app, user, provider).await?.filter(|g| g.status == GrantStatus::Active);
             let id = existing.as_ref().map(|g| g.id.clone()).unwrap_or_else(|| self.new_grant_id());
             let scopes = tokens.scopes.clone().or_else(|| requested_scopes.clone()).unwrap_or_default();
             let grant = Grant {
@@ -905,7 +970,7 @@ impl VaultService {
             };
             let credential = self.seal_credential(&id, &tokens, now, 1)?;
             let audit = self.grant_audit(&grant, action, actor.clone());
-            match self.store.save_grant(&grant, &credential, existing.is_none(), &audit).await {
+            match self.grants.save_grant(&grant, &credential, existing.is_none(), &audit).await {
                 Ok(()) => return Ok(grant),
                 Err(SaveGrantError::Conflict) => continue,
                 Err(SaveGrantError::Store(e)) => return Err(e.into()),
@@ -939,12 +1004,12 @@ impl VaultService {
     /// The user's grants, newest first.
     pub async fn user_grants(&self, user: &User, page: &PageRequest) -> Result<Page<Grant>, StoreError> {
         let filter = GrantFilter { user_id: Some(user.id.clone()), ..GrantFilter::default() };
-        self.store.list_grants(&user.app_id, &filter, page).await
+        self.grants.list_grants(&user.app_id, &filter, page).await
     }
 
     /// The user's own grant, or `GrantNotFound` (also for another user's grant).
     pub async fn user_grant(&self, user: &User, id: &GrantId) -> Result<Grant, FindGrantError> {
-        self.store.get_grant(&user.app_id, id).await?.filter(|g| g.user_id == user.id).ok_or(FindGrantError::NotFound)
+        self.grants.get_grant(&user.app_id, id).await?.filter(|g| g.user_id == user.id).ok_or(FindGrantError::NotFound)
     }
 
     /// Revokes the user's own grant.
@@ -961,7 +1026,7 @@ impl VaultService {
         reason: Option<String>,
         actor: &Actor,
     ) -> Result<Grant, FindGrantError> {
-        let grant = self.store.get_grant(app, id).await?.ok_or(FindGrantError::NotFound)?;
+        let grant = self.grants.get_grant(app, id).await?.ok_or(FindGrantError::NotFound)?;
         self.revoke(grant, actor.to_string(), reason).await
     }
 
@@ -972,13 +1037,13 @@ impl VaultService {
         let mut audit = self.grant_audit(&grant, "grant.revoke", actor);
         audit.detail = reason;
         let revoked = self
-            .store
+            .grants
             .revoke_grants(&grant.app_id, &RevokeScope::Grant(grant.id.clone()), self.clock.now(), &audit)
             .await?;
         // Revoked concurrently by someone else: read the final state.
         match revoked.into_iter().next() {
             Some(g) => Ok(g),
-            None => self.store.get_grant(&grant.app_id, &grant.id).await?.ok_or(FindGrantError::NotFound),
+            None => self.grants.get_grant(&grant.app_id, &grant.id).await?.ok_or(FindGrantError::NotFound),
         }
     }
 
@@ -993,7 +1058,7 @@ impl VaultService {
     ) -> Result<Option<(User, Vec<Grant>)>, StoreError> {
         let mut audit = self.audit(app, "user.deprovision", actor.to_owned());
         audit.user_id = Some(user.clone());
-        self.store.deprovision_user(app, user, self.clock.now(), &audit).await
+        self.lifecycle.deprovision_user(app, user, self.clock.now(), &audit).await
     }
 
     /// Imports tokens obtained elsewhere as the user's grant (operator).
@@ -1005,7 +1070,7 @@ impl VaultService {
         actor: &Actor,
     ) -> Result<Grant, ImportGrantError> {
         import.validate()?;
-        if self.store.get_provider(app, &import.provider).await?.is_none() {
+        if self.providers.get_provider(app, &import.provider).await?.is_none() {
             return Err(ImportGrantError::ProviderNotFound(import.provider.clone()));
         }
         self.save_tokens(
@@ -1028,7 +1093,7 @@ impl VaultService {
         filter: &GrantFilter,
         page: &PageRequest,
     ) -> Result<Page<Grant>, StoreError> {
-        self.store.list_grants(app, filter, page).await
+        self.grants.list_grants(app, filter, page).await
     }
 
     // ----- hand-out -----
@@ -1039,7 +1104,7 @@ impl VaultService {
     pub async fn hand_out(&self, user: &User, selector: &GrantSelector) -> Result<Handout, GrantUseError> {
         let usable = self.usable_grant(user, selector, TokenUse::Handout).await?;
         let audit = self.grant_audit(&usable.grant, "token.handout", format!("user:{}", user.id));
-        self.store.record_handout(&usable.grant.id, usable.touch, &audit).await?;
+        self.credentials.record_handout(&usable.grant.id, usable.touch, &audit).await?;
         Ok(usable.into_handout())
     }
 
@@ -1050,7 +1115,7 @@ impl VaultService {
     pub async fn proxy_lease(&self, user: &User, selector: &GrantSelector) -> Result<ProxyLease, ProxyLeaseError> {
         let usable = self.usable_grant(user, selector, TokenUse::Proxy).await?;
         let provider = self
-            .store
+            .providers
             .get_provider(&user.app_id, &usable.grant.provider)
             .await?
             .ok_or_else(|| ProxyLeaseError::ProviderNotFound(usable.grant.provider.clone()))?;
@@ -1070,7 +1135,7 @@ impl VaultService {
     /// even if it does not look expired (unless someone refreshed it meanwhile), and returns the
     /// new access token. `None` when the grant has no refresh token (the 401 then stands).
     pub async fn proxy_force_refresh(&self, lease: &mut ProxyLease) -> Result<Option<Secret>, GrantUseError> {
-        let seen = self.store.load_credential(&lease.grant.id).await?.ok_or(GrantUseError::ReauthRequired)?;
+        let seen = self.credentials.load_credential(&lease.grant.id).await?.ok_or(GrantUseError::ReauthRequired)?;
         if seen.refresh_token.is_none() && seen.version == lease.credential_version {
             return Ok(None);
         }
@@ -1096,7 +1161,7 @@ impl VaultService {
         if record.upstream_status.is_none() {
             audit.outcome = AuditOutcome::Failure;
         }
-        self.store.record_handout(&lease.grant.id, lease.touch, &audit).await
+        self.credentials.record_handout(&lease.grant.id, lease.touch, &audit).await
     }
 
     /// The rules shared by hand-out and the proxy: the user active, the grant the user's own and
@@ -1110,8 +1175,11 @@ impl VaultService {
     ) -> Result<UsableGrant, GrantUseError> {
         user.ensure_active().map_err(|e| GrantUseError::PolicyDenied(e.to_string()))?;
         // One read for the grant, its policy and its credential.
-        let HandoutView { grant, policy, credential } =
-            self.store.handout_view(&user.app_id, &user.id, selector).await?.ok_or(GrantUseError::GrantNotFound)?;
+        let HandoutView { grant, policy, credential } = self
+            .credentials
+            .handout_view(&user.app_id, &user.id, selector)
+            .await?
+            .ok_or(GrantUseError::GrantNotFound)?;
         match grant.status {
             GrantStatus::Active => {}
             GrantStatus::Revoked => return Err(GrantUseError::GrantRevoked),
@@ -1128,7 +1196,7 @@ impl VaultService {
             let mut audit = self.grant_audit(&grant, purpose.audit_action(), format!("user:{}", user.id));
             audit.outcome = AuditOutcome::Denied;
             audit.detail = Some(refused.to_string());
-            self.store.record_handout(&grant.id, None, &audit).await?;
+            self.credentials.record_handout(&grant.id, None, &audit).await?;
             return Err(refused);
         }
         let mut credential = credential.ok_or(GrantUseError::ReauthRequired)?;
@@ -1149,7 +1217,7 @@ impl VaultService {
                 audit.outcome = AuditOutcome::Failure;
                 audit.detail =
                     Some("the access token expired and there is no refresh token; the grant is expired".into());
-                if self.store.expire_grant(&grant.id, credential.version, now, &audit).await? {
+                if self.credentials.expire_grant(&grant.id, credential.version, now, &audit).await? {
                     return Err(GrantUseError::ReauthRequired);
                 }
                 // The credential moved on meanwhile (a reconnect): hand out the new one.
@@ -1213,7 +1281,7 @@ impl VaultService {
     /// `forced`: refresh even when the token does not look expired (the provider refused it),
     /// unless it changed since `seen`.
     async fn refresh_locked(&self, grant: &Grant, seen: Credential, forced: bool) -> Result<Credential, GrantUseError> {
-        let current = self.store.load_credential(&grant.id).await?.ok_or(GrantUseError::ReauthRequired)?;
+        let current = self.credentials.load_credential(&grant.id).await?.ok_or(GrantUseError::ReauthRequired)?;
         let now = self.clock.now();
         if current.version != seen.version
             || (!forced && !current.needs_refresh(now, self.settings.refresh_window_secs))
@@ -1222,7 +1290,7 @@ impl VaultService {
         }
         let Some(refresh_box) = &current.refresh_token else { return Ok(current) };
         let provider =
-            self.store.get_provider(&grant.app_id, &grant.provider).await?.ok_or(GrantUseError::GrantRevoked)?;
+            self.providers.get_provider(&grant.app_id, &grant.provider).await?.ok_or(GrantUseError::GrantRevoked)?;
         let secret = self.open_client_secret(&provider)?;
         let refresh_token = self.cipher.open_secret(refresh_box, &Credential::aad(&grant.id, TokenKind::Refresh))?;
         match self.oauth.refresh(&Self::endpoint(&provider, &secret), &refresh_token).await {
@@ -1238,7 +1306,7 @@ impl VaultService {
                     next.refresh_token = current.refresh_token.clone();
                 }
                 let audit = self.grant_audit(grant, "token.refresh", "system".into());
-                if self.store.replace_credential(&next, current.version, &audit).await? {
+                if self.credentials.replace_credential(&next, current.version, &audit).await? {
                     return Ok(next);
                 }
                 // The grant was revoked, expired or reconnected while the provider minted these
@@ -1251,14 +1319,18 @@ impl VaultService {
                 // The refresh token may have been spent by someone who stored its successor
                 // meanwhile (another process on the same database, a reconnect): then the newer
                 // credential is the answer, and the grant is fine.
-                if let Some(latest) = self.store.load_credential(&grant.id).await? {
+                if let Some(latest) = self.credentials.load_credential(&grant.id).await? {
                     if latest.version != current.version {
                         return Ok(latest);
                     }
                 }
                 // A revoke that raced this refresh may have revoked the refresh token at the
                 // provider first: then the grant is revoked, not expired.
-                if self.store.get_grant(&grant.app_id, &grant.id).await?.is_none_or(|g| g.status != GrantStatus::Active)
+                if self
+                    .grants
+                    .get_grant(&grant.app_id, &grant.id)
+                    .await?
+                    .is_none_or(|g| g.status != GrantStatus::Active)
                 {
                     return self.answer_for_lost_grant(grant).await;
                 }
@@ -1267,7 +1339,7 @@ impl VaultService {
                 audit.detail = Some("the provider rejected the refresh token; the grant is expired".into());
                 // Expires only the credential whose token was rejected (compare-and-set on its
                 // version); one stored after our re-read wins.
-                if self.store.expire_grant(&grant.id, current.version, now, &audit).await? {
+                if self.credentials.expire_grant(&grant.id, current.version, now, &audit).await? {
                     return Err(GrantUseError::ReauthRequired);
                 }
                 self.answer_for_lost_grant(grant).await
@@ -1279,9 +1351,9 @@ impl VaultService {
     /// What to answer when a grant changed under a refresh: its credential if it is (again) active
     /// (a reconnect), else why it cannot hand out.
     async fn answer_for_lost_grant(&self, grant: &Grant) -> Result<Credential, GrantUseError> {
-        match self.store.get_grant(&grant.app_id, &grant.id).await?.map(|g| g.status) {
+        match self.grants.get_grant(&grant.app_id, &grant.id).await?.map(|g| g.status) {
             Some(GrantStatus::Active) => {
-                self.store.load_credential(&grant.id).await?.ok_or(GrantUseError::ReauthRequired)
+                self.credentials.load_credential(&grant.id).await?.ok_or(GrantUseError::ReauthRequired)
             }
             Some(GrantStatus::Expired) => Err(GrantUseError::ReauthRequired),
             Some(GrantStatus::Revoked) | None => Err(GrantUseError::GrantRevoked),
@@ -1316,7 +1388,7 @@ impl VaultService {
         if let (true, Some(refresh)) = (rotated, &orphan.refresh_token) {
             items.push(item(TokenKind::Refresh, refresh, "refresh"));
         }
-        self.store.queue_revocations(&items, now).await
+        self.outbox.queue_revocations(&items, now).await
     }
 
     // ----- revocation outbox -----
@@ -1325,7 +1397,7 @@ impl VaultService {
     pub async fn drain_outbox(&self, limit: u32) -> Result<usize, StoreError> {
         let now = self.clock.now();
         let mut done = 0;
-        for item in self.store.due_revocations(now, limit).await? {
+        for item in self.outbox.due_revocations(now, limit).await? {
             let opened = self
                 .cipher
                 .open_secret(&item.token, &Credential::aad(&item.grant_id, item.token_kind))
@@ -1353,20 +1425,20 @@ impl VaultService {
                 // RFC 7009 section 2.2: an invalid token also answers 200; a rejected token is
                 // as good as revoked for us.
                 Ok(()) | Err(OAuthError::InvalidGrant) => {
-                    self.store.finish_revocation(&item.id, Some(&audit)).await?;
+                    self.outbox.finish_revocation(&item.id, Some(&audit)).await?;
                     done += 1;
                 }
                 Err(e) if item.attempts + 1 >= MAX_REVOCATION_ATTEMPTS || opened.is_err() => {
                     audit.outcome = AuditOutcome::Failure;
                     audit.detail = Some(format!("gave up revoking at the provider: {e}"));
-                    self.store.finish_revocation(&item.id, Some(&audit)).await?;
+                    self.outbox.finish_revocation(&item.id, Some(&audit)).await?;
                 }
                 Err(_) => {
                     let attempts = item.attempts + 1;
                     // Exponential backoff from the base delay, capped at one hour.
                     let base = self.settings.outbox_retry_base_secs.max(1);
                     let delay = base.saturating_mul(1i64 << (attempts - 1).clamp(0, 16)).min(3600);
-                    self.store.retry_revocation(&item.id, attempts, now.plus_seconds(delay)).await?;
+                    self.outbox.retry_revocation(&item.id, attempts, now.plus_seconds(delay)).await?;
                 }
             }
         }
@@ -1405,7 +1477,7 @@ impl VaultService {
             let kinds_left = kinds.len() - done - 1;
             let mut after: Option<String> = None;
             loop {
-                let values = self.store.sealed_values(kind, after.as_deref(), batch).await?;
+                let values = self.sealed.sealed_values(kind, after.as_deref(), batch).await?;
                 let Some(last) = values.last() else { break };
                 after = Some(last.cursor.clone());
                 for value in &values {
@@ -1415,7 +1487,7 @@ impl VaultService {
                     }
                     let plain = self.cipher.open(&value.sealed, &value.associated_data)?;
                     let fresh = self.cipher.seal(&plain, &value.associated_data)?;
-                    if self.store.replace_sealed(value, &fresh).await? {
+                    if self.sealed.replace_sealed(value, &fresh).await? {
                         report.resealed += 1;
                     }
                 }
@@ -1432,35 +1504,35 @@ impl VaultService {
 
     /// The app's provider `name`, if configured (its client secret stays sealed).
     pub async fn get_provider(&self, app: &AppId, name: &ProviderName) -> Result<Option<ProviderConfig>, StoreError> {
-        self.store.get_provider(app, name).await
+        self.providers.get_provider(app, name).await
     }
 
     /// One page of the app's providers, by name.
     pub async fn list_providers(&self, app: &AppId, page: &PageRequest) -> Result<Page<ProviderConfig>, StoreError> {
-        self.store.list_providers(app, page).await
+        self.providers.list_providers(app, page).await
     }
 
     /// The app's policy for `provider`: found, absent, or stored but unreadable (which every
     /// decision treats as a denial).
     pub async fn get_policy(&self, app: &AppId, provider: &ProviderName) -> Result<PolicyLookup, StoreError> {
-        self.store.get_policy(app, provider).await
+        self.policies.get_policy(app, provider).await
     }
 
     /// One page of the app's policies.
     pub async fn list_policies(&self, app: &AppId, page: &PageRequest) -> Result<Page<Policy>, StoreError> {
-        self.store.list_policies(app, page).await
+        self.policies.list_policies(app, page).await
     }
 
     /// Forgets the webhook event ids received more than [`WEBHOOK_EVENT_RETENTION_SECS`] ago;
     /// a redelivery that late is no longer recognised as a duplicate. Returns how many.
     pub async fn prune_webhook_events(&self) -> Result<u64, StoreError> {
-        self.store.prune_webhook_events(self.clock.now().plus_seconds(-WEBHOOK_EVENT_RETENTION_SECS)).await
+        self.maintenance.prune_webhook_events(self.clock.now().plus_seconds(-WEBHOOK_EVENT_RETENTION_SECS)).await
     }
 
     /// Deletes the audit rows (of every app) older than `retention_days`, see
     /// [`prune_audit_before`]. Returns how many.
     pub async fn prune_audit(&self, retention_days: u32) -> Result<u64, StoreError> {
-        prune_audit_before(self.store.as_ref(), audit_cutoff(self.clock.now(), retention_days)).await
+        prune_audit_before(self.maintenance.as_ref(), audit_cutoff(self.clock.now(), retention_days)).await
     }
 }
 
@@ -1527,7 +1599,7 @@ pub fn audit_cutoff(now: UnixTime, retention_days: u32) -> UnixTime {
 
 /// Deletes the audit rows recorded before `cutoff`, in batches of [`AUDIT_PRUNE_BATCH`],
 /// letting other tasks run between batches. Returns how many were deleted.
-pub async fn prune_audit_before(store: &dyn VaultStore, cutoff: UnixTime) -> Result<u64, StoreError> {
+pub async fn prune_audit_before(store: &dyn Maintenance, cutoff: UnixTime) -> Result<u64, StoreError> {
     let mut total = 0;
     loop {
         let deleted = store.prune_audit(cutoff, AUDIT_PRUNE_BATCH).await?;

@@ -10,11 +10,11 @@
 //!
 //! Applying: the body is decoded ([`crate::lifecycle`]) only after it is authenticated, and each
 //! decoded change is applied in a transaction of its own with its audit row
-//! ([`VaultStore::apply_lifecycle_event`]). A storage failure stops the delivery: the changes
+//! ([`LifecycleLedger::apply_lifecycle_event`]). A storage failure stops the delivery: the changes
 //! before it stay applied (a redelivery finds them as duplicates), nothing of the failing one is.
 
 use crate::cipher::{Cipher, CipherError, SealedBox};
-use crate::ports::{LifecycleChange, LifecycleEvent, LifecycleOutcome, VaultStore};
+use crate::ports::{LifecycleChange, LifecycleEvent, LifecycleLedger, LifecycleOutcome};
 use async_trait::async_trait;
 use base64::Engine as _;
 use custody_identity::audit::{Actor, AuditEntry};
@@ -329,7 +329,7 @@ impl fmt::Debug for Delivery<'_> {
 #[derive(Clone)]
 pub struct WebhookService {
     store: Arc<dyn WebhookStore>,
-    vault: Arc<dyn VaultStore>,
+    lifecycle: Arc<dyn LifecycleLedger>,
     svix: Arc<dyn SvixVerifier>,
     hasher: Arc<dyn SecretHasher>,
     cipher: Arc<dyn Cipher>,
@@ -349,7 +349,8 @@ impl fmt::Debug for WebhookService {
 /// The ports and settings [`WebhookService`] is built from.
 pub struct WebhookPorts {
     pub store: Arc<dyn WebhookStore>,
-    pub vault: Arc<dyn VaultStore>,
+    /// Where the decoded events are applied.
+    pub lifecycle: Arc<dyn LifecycleLedger>,
     pub svix: Arc<dyn SvixVerifier>,
     pub hasher: Arc<dyn SecretHasher>,
     pub cipher: Arc<dyn Cipher>,
@@ -416,7 +417,7 @@ impl WebhookService {
     pub fn new(ports: WebhookPorts) -> Self {
         Self {
             store: ports.store,
-            vault: ports.vault,
+            lifecycle: ports.lifecycle,
             svix: ports.svix,
             hasher: ports.hasher,
             cipher: ports.cipher,
@@ -680,7 +681,7 @@ impl WebhookService {
             "idp",
             Some(format!("{format} webhook event {}", event.event_id)),
         );
-        self.vault.apply_lifecycle_event(app, event, self.clock.now(), &audit).await
+        self.lifecycle.apply_lifecycle_event(app, event, self.clock.now(), &audit).await
     }
 
     /// Answers an identity provider's one-time check of the webhook URL, for kinds whose adapter

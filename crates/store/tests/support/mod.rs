@@ -100,7 +100,7 @@ pub fn key_for(
 /// An app "Acme" with one API key, created at [`NOW`].
 #[allow(dead_code)]
 pub async fn seed_app(store: &custody_store::Store) -> custody_identity::app::App {
-    use custody_identity::ports::IdentityStore as _;
+    use custody_identity::ports::AppStore as _;
     let app = app_at(NOW);
     store.create_app(&app, &key_for(&app.id, NOW), &audit(&app.id, "app.create", NOW)).await.unwrap();
     app

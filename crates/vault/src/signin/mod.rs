@@ -21,8 +21,8 @@ use crate::cipher::SealedBox;
 use custody_identity::{AppId, IdpId, InvalidId, UnixTime, UserId};
 use std::fmt;
 
-pub use ports::{OidcCodeClient, OidcEndpoint, OidcError, SignInStore};
-pub use service::{SignInService, SignInSettings};
+pub use ports::{OidcClients, OidcCodeClient, OidcEndpoint, OidcError, SdkSessions, SignInStates, WalletSessions};
+pub use service::{SignInPorts, SignInService, SignInSettings};
 
 /// How Custody authenticates to the IdP's token endpoint (RFC 6749 section 2.3.1, OpenID
 /// Connect Core section 9).

@@ -1,6 +1,6 @@
-//! The ports sign-in needs: storage of OIDC clients, sign-in states, SDK sessions and Wallet
-//! sessions ([`SignInStore`]), and an OpenID Connect client for the authorization code flow
-//! ([`OidcCodeClient`]).
+//! The ports sign-in needs: storage of OIDC clients ([`OidcClients`]), sign-in states
+//! ([`SignInStates`]), SDK sessions ([`SdkSessions`]) and Wallet sessions ([`WalletSessions`]),
+//! and an OpenID Connect client for the authorization code flow ([`OidcCodeClient`]).
 
 use super::{OidcClient, SdkSession, SdkSessionId, SignInFailure, SignInPurpose, SignInState, WalletSession};
 use super::{OidcClientId, TokenAuthMethod};
@@ -33,17 +33,37 @@ pub enum SdkOutcome<'a> {
     Failed(SignInFailure),
 }
 
-/// Persistence for sign-in. Every mutating method is one transaction together with the audit
-/// row it is given, if any.
+// Persistence for sign-in is split by role. Every mutating method is one transaction together
+// with the audit row it is given, if any; audit rows on their own (a failed sign-in changes
+// nothing else) go through [`custody_identity::ports::AuditLog`].
+
+/// Each app's OIDC sign-in client (at most one, bound to the app's IdP configuration).
 #[async_trait]
-pub trait SignInStore: Send + Sync {
+pub trait OidcClients: Send + Sync {
     /// Creates the app's OIDC client or replaces its settings (keeping `created_at`), if
     /// `client.idp_id` is still the app's IdP configuration.
     async fn put_oidc_client(&self, client: &OidcClient, audit: &AuditEntry) -> Result<(), PutOidcClientError>;
     async fn get_oidc_client(&self, app: &AppId) -> Result<Option<OidcClient>, StoreError>;
     /// Deletes the app's OIDC client and its pending sign-ins. `false` when there was none.
     async fn delete_oidc_client(&self, app: &AppId, audit: &AuditEntry) -> Result<bool, StoreError>;
+    /// Up to `limit` sealed client secrets, by app id, after `after`: for re-sealing.
+    async fn oidc_client_secrets(
+        &self,
+        after: Option<&AppId>,
+        limit: u32,
+    ) -> Result<Vec<(AppId, SealedBox)>, StoreError>;
+    /// Replaces an app's sealed client secret if it still equals `old` (compare-and-set).
+    async fn replace_oidc_client_secret(
+        &self,
+        app: &AppId,
+        old: &SealedBox,
+        new: &SealedBox,
+    ) -> Result<bool, StoreError>;
+}
 
+/// Pending sign-ins: single-use states between the authorization request and its callback.
+#[async_trait]
+pub trait SignInStates: Send + Sync {
     /// Stores a pending sign-in, and the SDK session it completes when one is given, in one
     /// transaction; forgets states and SDK sessions that expired more than a day before
     /// `state.created_at`. `false` (nothing stored) when the app's OIDC client is gone.
@@ -55,7 +75,11 @@ pub trait SignInStore: Send + Sync {
         state_hash: &str,
         purpose: SignInPurpose,
     ) -> Result<Option<SignInState>, StoreError>;
+}
 
+/// SDK sessions: an app's sign-in that ends by handing its ID token to the app, once.
+#[async_trait]
+pub trait SdkSessions: Send + Sync {
     /// The app's SDK session (another app's is `None`).
     async fn get_sdk_session(&self, app: &AppId, id: &SdkSessionId) -> Result<Option<SdkSession>, StoreError>;
     /// Completes or fails a pending session at `now`, with its audit row. `false` (nothing
@@ -75,30 +99,17 @@ pub trait SignInStore: Send + Sync {
         id: &SdkSessionId,
         now: UnixTime,
     ) -> Result<Option<SealedBox>, StoreError>;
+}
 
+/// Wallet sessions: a signed-in user's browser session on the Wallet pages, by id hash.
+#[async_trait]
+pub trait WalletSessions: Send + Sync {
     /// Stores a new Wallet session with its audit row; forgets sessions that expired before
     /// `session.created_at`.
     async fn create_wallet_session(&self, session: &WalletSession, audit: &AuditEntry) -> Result<(), StoreError>;
     async fn get_wallet_session(&self, id_hash: &str) -> Result<Option<WalletSession>, StoreError>;
     /// Deletes a Wallet session, with an audit row when one is given. `false` when it was gone.
     async fn delete_wallet_session(&self, id_hash: &str, audit: Option<&AuditEntry>) -> Result<bool, StoreError>;
-
-    /// Appends an audit row on its own (a failed sign-in changes nothing else).
-    async fn append_sign_in_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
-
-    /// Up to `limit` sealed client secrets, by app id, after `after`: for re-sealing.
-    async fn oidc_client_secrets(
-        &self,
-        after: Option<&AppId>,
-        limit: u32,
-    ) -> Result<Vec<(AppId, SealedBox)>, StoreError>;
-    /// Replaces an app's sealed client secret if it still equals `old` (compare-and-set).
-    async fn replace_oidc_client_secret(
-        &self,
-        app: &AppId,
-        old: &SealedBox,
-        new: &SealedBox,
-    ) -> Result<bool, StoreError>;
 }
 
 /// An authorization request to send the browser to (OpenID Connect Core section 3.1.2.1).

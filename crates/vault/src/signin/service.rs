@@ -2,7 +2,10 @@
 //! the Wallet), completing it at the callback, handing an SDK session's user token out once,
 //! and Wallet sessions (access checks on every request, CSRF tokens, sign-out).
 
-use super::ports::{AuthorizationRequest, OidcCodeClient, OidcEndpoint, PutOidcClientError, SdkOutcome, SignInStore};
+use super::ports::{
+    AuthorizationRequest, OidcClients, OidcCodeClient, OidcEndpoint, PutOidcClientError, SdkOutcome, SdkSessions,
+    SignInStates, WalletSessions,
+};
 use super::{
     OidcClient, OidcClientId, SdkSession, SdkSessionId, SdkSessionStatus, SignInFailure, SignInPurpose, SignInState,
     TokenAuthMethod, WalletSession,
@@ -14,7 +17,7 @@ use base64::Engine as _;
 use custody_identity::audit::{Actor, AuditEntry, AuditOutcome};
 use custody_identity::idp::IdpConfig;
 use custody_identity::jwt::{TokenRejection, VerifiedClaims};
-use custody_identity::ports::{Clock, Random, SecretHasher, StoreError};
+use custody_identity::ports::{AuditLog, Clock, IdpStore, Random, SecretHasher, StoreError, UserStore};
 use custody_identity::service::{IdentityService, ResolveError};
 use custody_identity::user::UserRefused;
 use custody_identity::{AppId, Invalid, Secret, UnixTime, User, UserId, UserStatus};
@@ -232,11 +235,42 @@ struct Verified {
     id_token: Secret,
 }
 
+/// The ports the sign-in use cases run on: the identity use cases (token verification and user
+/// resolution), the storage roles they use, and the outside world.
+#[derive(Clone)]
+pub struct SignInPorts {
+    pub identity: IdentityService,
+    pub idps: Arc<dyn IdpStore>,
+    pub users: Arc<dyn UserStore>,
+    pub clients: Arc<dyn OidcClients>,
+    pub states: Arc<dyn SignInStates>,
+    pub sdk_sessions: Arc<dyn SdkSessions>,
+    pub wallet_sessions: Arc<dyn WalletSessions>,
+    pub audit: Arc<dyn AuditLog>,
+    pub oidc: Arc<dyn OidcCodeClient>,
+    pub cipher: Arc<dyn Cipher>,
+    pub hasher: Arc<dyn SecretHasher>,
+    pub clock: Arc<dyn Clock>,
+    pub random: Arc<dyn Random>,
+}
+
+impl fmt::Debug for SignInPorts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignInPorts").finish_non_exhaustive()
+    }
+}
+
 /// The sign-in use cases over their ports.
 #[derive(Clone)]
 pub struct SignInService {
     identity: IdentityService,
-    store: Arc<dyn SignInStore>,
+    idps: Arc<dyn IdpStore>,
+    users: Arc<dyn UserStore>,
+    clients: Arc<dyn OidcClients>,
+    states: Arc<dyn SignInStates>,
+    sdk_sessions: Arc<dyn SdkSessions>,
+    wallet_sessions: Arc<dyn WalletSessions>,
+    audit_log: Arc<dyn AuditLog>,
     oidc: Arc<dyn OidcCodeClient>,
     cipher: Arc<dyn Cipher>,
     hasher: Arc<dyn SecretHasher>,
@@ -287,18 +321,38 @@ fn end_session_url(
 }
 
 impl SignInService {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        identity: IdentityService,
-        store: Arc<dyn SignInStore>,
-        oidc: Arc<dyn OidcCodeClient>,
-        cipher: Arc<dyn Cipher>,
-        hasher: Arc<dyn SecretHasher>,
-        clock: Arc<dyn Clock>,
-        random: Arc<dyn Random>,
-        settings: SignInSettings,
-    ) -> Self {
-        Self { identity, store, oidc, cipher, hasher, clock, random, settings }
+    pub fn new(ports: SignInPorts, settings: SignInSettings) -> Self {
+        let SignInPorts {
+            identity,
+            idps,
+            users,
+            clients,
+            states,
+            sdk_sessions,
+            wallet_sessions,
+            audit,
+            oidc,
+            cipher,
+            hasher,
+            clock,
+            random,
+        } = ports;
+        Self {
+            identity,
+            idps,
+            users,
+            clients,
+            states,
+            sdk_sessions,
+            wallet_sessions,
+            audit_log: audit,
+            oidc,
+            cipher,
+            hasher,
+            clock,
+            random,
+            settings,
+        }
     }
 
     pub fn settings(&self) -> &SignInSettings {
@@ -320,7 +374,7 @@ impl SignInService {
 
     /// The app's OIDC client, if one is set.
     pub async fn client(&self, app: &AppId) -> Result<Option<OidcClient>, StoreError> {
-        self.store.get_oidc_client(app).await
+        self.clients.get_oidc_client(app).await
     }
 
     /// Sets the app's OIDC client (replacing any previous settings): the secret is sealed bound
@@ -343,8 +397,8 @@ impl SignInService {
         // The IdP may be replaced between the read and the write; the store refuses a client
         // for a configuration that is no longer the app's, and we read again.
         for _ in 0..4 {
-            let config = self.identity.store().get_idp(app).await?.ok_or(PutClientError::IdpNotConfigured)?;
-            let existing = self.store.get_oidc_client(app).await?.filter(|c| c.idp_id == config.id);
+            let config = self.idps.get_idp(app).await?.ok_or(PutClientError::IdpNotConfigured)?;
+            let existing = self.clients.get_oidc_client(app).await?.filter(|c| c.idp_id == config.id);
             let now = self.clock.now();
             let client = OidcClient {
                 app_id: app.clone(),
@@ -361,7 +415,7 @@ impl SignInService {
                 actor.as_str(),
                 Some(format!("OIDC client `{client_id}` set ({})", client.auth_method.as_str())),
             );
-            match self.store.put_oidc_client(&client, &audit).await {
+            match self.clients.put_oidc_client(&client, &audit).await {
                 Ok(()) => return Ok((config, client)),
                 Err(PutOidcClientError::IdpChanged) => continue,
                 Err(PutOidcClientError::Store(e)) => return Err(e.into()),
@@ -373,7 +427,7 @@ impl SignInService {
     /// Removes the app's OIDC client; pending sign-ins go with it. `false` when there was none.
     pub async fn delete_client(&self, app: &AppId, actor: &Actor) -> Result<bool, StoreError> {
         let audit = self.identity.audit(app, "idp.oidc_delete", actor.as_str(), Some("OIDC client removed".into()));
-        self.store.delete_oidc_client(app, &audit).await
+        self.clients.delete_oidc_client(app, &audit).await
     }
 
     // ----- starting a sign-in -----
@@ -412,12 +466,11 @@ impl SignInService {
         session: Option<&SdkSession>,
     ) -> Result<StartedWalletSignIn, StartSignInError> {
         let config = self
-            .identity
-            .store()
+            .idps
             .get_idp(app)
             .await?
             .ok_or(StartSignInError::NotConfigured("the app has no identity provider, so sign-in is not set up"))?;
-        let client = self.store.get_oidc_client(app).await?.filter(|c| c.idp_id == config.id).ok_or(
+        let client = self.clients.get_oidc_client(app).await?.filter(|c| c.idp_id == config.id).ok_or(
             StartSignInError::NotConfigured(
                 "the app's identity provider has no OIDC client; set one with PUT .../identity-provider/oidc",
             ),
@@ -462,7 +515,7 @@ impl SignInService {
             .map_err(|_| {
                 StartSignInError::NotConfigured("the identity provider's authorization_endpoint is not a usable URL")
             })?;
-        if !self.store.create_sign_in(&record, session).await? {
+        if !self.states.create_sign_in(&record, session).await? {
             return Err(StartSignInError::NotConfigured("the app's OIDC client was removed"));
         }
         Ok(StartedWalletSignIn { authorize_url, state: Secret::new(state), expires_at: record.expires_at })
@@ -484,7 +537,7 @@ impl SignInService {
             return Err(CallbackError::UnknownState);
         }
         let record =
-            self.store.consume_sign_in_state(&state_hash(state), purpose).await?.ok_or(CallbackError::UnknownState)?;
+            self.states.consume_sign_in_state(&state_hash(state), purpose).await?.ok_or(CallbackError::UnknownState)?;
         let app_id = record.app_id.clone();
         match self.verify_sign_in(&record, code, idp_error).await {
             Ok(verified) => match self.record_success(&record, verified).await {
@@ -522,14 +575,13 @@ impl SignInService {
             code.filter(|c| !c.is_empty()).ok_or_else(|| Failure::new(F::IdpError, "the callback has no code"))?;
         let app = &record.app_id;
         let client = self
-            .store
+            .clients
             .get_oidc_client(app)
             .await
             .map_err(|e| server(&e.to_string()))?
             .ok_or_else(|| server("the OIDC client was removed"))?;
         let config = self
-            .identity
-            .store()
+            .idps
             .get_idp(app)
             .await
             .map_err(|e| server(&e.to_string()))?
@@ -593,8 +645,7 @@ impl SignInService {
                 }
                 Err(ResolveError::ConfigChanged) => {
                     config = self
-                        .identity
-                        .store()
+                        .idps
                         .get_idp(&client.app_id)
                         .await
                         .map_err(|e| Failure::new(F::ServerError, e.to_string()))?
@@ -670,7 +721,7 @@ impl SignInService {
                     .map_err(|_| Failure::new(F::ServerError, "the user token could not be sealed"))?;
                 let audit = self.user_audit(app, "user.sign_in", &user.id, "signed in for an SDK session".into());
                 let finished = self
-                    .store
+                    .sdk_sessions
                     .finish_sdk_session(
                         &session_id,
                         SdkOutcome::Complete { user: &user.id, token: &sealed },
@@ -698,7 +749,7 @@ impl SignInService {
                     expires_at: now.plus_seconds(self.settings.wallet_session_ttl_secs),
                 };
                 let audit = self.user_audit(app, "user.sign_in", &user.id, "signed in to the Wallet".into());
-                self.store
+                self.wallet_sessions
                     .create_wallet_session(&session, &audit)
                     .await
                     .map_err(|e| Failure::new(F::ServerError, e.to_string()))?;
@@ -728,14 +779,14 @@ impl SignInService {
         let now = self.clock.now();
         let recorded = match (&record.sdk_session, record.purpose) {
             (Some(id), SignInPurpose::Sdk) => {
-                match self.store.finish_sdk_session(id, SdkOutcome::Failed(failure.kind), now, &audit).await {
+                match self.sdk_sessions.finish_sdk_session(id, SdkOutcome::Failed(failure.kind), now, &audit).await {
                     Ok(true) => Ok(()),
                     // The session is gone or finished: the audit row still records the attempt.
-                    Ok(false) => self.store.append_sign_in_audit(&audit).await,
+                    Ok(false) => self.audit_log.append_audit(&audit).await,
                     Err(e) => Err(e),
                 }
             }
-            _ => self.store.append_sign_in_audit(&audit).await,
+            _ => self.audit_log.append_audit(&audit).await,
         };
         // Nothing else to do: the failure is reported to the browser either way.
         let _ = recorded;
@@ -746,7 +797,7 @@ impl SignInService {
     /// The app's SDK session as the SDK sees it. The first read of a complete session carries
     /// the user token; no later read does.
     pub async fn sdk_session(&self, app: &AppId, id: &SdkSessionId) -> Result<SdkSessionView, SdkSessionError> {
-        let session = self.store.get_sdk_session(app, id).await?.ok_or(SdkSessionError::NotFound)?;
+        let session = self.sdk_sessions.get_sdk_session(app, id).await?.ok_or(SdkSessionError::NotFound)?;
         let now = self.clock.now();
         let mut view = SdkSessionView {
             id: id.clone(),
@@ -770,7 +821,7 @@ impl SignInService {
             SdkSessionStatus::Complete => {
                 view.status = SdkSessionState::Complete;
                 if session.user_token.is_some() {
-                    if let Some(sealed) = self.store.take_sdk_token(app, id, now).await? {
+                    if let Some(sealed) = self.sdk_sessions.take_sdk_token(app, id, now).await? {
                         view.user_token = Some(
                             self.cipher
                                 .open_secret(&sealed, &SdkSession::token_aad(id))
@@ -779,7 +830,7 @@ impl SignInService {
                     }
                 }
                 if let Some(user) = &session.user_id {
-                    view.user = self.identity.store().get_user(app, user).await?;
+                    view.user = self.users.get_user(app, user).await?;
                 }
             }
         }
@@ -796,13 +847,15 @@ impl SignInService {
             return Ok(WalletAccess::Unknown);
         }
         let id_hash = state_hash(session_token);
-        let Some(session) = self.store.get_wallet_session(&id_hash).await? else { return Ok(WalletAccess::Unknown) };
+        let Some(session) = self.wallet_sessions.get_wallet_session(&id_hash).await? else {
+            return Ok(WalletAccess::Unknown);
+        };
         let app = session.app_id.clone();
         if session.expires_at <= self.clock.now() {
-            self.store.delete_wallet_session(&id_hash, None).await?;
+            self.wallet_sessions.delete_wallet_session(&id_hash, None).await?;
             return Ok(WalletAccess::Ended { app_id: app, reason: SessionEnd::Expired });
         }
-        let user = self.identity.store().get_user(&app, &session.user_id).await?;
+        let user = self.users.get_user(&app, &session.user_id).await?;
         let reason = match user.as_ref().map(|u| u.status) {
             Some(UserStatus::Active) => None,
             Some(UserStatus::Suspended) => Some(SessionEnd::Suspended),
@@ -820,7 +873,7 @@ impl SignInService {
                     user_id: Some(session.user_id.clone()),
                     ..self.identity.audit(&app, "user.sign_out", "system", Some(detail.into()))
                 };
-                self.store.delete_wallet_session(&id_hash, Some(&audit)).await?;
+                self.wallet_sessions.delete_wallet_session(&id_hash, Some(&audit)).await?;
                 Ok(WalletAccess::Ended { app_id: app, reason })
             }
         }
@@ -846,11 +899,11 @@ impl SignInService {
     pub async fn sign_out(&self, session: &WalletSession) -> Result<String, StoreError> {
         let app = &session.app_id;
         let audit = self.user_audit(app, "user.sign_out", &session.user_id, "signed out of the Wallet".into());
-        self.store.delete_wallet_session(&session.id_hash, Some(&audit)).await?;
+        self.wallet_sessions.delete_wallet_session(&session.id_hash, Some(&audit)).await?;
         let fallback = format!("{}?app_id={}", self.settings.logout_url(), app);
-        let Some(config) = self.identity.store().get_idp(app).await? else { return Ok(fallback) };
+        let Some(config) = self.idps.get_idp(app).await? else { return Ok(fallback) };
         let Some(endpoint) = config.endpoints.end_session_endpoint.as_deref() else { return Ok(fallback) };
-        let client = self.store.get_oidc_client(app).await?.filter(|c| c.idp_id == config.id);
+        let client = self.clients.get_oidc_client(app).await?.filter(|c| c.idp_id == config.id);
         let hint = session
             .id_token
             .as_ref()
@@ -873,7 +926,7 @@ impl SignInService {
         let mut report = ResealReport::default();
         let mut after: Option<AppId> = None;
         loop {
-            let values = self.store.oidc_client_secrets(after.as_ref(), batch).await?;
+            let values = self.clients.oidc_client_secrets(after.as_ref(), batch).await?;
             let Some((last, _)) = values.last() else { break };
             after = Some(last.clone());
             for (app, sealed) in &values {
@@ -884,7 +937,7 @@ impl SignInService {
                 let aad = OidcClient::secret_aad(app);
                 let plain = self.cipher.open(sealed, &aad).map_err(|_| ResealError::Sealing)?;
                 let fresh = self.cipher.seal(&plain, &aad).map_err(|_| ResealError::Sealing)?;
-                if self.store.replace_oidc_client_secret(app, sealed, &fresh).await? {
+                if self.clients.replace_oidc_client_secret(app, sealed, &fresh).await? {
                     report.resealed += 1;
                 }
             }
