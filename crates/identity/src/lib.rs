@@ -8,7 +8,9 @@
 
 pub mod app;
 pub mod audit;
+pub mod cipher;
 pub mod claims;
+pub mod digest;
 pub mod idp;
 pub mod ids;
 pub mod invalid;
@@ -20,6 +22,7 @@ pub mod page;
 pub mod ports;
 pub mod secret;
 pub mod service;
+pub mod signin;
 pub mod time;
 pub mod user;
 

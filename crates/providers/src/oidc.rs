@@ -12,9 +12,9 @@
 use crate::http::{HttpClient, HttpError};
 use crate::oauth::pkce_challenge;
 use async_trait::async_trait;
+use custody_identity::signin::ports::{AuthorizationRequest, OidcCodeClient, OidcEndpoint, OidcError};
+use custody_identity::signin::TokenAuthMethod;
 use custody_identity::Secret;
-use custody_vault::signin::ports::{AuthorizationRequest, OidcCodeClient, OidcEndpoint, OidcError};
-use custody_vault::signin::TokenAuthMethod;
 use serde::Deserialize;
 
 /// Longest ID token accepted from a token endpoint.
@@ -129,7 +129,7 @@ impl OidcCodeClient for HttpOidcClient {
 mod tests {
     use super::*;
     use crate::http::HttpClientSettings;
-    use custody_vault::signin::OidcClientId;
+    use custody_identity::signin::OidcClientId;
 
     #[test]
     fn token_responses() {

@@ -6,6 +6,7 @@
 use custody_identity::jwt::TokenRejection;
 use custody_identity::ports::StoreError;
 use custody_identity::service::{AddIdpError, DiscoverError, PatchIdpError, ResolveError};
+use custody_identity::signin::service::{PutClientError, SdkSessionError, StartSignInError};
 use custody_identity::user::UserRefused;
 use custody_identity::Invalid;
 use custody_providers::HttpError;
@@ -13,7 +14,6 @@ use custody_vault::service::{
     CompleteConnectError, ConnectRedirectError, FindGrantError, GrantUseError, ImportGrantError, ProxyLeaseError,
     PutPolicyError, PutProviderError, StartConnectError,
 };
-use custody_vault::signin::service::{PutClientError, SdkSessionError, StartSignInError};
 use custody_vault::webhook::{DisableError, ReceiveError, SecretChangeError, WebhookSettingsError};
 use custody_vault::ProviderName;
 use hyper::StatusCode;

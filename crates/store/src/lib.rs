@@ -3,7 +3,7 @@
 //!
 //! [`Store`] implements every storage port of the identity domain
 //! ([`custody_identity::ports`]), of the vault ([`custody_vault::ports`], including
-//! [`custody_vault::ports::RefreshLock`]) and of sign-in ([`custody_vault::signin::ports`]): one
+//! [`custody_vault::ports::RefreshLock`]) and of sign-in ([`custody_identity::signin::ports`]): one
 //! database behind role-sized traits. [`prelude`] brings them all into scope for callers that
 //! hold a `Store` itself (the server's routes, tests).
 //! It picks the backend from the database URL, applies the embedded migrations
@@ -68,12 +68,12 @@ pub mod prelude {
     pub use custody_identity::ports::{
         ApiKeyStore as _, AppStore as _, AuditLog as _, IdpStore as _, StoreHealth as _, UserStore as _,
     };
+    pub use custody_identity::signin::ports::{
+        OidcClients as _, SdkSessions as _, SignInStates as _, WalletSessions as _,
+    };
     pub use custody_vault::ports::{
         ConnectStates as _, CredentialStore as _, GrantStore as _, LifecycleLedger as _, Maintenance as _,
         PolicyStore as _, ProviderStore as _, RefreshLock as _, RevocationOutbox as _, SealedValues as _,
-    };
-    pub use custody_vault::signin::ports::{
-        OidcClients as _, SdkSessions as _, SignInStates as _, WalletSessions as _,
     };
     pub use custody_vault::webhook::WebhookStore as _;
 }

@@ -10,6 +10,7 @@ use crate::schema::{
 };
 use custody_identity::app::{ApiKeyRecord, App, AppName};
 use custody_identity::audit::{AuditEntry, AuditOutcome};
+use custody_identity::cipher::SealedBox;
 use custody_identity::claims::{ClaimMappings, ClaimPath};
 use custody_identity::idp::{IdpConfig, IdpEndpoints, IdpKind};
 use custody_identity::ids::{ApiKeyId, AppId, IdpId, UserId};
@@ -17,7 +18,6 @@ use custody_identity::issuer::Issuer;
 use custody_identity::ports::StoreError;
 use custody_identity::time::UnixTime;
 use custody_identity::user::{User, UserStatus};
-use custody_vault::cipher::SealedBox;
 use custody_vault::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind};
 use custody_vault::policy::{Policy, PolicyLookup, TokenAccess};
 use custody_vault::ports::{ConnectState, OutboxItem};

@@ -13,16 +13,16 @@ use crate::schema::{oidc_clients, sdk_sessions, sign_in_states, wallet_sessions}
 use crate::store::Store;
 use async_trait::async_trait;
 use custody_identity::audit::AuditEntry;
+use custody_identity::cipher::SealedBox;
 use custody_identity::ports::StoreError;
-use custody_identity::{AppId, IdpId, UnixTime};
-use custody_vault::cipher::SealedBox;
-use custody_vault::signin::ports::{
+use custody_identity::signin::ports::{
     OidcClients, PutOidcClientError, SdkOutcome, SdkSessions, SignInStates, WalletSessions,
 };
-use custody_vault::signin::{
+use custody_identity::signin::{
     OidcClient, OidcClientId, SdkSession, SdkSessionId, SdkSessionStatus, SignInFailure, SignInPurpose, SignInState,
     TokenAuthMethod, WalletSession,
 };
+use custody_identity::{AppId, IdpId, UnixTime};
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::RunQueryDsl;

@@ -36,10 +36,10 @@ use crate::schema::{
 use crate::store::Store;
 use async_trait::async_trait;
 use custody_identity::audit::AuditEntry;
+use custody_identity::cipher::SealedBox;
 use custody_identity::page::{Page, PageRequest};
 use custody_identity::ports::StoreError;
 use custody_identity::{AppId, UnixTime, User, UserId, UserStatus};
-use custody_vault::cipher::SealedBox;
 use custody_vault::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind};
 use custody_vault::policy::{Policy, PolicyLookup};
 use custody_vault::ports::{

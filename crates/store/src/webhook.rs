@@ -12,10 +12,10 @@ use crate::schema::{idp_configs, idp_webhooks};
 use crate::store::Store;
 use async_trait::async_trait;
 use custody_identity::audit::AuditEntry;
+use custody_identity::cipher::SealedBox;
 use custody_identity::idp::IdpKind;
 use custody_identity::ports::StoreError;
 use custody_identity::{AppId, IdpId, UnixTime};
-use custody_vault::cipher::SealedBox;
 use custody_vault::webhook::{
     ChangeWebhooksError, EnableWebhooksError, SecretSource, StoredSecret, WebhookRecord, WebhookStore, WebhookTarget,
 };

@@ -9,20 +9,20 @@
 mod support;
 
 use custody_identity::audit::AuditEntry;
+use custody_identity::cipher::SealedBox;
 use custody_identity::claims::ClaimMappings;
 use custody_identity::idp::{IdpConfig, IdpEndpoints, IdpKind};
 use custody_identity::ids::{AppId, IdpId, UserId};
 use custody_identity::issuer::Issuer;
+use custody_identity::signin::ports::{PutOidcClientError, SdkOutcome};
+use custody_identity::signin::{
+    OidcClient, OidcClientId, SdkSession, SdkSessionId, SdkSessionStatus, SignInFailure, SignInPurpose, SignInState,
+    TokenAuthMethod, WalletSession,
+};
 use custody_identity::time::UnixTime;
 use custody_store::prelude::*;
 use custody_store::testing::{count_rows, TestDatabase};
 use custody_store::Store;
-use custody_vault::cipher::SealedBox;
-use custody_vault::signin::ports::{PutOidcClientError, SdkOutcome};
-use custody_vault::signin::{
-    OidcClient, OidcClientId, SdkSession, SdkSessionId, SdkSessionStatus, SignInFailure, SignInPurpose, SignInState,
-    TokenAuthMethod, WalletSession,
-};
 use std::sync::Arc;
 
 use support::{seed_app, uuid, NOW};

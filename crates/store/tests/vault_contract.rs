@@ -10,6 +10,7 @@
 mod support;
 
 use custody_identity::audit::{AuditEntry, AuditFilter};
+use custody_identity::cipher::SealedBox;
 use custody_identity::claims::{ClaimMappings, ClaimPath, ExtractedIdentity};
 use custody_identity::idp::{IdpConfig, IdpEndpoints, IdpKind};
 use custody_identity::ids::{AppId, IdpId, UserId};
@@ -21,7 +22,6 @@ use custody_identity::user::{User, UserStatus};
 use custody_store::prelude::*;
 use custody_store::testing::{self, TestDatabase};
 use custody_store::{Backend, Store, StoreOptions};
-use custody_vault::cipher::SealedBox;
 use custody_vault::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind};
 use custody_vault::policy::{Policy, PolicyLookup, TokenAccess};
 use custody_vault::ports::{

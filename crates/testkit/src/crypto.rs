@@ -1,7 +1,7 @@
 //! Deterministic stand-ins for randomness, sealing and keyed hashing.
 
+use custody_identity::cipher::{Cipher, CipherError, SealedBox};
 use custody_identity::ports::{Random, SecretHasher};
-use custody_vault::cipher::{Cipher, CipherError, SealedBox};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Distinct, predictable values: UUIDs `00000000-0000-4000-8000-<counter>` and bytes derived

@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use custody_identity::app::{ApiKeyRecord, App};
 use custody_identity::audit::{AuditEntry, AuditFilter};
+use custody_identity::cipher::SealedBox;
 use custody_identity::claims::ExtractedIdentity;
 use custody_identity::idp::IdpConfig;
 use custody_identity::ids::{ApiKeyId, AppId, UserId};
@@ -13,9 +14,14 @@ use custody_identity::ports::{
     ApiKeyStore, AppStore, AuditLog, CreateIdpError, IdpStore, LockGuard, ResolveUserError, StoreError, StoreHealth,
     UpdateIdpError, UserStore,
 };
+use custody_identity::signin::ports::{
+    OidcClients, PutOidcClientError, SdkOutcome, SdkSessions, SignInStates, WalletSessions,
+};
+use custody_identity::signin::{
+    OidcClient, SdkSession, SdkSessionId, SdkSessionStatus, SignInPurpose, SignInState, WalletSession,
+};
 use custody_identity::IdpId;
 use custody_identity::{UnixTime, User, UserStatus};
-use custody_vault::cipher::SealedBox;
 use custody_vault::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind};
 use custody_vault::policy::{Policy, PolicyLookup};
 use custody_vault::ports::{
@@ -24,12 +30,6 @@ use custody_vault::ports::{
     ProviderStore, RevocationOutbox, RevokeScope, SaveGrantError, SealedKind, SealedValue, SealedValues,
 };
 use custody_vault::provider::{ProviderConfig, ProviderName};
-use custody_vault::signin::ports::{
-    OidcClients, PutOidcClientError, SdkOutcome, SdkSessions, SignInStates, WalletSessions,
-};
-use custody_vault::signin::{
-    OidcClient, SdkSession, SdkSessionId, SdkSessionStatus, SignInPurpose, SignInState, WalletSession,
-};
 use custody_vault::webhook::{
     ChangeWebhooksError, EnableWebhooksError, StoredSecret, WebhookRecord, WebhookStore, WebhookTarget,
 };

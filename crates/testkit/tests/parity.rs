@@ -7,6 +7,10 @@
 
 use custody_identity::audit::AuditEntry;
 use custody_identity::ports::{AppStore, IdpStore, Random as _, UserStore};
+use custody_identity::signin::ports::{OidcClients, SdkOutcome, SdkSessions, SignInStates};
+use custody_identity::signin::{
+    OidcClient, OidcClientId, SdkSession, SdkSessionId, SdkSessionStatus, SignInPurpose, SignInState, TokenAuthMethod,
+};
 use custody_identity::{
     ApiKeyId, ApiKeyRecord, App, AppId, AppName, ClaimMappings, IdpConfig, IdpId, IdpKind, Issuer, Secret, UnixTime,
     User, UserId, UserStatus,
@@ -19,10 +23,6 @@ use custody_vault::ports::{
     ProviderStore, RevocationOutbox, RevokeScope, SaveGrantError,
 };
 use custody_vault::provider::{ProviderConfig, ProviderName};
-use custody_vault::signin::ports::{OidcClients, SdkOutcome, SdkSessions, SignInStates};
-use custody_vault::signin::{
-    OidcClient, OidcClientId, SdkSession, SdkSessionId, SdkSessionStatus, SignInPurpose, SignInState, TokenAuthMethod,
-};
 use custody_vault::Cipher as _;
 
 const NOW: UnixTime = UnixTime(1_800_000_000);

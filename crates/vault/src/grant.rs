@@ -1,7 +1,7 @@
 //! Grants (a user's connection to a provider) and their credentials (the sealed tokens).
 
-use crate::cipher::SealedBox;
 use crate::provider::ProviderName;
+use custody_identity::cipher::SealedBox;
 use custody_identity::{AppId, Secret, UnixTime, UserId};
 use serde::{Deserialize, Serialize};
 use std::fmt;

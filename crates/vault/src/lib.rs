@@ -3,16 +3,16 @@
 //! deprovisioning. Like the identity domain it does no I/O and reads no clock; its ports are in
 //! [`ports`].
 
-pub mod cipher;
 pub mod grant;
 pub mod policy;
 pub mod ports;
 pub mod provider;
 pub mod service;
-pub mod signin;
 pub mod webhook;
 
-pub use cipher::{Cipher, CipherError, SealedBox};
+// Sealing is shared vocabulary, defined with the identity domain (sign-in seals too); every vault
+// port speaks it.
+pub use custody_identity::cipher::{Cipher, CipherError, SealedBox};
 pub use grant::{Grant, GrantId, GrantStatus};
 pub use policy::{Policy, PolicyDecision};
 pub use provider::{ProviderConfig, ProviderName};

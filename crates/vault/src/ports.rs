@@ -2,12 +2,12 @@
 //! states, the revocation outbox, users' lifecycle and sealed values (one role-sized trait each);
 //! a cross-process refresh lock; and an OAuth 2.0 client.
 
-use crate::cipher::SealedBox;
 use crate::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind, TokenSet};
 use crate::policy::{Policy, PolicyLookup};
 use crate::provider::{ProviderConfig, ProviderName};
 use async_trait::async_trait;
 use custody_identity::audit::AuditEntry;
+use custody_identity::cipher::SealedBox;
 use custody_identity::page::{Page, PageRequest};
 use custody_identity::ports::StoreError;
 use custody_identity::{AppId, Secret, UnixTime, User, UserId};

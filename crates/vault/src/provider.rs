@@ -1,7 +1,7 @@
 //! Third-party OAuth providers an app lets its users connect (Google, GitHub, Slack, Microsoft,
 //! or any OAuth 2.0 authorization server configured by its URLs).
 
-use crate::cipher::SealedBox;
+use custody_identity::cipher::SealedBox;
 use custody_identity::{AppId, UnixTime};
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -3,7 +3,6 @@
 //! outbox; and pruning old webhook event ids and audit rows. They reach the world only through
 //! the ports they are built with.
 
-use crate::cipher::{Cipher, CipherError};
 use crate::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind, TokenSet};
 use crate::policy::{allows_handout, evaluate, Policy, PolicyDecision, PolicyLookup, TokenAccess};
 use crate::ports::{
@@ -13,6 +12,7 @@ use crate::ports::{
 };
 use crate::provider::{is_valid_scope, preset, ProviderConfig, ProviderName};
 use custody_identity::audit::{Actor, AuditEntry, AuditOutcome};
+use custody_identity::cipher::{Cipher, CipherError};
 use custody_identity::page::{Page, PageRequest};
 use custody_identity::ports::{AuditLog, Clock, Random, StoreError};
 use custody_identity::{AppId, Invalid, Secret, UnixTime, User, UserId};
@@ -476,10 +476,6 @@ impl fmt::Debug for VaultService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VaultService").field("settings", &self.settings).finish_non_exhaustive()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Checks that a URL is absolute http(s) without credentials or fragment.
@@ -1371,7 +1367,7 @@ impl VaultService {
     ) -> Result<(), StoreError> {
         let Some(url) = provider.revocation_url.clone() else { return Ok(()) };
         let now = self.clock.now();
-        let item = |kind: TokenKind, token: &crate::cipher::SealedBox, label: &str| OutboxItem {
+        let item = |kind: TokenKind, token: &custody_identity::cipher::SealedBox, label: &str| OutboxItem {
             id: format!("{}:{label}:v{}", orphan.grant_id, orphan.version),
             app_id: provider.app_id.clone(),
             grant_id: orphan.grant_id.clone(),
@@ -1536,12 +1532,7 @@ impl VaultService {
     }
 }
 
-/// What [`VaultService::reseal_all`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ResealReport {
-    pub examined: u64,
-    pub resealed: u64,
-}
+pub use custody_identity::cipher::ResealReport;
 
 /// How a connect flow failed, as reported to `return_url` in `error=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1574,16 +1565,7 @@ fn hashes_equal(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The stored form of a state value: SHA-256, hex. A state is 32 random bytes, so a plain hash
-/// is enough to make the stored value useless to a reader of the database.
-pub fn state_hash(state: &str) -> String {
-    hex(&sha256(state.as_bytes()))
-}
-
-fn sha256(data: &[u8]) -> [u8; 32] {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(data).into()
-}
+pub use custody_identity::digest::state_hash;
 
 /// How long webhook event ids are kept to recognise redeliveries.
 pub const WEBHOOK_EVENT_RETENTION_SECS: i64 = 8 * 24 * 3600;
@@ -1625,19 +1607,4 @@ async fn yield_now() {
         }
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sha256_vectors() {
-        assert_eq!(hex(&sha256(b"")), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-        assert_eq!(hex(&sha256(b"abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-        assert_eq!(
-            hex(&sha256(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")),
-            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
-        );
-    }
 }

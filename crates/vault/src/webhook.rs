@@ -13,11 +13,11 @@
 //! ([`LifecycleLedger::apply_lifecycle_event`]). A storage failure stops the delivery: the changes
 //! before it stay applied (a redelivery finds them as duplicates), nothing of the failing one is.
 
-use crate::cipher::{Cipher, CipherError, SealedBox};
 use crate::ports::{LifecycleChange, LifecycleEvent, LifecycleLedger, LifecycleOutcome};
 use async_trait::async_trait;
 use base64::Engine as _;
 use custody_identity::audit::{Actor, AuditEntry};
+use custody_identity::cipher::{Cipher, CipherError, SealedBox};
 use custody_identity::idp::IdpKind;
 use custody_identity::kinds::IdpKinds;
 use custody_identity::lifecycle::{DecodedEvent, MalformedPayload, SvixMessage};

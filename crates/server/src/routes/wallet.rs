@@ -22,10 +22,10 @@ use crate::problem::ApiError;
 use crate::state::AppState;
 use custody_identity::page::PageRequest;
 use custody_identity::ports::StoreError;
+use custody_identity::signin::service::{CallbackError, SessionEnd, SignedIn, StartSignInError, WalletAccess};
+use custody_identity::signin::{SignInPurpose, WalletSession};
 use custody_identity::{AppId, User};
 use custody_vault::service::FindGrantError;
-use custody_vault::signin::service::{CallbackError, SessionEnd, SignedIn, StartSignInError, WalletAccess};
-use custody_vault::signin::{SignInPurpose, WalletSession};
 use custody_vault::{Grant, GrantId, GrantStatus, ProviderName};
 use hyper::header::{HeaderValue, SET_COOKIE};
 use hyper::StatusCode;
@@ -239,7 +239,7 @@ async fn login_inner(state: &AppState, call: &Call) -> PageResult {
             return Ok(message_page(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Sign-in failed",
-                &escape(custody_vault::signin::SignInFailure::ServerError.explanation()),
+                &escape(custody_identity::signin::SignInFailure::ServerError.explanation()),
             ));
         }
         Err(StartSignInError::Store(e)) => return Err(e.into()),
@@ -286,7 +286,7 @@ async fn callback_inner(state: &AppState, call: &Call) -> PageResult {
         Ok(SignedIn::Sdk { .. }) => message_page(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Sign-in failed",
-            &escape(custody_vault::signin::SignInFailure::ServerError.explanation()),
+            &escape(custody_identity::signin::SignInFailure::ServerError.explanation()),
         ),
         Err(CallbackError::UnknownState) => message_page(
             StatusCode::BAD_REQUEST,

@@ -18,7 +18,7 @@ pub mod ports;
 pub mod service;
 
 use crate::cipher::SealedBox;
-use custody_identity::{AppId, IdpId, InvalidId, UnixTime, UserId};
+use crate::{AppId, IdpId, InvalidId, UnixTime, UserId};
 use std::fmt;
 
 pub use ports::{OidcClients, OidcCodeClient, OidcEndpoint, OidcError, SdkSessions, SignInStates, WalletSessions};

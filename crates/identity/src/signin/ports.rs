@@ -4,11 +4,11 @@
 
 use super::{OidcClient, SdkSession, SdkSessionId, SignInFailure, SignInPurpose, SignInState, WalletSession};
 use super::{OidcClientId, TokenAuthMethod};
+use crate::audit::AuditEntry;
 use crate::cipher::SealedBox;
+use crate::ports::StoreError;
+use crate::{AppId, Secret, UnixTime, UserId};
 use async_trait::async_trait;
-use custody_identity::audit::AuditEntry;
-use custody_identity::ports::StoreError;
-use custody_identity::{AppId, Secret, UnixTime, UserId};
 use std::fmt;
 
 /// Storing an OIDC client failed.
@@ -35,7 +35,7 @@ pub enum SdkOutcome<'a> {
 
 // Persistence for sign-in is split by role. Every mutating method is one transaction together
 // with the audit row it is given, if any; audit rows on their own (a failed sign-in changes
-// nothing else) go through [`custody_identity::ports::AuditLog`].
+// nothing else) go through [`crate::ports::AuditLog`].
 
 /// Each app's OIDC sign-in client (at most one, bound to the app's IdP configuration).
 #[async_trait]

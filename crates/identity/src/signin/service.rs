@@ -10,17 +10,18 @@ use super::{
     OidcClient, OidcClientId, SdkSession, SdkSessionId, SdkSessionStatus, SignInFailure, SignInPurpose, SignInState,
     TokenAuthMethod, WalletSession,
 };
+use crate::audit::{Actor, AuditEntry, AuditOutcome};
 use crate::cipher::Cipher;
-use crate::service::{state_hash, ResealReport};
+use crate::cipher::ResealReport;
+use crate::digest::state_hash;
+use crate::idp::IdpConfig;
+use crate::jwt::{TokenRejection, VerifiedClaims};
+use crate::ports::{AuditLog, Clock, IdpStore, Random, SecretHasher, StoreError, UserStore};
+use crate::service::{IdentityService, ResolveError};
+use crate::user::UserRefused;
+use crate::{AppId, Invalid, Secret, UnixTime, User, UserId, UserStatus};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use custody_identity::audit::{Actor, AuditEntry, AuditOutcome};
-use custody_identity::idp::IdpConfig;
-use custody_identity::jwt::{TokenRejection, VerifiedClaims};
-use custody_identity::ports::{AuditLog, Clock, IdpStore, Random, SecretHasher, StoreError, UserStore};
-use custody_identity::service::{IdentityService, ResolveError};
-use custody_identity::user::UserRefused;
-use custody_identity::{AppId, Invalid, Secret, UnixTime, User, UserId, UserStatus};
 use serde_json::Value;
 use std::fmt;
 use std::sync::Arc;

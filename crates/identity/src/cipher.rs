@@ -4,7 +4,7 @@
 //! row's id), so a box copied into another row fails to open. A key ring seals with its first key
 //! and opens with any, which allows online key rotation.
 
-use custody_identity::Secret;
+use crate::Secret;
 use std::fmt;
 
 /// An opaque sealed value as stored (the adapter's envelope: key id, nonce, ciphertext, tag).
@@ -49,4 +49,11 @@ pub trait Cipher: Send + Sync {
         let bytes = self.open(sealed, associated_data)?;
         String::from_utf8(bytes).map(Secret::new).map_err(|_| CipherError::Malformed)
     }
+}
+
+/// What re-sealing a family of sealed values under the current key did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResealReport {
+    pub examined: u64,
+    pub resealed: u64,
 }

@@ -6,20 +6,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use custody_identity::audit::Actor;
+use custody_identity::cipher::Cipher as _;
 use custody_identity::ids::AppId;
 use custody_identity::ports::{AppStore as _, Clock as _, Random as _};
 use custody_identity::service::{AddIdp, IdentityPorts, IdentityService, IdentitySettings};
+use custody_identity::signin::ports::OidcClients as _;
+use custody_identity::signin::service::{CallbackError, SdkSessionState, SignedIn, WalletAccess};
+use custody_identity::signin::{
+    OidcClient, OidcClientId, SdkSessionStatus, SignInFailure, SignInPorts, SignInPurpose, SignInService,
+    SignInSettings, TokenAuthMethod,
+};
 use custody_identity::{
     ApiKeyRecord, App, AppName, IdpKind, IssuerUrlPolicy, RequestedClaims, Secret, User, UserStatus,
 };
 use custody_testkit::{FakeCipher, FakeHasher, FakeIdp, ManualClock, MemoryStore, SeqRandom};
-use custody_vault::signin::ports::OidcClients as _;
-use custody_vault::signin::service::{CallbackError, SdkSessionState, SignedIn, WalletAccess};
-use custody_vault::signin::{
-    OidcClient, OidcClientId, SdkSessionStatus, SignInFailure, SignInPorts, SignInPurpose, SignInService,
-    SignInSettings, TokenAuthMethod,
-};
-use custody_vault::Cipher as _;
 use serde_json::json;
 use std::sync::Arc;
 
