@@ -35,8 +35,8 @@
 //!     let issuer = Issuer::new(document.issuer);
 //!     let expect = ClaimExpectations { issuer: &issuer, audience: Some("https://api.acme.example"), leeway_secs: 60 };
 //!     let verified = validate_claims(claims, &expect, now)?;
-//!     let kind = custody_providers::idp::registry();
-//!     let identity = kind.detect(&url).default_claims().extract(&verified.claims)?;
+//!     let kinds = custody_providers::idp::registry();
+//!     let identity = kinds.detect(&url).default_claims().extract(&verified.claims)?;
 //!     Ok(identity.subject)
 //! }
 //! ```
