@@ -1,10 +1,12 @@
 //! Custody's identity domain: who the end user is.
 //!
-//! This crate holds the rules for an app's identity provider (IdP): the port its kind's adapter
-//! implements (detection from the issuer URL, defaults, webhook decoding, [`kinds`]), the claim mappings that turn a verified JWT into a user and the lock that freezes
-//! them after the first sign-in, the time checks on JWT claims, and the user lifecycle. It does no
-//! I/O and reads no clock: storage, token verification, discovery and time come in through the
-//! port traits in [`ports`], implemented by the adapter crates.
+//! This crate holds the rules for an app's identity provider (IdP): the port each kind's adapter
+//! implements (detection from the issuer URL, claim defaults, webhook decoding; [`kinds`]), the
+//! claim mappings that turn a verified JWT into a user and the lock that freezes them after the
+//! first sign-in, the time checks on JWT claims, the user lifecycle ([`lifecycle`]) and the
+//! sign-in use cases ([`signin`]). It does no I/O and reads no clock: storage, token
+//! verification, discovery, sealing and time come in through the port traits in [`ports`],
+//! [`cipher`] and [`signin::ports`], implemented by the adapter crates.
 
 pub mod app;
 pub mod audit;

@@ -8,7 +8,8 @@
 //! is sealed with associated data bound to the app ([`webhook_secret_aad`]); a delivery is
 //! verified by the [`SvixVerifier`] port.
 //!
-//! Applying: the body is decoded ([`crate::lifecycle`]) only after it is authenticated, and each
+//! Applying: the body is decoded by the kind's adapter
+//! ([`custody_identity::kinds::IdpAdapter::decode_webhook`]) only after it is authenticated, and each
 //! decoded change is applied in a transaction of its own with its audit row
 //! ([`LifecycleLedger::apply_lifecycle_event`]). A storage failure stops the delivery: the changes
 //! before it stay applied (a redelivery finds them as duplicates), nothing of the failing one is.
