@@ -763,7 +763,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Starts `perf record` on `pid` for about `seconds`.
 fn start_perf(pid: u32, seconds: u64, data: &Path) -> Result<Child, String> {
     Command::new("perf")
-        .args(["record", "-F", "499", "-g", "-o"])
+        .args(["record", "-F", "999", "--call-graph", "dwarf,16384", "-o"])
         .arg(data)
         .args(["-p", &pid.to_string(), "--", "sleep", &seconds.saturating_sub(1).max(1).to_string()])
         .stdout(Stdio::null())
