@@ -266,7 +266,9 @@ impl IdentityService {
         Ok(self.key_matches(presented, &record).then_some((record, idp)))
     }
 
-    fn key_matches(&self, presented: &str, record: &ApiKeyRecord) -> bool {
+    /// Whether `presented` is the key `record` was made for (its keyed hash matches), for callers
+    /// that remember records between requests.
+    pub fn key_matches(&self, presented: &str, record: &ApiKeyRecord) -> bool {
         self.hasher.verify(API_KEY_PURPOSE, presented.as_bytes(), &record.hash)
     }
 

@@ -1,5 +1,6 @@
 //! End users of an app, keyed by (app, subject), and their lifecycle status.
 
+use crate::claims::ExtractedIdentity;
 use crate::ids::{AppId, UserId};
 use crate::time::UnixTime;
 use serde::{Deserialize, Serialize};
@@ -66,7 +67,33 @@ pub enum UserRefused {
     Deprovisioned,
 }
 
+/// How long `last_seen_at` may lag before resolving an unchanged user writes it again. Skipping
+/// the write keeps the token hot path read-only.
+pub const LAST_SEEN_GRANULARITY_SECS: i64 = 60;
+
 impl User {
+    /// Whether resolving this stored user for a token that carries `identity`, at `now`, has
+    /// nothing to write: the user is deprovisioned (final, nothing changes), or the token says
+    /// nothing new about them and they were seen recently. The read-only hot paths (the store's
+    /// resolution, the one-read hand-out) answer from the stored user only when this holds.
+    pub fn settled_by(&self, identity: &ExtractedIdentity, now: UnixTime) -> bool {
+        self.status == UserStatus::Deprovisioned || (self.agrees_with(identity) && self.seen_recently(now))
+    }
+
+    /// Whether the token says nothing new about the user: profile fields it carries are the
+    /// stored ones, and its groups and roles are the stored sets.
+    pub fn agrees_with(&self, identity: &ExtractedIdentity) -> bool {
+        identity.email.as_ref().is_none_or(|e| self.email.as_ref() == Some(e))
+            && identity.name.as_ref().is_none_or(|n| self.name.as_ref() == Some(n))
+            && identity.groups == self.groups
+            && identity.roles == self.roles
+    }
+
+    /// Whether `last_seen_at` is within [`LAST_SEEN_GRANULARITY_SECS`] of `now`.
+    pub fn seen_recently(&self, now: UnixTime) -> bool {
+        self.last_seen_at.is_some_and(|t| now.0.saturating_sub(t.0) < LAST_SEEN_GRANULARITY_SECS)
+    }
+
     /// `Ok` when the user may act now, else why not.
     pub fn ensure_active(&self) -> Result<(), UserRefused> {
         match self.status {

@@ -21,6 +21,7 @@ use custody_providers::jwks::{JwksSettings, JwksVerifier};
 use custody_providers::oauth::HttpOAuthClient;
 use custody_providers::oidc::HttpOidcClient;
 use custody_store::{Store, StoreOptions};
+use custody_vault::handout::{HandoutCaller, HandoutPorts, HandoutService};
 use custody_vault::service::{VaultPorts, VaultService, VaultSettings};
 use custody_vault::webhook::{OutboxWaker, WebhookPorts, WebhookService};
 use custody_vault::Cipher;
@@ -70,6 +71,8 @@ pub struct AppState {
     public_url: String,
     identity: IdentityService,
     vault: VaultService,
+    /// `POST /v1/token` in one read.
+    handouts: HandoutService,
     /// Sign-in through the app's IdP: OIDC client settings, SDK sessions, the Wallet.
     signin: SignInService,
     /// Lifecycle webhooks: settings and deliveries.
@@ -230,6 +233,11 @@ impl AppState {
                 allow_insecure_api_base: config.allow_insecure_issuers,
             },
         );
+        let handouts = HandoutService::new(
+            identity.clone(),
+            vault.clone(),
+            HandoutPorts { contexts: db.clone(), clock: clock.clone() },
+        );
         let outbox_wake = Arc::new(tokio::sync::Notify::new());
         let webhooks = WebhookService::new(WebhookPorts {
             store: db.clone(),
@@ -249,6 +257,7 @@ impl AppState {
             public_url,
             identity,
             vault,
+            handouts,
             signin,
             webhooks,
             jwks: verifier,
@@ -285,6 +294,19 @@ impl AppState {
     /// Providers, policies, grants, hand-out, proxy leases, revocation and maintenance.
     pub fn vault(&self) -> &VaultService {
         &self.vault
+    }
+
+    /// The one-read hand-out.
+    pub fn handouts(&self) -> &HandoutService {
+        &self.handouts
+    }
+
+    /// Admits an API key for the one-read hand-out ([`HandoutService::admit`]): against the
+    /// remembered record, else the store; the hand-out confirms it in its read.
+    pub async fn admit_remembered_key(&self, presented: &str) -> Result<HandoutCaller, ApiError> {
+        let caller = self.handouts.admit(presented).await?.ok_or_else(ApiError::unauthorized)?;
+        self.note_key_use(&caller.key);
+        Ok(caller)
     }
 
     /// Sign-in through the app's IdP: OIDC client settings, SDK sessions, the Wallet.

@@ -35,29 +35,12 @@ diesel::define_sql_function! {
     fn coalesce(x: Nullable<BigInt>, y: BigInt) -> BigInt;
 }
 
-/// How long `last_seen_at` may lag before resolving an unchanged user writes it again. Skipping
-/// the write keeps the token hot path read-only.
-pub(crate) const LAST_SEEN_GRANULARITY_SECS: i64 = 60;
-
 /// Whether a configuration stored at `version`, locked at `locked_at`, still matches a token
 /// verified under a locked configuration at `lock.idp_version`. Only audience edits can bump a
 /// locked configuration's version, and they do not affect the claim mapping, so a newer version
 /// is fine; an unlocked or older row means the configuration was replaced.
 fn lock_still_holds(version: i64, locked_at: Option<i64>, lock: LockGuard) -> bool {
     locked_at.is_some() && version >= lock.idp_version
-}
-
-fn seen_recently(last_seen_at: Option<UnixTime>, now: UnixTime) -> bool {
-    last_seen_at.is_some_and(|t| now.0.saturating_sub(t.0) < LAST_SEEN_GRANULARITY_SECS)
-}
-
-/// Whether the token says nothing new about `user`: profile fields it carries are the stored
-/// ones, and its groups and roles are the stored sets.
-fn token_matches(user: &User, identity: &ExtractedIdentity) -> bool {
-    identity.email.as_ref().is_none_or(|e| user.email.as_ref() == Some(e))
-        && identity.name.as_ref().is_none_or(|n| user.name.as_ref() == Some(n))
-        && identity.groups == user.groups
-        && identity.roles == user.roles
 }
 
 /// The new state of a user after a token, when it must be written.
@@ -108,7 +91,7 @@ fn plan_update(
         && update.groups == user.groups
         && update.roles == user.roles
         && update.restored.is_empty();
-    (!unchanged || !seen_recently(user.last_seen_at, now)).then_some(update)
+    (!unchanged || !user.seen_recently(now)).then_some(update)
 }
 
 impl Store {
@@ -142,9 +125,7 @@ impl Store {
         }
         let Some(user) = user else { return Ok(None) };
         let user = user.into_domain()?;
-        let settled = user.status == UserStatus::Deprovisioned
-            || (token_matches(&user, identity) && seen_recently(user.last_seen_at, now));
-        Ok(settled.then_some(user))
+        Ok(user.settled_by(identity, now).then_some(user))
     }
 
     /// The write path of [`UserStore::resolve_user`]: one transaction that checks or takes

@@ -41,6 +41,7 @@ mod macros;
 pub mod bulk;
 mod cursor;
 mod error;
+mod handout;
 mod handout_log;
 mod identity;
 mod migrate;
@@ -72,8 +73,9 @@ pub mod prelude {
         OidcClients as _, SdkSessions as _, SignInStates as _, WalletSessions as _,
     };
     pub use custody_vault::ports::{
-        ConnectStates as _, CredentialStore as _, GrantStore as _, LifecycleLedger as _, Maintenance as _,
-        PolicyStore as _, ProviderStore as _, RefreshLock as _, RevocationOutbox as _, SealedValues as _,
+        ConnectStates as _, CredentialStore as _, GrantStore as _, HandoutContexts as _, LifecycleLedger as _,
+        Maintenance as _, PolicyStore as _, ProviderStore as _, RefreshLock as _, RevocationOutbox as _,
+        SealedValues as _,
     };
     pub use custody_vault::webhook::WebhookStore as _;
 }

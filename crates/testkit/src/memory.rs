@@ -25,9 +25,10 @@ use custody_identity::{UnixTime, User, UserStatus};
 use custody_vault::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind};
 use custody_vault::policy::{Policy, PolicyLookup};
 use custody_vault::ports::{
-    ConnectState, ConnectStates, CredentialStore, GrantFilter, GrantSelector, GrantStore, HandoutView, LifecycleChange,
-    LifecycleEvent, LifecycleLedger, LifecycleOutcome, LifecyclePlan, Maintenance, OutboxItem, PolicyStore,
-    ProviderStore, RevocationOutbox, RevokeScope, SaveGrantError, SealedKind, SealedValue, SealedValues,
+    ConnectState, ConnectStates, CredentialStore, GrantFilter, GrantSelector, GrantStore, HandoutContext,
+    HandoutContexts, HandoutView, IdpStamp, LifecycleChange, LifecycleEvent, LifecycleLedger, LifecycleOutcome,
+    LifecyclePlan, Maintenance, OutboxItem, PolicyStore, ProviderStore, RevocationOutbox, RevokeScope, SaveGrantError,
+    SealedKind, SealedValue, SealedValues,
 };
 use custody_vault::provider::{ProviderConfig, ProviderName};
 use custody_vault::webhook::{
@@ -95,6 +96,25 @@ fn token_kind_str(kind: TokenKind) -> &'static str {
 }
 
 impl Data {
+    /// The user's grant chosen by `selector`, with its policy and credential (as the store's
+    /// `handout_view`).
+    fn handout_view(&self, app: &AppId, user: &UserId, selector: &GrantSelector) -> Option<HandoutView> {
+        let grant = match selector {
+            GrantSelector::Provider(provider) => self.current_grant(app, user, provider),
+            GrantSelector::Id(id) => {
+                self.grants.iter().find(|g| &g.app_id == app && &g.user_id == user && &g.id == id).cloned()
+            }
+        };
+        grant.map(|grant| {
+            let policy = match self.policies.iter().find(|p| p.app_id == grant.app_id && p.provider == grant.provider) {
+                Some(policy) => PolicyLookup::Found(policy.clone()),
+                None => PolicyLookup::None,
+            };
+            let credential = self.credentials.get(&grant.id).cloned();
+            HandoutView { grant, policy, credential }
+        })
+    }
+
     fn provider(&self, app: &AppId, name: &ProviderName) -> Option<&ProviderConfig> {
         self.providers.iter().find(|p| &p.app_id == app && &p.name == name)
     }
@@ -735,6 +755,27 @@ impl GrantStore for MemoryStore {
 }
 
 #[async_trait]
+impl HandoutContexts for MemoryStore {
+    async fn handout_context(
+        &self,
+        key_prefix: &str,
+        subject: &str,
+        selector: &GrantSelector,
+    ) -> Result<Option<HandoutContext>, StoreError> {
+        let data = self.data()?;
+        let Some(key) = data.api_keys.iter().find(|k| k.prefix == key_prefix).cloned() else { return Ok(None) };
+        let idp = data
+            .idps
+            .iter()
+            .find(|c| c.app_id == key.app_id)
+            .map(|c| IdpStamp { version: c.version, claims_locked: c.claims_locked() });
+        let user = data.users.iter().find(|u| u.app_id == key.app_id && u.subject == subject).cloned();
+        let view = user.as_ref().and_then(|u| data.handout_view(&key.app_id, &u.id, selector));
+        Ok(Some(HandoutContext { key, idp, user, view }))
+    }
+}
+
+#[async_trait]
 impl CredentialStore for MemoryStore {
     async fn load_credential(&self, grant: &GrantId) -> Result<Option<Credential>, StoreError> {
         Ok(self.data()?.credentials.get(grant).cloned())
@@ -746,21 +787,7 @@ impl CredentialStore for MemoryStore {
         user: &UserId,
         selector: &GrantSelector,
     ) -> Result<Option<HandoutView>, StoreError> {
-        let data = self.data()?;
-        let grant = match selector {
-            GrantSelector::Provider(provider) => data.current_grant(app, user, provider),
-            GrantSelector::Id(id) => {
-                data.grants.iter().find(|g| &g.app_id == app && &g.user_id == user && &g.id == id).cloned()
-            }
-        };
-        Ok(grant.map(|grant| {
-            let policy = match data.policies.iter().find(|p| p.app_id == grant.app_id && p.provider == grant.provider) {
-                Some(policy) => PolicyLookup::Found(policy.clone()),
-                None => PolicyLookup::None,
-            };
-            let credential = data.credentials.get(&grant.id).cloned();
-            HandoutView { grant, policy, credential }
-        }))
+        Ok(self.data()?.handout_view(app, user, selector))
     }
 
     async fn replace_credential(

@@ -4,6 +4,7 @@
 //! [`ports`].
 
 pub mod grant;
+pub mod handout;
 pub mod policy;
 pub mod ports;
 pub mod provider;

@@ -6,6 +6,7 @@ use crate::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind, TokenSet}
 use crate::policy::{Policy, PolicyLookup};
 use crate::provider::{ProviderConfig, ProviderName};
 use async_trait::async_trait;
+use custody_identity::app::ApiKeyRecord;
 use custody_identity::audit::AuditEntry;
 use custody_identity::cipher::SealedBox;
 use custody_identity::page::{Page, PageRequest};
@@ -39,6 +40,48 @@ pub struct HandoutView {
     pub policy: PolicyLookup,
     /// `None` when the grant has no credential (it is revoked or expired).
     pub credential: Option<Credential>,
+}
+
+/// The stored state of an app's identity provider configuration that decides whether a token
+/// verified under a configuration remembered from an earlier request still stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdpStamp {
+    /// The configuration's version; any edit raises it.
+    pub version: i64,
+    /// Whether its claim mappings are locked (the first sign-in locked them).
+    pub claims_locked: bool,
+}
+
+/// Everything one hand-out reads, read together in one statement by
+/// [`HandoutContexts::handout_context`]. A field is `None` when its row does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandoutContext {
+    /// The API key, as stored now (a deleted key has no row, and no context).
+    pub key: ApiKeyRecord,
+    /// The key's app's identity provider configuration, as stored now.
+    pub idp: Option<IdpStamp>,
+    /// The app's user whose subject the token names.
+    pub user: Option<User>,
+    /// That user's grant chosen by the selector, with its policy and credential.
+    pub view: Option<HandoutView>,
+}
+
+/// The hand-out's single read, shared by the identity rules (the key, the IdP, the user) and the
+/// vault rules (the grant, its policy, its credential) of `POST /v1/token`: one database round
+/// trip instead of one per rule.
+#[async_trait]
+pub trait HandoutContexts: Send + Sync {
+    /// In one statement: the API key whose prefix is `key_prefix`; the stamp of its app's IdP
+    /// configuration; the app's user whose subject is `subject`; and that user's grant chosen
+    /// by `selector` (as [`CredentialStore::handout_view`]: by provider, the active grant first,
+    /// then the most recently updated; by id, only the user's own), with its provider's policy
+    /// and its credential. `None` when no key has that prefix. Reads only: nothing is written.
+    async fn handout_context(
+        &self,
+        key_prefix: &str,
+        subject: &str,
+        selector: &GrantSelector,
+    ) -> Result<Option<HandoutContext>, StoreError>;
 }
 
 /// Which grants a revocation covers.

@@ -1098,7 +1098,17 @@ impl VaultService {
     /// (which must allow hand-out, not be `proxy_only`), refresh when it expires within the
     /// window, audit row, answer.
     pub async fn hand_out(&self, user: &User, selector: &GrantSelector) -> Result<Handout, GrantUseError> {
-        let usable = self.usable_grant(user, selector, TokenUse::Handout).await?;
+        user.ensure_active().map_err(|e| GrantUseError::PolicyDenied(e.to_string()))?;
+        let view = self.credentials.handout_view(&user.app_id, &user.id, selector).await?;
+        self.hand_out_viewed(user, view).await
+    }
+
+    /// [`VaultService::hand_out`] for a grant the caller already read (with its policy and
+    /// credential, as [`CredentialStore::handout_view`] reads them; `None` when the user has no
+    /// such grant): the one-read hand-out ([`crate::handout`]) reads it together with the key
+    /// and the user.
+    pub async fn hand_out_viewed(&self, user: &User, view: Option<HandoutView>) -> Result<Handout, GrantUseError> {
+        let usable = self.usable_view(user, view, TokenUse::Handout).await?;
         let audit = self.grant_audit(&usable.grant, "token.handout", format!("user:{}", user.id));
         self.credentials.record_handout(&usable.grant.id, usable.touch, &audit).await?;
         Ok(usable.into_handout())
@@ -1171,11 +1181,19 @@ impl VaultService {
     ) -> Result<UsableGrant, GrantUseError> {
         user.ensure_active().map_err(|e| GrantUseError::PolicyDenied(e.to_string()))?;
         // One read for the grant, its policy and its credential.
-        let HandoutView { grant, policy, credential } = self
-            .credentials
-            .handout_view(&user.app_id, &user.id, selector)
-            .await?
-            .ok_or(GrantUseError::GrantNotFound)?;
+        let view = self.credentials.handout_view(&user.app_id, &user.id, selector).await?;
+        self.usable_view(user, view, purpose).await
+    }
+
+    /// The rules of [`VaultService::usable_grant`] applied to a grant already read.
+    async fn usable_view(
+        &self,
+        user: &User,
+        view: Option<HandoutView>,
+        purpose: TokenUse,
+    ) -> Result<UsableGrant, GrantUseError> {
+        user.ensure_active().map_err(|e| GrantUseError::PolicyDenied(e.to_string()))?;
+        let HandoutView { grant, policy, credential } = view.ok_or(GrantUseError::GrantNotFound)?;
         match grant.status {
             GrantStatus::Active => {}
             GrantStatus::Revoked => return Err(GrantUseError::GrantRevoked),

@@ -20,7 +20,7 @@ use crate::problem::ApiError;
 use crate::state::AppState;
 use bytes::Bytes;
 use custody_identity::page::PageRequest;
-use custody_identity::{ApiKeyRecord, AppId, IdpConfig};
+use custody_identity::{ApiKeyRecord, AppId};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, COOKIE, TRANSFER_ENCODING};
 use hyper::{HeaderMap, Method, Request, StatusCode};
@@ -38,6 +38,11 @@ pub enum Access {
     /// An app's backend, with one of its API keys; the end user's token (where the route needs
     /// one) is verified by the use case.
     App,
+    /// As [`Access::App`], admitted against the API key's record as remembered from an earlier
+    /// request (the store on a miss), for a handler whose use case confirms the key in its own
+    /// single read (`POST /v1/token`, [`custody_vault::handout`]): a deleted key still fails
+    /// at once, after its (bounded) body was read.
+    AppConfirmedInUseCase,
     /// The app's identity provider delivering lifecycle events. The delivery is authenticated on
     /// its raw bytes by the use case, so the router reads the body only when the request carries
     /// credentials (`Authorization` or Svix signature headers).
@@ -59,12 +64,9 @@ pub enum BodyUse {
 }
 
 /// The caller of an [`Access::App`] route, as the router authenticated it: the API key and the
-/// app's identity provider settings, read in one statement.
-#[derive(Debug)]
-pub struct AppCaller {
-    pub key: ApiKeyRecord,
-    pub idp: Option<IdpConfig>,
-}
+/// app's identity provider settings, read in one statement (or, for
+/// [`Access::AppConfirmedInUseCase`], remembered).
+pub type AppCaller = custody_vault::handout::HandoutCaller;
 
 /// A request after routing: its parts, the body (read in full for [`BodyUse::Buffered`]
 /// routes), path parameters, the query, and the authenticated caller.
@@ -138,7 +140,7 @@ struct Route {
 }
 
 fn routes() -> Vec<Route> {
-    use Access::{App, Operator, Public, Webhook};
+    use Access::{App, AppConfirmedInUseCase, Operator, Public, Webhook};
     use BodyUse::{Buffered, None as NoBody};
     let r = |method: Method, template: &'static str, access: Access, body: BodyUse, handler: Handler| Route {
         method,
@@ -341,7 +343,7 @@ fn routes() -> Vec<Route> {
         r(get.clone(), "/v1/connect/callback", Public, NoBody, handler!(vault::connect_callback)),
         r(get.clone(), "/v1/grants", App, NoBody, handler!(vault::list_my_grants)),
         r(delete.clone(), "/v1/grants/{grant_id}", App, NoBody, handler!(vault::revoke_my_grant)),
-        r(post.clone(), "/v1/token", App, Buffered, handler!(vault::token)),
+        r(post.clone(), "/v1/token", AppConfirmedInUseCase, Buffered, handler!(vault::token)),
         r(get, "/v1/proxy/{provider}/{*path}", App, NoBody, handler!(proxy::forward)),
         r(post, "/v1/proxy/{provider}/{*path}", App, BodyUse::Stream, handler!(proxy::forward)),
         r(put, "/v1/proxy/{provider}/{*path}", App, BodyUse::Stream, handler!(proxy::forward)),
@@ -443,6 +445,10 @@ impl Router {
                 let presented = bearer(headers).ok_or_else(ApiError::unauthorized)?;
                 let (key, idp) = state.authenticate_api_key_with_idp(presented).await?;
                 Ok(Admitted::Caller(Some(AppCaller { key, idp })))
+            }
+            Access::AppConfirmedInUseCase => {
+                let presented = bearer(headers).ok_or_else(ApiError::unauthorized)?;
+                Ok(Admitted::Caller(Some(state.admit_remembered_key(presented).await?)))
             }
             Access::Webhook => {
                 // Without credentials the use case refuses the delivery whatever its bytes (and

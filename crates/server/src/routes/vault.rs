@@ -3,6 +3,7 @@
 
 use super::apps::{existing_app, ListJson};
 use super::runtime::acting_user;
+use super::user_token;
 use super::wallet::{cookie, set_cookie};
 use super::Call;
 use crate::json::{double_option, json_response, no_content, parse_json, redirect, rfc3339, HttpResponse};
@@ -11,6 +12,7 @@ use crate::state::AppState;
 use custody_identity::audit::Actor;
 use custody_identity::{Secret, UserId};
 use custody_vault::grant::TokenSet;
+use custody_vault::handout::HandoutError;
 use custody_vault::policy::{Policy, PolicyLookup, TokenAccess};
 use custody_vault::ports::GrantFilter;
 use custody_vault::service::{GrantSelector, GrantUseError, ImportGrant, ProviderInput};
@@ -328,17 +330,28 @@ struct TokenBody {
 }
 
 pub async fn token(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse, ApiError> {
-    let user = acting_user(&state, &mut call).await?;
-    let body: TokenBody = parse_json(&call.body)?;
-    let selector = match (body.provider, body.grant_id) {
-        (Some(p), None) => GrantSelector::Provider(p),
-        (None, Some(id)) => GrantSelector::Id(GrantId::parse(&id).map_err(|_| ApiError::grant_not_found())?),
-        _ => return Err(ApiError::invalid_request("provider: give exactly one of provider and grant_id")),
+    let caller = call.app.take().ok_or_else(ApiError::unauthorized)?;
+    let token = user_token(&call)?;
+    let selector = match token_selector(&call.body) {
+        Ok(selector) => selector,
+        Err(invalid) => {
+            // A bad key or user token outranks a bad body (401 before 400), as on every runtime
+            // route: check both the ordinary way before answering the body's error.
+            let presented = super::bearer(&call.headers).ok_or_else(ApiError::unauthorized)?;
+            let (key, idp) = state.authenticate_api_key_with_idp(presented).await?;
+            state.identity().resolve_user_under(&key.app_id, idp, token).await?;
+            return Err(invalid);
+        }
     };
-    let handout = match state.vault().hand_out(&user, &selector).await {
+    // The key, the user and the grant in one read (`custody_vault::handout`).
+    let handout = match state.handouts().hand_out(&caller, token, &selector).await {
         Ok(handout) => handout,
-        Err(GrantUseError::GrantNotFound) => return Err(no_grant(&state, &user, &selector).await),
-        Err(other) => return Err(other.into()),
+        Err(HandoutError::Use(GrantUseError::GrantNotFound)) => {
+            return Err(no_grant(&state, &caller.key.app_id, &selector).await)
+        }
+        Err(HandoutError::KeyNotValid) => return Err(ApiError::unauthorized()),
+        Err(HandoutError::Resolve(e)) => return Err(e.into()),
+        Err(HandoutError::Use(e)) => return Err(e.into()),
     };
     let mut response = json_response(
         StatusCode::OK,
@@ -356,14 +369,24 @@ pub async fn token(state: Arc<AppState>, mut call: Call) -> Result<HttpResponse,
     Ok(response)
 }
 
+/// The grant a `POST /v1/token` body selects: exactly one of `provider` and `grant_id`.
+fn token_selector(body: &[u8]) -> Result<GrantSelector, ApiError> {
+    let body: TokenBody = parse_json(body)?;
+    match (body.provider, body.grant_id) {
+        (Some(p), None) => Ok(GrantSelector::Provider(p)),
+        (None, Some(id)) => Ok(GrantSelector::Id(GrantId::parse(&id).map_err(|_| ApiError::grant_not_found())?)),
+        _ => Err(ApiError::invalid_request("provider: give exactly one of provider and grant_id")),
+    }
+}
+
 /// Why `POST /v1/token` found no grant, in terms the caller can act on: the app never
 /// configured the provider (404 `provider_not_found`), or the user never connected it (404
 /// `grant_not_found`, pointing at the connect flow). Only read on this error path.
-async fn no_grant(state: &AppState, user: &custody_identity::User, selector: &GrantSelector) -> ApiError {
+async fn no_grant(state: &AppState, app: &custody_identity::AppId, selector: &GrantSelector) -> ApiError {
     let GrantSelector::Provider(provider) = selector else {
         return ApiError::grant_not_found();
     };
-    match state.vault().get_provider(&user.app_id, provider).await {
+    match state.vault().get_provider(app, provider).await {
         Ok(None) => ApiError::new(
             StatusCode::NOT_FOUND,
             "provider_not_found",

@@ -1,0 +1,131 @@
+//! [`HandoutContexts`] for [`Store`]: the hand-out's single read.
+//!
+//! `POST /v1/token` used to read three times (the API key with its app's IdP configuration, the
+//! user, then the grant with its policy and credential), each a separate statement, each its own
+//! read transaction: on SQLite three B-tree descents from the root and three checks of the WAL
+//! index, on PostgreSQL three round trips. Here the key is the root of one statement and every
+//! other row hangs off it by a left join, so a missing row is a `NULL` group, not a missing
+//! answer:
+//!
+//! ```sql
+//! SELECT … FROM api_keys
+//!   LEFT JOIN idp_configs ON idp_configs.app_id = api_keys.app_id
+//!   LEFT JOIN users       ON users.app_id = api_keys.app_id AND users.subject = $subject
+//!   LEFT JOIN grants      ON grants.app_id = api_keys.app_id AND grants.user_id = users.id
+//!                          AND grants.provider = $provider            -- or grants.id = $grant
+//!   LEFT JOIN policies    ON (policies.app_id, policies.provider) = (grants.app_id, grants.provider)
+//!   LEFT JOIN credentials ON credentials.grant_id = grants.id
+//! WHERE api_keys.prefix = $prefix
+//! ORDER BY grants.status = 'active' DESC, grants.updated_at DESC, grants.id DESC LIMIT 1
+//! ```
+//!
+//! Every join is on a unique or indexed key (`api_keys.prefix`, `idp_configs.app_id`,
+//! `users (app_id, subject)`, `grants (user_id, provider, updated_at)`, the policies' and
+//! credentials' primary keys), so the statement touches the same pages the three did. The one
+//! query text is written with diesel's DSL and type-checked against both backends.
+
+use crate::error::db_error;
+use crate::models::{ApiKeyRow, CredentialRow, GrantRow, PolicyRow, UserRow};
+use crate::schema::{api_keys, credentials, grants, idp_configs, policies, users};
+use crate::store::Store;
+use async_trait::async_trait;
+use custody_identity::ports::StoreError;
+use custody_vault::grant::GrantStatus;
+use custody_vault::policy::PolicyLookup;
+use custody_vault::ports::{GrantSelector, HandoutContext, HandoutContexts, HandoutView, IdpStamp};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+/// One row of the hand-out's read: the key, the IdP's version and lock time, and the user, grant,
+/// policy and credential (each `None` when its row does not exist).
+type ContextRow =
+    (ApiKeyRow, Option<i64>, Option<i64>, Option<UserRow>, Option<GrantRow>, Option<PolicyRow>, Option<CredentialRow>);
+
+/// Evaluates `$body` with `$query` bound to the hand-out statement whose grant join also
+/// requires `$grant_filter` (the selector): one expansion per selector, so each is fully typed.
+///
+/// The binds are owned: with this many joins the compiler cannot prove that borrowed binds
+/// outlive diesel-async's query future behind `async_trait` and asks for `'static` ones.
+macro_rules! with_context_query {
+    ($prefix:expr, $subject:expr, $grant_filter:expr, |$query:ident| $body:expr) => {{
+        let $query = api_keys::table
+            .left_join(idp_configs::table.on(idp_configs::app_id.eq(api_keys::app_id)))
+            .left_join(users::table.on(users::app_id.eq(api_keys::app_id).and(users::subject.eq($subject.to_owned()))))
+            .left_join(
+                grants::table
+                    .on(grants::app_id.eq(api_keys::app_id).and(grants::user_id.eq(users::id)).and($grant_filter)),
+            )
+            .left_join(
+                policies::table.on(policies::app_id.eq(grants::app_id).and(policies::provider.eq(grants::provider))),
+            )
+            .left_join(credentials::table.on(credentials::grant_id.eq(grants::id)))
+            .filter(api_keys::prefix.eq($prefix.to_owned()))
+            .select((
+                ApiKeyRow::as_select(),
+                idp_configs::version.nullable(),
+                idp_configs::claims_locked_at.nullable(),
+                Option::<UserRow>::as_select(),
+                Option::<GrantRow>::as_select(),
+                Option::<PolicyRow>::as_select(),
+                Option::<CredentialRow>::as_select(),
+            ));
+        $body
+    }};
+}
+
+#[async_trait]
+impl HandoutContexts for Store {
+    async fn handout_context(
+        &self,
+        key_prefix: &str,
+        subject: &str,
+        selector: &GrantSelector,
+    ) -> Result<Option<HandoutContext>, StoreError> {
+        let row: Option<ContextRow> = read_conn!(self, |conn| {
+            match selector {
+                // As `handout_view`: the active grant first, then the most recently updated.
+                GrantSelector::Provider(provider) => {
+                    with_context_query!(
+                        key_prefix,
+                        subject,
+                        grants::provider.eq(provider.as_str().to_owned()),
+                        |query| {
+                            query
+                                .order((
+                                    grants::status.eq(GrantStatus::Active.as_str()).desc(),
+                                    grants::updated_at.desc(),
+                                    grants::id.desc(),
+                                ))
+                                .first(conn)
+                                .await
+                                .optional()
+                                .map_err(db_error)?
+                        }
+                    )
+                }
+                GrantSelector::Id(id) => {
+                    with_context_query!(key_prefix, subject, grants::id.eq(id.as_str().to_owned()), |query| {
+                        query.first(conn).await.optional().map_err(db_error)?
+                    })
+                }
+            }
+        });
+        let Some((key, idp_version, claims_locked_at, user, grant, policy, credential)) = row else {
+            return Ok(None);
+        };
+        let view = match grant {
+            Some(grant) => Some(HandoutView {
+                grant: grant.into_domain()?,
+                policy: policy.map_or(PolicyLookup::None, PolicyRow::into_lookup),
+                credential: credential.map(CredentialRow::into_domain).transpose()?,
+            }),
+            None => None,
+        };
+        Ok(Some(HandoutContext {
+            key: key.into_domain()?,
+            idp: idp_version.map(|version| IdpStamp { version, claims_locked: claims_locked_at.is_some() }),
+            user: user.map(UserRow::into_domain).transpose()?,
+            view,
+        }))
+    }
+}
