@@ -26,8 +26,9 @@
 //!      are checked (status and token value).
 //! 3. When PostgreSQL is reachable (`CUSTODY_BENCH_POSTGRES_URL`, default
 //!    `postgres://postgres@127.0.0.1:5432/postgres`; `--no-postgres` skips it): a fresh database,
-//!    a Custody on it with `CUSTODY_DATABASE_MAX_CONNECTIONS=16` and the default cache, seeded
-//!    through the API like SQLite (`postgres_cached`); the database is dropped at the end.
+//!    a Custody on it with the default pool size (4 connections per CPU, 16 to 64; see
+//!    `custody_store::default_max_connections`) and the default cache, seeded through the API
+//!    like SQLite (`postgres_cached`); the database is dropped at the end.
 //! 4. Starts the reference, `perfbench server <--reference-threads, 2> <port> full-josekit` in
 //!    its folder: a minimal hyper server that verifies the RS256 bearer token with josekit (no
 //!    cache), reads the grant from SQLite and opens it with AES-256-GCM. It rebuilds its own
@@ -40,10 +41,17 @@
 //!    `--repetitions` rounds: each round runs every configuration once, in the order reference,
 //!    `sqlite_fresh`, `sqlite_cached`, `sqlite_large_cached`, `postgres_cached` (all servers stay
 //!    up, idle while another is measured), so background noise lands on all of them alike. Per
-//!    run: hand-outs per second, p50/p99 latency, and the server process's CPU time per hand-out
-//!    (from `/proc/<pid>/stat`; for PostgreSQL, Custody's CPU only, not the database's). Any
-//!    non-2xx answer fails the benchmark, with one request's answer in the error.
-//! 6. Prints each configuration's medians and the four ratios, each a ratio of medians (the
+//!    run: hand-outs per second, p50/p99 latency, the server process's CPU time per hand-out
+//!    (from `/proc/<pid>/stat`; for PostgreSQL, Custody's CPU only, not the database's), the
+//!    database calls per hand-out (Custody's `custody_database_calls_total` from `/metrics`
+//!    before and after the run, over the requests wrk counted: every statement, `BEGIN` and
+//!    `COMMIT` included; on PostgreSQL each is a round trip) and the server's memory after the
+//!    run (`VmHWM`, the peak since it started, `VmRSS` and `RssAnon` from `/proc/<pid>/status`;
+//!    for SQLite `VmRSS` includes the touched pages of the memory-mapped database, which is
+//!    what grows with the 1,000,000-user store). Any non-2xx answer fails the benchmark, with
+//!    one request's answer in the error.
+//! 6. Prints each configuration's medians (database calls per hand-out included), its memory in
+//!    MiB after the last round, and the four ratios, each a ratio of medians (the
 //!    paired per-round ratios are shown too), with its target and PASS or MISS:
 //!    1. `sqlite_fresh` / `reference` hand-outs/s ≥ 0.8;
 //!    2. `sqlite_cached` / `reference` hand-outs/s ≥ 1.3;
@@ -85,8 +93,11 @@ const ADMIN: &str = "bench-admin-token-0123456789abcdef";
 const MASTER_KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 /// Lifetime of the imported access tokens (far beyond the benchmark: no refresh happens).
 const TOKEN_LIFETIME_SECS: i64 = 86_400 * 30;
-/// PostgreSQL pool size for target 3.
-const PG_CONNECTIONS: usize = 16;
+/// PostgreSQL pool size for target 3: the server's default, sized to this machine (the bench
+/// sets no `CUSTODY_DATABASE_MAX_CONNECTIONS`, so it measures what a deployment gets).
+fn pg_connections() -> usize {
+    custody_store::default_max_connections(custody_store::Backend::Postgres)
+}
 /// The reference's mode (`full-josekit`: the same JWT library as Custody).
 const REFERENCE_MODE: &str = "full-josekit";
 
@@ -617,13 +628,64 @@ struct Run {
     requests: f64,
     non_2xx: u64,
     socket_errors: u64,
+    /// Statements Custody sent to its database during the run over the hand-outs answered
+    /// (`custody_database_calls_total` before and after); `None` for the reference.
+    db_calls_per_handout: Option<f64>,
+    /// The server's memory just after the run.
+    memory: Memory,
+}
+
+/// A process's memory from `/proc/<pid>/status`, in MiB.
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    /// `VmHWM`: the most resident memory since the process started.
+    peak_mib: f64,
+    /// `VmRSS`: resident now, file-backed pages included (for SQLite, the touched pages of its
+    /// memory-mapped database, which the kernel can drop at will).
+    rss_mib: f64,
+    /// `RssAnon`: the part of `VmRSS` that is the process's own (heap, stacks, caches).
+    anon_mib: f64,
+}
+
+impl Memory {
+    fn read(pid: u32) -> Result<Memory, String> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+        let field = |name: &str| -> Result<f64, String> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+                .map(|kib| kib / 1024.0)
+                .ok_or_else(|| format!("no {name} in /proc/{pid}/status"))
+        };
+        Ok(Memory { peak_mib: field("VmHWM")?, rss_mib: field("VmRSS")?, anon_mib: field("RssAnon")? })
+    }
+
+    fn json(&self) -> Value {
+        json!({"peak_mib": self.peak_mib, "rss_mib": self.rss_mib, "rss_anon_mib": self.anon_mib})
+    }
+}
+
+/// Custody's `custody_database_calls_total` from its `/metrics`.
+async fn database_calls(base: &str) -> Result<u64, String> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .map_err(|e| format!("GET /metrics: {e}"))?
+        .text()
+        .await
+        .map_err(|e| format!("GET /metrics: {e}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("custody_database_calls_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| "no custody_database_calls_total in /metrics".into())
 }
 
 impl Run {
     fn json(&self) -> Value {
         json!({"handouts_per_sec": self.rps, "p50_ms": self.p50_ms, "p99_ms": self.p99_ms,
                "server_cpu_us_per_handout": self.cpu_us_per_handout, "requests": self.requests,
-               "socket_errors": self.socket_errors})
+               "socket_errors": self.socket_errors, "db_calls_per_handout": self.db_calls_per_handout,
+               "server_memory": self.memory.json()})
     }
 }
 
@@ -718,6 +780,7 @@ impl Target {
             })
             .unwrap_or(0);
         let cpu_secs = (after - before) as f64 / ticks_per_second();
+        let memory = Memory::read(pid)?;
         Ok(Run {
             rps,
             p50_ms: pct("50%"),
@@ -726,7 +789,32 @@ impl Target {
             requests,
             non_2xx,
             socket_errors,
+            db_calls_per_handout: None,
+            memory,
         })
+    }
+
+    /// As [`Target::run_wrk`], with Custody's database calls per hand-out over the run.
+    async fn run(&self, connections: usize, seconds: u64) -> Result<Run, String> {
+        let custody = self.config != Config::Reference;
+        let before = if custody { Some(database_calls(&self.server.base).await?) } else { None };
+        let mut run = self.run_wrk(connections, seconds)?;
+        if let Some(before) = before {
+            let after = database_calls(&self.server.base).await?;
+            run.db_calls_per_handout = (run.requests > 0.0).then(|| after.saturating_sub(before) as f64 / run.requests);
+        }
+        Ok(run)
+    }
+
+    /// The median of the runs' database calls per hand-out, `None` for the reference.
+    fn median_db_calls(&self) -> Option<f64> {
+        let calls: Vec<f64> = self.runs.iter().filter_map(|r| r.db_calls_per_handout).collect();
+        (!calls.is_empty()).then(|| median(calls))
+    }
+
+    /// The memory after the last run (the peak covers the whole process lifetime).
+    fn memory(&self) -> Option<Memory> {
+        self.runs.last().map(|r| r.memory)
     }
 
     fn median(&self, f: impl Fn(&Run) -> f64) -> f64 {
@@ -746,7 +834,9 @@ impl Target {
                 "p50_ms": self.median(|r| r.p50_ms),
                 "p99_ms": self.median(|r| r.p99_ms),
                 "server_cpu_us_per_handout": self.median(|r| r.cpu_us_per_handout),
-            }
+                "db_calls_per_handout": self.median_db_calls(),
+            },
+            "server_memory_after_last_run": self.memory().map(|m| m.json()),
         })
     }
 }
@@ -1064,20 +1154,40 @@ fn table(targets: &[Target], ratios: &[RatioResult], options: &BenchOptions) -> 
         options.connections, options.seconds, options.repetitions
     ));
     out.push_str(&format!(
-        "{:<44} {:>10} {:>13} {:>9} {:>9} {:>12}\n",
-        "configuration", "users", "hand-outs/s", "p50 ms", "p99 ms", "CPU µs/h-o"
+        "{:<44} {:>10} {:>13} {:>9} {:>9} {:>12} {:>11} {:>9} {:>8}\n",
+        "configuration",
+        "users",
+        "hand-outs/s",
+        "p50 ms",
+        "p99 ms",
+        "CPU µs/h-o",
+        "DB calls/h-o",
+        "peak MiB",
+        "RSS MiB"
     ));
     for t in targets {
+        let calls = t.median_db_calls().map_or("-".to_owned(), |c| format!("{c:.2}"));
+        let (peak, rss) = t
+            .memory()
+            .map_or(("-".to_owned(), "-".to_owned()), |m| (format!("{:.0}", m.peak_mib), format!("{:.0}", m.rss_mib)));
         out.push_str(&format!(
-            "{:<44} {:>10} {:>13} {:>9.2} {:>9.2} {:>12.1}\n",
+            "{:<44} {:>10} {:>13} {:>9.2} {:>9.2} {:>12.1} {:>11} {:>9} {:>8}\n",
             t.title,
             thousands(t.users as f64),
             thousands(t.median(|r| r.rps)),
             t.median(|r| r.p50_ms),
             t.median(|r| r.p99_ms),
             t.median(|r| r.cpu_us_per_handout),
+            calls,
+            peak,
+            rss,
         ));
     }
+    out.push_str(
+        "\nDB calls/h-o: statements sent to the database per hand-out (custody_database_calls_total), BEGIN\n\
+         and COMMIT included; audit rows are written in batches, so one batch's statements serve many\n\
+         hand-outs. Memory: the server's VmHWM (peak) and VmRSS after the last round, in MiB.\n",
+    );
     out.push('\n');
     for r in ratios {
         let per_round = r.per_round.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(", ");
@@ -1260,13 +1370,7 @@ async fn setup(
             Some((url, name)) => {
                 *postgres = Some((admin_url.clone(), name));
                 let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-                let server = start_custody(
-                    binary,
-                    dir,
-                    Some(&url),
-                    &[("CUSTODY_DATABASE_MAX_CONNECTIONS", PG_CONNECTIONS.to_string())],
-                )
-                .await?;
+                let server = start_custody(binary, dir, Some(&url), &[]).await?;
                 let started = Instant::now();
                 let seeded = seed(&server, idp, options.users).await?;
                 eprintln!(
@@ -1277,8 +1381,8 @@ async fn setup(
                 let load = write_wrk_script(&out_dir.join("postgres"), idp, &small_subjects, &seeded.api_key)?;
                 targets.push(custody_target(
                     Config::Postgres,
-                    format!("custody postgres ({PG_CONNECTIONS} conns), cached"),
-                    "Custody on PostgreSQL, CUSTODY_DATABASE_MAX_CONNECTIONS=16, default cache",
+                    format!("custody postgres ({} conns), cached", pg_connections()),
+                    "Custody on PostgreSQL, default pool size (sized to the machine), default cache",
                     server,
                     load,
                 ));
@@ -1324,7 +1428,7 @@ async fn measure(targets: &mut [Target], options: &BenchOptions, out_dir: &Path)
     for t in targets.iter() {
         t.probe.send(&t.server.base).await.map_err(|e| format!("[{}] the first hand-out: {e}", t.config.key()))?;
         // Warm-up: JWKS fetched, every token seen once, caches and connections filled.
-        let run = t.run_wrk(options.connections, 2)?;
+        let run = t.run(options.connections, 2).await?;
         if run.non_2xx > 0 {
             return Err(failed(t, "the warm-up", run.non_2xx).await);
         }
@@ -1338,17 +1442,21 @@ async fn measure(targets: &mut [Target], options: &BenchOptions, out_dir: &Path)
             } else {
                 None
             };
-            let run = t.run_wrk(options.connections, options.seconds)?;
+            let run = t.run(options.connections, options.seconds).await?;
             if let Some(mut p) = profiler {
                 let _ = p.wait();
             }
             eprintln!(
-                "[{}] round {round}: {} hand-outs/s, p50 {:.2} ms, p99 {:.2} ms, {:.1} µs server CPU per hand-out{}{}",
+                "[{}] round {round}: {} hand-outs/s, p50 {:.2} ms, p99 {:.2} ms, {:.1} µs server CPU per hand-out, \
+                 {} DB calls per hand-out, {:.0} MiB peak, {:.0} MiB resident{}{}",
                 t.config.key(),
                 thousands(run.rps),
                 run.p50_ms,
                 run.p99_ms,
                 run.cpu_us_per_handout,
+                run.db_calls_per_handout.map_or("-".to_owned(), |c| format!("{c:.2}")),
+                run.memory.peak_mib,
+                run.memory.rss_mib,
                 if run.non_2xx > 0 { format!(", {} non-2xx!", run.non_2xx) } else { String::new() },
                 if run.socket_errors > 0 { format!(", {} socket errors", run.socket_errors) } else { String::new() },
             );
@@ -1399,7 +1507,7 @@ pub async fn run(args: &[String]) -> Result<(), String> {
             "settings": {
                 "connections": options.connections, "seconds": options.seconds, "rounds": options.repetitions,
                 "users": options.users, "large_users": options.large_users, "tokens": options.tokens,
-                "reference_threads": options.reference_threads, "postgres_connections": PG_CONNECTIONS,
+                "reference_threads": options.reference_threads, "postgres_connections": pg_connections(),
             },
             "rs256_verify_us": verify_us,
             "configurations": targets.iter().map(Target::json).collect::<Vec<_>>(),

@@ -79,6 +79,8 @@ pub struct AppState {
     webhooks: WebhookService,
     /// The JWKS cache behind `identity`, held for its counters only.
     jwks: Arc<JwksVerifier>,
+    /// The store behind the use cases, held for its counters only (`/metrics`).
+    store_counters: Store,
     /// For the admin-token check.
     hasher: Arc<HmacHasher>,
     clock: Arc<dyn Clock>,
@@ -251,6 +253,7 @@ impl AppState {
             kinds,
             public_url: public_url.clone(),
         });
+        let store_counters = store.clone();
         let portal_sessions = PortalSessions::new(store, hasher.clone(), random, clock.clone());
         Ok(AppState {
             config,
@@ -261,6 +264,7 @@ impl AppState {
             signin,
             webhooks,
             jwks: verifier,
+            store_counters,
             hasher,
             clock,
             metrics: Metrics::default(),
@@ -328,6 +332,12 @@ impl AppState {
     /// The current time as the server tells it (cookie lifetimes, the portal's throttle).
     pub fn now(&self) -> UnixTime {
         self.clock.now()
+    }
+
+    /// Statements the store has sent to the database (see [`Store::database_calls`]), for
+    /// `/metrics`.
+    pub fn database_calls(&self) -> u64 {
+        self.store_counters.database_calls()
     }
 
     /// Request counts and latencies for `/metrics`.

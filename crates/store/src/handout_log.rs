@@ -110,6 +110,7 @@ async fn write(store: &Store, records: &[Record]) -> Result<(), StoreError> {
             let touches: Vec<(String, i64)> =
                 records.iter().filter_map(|r| r.touch.map(|at| (r.grant.clone(), at))).collect();
             let mut conn = crate::pool::checkout_sqlite(pool, store.acquire_timeout()).await?;
+            store.count_calls(&mut conn);
             // One trip to the blocking pool for the whole batch, not one per statement.
             conn.spawn_blocking(move |conn| {
                 conn.immediate_transaction(|conn| {
@@ -126,6 +127,7 @@ async fn write(store: &Store, records: &[Record]) -> Result<(), StoreError> {
         }
         DbPool::Postgres(pool) => {
             let mut conn = crate::pool::checkout_postgres(pool, store.acquire_timeout()).await?;
+            store.count_calls(&mut conn);
             let conn: &mut crate::pool::PgConn = &mut conn;
             diesel_async::AsyncConnection::transaction(conn, async |conn: &mut crate::pool::PgConn| {
                 for record in records {

@@ -61,7 +61,7 @@ pub use error::{ConnectError, MigrationError};
 pub use migrate::MigrationStatus;
 pub use pool::{sqlite_path, Backend, DbPool, PgConn, SqliteConn};
 pub use portal::PortalSession;
-pub use store::{Store, StoreOptions};
+pub use store::{default_max_connections, Store, StoreOptions};
 
 /// Every storage port [`Store`] implements, imported anonymously: `use custody_store::prelude::*;`
 /// lets code that holds a `Store` call any of its port methods.

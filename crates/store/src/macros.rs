@@ -17,11 +17,13 @@ macro_rules! with_conn {
         match store.pool() {
             $crate::pool::DbPool::Sqlite(pool) => {
                 let mut pooled = $crate::pool::checkout_sqlite(pool, store.acquire_timeout()).await?;
+                store.count_calls(&mut pooled);
                 let $conn: &mut $crate::pool::SqliteConn = &mut pooled;
                 $body
             }
             $crate::pool::DbPool::Postgres(pool) => {
                 let mut pooled = $crate::pool::checkout_postgres(pool, store.acquire_timeout()).await?;
+                store.count_calls(&mut pooled);
                 let $conn: &mut $crate::pool::PgConn = &mut pooled;
                 $body
             }
@@ -40,11 +42,13 @@ macro_rules! read_conn {
             $crate::pool::DbPool::Sqlite(_) => {
                 let mut pooled =
                     $crate::pool::checkout_sqlite_read(store.sqlite_reads()?, store.acquire_timeout()).await?;
+                store.count_calls(&mut pooled);
                 let $conn: &mut $crate::pool::SqliteReadConn = &mut pooled;
                 $body
             }
             $crate::pool::DbPool::Postgres(pool) => {
                 let mut pooled = $crate::pool::checkout_postgres(pool, store.acquire_timeout()).await?;
+                store.count_calls(&mut pooled);
                 let $conn: &mut $crate::pool::PgConn = &mut pooled;
                 $body
             }
@@ -67,11 +71,13 @@ macro_rules! transaction {
         match store.pool() {
             $crate::pool::DbPool::Sqlite(pool) => {
                 let mut pooled = $crate::pool::checkout_sqlite(pool, store.acquire_timeout()).await?;
+                store.count_calls(&mut pooled);
                 let conn: &mut $crate::pool::SqliteConn = &mut pooled;
                 conn.immediate_transaction(async |$conn: &mut $crate::pool::SqliteConn| -> $ret { $body }).await
             }
             $crate::pool::DbPool::Postgres(pool) => {
                 let mut pooled = $crate::pool::checkout_postgres(pool, store.acquire_timeout()).await?;
+                store.count_calls(&mut pooled);
                 let conn: &mut $crate::pool::PgConn = &mut pooled;
                 ::diesel_async::AsyncConnection::transaction(conn, async |$conn: &mut $crate::pool::PgConn| -> $ret {
                     $body

@@ -8,8 +8,11 @@ use crate::refresh_lock::RefreshLocks;
 use crate::schema::instance_secrets;
 use custody_identity::ports::StoreError;
 use diesel::prelude::*;
+use diesel_async::pooled_connection::deadpool::Object;
+use diesel_async::AsyncConnection as _;
 use diesel_async::RunQueryDsl;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +23,7 @@ mod deadpool_reads {
 /// Tuning for [`Store::connect`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {
-    /// Most pooled connections; `None` takes 8 for SQLite (writes serialise anyway) and 16 for
-    /// PostgreSQL.
+    /// Most pooled connections; `None` takes [`default_max_connections`].
     pub max_connections: Option<usize>,
     /// How long an operation waits for a pooled connection (including opening a new one) before
     /// it fails as unavailable.
@@ -32,6 +34,24 @@ pub struct StoreOptions {
     /// before it fails as unavailable. It should exceed the longest refresh (one call to the
     /// provider's token endpoint, with its timeout).
     pub refresh_lock_timeout: Duration,
+}
+
+/// The pool size a store takes when [`StoreOptions::max_connections`] is `None`.
+///
+/// SQLite: 8, whatever the machine, since its writes serialise on one lock and its reads take a
+/// few microseconds each. PostgreSQL: 4 per CPU of this machine, at least 16 and at most 64. A
+/// connection is held for a whole round trip, during which its task's CPU serves others, so a
+/// pool much smaller than a few per CPU leaves requests queueing for a connection while the CPUs
+/// idle; each connection is also a server process on the database, so the pool stays well under
+/// PostgreSQL's default `max_connections` of 100, leaving room for a second instance.
+pub fn default_max_connections(backend: Backend) -> usize {
+    match backend {
+        Backend::Sqlite => 8,
+        Backend::Postgres => {
+            let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+            (4 * cpus).clamp(16, 64)
+        }
+    }
 }
 
 impl Default for StoreOptions {
@@ -55,6 +75,47 @@ pub(crate) struct Inner {
     locks: RefreshLocks,
     /// Group commit of hand-out records (see `handout_log.rs`).
     handout_log: crate::handout_log::HandoutLog,
+    /// Statements sent to the database (see [`Store::database_calls`]), shared with the
+    /// [`CallCounter`] of every pooled connection.
+    database_calls: Arc<AtomicU64>,
+}
+
+/// Counts the statements a connection sends: diesel reports every statement to the connection's
+/// instrumentation as it starts, including a transaction's `BEGIN`, `COMMIT` and `ROLLBACK` and
+/// every statement of a batch, so the count is what reached the database rather than what the
+/// code meant to send. Only `StartQuery` counts. On PostgreSQL a statement not yet prepared on
+/// its connection costs one more round trip (the prepare, reported as `CacheQuery` for a
+/// cacheable one); that is left out so a read counts the same on a fresh connection as on a
+/// warm one, which is the state the hot path runs in.
+struct CallCounter(Arc<AtomicU64>);
+
+/// A pooled connection of one of the store's pools, which [`Store::count_calls`] can instrument.
+pub(crate) trait Counted {
+    /// Installs a [`CallCounter`] adding to `calls`, unless this connection was checked out
+    /// before (and so already has one).
+    fn count_into(&mut self, calls: &Arc<AtomicU64>);
+}
+
+macro_rules! counted {
+    ($($conn:ty),+) => {$(
+        impl Counted for Object<$conn> {
+            fn count_into(&mut self, calls: &Arc<AtomicU64>) {
+                if Object::metrics(self).recycle_count == 0 {
+                    self.set_instrumentation(CallCounter(calls.clone()));
+                }
+            }
+        }
+    )+};
+}
+
+counted!(pool::SqliteConn, pool::SqliteReadConn, pool::PgConn);
+
+impl diesel::connection::Instrumentation for CallCounter {
+    fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
+        if let diesel::connection::InstrumentationEvent::StartQuery { .. } = event {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Custody's persistence adapter over SQLite or PostgreSQL. Cloning is cheap: clones share one
@@ -99,12 +160,12 @@ impl Store {
                 migrate::run(target.clone(), options.sqlite_busy_timeout, command).await?;
                 let pool = DbPool::Sqlite(pool::sqlite_pool(
                     &path_str,
-                    options.max_connections.unwrap_or(8),
+                    options.max_connections.unwrap_or(default_max_connections(Backend::Sqlite)),
                     options.sqlite_busy_timeout,
                 )?);
                 let reads = pool::sqlite_read_pool(
                     &path_str,
-                    options.max_connections.unwrap_or(8),
+                    options.max_connections.unwrap_or(default_max_connections(Backend::Sqlite)),
                     options.sqlite_busy_timeout,
                 )?;
                 (pool, Some(reads), RefreshLocks::new(None, options.refresh_lock_timeout))
@@ -113,7 +174,17 @@ impl Store {
                 if apply_migrations {
                     migrate::run(target.clone(), options.sqlite_busy_timeout, Command::Up).await?;
                 }
-                let max_connections = options.max_connections.unwrap_or(16);
+                // Every statement goes through diesel-async's per-connection statement cache, so
+                // after its first use on a connection a statement is one round trip (bind and
+                // execute) instead of two (prepare, then execute). The cache is keyed by the
+                // query's static type id when it has one (every DSL query with fixed shape: the
+                // point reads of the hand-out, `find`, `filter(...eq(...))`, single-row inserts
+                // and updates) and by its SQL text otherwise (the listings' boxed queries, `SELECT 1`); `eq_any`
+                // binds one array on PostgreSQL, so it caches too. What does not cache is a multi-row
+                // `insert_into(...).values(vec)`, whose text varies with the row count: the
+                // hand-out log's batch insert is prepared anew per batch (one extra round trip
+                // per batch, shared by all its hand-outs).
+                let max_connections = options.max_connections.unwrap_or(default_max_connections(Backend::Postgres));
                 let pool = DbPool::Postgres(pool::postgres_pool(url, max_connections)?);
                 // Sessions holding refresh locks, apart from the main pool (opened on demand):
                 // one per grant being refreshed at the same moment by this process.
@@ -123,7 +194,15 @@ impl Store {
             }
         };
         let store = Store {
-            inner: Arc::new(Inner { pool, sqlite_reads, target, options, locks, handout_log: Default::default() }),
+            inner: Arc::new(Inner {
+                pool,
+                sqlite_reads,
+                target,
+                options,
+                locks,
+                handout_log: Default::default(),
+                database_calls: Default::default(),
+            }),
         };
         // Fail at start-up, not on the first request, when the database cannot be reached.
         custody_identity::ports::StoreHealth::ping(&store).await.map_err(|e| ConnectError::Connect(e.to_string()))?;
@@ -134,6 +213,22 @@ impl Store {
     /// The database this store runs on.
     pub fn backend(&self) -> Backend {
         self.inner.pool.backend()
+    }
+
+    /// How many statements this store has sent to the database since it was opened: each
+    /// statement of a transaction counts, `BEGIN` and `COMMIT` included (on PostgreSQL each is a
+    /// network round trip; on SQLite a call into the library). Statements a new connection runs
+    /// while it is set up, refresh-lock sessions and migrations are not counted.
+    pub fn database_calls(&self) -> u64 {
+        AtomicU64::load(&self.inner.database_calls, Ordering::Relaxed)
+    }
+
+    /// Makes `conn` count its statements into [`Store::database_calls`]. Every checkout calls it;
+    /// it does the work once per connection, on the connection's first checkout (deadpool counts
+    /// recycles, and a checkout of an idle connection is one), so the hot path pays a load and a
+    /// compare, not an allocation.
+    pub(crate) fn count_calls(&self, conn: &mut impl Counted) {
+        conn.count_into(&self.inner.database_calls);
     }
 
     pub(crate) fn pool(&self) -> &DbPool {

@@ -87,7 +87,7 @@ settings! {
 
     /// The most pooled database connections (1–1024).
     database_max_connections: Option<usize> = "CUSTODY_DATABASE_MAX_CONNECTIONS",
-        unset "`8` (SQLite), `16` (PostgreSQL)" => None, range 1..=1024 else "out of range (1 to 1024)";
+        unset "`8` (SQLite); 4 per CPU, 16 to 64 (PostgreSQL)" => None, range 1..=1024 else "out of range (1 to 1024)";
 
     /// The operator's bearer token for `/v1/apps/...`. When unset, generated on first start into
     /// `<data dir>/admin-token` (`0600`) and printed once.

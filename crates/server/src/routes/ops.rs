@@ -29,10 +29,13 @@ pub async fn readyz(state: Arc<AppState>, _call: Call) -> Result<HttpResponse, A
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(state: Arc<AppState>, _call: Call) -> Result<HttpResponse, ApiError> {
-    let text = state.metrics().render(&[(
-        "custody_jwks_fetches_total",
-        "JWKS documents fetched from identity providers.",
-        state.jwks().fetch_count(),
-    )]);
+    let text = state.metrics().render(&[
+        ("custody_jwks_fetches_total", "JWKS documents fetched from identity providers.", state.jwks().fetch_count()),
+        (
+            "custody_database_calls_total",
+            "Statements sent to the database, BEGIN and COMMIT included (on PostgreSQL, round trips).",
+            state.database_calls(),
+        ),
+    ]);
     Ok(text_response(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text))
 }
