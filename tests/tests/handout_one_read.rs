@@ -130,7 +130,7 @@ async fn user_status_and_groups_hold_on_the_next_handout(backend: Backend) {
     assert_eq!(token(&server, &key, &eng, github()).await.0, StatusCode::OK);
 
     let users = server.admin(Method::GET, &format!("/v1/apps/{app}/users"), None).await;
-    let user = users.body["items"][0]["id"].as_str().unwrap().to_owned();
+    let user = users.body["items"][0]["user_id"].as_str().unwrap().to_owned();
     let a = server.admin(Method::POST, &format!("/v1/apps/{app}/users/{user}/deprovision"), None).await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
     let (status, body) = token(&server, &key, &eng, github()).await;
@@ -146,9 +146,8 @@ async fn an_idp_edit_applies_to_the_next_handout(backend: Backend) {
     for _ in 0..2 {
         assert_eq!(token(&server, &key, &alice, github()).await.0, StatusCode::OK);
     }
-    let patch = |audience: &str| {
-        server.admin(Method::PATCH, &format!("/v1/apps/{app}/identity-provider"), Some(json!({"audience": audience})))
-    };
+    let path = format!("/v1/apps/{app}/identity-provider");
+    let patch = |audience: &str| server.admin(Method::PATCH, &path, Some(json!({"audience": audience})));
     assert_eq!(patch("another-audience").await.status, StatusCode::OK);
     let (status, body) = token(&server, &key, &alice, github()).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_user_token")), "{body}");
