@@ -234,6 +234,11 @@ impl MemoryStore {
         data.users.push(user);
     }
 
+    /// The app's user with `subject`, if any.
+    pub fn user_by_subject(&self, app: &AppId, subject: &str) -> Option<User> {
+        self.peek().users.iter().find(|u| &u.app_id == app && u.subject == subject).cloned()
+    }
+
     pub fn user(&self, app: &AppId, user: &UserId) -> Option<User> {
         self.peek().users.iter().find(|u| &u.app_id == app && &u.id == user).cloned()
     }

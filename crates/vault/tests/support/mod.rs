@@ -34,9 +34,14 @@ pub struct Vault {
 
 impl Vault {
     pub fn new() -> Self {
-        let store = Arc::new(MemoryStore::new());
-        let clock = Arc::new(ManualClock::default());
         let random = Arc::new(SeqRandom::default());
+        let app = AppId::parse(&random.uuid()).unwrap();
+        Vault::on(Arc::new(MemoryStore::new()), Arc::new(ManualClock::default()), random, app)
+    }
+
+    /// The vault over `store`, for `app`, sharing the clock and random source (a test that also
+    /// runs identity use cases on the same store).
+    pub fn on(store: Arc<MemoryStore>, clock: Arc<ManualClock>, random: Arc<SeqRandom>, app: AppId) -> Self {
         let oauth = Arc::new(FakeOAuth::default());
         let locks = Arc::new(MemoryRefreshLock::default());
         let cipher = Arc::new(FakeCipher);
@@ -65,7 +70,6 @@ impl Vault {
                 allow_insecure_api_base: false,
             },
         );
-        let app = AppId::parse(&random.uuid()).unwrap();
         Vault { store, clock, random, oauth, locks, cipher, service, app }
     }
 
