@@ -148,6 +148,15 @@ impl Store {
             .ok_or_else(|| StoreError::Unavailable("no SQLite read pool on this store".into()))
     }
 
+    /// SQLite only: the database file and the busy timeout, for a connection of its own outside
+    /// the pools (the hand-out log's writer thread).
+    pub(crate) fn sqlite_file(&self) -> Option<(&std::path::Path, Duration)> {
+        match &self.inner.target {
+            Target::Sqlite(path) => Some((path, self.inner.options.sqlite_busy_timeout)),
+            Target::Postgres(_) => None,
+        }
+    }
+
     /// The group-commit queue of hand-out records.
     pub(crate) fn handout_log(&self) -> &crate::handout_log::HandoutLog {
         &self.inner.handout_log
