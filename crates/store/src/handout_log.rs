@@ -239,3 +239,50 @@ async fn write_postgres(store: &Store, records: &[Record]) -> Result<(), StoreEr
     .await
     .map_err(db_error)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use custody_identity::audit::AuditOutcome;
+    use custody_identity::AppId;
+    use custody_identity::UnixTime;
+
+    /// This process's hand-out log writer threads (Linux shows a thread's first 15 bytes).
+    fn writer_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|name| name.trim_end() == "custody-handout")
+            .count()
+    }
+
+    #[tokio::test]
+    async fn the_sqlite_writer_thread_ends_with_the_last_store() {
+        let dir = std::env::temp_dir().join(format!("custody-handout-log-{}", uuid::Uuid::new_v4().simple()));
+        let store =
+            Store::connect(&format!("sqlite://{}", dir.join("c.db").display()), Default::default()).await.unwrap();
+        let before = writer_threads();
+        let audit = AuditEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            app_id: AppId::parse("00000000-0000-4000-8000-000000000002").unwrap(),
+            at: UnixTime(0),
+            action: "token.handout".into(),
+            actor: "app".into(),
+            user_id: None,
+            grant_id: None,
+            provider: None,
+            outcome: AuditOutcome::Success,
+            detail: None,
+        };
+        // No such app: the row fails its foreign key, alone, and the writer lives on.
+        let result = store.handout_log().record(&store, "g", None, &audit).await;
+        assert!(result.is_err(), "{result:?}");
+        assert_eq!(writer_threads(), before + 1);
+        let clone = store.clone();
+        drop(store);
+        assert_eq!(writer_threads(), before + 1, "a clone still holds the store");
+        drop(clone);
+        assert_eq!(writer_threads(), before, "dropping the last store joins its writer thread");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
