@@ -11,6 +11,13 @@
 //!
 //! A failed batch is retried record by record, so one bad record (say, its app was deleted a
 //! moment ago) fails only its own request.
+//!
+//! On SQLite the writer is a thread of its own with a connection of its own, outside the pools:
+//! the transaction is synchronous anyway, and handing every batch to tokio's blocking pool (two
+//! thread handoffs, a pooled checkout and the futex wake-ups in between) cost more CPU than the
+//! writing. The thread blocks on the queue, so it costs nothing while idle, and it ends (joined)
+//! when the last `Store` is dropped. On PostgreSQL the writer is a task on the runtime, since
+//! its connection is asynchronous.
 
 use crate::error::db_error;
 use crate::models::NewAuditRow;
@@ -19,8 +26,12 @@ use crate::schema::{audit_log, grants};
 use crate::Store;
 use custody_identity::audit::AuditEntry;
 use custody_identity::ports::StoreError;
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::prelude::*;
+use std::path::Path;
 use std::sync::{OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// The statement that sets a grant's `last_used_at` to `at`, never moving it backwards when
@@ -48,10 +59,13 @@ struct Record {
     done: oneshot::Sender<Result<(), StoreError>>,
 }
 
-/// The queue in front of the writer task, started on first use in the runtime of that use.
+/// The queue in front of the writer, started on first use (on PostgreSQL, in the runtime of that
+/// use).
 #[derive(Default)]
 pub(crate) struct HandoutLog {
     queue: OnceLock<mpsc::UnboundedSender<Record>>,
+    /// SQLite only: the writer thread, joined when the log is dropped.
+    thread: OnceLock<JoinHandle<()>>,
 }
 
 impl HandoutLog {
@@ -65,9 +79,27 @@ impl HandoutLog {
     ) -> Result<(), StoreError> {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            // The task holds the store weakly: dropping the last `Store` drops the sender, which
-            // ends the task.
-            tokio::spawn(run(store.downgrade(), rx));
+            match store.sqlite_file() {
+                Some((path, busy_timeout)) => {
+                    let path = path.to_owned();
+                    let counter = store.call_counter();
+                    // The thread holds no `Store`: dropping the last one drops the sender, which
+                    // ends the thread.
+                    let spawned = std::thread::Builder::new()
+                        .name("custody-handout-log".into())
+                        .spawn(move || run_sqlite(&path, busy_timeout, counter, rx));
+                    match spawned {
+                        Ok(thread) => {
+                            let _ = self.thread.set(thread);
+                        }
+                        // `rx` went with the closure: every record fails as unavailable.
+                        Err(e) => tracing::error!(error = %e, "could not start the audit writer thread"),
+                    }
+                }
+                // The task holds the store weakly: dropping the last `Store` drops the sender,
+                // which ends the task.
+                None => drop(tokio::spawn(run_async(store.downgrade(), rx))),
+            }
             tx
         });
         let (done, answer) = oneshot::channel();
@@ -77,71 +109,193 @@ impl HandoutLog {
     }
 }
 
-async fn run(store: Weak<crate::store::Inner>, mut queue: mpsc::UnboundedReceiver<Record>) {
+impl Drop for HandoutLog {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer thread after its current batch (whose waiters are
+        // gone: each held a `Store`). Joining it closes its connection before the store is
+        // reported gone, so nothing keeps the database file open behind the caller's back.
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Answers every waiter of `batch` with `result` and empties it, unless a batch of several
+/// records failed: then it answers none and returns `false`, and the caller retries the records
+/// one by one.
+fn settle(batch: &mut Vec<Record>, result: Result<(), StoreError>) -> bool {
+    match result {
+        Err(_) if batch.len() > 1 => false,
+        result => {
+            for record in batch.drain(..) {
+                let _ = record.done.send(result.clone());
+            }
+            true
+        }
+    }
+}
+
+/// The SQLite writer thread: takes everything queued (up to [`MAX_BATCH`]), commits it on its
+/// own connection, answers, and blocks for more. Returns when the queue is closed.
+fn run_sqlite(
+    path: &Path,
+    busy_timeout: Duration,
+    counter: crate::store::CallCounter,
+    mut queue: mpsc::UnboundedReceiver<Record>,
+) {
+    let mut conn: Option<SqliteConnection> = None;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(record) => batch.push(record),
+                Err(_) => break,
+            }
+        }
+        let db = match conn.as_mut() {
+            Some(db) => db,
+            None => match open_sqlite(path, busy_timeout, &counter) {
+                Ok(db) => conn.insert(db),
+                Err(e) => {
+                    for record in batch.drain(..) {
+                        let _ = record.done.send(Err(e.clone()));
+                    }
+                    continue;
+                }
+            },
+        };
+        let result = write_sqlite(db, &batch);
+        if !settle(&mut batch, result) {
+            for record in batch.drain(..) {
+                let result = write_sqlite(db, std::slice::from_ref(&record));
+                let _ = record.done.send(result);
+            }
+        }
+        // A connection whose rollback failed cannot start another transaction: open a new one
+        // for the next batch.
+        if AnsiTransactionManager::is_broken_transaction_manager(db) {
+            conn = None;
+        }
+    }
+}
+
+/// The writer thread's connection, set up as the pooled ones are.
+fn open_sqlite(
+    path: &Path,
+    busy_timeout: Duration,
+    counter: &crate::store::CallCounter,
+) -> Result<SqliteConnection, StoreError> {
+    let unavailable = |e: &dyn std::fmt::Display| {
+        tracing::warn!(error = %e, "the audit writer could not open the database");
+        StoreError::Unavailable("the audit writer could not open the database".into())
+    };
+    let path = crate::pool::sqlite_path_str(path).map_err(|e| unavailable(&e))?;
+    let mut conn = SqliteConnection::establish(&path).map_err(|e| unavailable(&e))?;
+    conn.batch_execute(&crate::pool::sqlite_pragmas(busy_timeout)).map_err(|e| unavailable(&e))?;
+    // Counted from here on, as the pools' connections are after their setup.
+    diesel::Connection::set_instrumentation(&mut conn, crate::store::CallCounter(counter.0.clone()));
+    Ok(conn)
+}
+
+/// Writes `records` in one SQLite transaction.
+fn write_sqlite(conn: &mut SqliteConnection, records: &[Record]) -> Result<(), StoreError> {
+    conn.immediate_transaction::<_, diesel::result::Error, _>(|conn| {
+        for record in records {
+            if let Some(at) = record.touch {
+                diesel::RunQueryDsl::execute(touch_grant!(record.grant.as_str(), at), conn)?;
+            }
+        }
+        // One multi-row INSERT.
+        let rows: Vec<NewAuditRow<'_>> = records.iter().map(|r| NewAuditRow::from(&r.audit)).collect();
+        diesel::RunQueryDsl::execute(diesel::insert_into(audit_log::table).values(rows), conn)?;
+        Ok(())
+    })
+    .map_err(db_error)
+}
+
+/// The PostgreSQL writer task.
+async fn run_async(store: Weak<crate::store::Inner>, mut queue: mpsc::UnboundedReceiver<Record>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let Some(store) = Store::upgrade(&store) else { return };
-        match write(&store, &batch).await {
-            Ok(()) => {
-                for record in batch.drain(..) {
-                    let _ = record.done.send(Ok(()));
-                }
-            }
-            Err(e) if batch.len() == 1 => {
-                for record in batch.drain(..) {
-                    let _ = record.done.send(Err(e.clone()));
-                }
-            }
-            Err(_) => {
-                for record in batch.drain(..) {
-                    let result = write(&store, std::slice::from_ref(&record)).await;
-                    let _ = record.done.send(result);
-                }
+        let result = write_postgres(&store, &batch).await;
+        if !settle(&mut batch, result) {
+            for record in batch.drain(..) {
+                let result = write_postgres(&store, std::slice::from_ref(&record)).await;
+                let _ = record.done.send(result);
             }
         }
     }
 }
 
-/// Writes `records` in one transaction.
-async fn write(store: &Store, records: &[Record]) -> Result<(), StoreError> {
-    match store.pool() {
-        DbPool::Sqlite(pool) => {
-            let audits: Vec<AuditEntry> = records.iter().map(|r| r.audit.clone()).collect();
-            let touches: Vec<(String, i64)> =
-                records.iter().filter_map(|r| r.touch.map(|at| (r.grant.clone(), at))).collect();
-            let mut conn = crate::pool::checkout_sqlite(pool, store.acquire_timeout()).await?;
-            store.count_calls(&mut conn);
-            // One trip to the blocking pool for the whole batch, not one per statement.
-            conn.spawn_blocking(move |conn| {
-                conn.immediate_transaction(|conn| {
-                    for (grant, at) in &touches {
-                        diesel::RunQueryDsl::execute(touch_grant!(grant.as_str(), *at), conn)?;
-                    }
-                    let rows: Vec<NewAuditRow<'_>> = audits.iter().map(NewAuditRow::from).collect();
-                    diesel::RunQueryDsl::execute(diesel::insert_into(audit_log::table).values(rows), conn)?;
-                    Ok(())
-                })
-            })
-            .await
-            .map_err(db_error)
+/// Writes `records` in one PostgreSQL transaction.
+async fn write_postgres(store: &Store, records: &[Record]) -> Result<(), StoreError> {
+    let DbPool::Postgres(pool) = store.pool() else {
+        return Err(StoreError::Unavailable("the audit writer task serves PostgreSQL only".into()));
+    };
+    let mut conn = crate::pool::checkout_postgres(pool, store.acquire_timeout()).await?;
+    store.count_calls(&mut conn);
+    let conn: &mut crate::pool::PgConn = &mut conn;
+    diesel_async::AsyncConnection::transaction(conn, async |conn: &mut crate::pool::PgConn| {
+        for record in records {
+            if let Some(at) = record.touch {
+                diesel_async::RunQueryDsl::execute(touch_grant!(record.grant.as_str(), at), conn).await?;
+            }
         }
-        DbPool::Postgres(pool) => {
-            let mut conn = crate::pool::checkout_postgres(pool, store.acquire_timeout()).await?;
-            store.count_calls(&mut conn);
-            let conn: &mut crate::pool::PgConn = &mut conn;
-            diesel_async::AsyncConnection::transaction(conn, async |conn: &mut crate::pool::PgConn| {
-                for record in records {
-                    if let Some(at) = record.touch {
-                        diesel_async::RunQueryDsl::execute(touch_grant!(record.grant.as_str(), at), conn).await?;
-                    }
-                }
-                // One multi-row INSERT.
-                let rows: Vec<NewAuditRow<'_>> = records.iter().map(|r| NewAuditRow::from(&r.audit)).collect();
-                diesel_async::RunQueryDsl::execute(diesel::insert_into(audit_log::table).values(rows), conn).await?;
-                Ok::<(), diesel::result::Error>(())
-            })
-            .await
-            .map_err(db_error)
-        }
+        // One multi-row INSERT.
+        let rows: Vec<NewAuditRow<'_>> = records.iter().map(|r| NewAuditRow::from(&r.audit)).collect();
+        diesel_async::RunQueryDsl::execute(diesel::insert_into(audit_log::table).values(rows), conn).await?;
+        Ok::<(), diesel::result::Error>(())
+    })
+    .await
+    .map_err(db_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use custody_identity::audit::AuditOutcome;
+    use custody_identity::AppId;
+    use custody_identity::UnixTime;
+
+    /// This process's hand-out log writer threads (Linux shows a thread's first 15 bytes).
+    fn writer_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|name| name.trim_end() == "custody-handout")
+            .count()
+    }
+
+    #[tokio::test]
+    async fn the_sqlite_writer_thread_ends_with_the_last_store() {
+        let dir = std::env::temp_dir().join(format!("custody-handout-log-{}", uuid::Uuid::new_v4().simple()));
+        let store =
+            Store::connect(&format!("sqlite://{}", dir.join("c.db").display()), Default::default()).await.unwrap();
+        let before = writer_threads();
+        let audit = AuditEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            app_id: AppId::parse("00000000-0000-4000-8000-000000000002").unwrap(),
+            at: UnixTime(0),
+            action: "token.handout".into(),
+            actor: "app".into(),
+            user_id: None,
+            grant_id: None,
+            provider: None,
+            outcome: AuditOutcome::Success,
+            detail: None,
+        };
+        // No such app: the row fails its foreign key, alone, and the writer lives on.
+        let result = store.handout_log().record(&store, "g", None, &audit).await;
+        assert!(result.is_err(), "{result:?}");
+        assert_eq!(writer_threads(), before + 1);
+        let clone = store.clone();
+        drop(store);
+        assert_eq!(writer_threads(), before + 1, "a clone still holds the store");
+        drop(clone);
+        assert_eq!(writer_threads(), before, "dropping the last store joins its writer thread");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

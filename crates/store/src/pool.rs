@@ -179,6 +179,16 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, ConnectError> {
 /// caches, and refilling them from the mapping costs no `pread` copies. `temp_store = MEMORY`
 /// keeps statement journals and sorters off the disk: with the default, every insert in a
 /// multi-statement transaction created and deleted a temporary file.
+///
+/// Measured and left as is (issue #16, `xtask bench --quick`, on a machine shared with other
+/// builds): `mmap_size = 0` (every commit makes each reader unmap the whole mapping, IPIs
+/// included, where without it the reader re-reads a few pages with `pread`), and checkpointing
+/// from the hand-out log's writer thread (`wal_autocheckpoint = 0` there, a PASSIVE checkpoint
+/// every 64 batches) instead of SQLite's automatic one. Neither moved hand-outs/s or CPU per
+/// hand-out beyond the run-to-run noise (±20%), so neither is worth the change; remeasure on a
+/// quiet machine before trying again. Checkpoints already run on the writer thread either way:
+/// the automatic one runs in the connection that commits past the threshold, and readers never
+/// commit.
 pub(crate) fn sqlite_pragmas(busy_timeout: Duration) -> String {
     format!(
         "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \

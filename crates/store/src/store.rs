@@ -87,7 +87,7 @@ pub(crate) struct Inner {
 /// its connection costs one more round trip (the prepare, reported as `CacheQuery` for a
 /// cacheable one); that is left out so a read counts the same on a fresh connection as on a
 /// warm one, which is the state the hot path runs in.
-struct CallCounter(Arc<AtomicU64>);
+pub(crate) struct CallCounter(pub(crate) Arc<AtomicU64>);
 
 /// A pooled connection of one of the store's pools, which [`Store::count_calls`] can instrument.
 pub(crate) trait Counted {
@@ -227,6 +227,12 @@ impl Store {
     /// it does the work once per connection, on the connection's first checkout (deadpool counts
     /// recycles, and a checkout of an idle connection is one), so the hot path pays a load and a
     /// compare, not an allocation.
+    /// A counter adding to [`Store::database_calls`], for a connection outside the pools (the
+    /// SQLite hand-out log's writer thread).
+    pub(crate) fn call_counter(&self) -> CallCounter {
+        CallCounter(self.inner.database_calls.clone())
+    }
+
     pub(crate) fn count_calls(&self, conn: &mut impl Counted) {
         conn.count_into(&self.inner.database_calls);
     }
@@ -241,6 +247,15 @@ impl Store {
             .sqlite_reads
             .as_ref()
             .ok_or_else(|| StoreError::Unavailable("no SQLite read pool on this store".into()))
+    }
+
+    /// SQLite only: the database file and the busy timeout, for a connection of its own outside
+    /// the pools (the hand-out log's writer thread).
+    pub(crate) fn sqlite_file(&self) -> Option<(&std::path::Path, Duration)> {
+        match &self.inner.target {
+            Target::Sqlite(path) => Some((path, self.inner.options.sqlite_busy_timeout)),
+            Target::Postgres(_) => None,
+        }
     }
 
     /// The group-commit queue of hand-out records.

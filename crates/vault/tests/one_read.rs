@@ -59,11 +59,8 @@ async fn world() -> World {
     identity.add_idp(&app.id, add, &Actor::operator()).await.unwrap();
     let vault = Vault::on(store.clone(), clock.clone(), random, app.id.clone());
     vault.provider().await;
-    let handouts = HandoutService::new(
-        identity.clone(),
-        vault.service.clone(),
-        HandoutPorts { contexts: store, clock },
-    );
+    let handouts =
+        HandoutService::new(identity.clone(), vault.service.clone(), HandoutPorts { contexts: store, clock });
     World { idp, identity, vault, handouts, key: key.secret }
 }
 
