@@ -151,7 +151,7 @@ async fn an_idp_edit_applies_to_the_next_handout(backend: Backend) {
     assert_eq!(patch("another-audience").await.status, StatusCode::OK);
     let (status, body) = token(&server, &key, &alice, github()).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_user_token")), "{body}");
-    assert_eq!(patch(&idp.audience()).await.status, StatusCode::OK);
+    assert_eq!(patch(idp.audience()).await.status, StatusCode::OK);
     for _ in 0..2 {
         assert_eq!(token(&server, &key, &alice, github()).await.0, StatusCode::OK);
     }
