@@ -7,11 +7,9 @@
 use custody_identity::audit::Actor;
 use custody_identity::claims::ClaimPath;
 use custody_identity::ports::Clock as _;
-use custody_identity::service::{
-    AddIdp, IdentityPorts, IdentityService, IdentitySettings, PatchIdpError, ResolveError,
-};
-use custody_identity::{AppName, IdpKind, IdpPatch, IssuerUrlPolicy, RequestedClaims, TokenRejection, UserStatus};
-use custody_testkit::{FakeHasher, FakeIdp, ManualClock, MemoryStore, SeqRandom};
+use custody_identity::service::{AddIdp, IdentityService, PatchIdpError, ResolveError};
+use custody_identity::{AppName, IdpKind, IdpPatch, RequestedClaims, TokenRejection, UserStatus};
+use custody_testkit::{FakeIdp, ManualClock, MemoryStore, SeqRandom};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -27,22 +25,7 @@ fn world() -> World {
     let store = Arc::new(MemoryStore::new());
     let clock = Arc::new(ManualClock::default());
     let idp = Arc::new(FakeIdp::new(ISSUER));
-    let identity = IdentityService::new(
-        IdentityPorts {
-            health: store.clone(),
-            apps: store.clone(),
-            api_keys: store.clone(),
-            idps: store.clone(),
-            users: store.clone(),
-            discovery: idp.clone(),
-            verifier: idp.clone(),
-            clock: clock.clone(),
-            random: Arc::new(SeqRandom::default()),
-            hasher: Arc::new(FakeHasher),
-            audit: store.clone(),
-        },
-        IdentitySettings { issuer_policy: IssuerUrlPolicy::HttpsOnly, leeway_secs: 0, kinds: custody_testkit::kinds() },
-    );
+    let identity = custody_testkit::identity_service(&store, &clock, &Arc::new(SeqRandom::default()), &idp);
     World { clock, idp, identity }
 }
 

@@ -18,6 +18,8 @@
 //! - [`NoSvix`], [`CountingWaker`]: the webhook use case's Svix verifier (refusing) and outbox
 //!   waker (counting).
 //! - [`kinds`]: the real identity-provider adapters (pure: detection, defaults, decoding).
+//! - [`identity_service`]: the identity use cases over these fakes, as every service test builds
+//!   them.
 //!
 //! Nothing here sleeps or reads the system clock.
 
@@ -41,4 +43,35 @@ pub use webhook::{CountingWaker, NoSvix};
 /// real ones.
 pub fn kinds() -> custody_identity::IdpKinds {
     custody_providers::idp::registry()
+}
+
+/// The identity use cases over `store`, `clock`, `random` and `idp` (discovery and token
+/// verification), with the fake hasher, HTTPS-only issuers, no leeway and the real kinds.
+pub fn identity_service(
+    store: &std::sync::Arc<MemoryStore>,
+    clock: &std::sync::Arc<ManualClock>,
+    random: &std::sync::Arc<SeqRandom>,
+    idp: &std::sync::Arc<FakeIdp>,
+) -> custody_identity::service::IdentityService {
+    use custody_identity::service::{IdentityPorts, IdentityService, IdentitySettings};
+    IdentityService::new(
+        IdentityPorts {
+            health: store.clone(),
+            apps: store.clone(),
+            api_keys: store.clone(),
+            idps: store.clone(),
+            users: store.clone(),
+            discovery: idp.clone(),
+            verifier: idp.clone(),
+            clock: clock.clone(),
+            random: random.clone(),
+            hasher: std::sync::Arc::new(FakeHasher),
+            audit: store.clone(),
+        },
+        IdentitySettings {
+            issuer_policy: custody_identity::IssuerUrlPolicy::HttpsOnly,
+            leeway_secs: 0,
+            kinds: kinds(),
+        },
+    )
 }

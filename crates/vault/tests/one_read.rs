@@ -8,10 +8,10 @@ mod support;
 
 use custody_identity::audit::Actor;
 use custody_identity::ports::Clock as _;
-use custody_identity::service::{AddIdp, IdentityPorts, IdentityService, IdentitySettings, ResolveError};
+use custody_identity::service::{AddIdp, IdentityService, ResolveError};
 use custody_identity::user::UserRefused;
-use custody_identity::{AppName, IdpKind, IdpPatch, IssuerUrlPolicy, RequestedClaims, TokenRejection, UserStatus};
-use custody_testkit::{FakeHasher, FakeIdp, ManualClock, MemoryStore, SeqRandom};
+use custody_identity::{AppName, IdpKind, IdpPatch, RequestedClaims, TokenRejection, UserStatus};
+use custody_testkit::{FakeIdp, ManualClock, MemoryStore, SeqRandom};
 use custody_vault::handout::{HandoutError, HandoutPorts, HandoutService};
 use custody_vault::service::{GrantSelector, GrantUseError};
 use serde_json::json;
@@ -33,22 +33,7 @@ async fn world() -> World {
     let clock = Arc::new(ManualClock::default());
     let random = Arc::new(SeqRandom::default());
     let idp = Arc::new(FakeIdp::new(ISSUER));
-    let identity = IdentityService::new(
-        IdentityPorts {
-            health: store.clone(),
-            apps: store.clone(),
-            api_keys: store.clone(),
-            idps: store.clone(),
-            users: store.clone(),
-            discovery: idp.clone(),
-            verifier: idp.clone(),
-            clock: clock.clone(),
-            random: random.clone(),
-            hasher: Arc::new(FakeHasher),
-            audit: store.clone(),
-        },
-        IdentitySettings { issuer_policy: IssuerUrlPolicy::HttpsOnly, leeway_secs: 0, kinds: custody_testkit::kinds() },
-    );
+    let identity = custody_testkit::identity_service(&store, &clock, &random, &idp);
     let (app, key) = identity.create_app(AppName::parse("demo").unwrap(), &Actor::operator()).await.unwrap();
     let add = AddIdp {
         issuer_url: ISSUER.into(),
