@@ -1098,9 +1098,8 @@ impl VaultService {
     /// (which must allow hand-out, not be `proxy_only`), refresh when it expires within the
     /// window, audit row, answer.
     pub async fn hand_out(&self, user: &User, selector: &GrantSelector) -> Result<Handout, GrantUseError> {
-        user.ensure_active().map_err(|e| GrantUseError::PolicyDenied(e.to_string()))?;
-        let view = self.credentials.handout_view(&user.app_id, &user.id, selector).await?;
-        self.hand_out_viewed(user, view).await
+        let usable = self.usable_grant(user, selector, TokenUse::Handout).await?;
+        self.record_and_answer(user, usable).await
     }
 
     /// [`VaultService::hand_out`] for a grant the caller already read (with its policy and
@@ -1109,6 +1108,11 @@ impl VaultService {
     /// and the user.
     pub async fn hand_out_viewed(&self, user: &User, view: Option<HandoutView>) -> Result<Handout, GrantUseError> {
         let usable = self.usable_view(user, view, TokenUse::Handout).await?;
+        self.record_and_answer(user, usable).await
+    }
+
+    /// The hand-out's audit row (durable before the answer), then the answer.
+    async fn record_and_answer(&self, user: &User, usable: UsableGrant) -> Result<Handout, GrantUseError> {
         let audit = self.grant_audit(&usable.grant, "token.handout", format!("user:{}", user.id));
         self.credentials.record_handout(&usable.grant.id, usable.touch, &audit).await?;
         Ok(usable.into_handout())
