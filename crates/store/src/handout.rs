@@ -26,6 +26,7 @@
 
 use crate::error::db_error;
 use crate::models::{ApiKeyRow, CredentialRow, GrantRow, PolicyRow, UserRow};
+use crate::pool::{checkout_postgres, checkout_sqlite_read, DbPool, PgConn};
 use crate::schema::{api_keys, credentials, grants, idp_configs, policies, users};
 use crate::store::Store;
 use async_trait::async_trait;
@@ -34,7 +35,6 @@ use custody_vault::grant::GrantStatus;
 use custody_vault::policy::PolicyLookup;
 use custody_vault::ports::{GrantSelector, HandoutContext, HandoutContexts, HandoutView, IdpStamp};
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 
 /// One row of the hand-out's read: the key, the IdP's version and lock time, and the user, grant,
 /// policy and credential (each `None` when its row does not exist).
@@ -73,6 +73,32 @@ macro_rules! with_context_query {
     }};
 }
 
+/// Runs the hand-out statement for `selector` on `$conn` with the `first` of the `RunQueryDsl`
+/// named: diesel's synchronous one on SQLite, diesel-async's (awaited, `$($await)?`) on
+/// PostgreSQL. One text for both.
+macro_rules! first_context_row {
+    ($($run:ident)::+, $conn:ident, $prefix:expr, $subject:expr, $selector:expr $(, $await:ident)?) => {
+        match $selector {
+            // As `handout_view`: the active grant first, then the most recently updated.
+            GrantSelector::Provider(provider) => {
+                with_context_query!($prefix, $subject, grants::provider.eq(provider.as_str().to_owned()), |query| {
+                    let query = query.order((
+                        grants::status.eq(GrantStatus::Active.as_str()).desc(),
+                        grants::updated_at.desc(),
+                        grants::id.desc(),
+                    ));
+                    $($run)::+::first::<ContextRow>(query, $conn)$(.$await)?.optional()
+                })
+            }
+            GrantSelector::Id(id) => {
+                with_context_query!($prefix, $subject, grants::id.eq(id.as_str().to_owned()), |query| {
+                    $($run)::+::first::<ContextRow>(query, $conn)$(.$await)?.optional()
+                })
+            }
+        }
+    };
+}
+
 #[async_trait]
 impl HandoutContexts for Store {
     async fn handout_context(
@@ -81,35 +107,30 @@ impl HandoutContexts for Store {
         subject: &str,
         selector: &GrantSelector,
     ) -> Result<Option<HandoutContext>, StoreError> {
-        let row: Option<ContextRow> = read_conn!(self, |conn| {
-            match selector {
-                // As `handout_view`: the active grant first, then the most recently updated.
-                GrantSelector::Provider(provider) => {
-                    with_context_query!(
-                        key_prefix,
-                        subject,
-                        grants::provider.eq(provider.as_str().to_owned()),
-                        |query| {
-                            query
-                                .order((
-                                    grants::status.eq(GrantStatus::Active.as_str()).desc(),
-                                    grants::updated_at.desc(),
-                                    grants::id.desc(),
-                                ))
-                                .first(conn)
-                                .await
-                                .optional()
-                                .map_err(db_error)?
-                        }
-                    )
-                }
-                GrantSelector::Id(id) => {
-                    with_context_query!(key_prefix, subject, grants::id.eq(id.as_str().to_owned()), |query| {
-                        query.first(conn).await.optional().map_err(db_error)?
+        let row: Option<ContextRow> = match self.pool() {
+            // Through diesel's synchronous API on the inline read connection: its statement cache
+            // finds the prepared statement by the query's type, whereas diesel-async's path
+            // serializes the statement to SQL text (and copies every bind) on each call so it
+            // could cross threads, which this connection never does.
+            DbPool::Sqlite(_) => {
+                let mut pooled = checkout_sqlite_read(self.sqlite_reads()?, self.acquire_timeout()).await?;
+                self.count_calls(&mut pooled);
+                let (prefix, subject, selector) = (key_prefix.to_owned(), subject.to_owned(), selector.clone());
+                pooled
+                    .spawn_blocking(move |conn| {
+                        first_context_row!(diesel::RunQueryDsl, conn, &prefix, &subject, &selector)
                     })
-                }
+                    .await
+                    .map_err(db_error)?
             }
-        });
+            DbPool::Postgres(pool) => {
+                let mut pooled = checkout_postgres(pool, self.acquire_timeout()).await?;
+                self.count_calls(&mut pooled);
+                let conn: &mut PgConn = &mut pooled;
+                first_context_row!(diesel_async::RunQueryDsl, conn, key_prefix, subject, selector, await)
+                    .map_err(db_error)?
+            }
+        };
         let Some((key, idp_version, claims_locked_at, user, grant, policy, credential)) = row else {
             return Ok(None);
         };
@@ -127,5 +148,32 @@ impl HandoutContexts for Store {
             user: user.map(UserRow::into_domain).transpose()?,
             view,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::query_builder::QueryId;
+
+    fn has_static_query_id<Q: QueryId + diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite>>(_: &Q) -> bool {
+        Q::HAS_STATIC_QUERY_ID
+    }
+
+    /// diesel caches a prepared statement by its query's type only when the type identifies the
+    /// SQL text; otherwise it renders the SQL on every call to look the statement up, which is
+    /// what the synchronous SQLite path is there to avoid.
+    #[test]
+    fn both_statements_are_cached_by_type() {
+        let by_provider = with_context_query!("prefix", "subject", grants::provider.eq("github".to_owned()), |query| {
+            query.order((
+                grants::status.eq(GrantStatus::Active.as_str()).desc(),
+                grants::updated_at.desc(),
+                grants::id.desc(),
+            ))
+        });
+        assert!(has_static_query_id(&by_provider));
+        let by_id = with_context_query!("prefix", "subject", grants::id.eq("g".to_owned()), |query| query);
+        assert!(has_static_query_id(&by_id));
     }
 }
