@@ -24,6 +24,14 @@ pub trait Clock: Send + Sync {
 pub trait Random: Send + Sync {
     /// A new random (version 4) UUID in canonical text form.
     fn uuid(&self) -> String;
+    /// A new identifier for a row written at a high rate (an audit row), in canonical UUID text
+    /// form: unique as [`Random::uuid`] is, and, where the adapter can, increasing in creation
+    /// order (a version 7 UUID), so that consecutive rows land side by side in a unique index
+    /// instead of each on a random page of it. Nothing may rely on the order: it is a
+    /// performance property, and the default is [`Random::uuid`].
+    fn ordered_uuid(&self) -> String {
+        self.uuid()
+    }
     /// `len` random bytes.
     fn bytes(&self, len: usize) -> Vec<u8>;
 }

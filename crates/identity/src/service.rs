@@ -202,7 +202,10 @@ impl IdentityService {
 
     /// An audit entry for an operator's action on `app`, stamped now.
     pub fn audit(&self, app: &AppId, action: &str, actor: &str, detail: Option<String>) -> AuditEntry {
-        AuditEntry { detail, ..AuditEntry::new(self.new_id(), app.clone(), self.clock.now(), action, actor) }
+        AuditEntry {
+            detail,
+            ..AuditEntry::new(self.random.ordered_uuid(), app.clone(), self.clock.now(), action, actor)
+        }
     }
 
     fn generate_api_key(&self, app: &AppId) -> NewApiKey {

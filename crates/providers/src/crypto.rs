@@ -20,8 +20,11 @@ use base64::Engine as _;
 use custody_identity::ports::{Random, SecretHasher};
 use custody_identity::Secret;
 use custody_vault::{Cipher, CipherError, SealedBox};
-use openssl::symm::{decrypt_aead, encrypt_aead, Cipher as SymmCipher};
+use openssl::cipher::{Cipher as EvpCipher, CipherRef};
+use openssl::cipher_ctx::CipherCtx;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 const ENVELOPE_VERSION: u8 = 1;
 const KEY_LEN: usize = 32;
@@ -237,6 +240,57 @@ impl<'a> Envelope<'a> {
     }
 }
 
+/// Which way [`aes_256_gcm`] runs; opening checks the tag it carries.
+enum Direction<'a> {
+    Seal,
+    Open(&'a [u8; TAG_LEN]),
+}
+
+/// OpenSSL's AES-256-GCM implementation, fetched from its provider once per process. The
+/// `openssl::symm` helpers look it up by name on every call (a locked table search and
+/// parameter parsing), which cost more than the encryption of a token.
+fn aes_256_gcm_impl() -> Result<&'static CipherRef, openssl::error::ErrorStack> {
+    static FETCHED: OnceLock<EvpCipher> = OnceLock::new();
+    if let Some(cipher) = FETCHED.get() {
+        return Ok(cipher);
+    }
+    let cipher = EvpCipher::fetch(None, "AES-256-GCM", None)?;
+    Ok(FETCHED.get_or_init(|| cipher))
+}
+
+/// Encrypts or decrypts `input` with AES-256-GCM under `key` and `nonce`, authenticating `aad`,
+/// appending the output to `out`. Sealing returns the tag; opening fails unless the tag it was
+/// given matches (and then `out` holds unauthenticated bytes the caller must drop).
+fn aes_256_gcm(
+    key: &[u8; KEY_LEN],
+    nonce: &[u8],
+    aad: &[u8],
+    input: &[u8],
+    direction: Direction<'_>,
+    out: &mut Vec<u8>,
+) -> Result<[u8; TAG_LEN], openssl::error::ErrorStack> {
+    let cipher = aes_256_gcm_impl()?;
+    let mut ctx = CipherCtx::new()?;
+    match direction {
+        Direction::Seal => ctx.encrypt_init(Some(cipher), Some(key), Some(nonce))?,
+        Direction::Open(_) => ctx.decrypt_init(Some(cipher), Some(key), Some(nonce))?,
+    }
+    ctx.cipher_update(aad, None)?;
+    ctx.cipher_update_vec(input, out)?;
+    let mut tag = [0u8; TAG_LEN];
+    match direction {
+        Direction::Seal => {
+            ctx.cipher_final_vec(out)?;
+            ctx.tag(&mut tag)?;
+        }
+        Direction::Open(expected) => {
+            ctx.set_tag(expected)?;
+            ctx.cipher_final_vec(out)?;
+        }
+    }
+    Ok(tag)
+}
+
 fn authenticated_data(header: &[u8], associated_data: &[u8]) -> Vec<u8> {
     let mut aad = Vec::with_capacity(header.len() + associated_data.len());
     aad.extend_from_slice(header);
@@ -250,13 +304,11 @@ impl Cipher for KeyRing {
         let nonce = random_bytes::<NONCE_LEN>().map_err(|_| CipherError::Internal)?;
         let header = Envelope::header(&key.id);
         let aad = authenticated_data(&header, associated_data);
-        let mut tag = [0u8; TAG_LEN];
-        let ciphertext = encrypt_aead(SymmCipher::aes_256_gcm(), &key.key, Some(&nonce), &aad, plaintext, &mut tag)
-            .map_err(|_| CipherError::Internal)?;
         let mut sealed = header;
-        sealed.reserve(NONCE_LEN + ciphertext.len() + TAG_LEN);
+        sealed.reserve(NONCE_LEN + plaintext.len() + TAG_LEN);
         sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&ciphertext);
+        let tag = aes_256_gcm(&key.key, &nonce, &aad, plaintext, Direction::Seal, &mut sealed)
+            .map_err(|_| CipherError::Internal)?;
         sealed.extend_from_slice(&tag);
         Ok(SealedBox(sealed))
     }
@@ -269,8 +321,11 @@ impl Cipher for KeyRing {
             .find(|k| k.id == envelope.key_id)
             .ok_or_else(|| CipherError::UnknownKey(envelope.key_id.to_owned()))?;
         let aad = authenticated_data(envelope.header, associated_data);
-        decrypt_aead(SymmCipher::aes_256_gcm(), &key.key, Some(envelope.nonce), &aad, envelope.ciphertext, envelope.tag)
-            .map_err(|_| CipherError::Unauthentic)
+        let mut plaintext = Vec::with_capacity(envelope.ciphertext.len());
+        let tag: [u8; TAG_LEN] = envelope.tag.try_into().map_err(|_| CipherError::Malformed)?;
+        aes_256_gcm(&key.key, envelope.nonce, &aad, envelope.ciphertext, Direction::Open(&tag), &mut plaintext)
+            .map_err(|_| CipherError::Unauthentic)?;
+        Ok(plaintext)
     }
 
     /// `true` when the box names a key other than the sealing key, and also when it is
@@ -302,25 +357,68 @@ impl OsRandom {
     }
 }
 
+/// 16 bytes for a UUID, from a per-thread block drawn from OpenSSL's CSPRNG 512 bytes at a time.
+///
+/// Every hand-out takes one (its audit row's id), and each `RAND_bytes` call pays a lock and a
+/// fork check that cost more than the bytes. Identifiers are not secrets, so unused ones may
+/// wait in memory; secrets and nonces still come straight from [`OsRandom::fill`]. (A process
+/// that forked would share its parent's unused block; Custody forks only to `exec`.)
+fn uuid_bytes() -> [u8; 16] {
+    const BLOCK: usize = 512;
+    struct Block {
+        bytes: [u8; BLOCK],
+        used: usize,
+    }
+    thread_local! {
+        static BLOCK_OF_THREAD: std::cell::RefCell<Block> =
+            const { std::cell::RefCell::new(Block { bytes: [0; BLOCK], used: BLOCK }) };
+    }
+    BLOCK_OF_THREAD.with_borrow_mut(|block| {
+        if block.used == BLOCK {
+            OsRandom::fill(&mut block.bytes);
+            block.used = 0;
+        }
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&block.bytes[block.used..block.used + 16]);
+        // Taken bytes are not kept.
+        block.bytes[block.used..block.used + 16].fill(0);
+        block.used += 16;
+        out
+    })
+}
+
 impl Random for OsRandom {
     /// A version 4 UUID in canonical lower-case form (RFC 9562).
     fn uuid(&self) -> String {
-        let mut b = [0u8; 16];
-        Self::fill(&mut b);
+        let mut b = uuid_bytes();
         b[6] = (b[6] & 0x0f) | 0x40;
         b[8] = (b[8] & 0x3f) | 0x80;
-        // Formatted by hand: this runs on every hand-out (audit row ids), and per-byte `format!`
-        // calls were a visible share of its allocations.
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(36);
-        for (i, byte) in b.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                out.push('-');
-            }
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
-        }
-        out
+        uuid_text(&b)
+    }
+
+    /// A version 7 UUID (RFC 9562, section 5.7): 48 bits of Unix time in milliseconds, then
+    /// a 12-bit counter in `rand_a` (section 6.2, method 1) that keeps ids of the same
+    /// millisecond increasing within this process (a clock that steps back keeps counting from
+    /// the last id), then 62 random bits.
+    fn ordered_uuid(&self) -> String {
+        static LAST: AtomicU64 = AtomicU64::new(0);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            & ((1 << 48) - 1);
+        // `millisecond << 12 | counter`, never repeating: a counter that runs out moves on to
+        // the next millisecond.
+        let next = |last: u64| (now_ms << 12).max(last + 1);
+        let stamp = match LAST.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| Some(next(last))) {
+            Ok(last) | Err(last) => next(last),
+        };
+        let mut b = uuid_bytes();
+        b[..6].copy_from_slice(&(stamp >> 12).to_be_bytes()[2..]);
+        let counter = (stamp & 0xfff) as u16;
+        b[6] = 0x70 | (counter >> 8) as u8;
+        b[7] = counter as u8;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        uuid_text(&b)
     }
 
     fn bytes(&self, len: usize) -> Vec<u8> {
@@ -328,6 +426,22 @@ impl Random for OsRandom {
         Self::fill(&mut buf);
         buf
     }
+}
+
+/// The canonical lower-case text of a UUID.
+fn uuid_text(b: &[u8; 16]) -> String {
+    // Formatted by hand: this runs on every hand-out (audit row ids), and per-byte `format!`
+    // calls were a visible share of its allocations.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    out
 }
 
 /// Why an HMAC key was refused. Never carries key material.
@@ -564,6 +678,80 @@ mod tests {
             KeyRing::generate("a").unwrap().export().expose(),
             KeyRing::generate("a").unwrap().export().expose()
         );
+    }
+
+    /// Boxes sealed before the cipher was fetched once (through `openssl::symm`) still open, and
+    /// boxes sealed now open there: the same AES-256-GCM, byte for byte.
+    #[test]
+    fn sealed_boxes_match_openssl_symm() {
+        use openssl::symm::{decrypt_aead, encrypt_aead, Cipher as SymmCipher};
+        let ring = KeyRing::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+        let key: Vec<u8> = (0u8..32).collect();
+        let header = Envelope::header("k1");
+        let aad = authenticated_data(&header, b"row");
+        let nonce = [7u8; NONCE_LEN];
+        let mut tag = [0u8; TAG_LEN];
+        let ciphertext =
+            encrypt_aead(SymmCipher::aes_256_gcm(), &key, Some(&nonce), &aad, b"an older token", &mut tag).unwrap();
+        let mut older = header;
+        older.extend_from_slice(&nonce);
+        older.extend_from_slice(&ciphertext);
+        older.extend_from_slice(&tag);
+        assert_eq!(ring.open(&SealedBox(older), b"row").unwrap(), b"an older token");
+
+        let sealed = ring.seal(b"a newer token", b"row").unwrap();
+        let envelope = Envelope::parse(&sealed.0).unwrap();
+        let aad = authenticated_data(envelope.header, b"row");
+        let opened = decrypt_aead(
+            SymmCipher::aes_256_gcm(),
+            &key,
+            Some(envelope.nonce),
+            &aad,
+            envelope.ciphertext,
+            envelope.tag,
+        )
+        .unwrap();
+        assert_eq!(opened, b"a newer token");
+        assert_eq!(ring.open(&sealed, b"row").unwrap(), b"a newer token");
+        assert!(ring.seal(b"", b"row").and_then(|empty| ring.open(&empty, b"row")).unwrap().is_empty());
+    }
+
+    /// Ordered ids are version 7 UUIDs that increase in creation order, also within one
+    /// millisecond and across threads (text order is byte order for lower-case hex).
+    #[test]
+    fn ordered_uuids_are_version_7_and_increase() {
+        let r = OsRandom;
+        let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+        let ids: Vec<String> = (0..5000).map(|_| r.ordered_uuid()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids must increase");
+        let first = &ids[0];
+        assert!(custody_identity::AppId::parse(first).is_ok(), "{first}");
+        assert_eq!(&first[14..15], "7");
+        assert!(matches!(&first[19..20], "8" | "9" | "a" | "b"));
+        let millis = u128::from_str_radix(&first[..13].replace('-', ""), 16).unwrap();
+        assert!(millis >= before && millis < before + 60_000, "{millis} vs {before}");
+        let threaded: Vec<String> = std::thread::scope(|scope| {
+            let threads: Vec<_> =
+                (0..4).map(|_| scope.spawn(|| (0..500).map(|_| r.ordered_uuid()).collect::<Vec<_>>())).collect();
+            threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+        });
+        let distinct: std::collections::HashSet<&String> = threaded.iter().collect();
+        assert_eq!(distinct.len(), 2000);
+        assert!(threaded.iter().all(|id| id.as_str() > ids[4999].as_str()));
+    }
+
+    /// Ids come from per-thread blocks of 32: across several refills, on several threads, every
+    /// id is a distinct version 4 UUID.
+    #[test]
+    fn uuids_stay_distinct_across_blocks_and_threads() {
+        let ids: Vec<String> = std::thread::scope(|scope| {
+            let threads: Vec<_> =
+                (0..4).map(|_| scope.spawn(|| (0..100).map(|_| OsRandom.uuid()).collect::<Vec<_>>())).collect();
+            threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+        });
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), 400);
+        assert!(ids.iter().all(|id| custody_identity::AppId::parse(id).is_ok() && &id[14..15] == "4"));
     }
 
     #[test]

@@ -574,7 +574,7 @@ impl VaultService {
     }
 
     fn audit(&self, app: &AppId, action: &str, actor: String) -> AuditEntry {
-        AuditEntry::new(self.random.uuid(), app.clone(), self.clock.now(), action, &actor)
+        AuditEntry::new(self.random.ordered_uuid(), app.clone(), self.clock.now(), action, &actor)
     }
 
     fn grant_audit(&self, grant: &Grant, action: &str, actor: String) -> AuditEntry {

@@ -449,7 +449,10 @@ impl WebhookService {
     }
 
     fn audit(&self, app: &AppId, action: &str, actor: &str, detail: Option<String>) -> AuditEntry {
-        AuditEntry { detail, ..AuditEntry::new(self.random.uuid(), app.clone(), self.clock.now(), action, actor) }
+        AuditEntry {
+            detail,
+            ..AuditEntry::new(self.random.ordered_uuid(), app.clone(), self.clock.now(), action, actor)
+        }
     }
 
     /// The settings of an app whose identity provider is `target`, as shown to the operator.
