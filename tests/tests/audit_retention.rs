@@ -9,7 +9,7 @@ use custody_identity::audit::AuditEntry;
 use custody_identity::ports::AuditLog;
 use custody_identity::ports::{Clock, Random as _};
 use custody_identity::{AppId, UnixTime};
-use custody_providers::crypto::OsRandom;
+use custody_providers::OsRandom;
 use custody_store::testing::count_rows;
 use custody_tests::backend_test;
 use custody_tests::harness::{Backend, TestServer};

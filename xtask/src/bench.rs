@@ -78,7 +78,8 @@
 use custody_identity::audit::AuditEntry;
 use custody_identity::ports::Random as _;
 use custody_identity::{AppId, Secret, UnixTime, User, UserId, UserStatus};
-use custody_providers::crypto::{KeyRing, OsRandom};
+use custody_providers::crypto::KeyRing;
+use custody_providers::OsRandom;
 use custody_store::bulk::ImportedGrant;
 use custody_tests::fake_idp::{Alg, FakeIdp};
 use custody_vault::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind};

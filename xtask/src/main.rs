@@ -124,7 +124,7 @@ async fn fixtures(args: &[String]) -> Result<(), String> {
     };
     let cipher = custody_providers::crypto::KeyRing::parse(&keys).map_err(|e| format!("CUSTODY_MASTER_KEYS: {e}"))?;
     let store = Store::connect(&url, StoreOptions::default()).await.map_err(|e| e.to_string())?;
-    let hash_key = custody_server::state::instance_hash_key(&store, &cipher, &custody_providers::crypto::OsRandom)
+    let hash_key = custody_server::state::instance_hash_key(&store, &cipher, &custody_providers::OsRandom)
         .await
         .map_err(|e| e.to_string())?;
     let hasher = custody_providers::crypto::HmacHasher::new(&hash_key).map_err(|e| e.to_string())?;

@@ -6,8 +6,10 @@
 //! - [`discovery`]: OpenID Connect discovery ([`HttpDiscovery`], the `Discovery` port).
 //! - [`jwks`]: JWT signature verification against an IdP's JWKS ([`JwksVerifier`], the
 //!   `TokenVerifier` port).
-//! - [`crypto`]: sealing ([`KeyRing`], the `Cipher` port), randomness ([`OsRandom`]) and keyed
-//!   hashing ([`HmacHasher`]) on OpenSSL.
+//! - [`crypto`]: sealing ([`KeyRing`], the `Cipher` port) and keyed hashing ([`HmacHasher`]) on
+//!   OpenSSL.
+//! - [`random`]: randomness from OpenSSL's CSPRNG ([`OsRandom`], the `Random` port): secrets,
+//!   nonces and identifiers.
 //! - [`oauth`]: the OAuth 2.0 client for the vault's `OAuthClient` port (PKCE, code exchange,
 //!   refresh, RFC 7009 revocation).
 //! - [`oidc`]: the OpenID Connect client for sign-in ([`HttpOidcClient`], the `OidcCodeClient`
@@ -48,11 +50,13 @@ pub mod idp;
 pub mod jwks;
 pub mod oauth;
 pub mod oidc;
+pub mod random;
 pub mod svix_signatures;
 
-pub use crypto::{HmacHasher, HmacKeyError, KeyRing, KeyRingError, OsRandom};
+pub use crypto::{HmacHasher, HmacKeyError, KeyRing, KeyRingError};
 pub use discovery::HttpDiscovery;
 pub use http::{HttpClient, HttpClientBuildError, HttpClientSettings, HttpError, Response};
 pub use jwks::{JwksSettings, JwksVerifier};
 pub use oidc::HttpOidcClient;
+pub use random::OsRandom;
 pub use svix_signatures::SvixSignatures;

@@ -66,7 +66,7 @@ pub async fn start_with_clock(
     config: Config,
     clock: Arc<dyn custody_identity::ports::Clock>,
 ) -> Result<RunningServer, StartError> {
-    let random = custody_providers::crypto::OsRandom;
+    let random = custody_providers::OsRandom;
     let database_lock = bootstrap::prepare_storage(&config)?;
     let secrets: Secrets = bootstrap::load_or_generate(&config, &random)?;
     let listener = TcpListener::bind(config.listen)

@@ -111,7 +111,7 @@ pub async fn reseal(io: &mut Io<'_>) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let secrets = match crate::bootstrap::load_or_generate(&config, &custody_providers::crypto::OsRandom) {
+    let secrets = match crate::bootstrap::load_or_generate(&config, &custody_providers::OsRandom) {
         Ok(s) => s,
         Err(e) => {
             io.error_line(&format!("error: reseal: {e}"));
