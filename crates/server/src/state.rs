@@ -308,7 +308,7 @@ impl AppState {
 
     /// Admits an API key for the one-read hand-out ([`HandoutService::admit`]): against the
     /// remembered record, else the store; the hand-out confirms it in its read.
-    pub async fn admit_remembered_key(&self, presented: &str) -> Result<HandoutCaller, ApiError> {
+    pub async fn admit_remembered_key(&self, presented: &str) -> Result<Arc<HandoutCaller>, ApiError> {
         let caller = self.handouts.admit(presented).await?.ok_or_else(ApiError::unauthorized)?;
         self.note_key_use(&caller.key);
         Ok(caller)

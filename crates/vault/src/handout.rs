@@ -97,7 +97,7 @@ impl fmt::Debug for HandoutService {
 /// A remembered admission.
 #[derive(Clone)]
 struct Remembered {
-    caller: HandoutCaller,
+    caller: Arc<HandoutCaller>,
     at: UnixTime,
 }
 
@@ -110,7 +110,10 @@ impl HandoutService {
     /// remembered for its prefix when the key matches it, else against the store (and remembers
     /// what it read). `None` when the key is not a live key. The hand-out confirms the key in
     /// its own read ([`Self::hand_out`]), so a key deleted meanwhile still fails.
-    pub async fn admit(&self, presented: &str) -> Result<Option<HandoutCaller>, StoreError> {
+    ///
+    /// The caller is shared with the memory (an `Arc`), so admitting a remembered key copies
+    /// nothing: its record and IdP configuration are a score of strings.
+    pub async fn admit(&self, presented: &str) -> Result<Option<Arc<HandoutCaller>>, StoreError> {
         let Some(prefix) = api_key_prefix(presented) else { return Ok(None) };
         let now = self.clock.now();
         if let Some(remembered) = self.recall(prefix, now) {
@@ -122,7 +125,7 @@ impl HandoutService {
             self.forget(prefix);
             return Ok(None);
         };
-        let caller = HandoutCaller { key, idp };
+        let caller = Arc::new(HandoutCaller { key, idp });
         self.remember(prefix, &caller, now);
         Ok(Some(caller))
     }
@@ -190,20 +193,20 @@ impl HandoutService {
         Ok(self.vault.hand_out(&user, selector).await?)
     }
 
-    fn recall(&self, prefix: &str, now: UnixTime) -> Option<HandoutCaller> {
+    fn recall(&self, prefix: &str, now: UnixTime) -> Option<Arc<HandoutCaller>> {
         let remembered = self.remembered.read().unwrap_or_else(PoisonError::into_inner);
         remembered
             .get(prefix)
             .filter(|r| now.0.saturating_sub(r.at.0) < REMEMBER_SECS && r.at.0 <= now.0)
-            .map(|r| r.caller.clone())
+            .map(|r| Arc::clone(&r.caller))
     }
 
-    fn remember(&self, prefix: &str, caller: &HandoutCaller, now: UnixTime) {
+    fn remember(&self, prefix: &str, caller: &Arc<HandoutCaller>, now: UnixTime) {
         let mut remembered = self.remembered.write().unwrap_or_else(PoisonError::into_inner);
         if remembered.len() >= REMEMBER_MAX {
             remembered.clear();
         }
-        remembered.insert(prefix.to_owned(), Remembered { caller: caller.clone(), at: now });
+        remembered.insert(prefix.to_owned(), Remembered { caller: Arc::clone(caller), at: now });
     }
 
     fn forget(&self, prefix: &str) {

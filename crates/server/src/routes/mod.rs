@@ -66,7 +66,7 @@ pub enum BodyUse {
 /// The caller of an [`Access::App`] route, as the router authenticated it: the API key and the
 /// app's identity provider settings, read in one statement (or, for
 /// [`Access::AppConfirmedInUseCase`], remembered).
-pub type AppCaller = custody_vault::handout::HandoutCaller;
+pub type AppCaller = Arc<custody_vault::handout::HandoutCaller>;
 
 /// A request after routing: its parts, the body (read in full for [`BodyUse::Buffered`]
 /// routes), path parameters, the query, and the authenticated caller.
@@ -444,7 +444,7 @@ impl Router {
             Access::App => {
                 let presented = bearer(headers).ok_or_else(ApiError::unauthorized)?;
                 let (key, idp) = state.authenticate_api_key_with_idp(presented).await?;
-                Ok(Admitted::Caller(Some(AppCaller { key, idp })))
+                Ok(Admitted::Caller(Some(Arc::new(custody_vault::handout::HandoutCaller { key, idp }))))
             }
             Access::AppConfirmedInUseCase => {
                 let presented = bearer(headers).ok_or_else(ApiError::unauthorized)?;

@@ -14,6 +14,7 @@ pub async fn acting_user(state: &AppState, call: &mut Call) -> Result<User, ApiE
     // The router authenticated the key, reading the app's IdP settings in the same statement.
     let caller = call.app.take().ok_or_else(ApiError::unauthorized)?;
     let token = user_token(call)?;
+    let caller = Arc::unwrap_or_clone(caller);
     Ok(state.identity().resolve_user_under(&caller.key.app_id, caller.idp, token).await?)
 }
 
