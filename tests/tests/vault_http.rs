@@ -1632,14 +1632,15 @@ async fn a_handout_whose_audit_row_fails_hands_nothing_out(backend: Backend) {
             vec!["DROP TRIGGER handout_audit_failure ON audit_log", "DROP FUNCTION handout_audit_failure()"],
         ),
     };
+    // Where hand-out rows are written: on SQLite, a file of their own.
     for sql in create {
-        custody_store::testing::execute_sql(&store, sql).await.unwrap();
+        custody_store::testing::execute_handout_audit_sql(&store, sql).await.unwrap();
     }
     let a = w.token_for(&alice).await;
     assert_eq!((a.status, a.code()), (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable"), "[{b}] {:?}", a.body);
     assert!(a.body.get("access_token").is_none(), "[{b}] a token left without its audit row: {:?}", a.body);
     for sql in drop {
-        custody_store::testing::execute_sql(&store, sql).await.unwrap();
+        custody_store::testing::execute_handout_audit_sql(&store, sql).await.unwrap();
     }
     assert_eq!(w.token_for(&alice).await.status, StatusCode::OK, "[{b}]");
 }

@@ -16,8 +16,9 @@
 //! the transaction is synchronous anyway, and handing every batch to tokio's blocking pool (two
 //! thread handoffs, a pooled checkout and the futex wake-ups in between) cost more CPU than the
 //! writing. The thread blocks on the queue, so it costs nothing while idle, and it ends (joined)
-//! when the last `Store` is dropped. On PostgreSQL the writer is a task on the runtime, since
-//! its connection is asynchronous.
+//! when the last `Store` is dropped. Its rows go to the hand-out audit file, not the main one, so
+//! that its commits leave the readers' page caches alone (see `handout_audit.rs`). On PostgreSQL
+//! the writer is a task on the runtime, since its connection is asynchronous.
 
 use crate::error::db_error;
 use crate::models::NewAuditRow;
@@ -199,7 +200,8 @@ fn drain_into(queue: &mut mpsc::UnboundedReceiver<Record>, batch: &mut Vec<Recor
     }
 }
 
-/// The writer thread's connection, set up as the pooled ones are.
+/// The writer thread's connection: on the hand-out audit file (see `handout_audit.rs`), with the
+/// main file attached, set up as the pooled ones are.
 fn open_sqlite(
     path: &Path,
     busy_timeout: Duration,
@@ -209,17 +211,30 @@ fn open_sqlite(
         tracing::warn!(error = %e, "the audit writer could not open the database");
         StoreError::Unavailable("the audit writer could not open the database".into())
     };
-    let path = crate::pool::sqlite_path_str(path).map_err(|e| unavailable(&e))?;
-    let mut conn = SqliteConnection::establish(&path).map_err(|e| unavailable(&e))?;
+    let side = crate::pool::sqlite_path_str(&crate::handout_audit::side_path(path)).map_err(|e| unavailable(&e))?;
+    let main = crate::pool::sqlite_path_str(path).map_err(|e| unavailable(&e))?;
+    let mut conn = SqliteConnection::establish(&side).map_err(|e| unavailable(&e))?;
     conn.batch_execute(&crate::pool::sqlite_pragmas(busy_timeout)).map_err(|e| unavailable(&e))?;
+    // The main file, for the `last_used_at` touches: `grants` is found there by name, since the
+    // side file has no such table.
+    diesel::RunQueryDsl::execute(
+        diesel::sql_query("ATTACH DATABASE ? AS custody").bind::<diesel::sql_types::Text, _>(&main),
+        &mut conn,
+    )
+    .map_err(|e| unavailable(&e))?;
+    conn.batch_execute("PRAGMA custody.synchronous = NORMAL;").map_err(|e| unavailable(&e))?;
     // Counted from here on, as the pools' connections are after their setup.
     diesel::Connection::set_instrumentation(&mut conn, crate::store::CallCounter(counter.0.clone()));
     Ok(conn)
 }
 
 /// Writes `records` in one SQLite transaction. Without a `last_used_at` to move (most batches:
-/// it moves at most once a minute per grant) that is the one `INSERT`, atomic by itself, with no
-/// `BEGIN` and `COMMIT` around it.
+/// it moves at most once a minute per grant) that is the one `INSERT` into the hand-out audit
+/// file, atomic by itself, with no `BEGIN` and `COMMIT` around it, and the main file is not
+/// written at all. A batch with touches also writes the main file: each file's part is atomic
+/// (SQLite with WAL does not make a transaction across files atomic as a whole), and a touch
+/// without its audit row, or the reverse, after a crash between the two is harmless, since
+/// `last_used_at` is a hint that the next hand-out moves again.
 fn write_sqlite(conn: &mut SqliteConnection, records: &[Record]) -> Result<(), StoreError> {
     let insert = |conn: &mut SqliteConnection| {
         // One multi-row INSERT.
@@ -311,16 +326,8 @@ mod tests {
     use custody_identity::UnixTime;
     use std::sync::Arc;
 
-    #[tokio::test]
-    async fn the_sqlite_writer_thread_ends_with_the_last_store() {
-        let dir = std::env::temp_dir().join(format!("custody-handout-log-{}", uuid::Uuid::new_v4().simple()));
-        let store =
-            Store::connect(&format!("sqlite://{}", dir.join("c.db").display()), Default::default()).await.unwrap();
-        // The writer thread holds the store's call counter (it counts its statements), as do the
-        // pooled connections: once the last `Store` is gone, only this copy may remain. (Counting
-        // threads by name raced with the other tests' stores.)
-        let calls = store.call_counter();
-        let audit = AuditEntry {
+    fn handout_audit() -> AuditEntry {
+        AuditEntry {
             id: uuid::Uuid::new_v4().to_string(),
             app_id: AppId::parse("00000000-0000-4000-8000-000000000002").unwrap(),
             at: UnixTime(0),
@@ -331,8 +338,48 @@ mod tests {
             provider: None,
             outcome: AuditOutcome::Success,
             detail: None,
-        };
-        // No such app: the row fails its foreign key, alone, and the writer lives on.
+        }
+    }
+
+    /// A fresh SQLite store in a directory of its own, which the caller removes.
+    async fn sqlite_store(options: crate::StoreOptions) -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("custody-handout-log-{}", uuid::Uuid::new_v4().simple()));
+        let store = Store::connect(&format!("sqlite://{}", dir.join("c.db").display()), options).await.unwrap();
+        (store, dir)
+    }
+
+    /// Hand-out records go to their own file, so a write transaction on the main file (any
+    /// mutation, holding its write lock) does not hold them up. It would, if the main pool's
+    /// connections attached that file: their `BEGIN IMMEDIATE` would lock it too.
+    #[tokio::test]
+    async fn handout_records_commit_while_the_main_file_is_written() {
+        // A short busy timeout: a regression fails here instead of waiting.
+        let options = crate::StoreOptions { sqlite_busy_timeout: Duration::from_millis(200), ..Default::default() };
+        let (store, dir) = sqlite_store(options).await;
+        let DbPool::Sqlite(pool) = store.pool() else { unreachable!("a SQLite store") };
+        let pooled = crate::pool::checkout_sqlite(pool, store.acquire_timeout()).await.unwrap();
+        // Out of the pool, so that closing it ends the transaction.
+        let mut writing = diesel_async::pooled_connection::deadpool::Object::take(pooled);
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut writing, "BEGIN IMMEDIATE").await.unwrap();
+        for _ in 0..3 {
+            store.handout_log().record(&store, "g", None, &handout_audit()).await.unwrap();
+        }
+        drop(writing);
+        assert_eq!(crate::testing::count_rows(&store, "audit_log").await.unwrap(), 3);
+        drop(store);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_sqlite_writer_thread_ends_with_the_last_store() {
+        let (store, dir) = sqlite_store(Default::default()).await;
+        // The writer thread holds the store's call counter (it counts its statements), as do the
+        // pooled connections: once the last `Store` is gone, only this copy may remain. (Counting
+        // threads by name raced with the other tests' stores.)
+        let calls = store.call_counter();
+        let audit = handout_audit();
+        store.handout_log().record(&store, "g", None, &audit).await.unwrap();
+        // The same id again: the row fails its unique index, alone, and the writer lives on.
         let result = store.handout_log().record(&store, "g", None, &audit).await;
         assert!(result.is_err(), "{result:?}");
         assert!(store.handout_log().thread.get().is_some(), "the writer thread started");

@@ -42,6 +42,7 @@ pub mod bulk;
 mod cursor;
 mod error;
 mod handout;
+mod handout_audit;
 mod handout_log;
 mod identity;
 mod migrate;

@@ -67,8 +67,10 @@ impl Default for StoreOptions {
 
 pub(crate) struct Inner {
     pool: DbPool,
-    /// SQLite only: the inline read connections of `read_conn!`.
-    sqlite_reads: Option<deadpool_reads::Pool>,
+    /// SQLite only: the inline read connections of `read_conn!`, and the connections to the
+    /// hand-out audit file (`handout_audit.rs`).
+    sqlite_extra:
+        Option<(deadpool_reads::Pool, diesel_async::pooled_connection::deadpool::Pool<crate::pool::SqliteConn>)>,
     /// Kept to open dedicated migration connections; may hold a password, never printed.
     target: Target,
     options: StoreOptions,
@@ -146,7 +148,7 @@ impl Store {
 
     async fn open(url: &str, options: StoreOptions, apply_migrations: bool) -> Result<Store, ConnectError> {
         let target = parse_url(url)?;
-        let (pool, sqlite_reads, locks) = match &target {
+        let (pool, sqlite_extra, locks) = match &target {
             Target::Sqlite(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     tokio::fs::create_dir_all(parent)
@@ -158,6 +160,11 @@ impl Store {
                 // file to WAL (a persistent setting) before pooled connections race to do it.
                 let command = if apply_migrations { Command::Up } else { Command::Prepare };
                 migrate::run(target.clone(), options.sqlite_busy_timeout, command).await?;
+                // The hand-out audit rows' own file, before any connection opens it.
+                let (main, busy) = (path.clone(), options.sqlite_busy_timeout);
+                tokio::task::spawn_blocking(move || crate::handout_audit::prepare(&main, busy))
+                    .await
+                    .map_err(|e| ConnectError::Connect(e.to_string()))??;
                 let pool = DbPool::Sqlite(pool::sqlite_pool(
                     &path_str,
                     options.max_connections.unwrap_or(default_max_connections(Backend::Sqlite)),
@@ -168,7 +175,14 @@ impl Store {
                     options.max_connections.unwrap_or(default_max_connections(Backend::Sqlite)),
                     options.sqlite_busy_timeout,
                 )?;
-                (pool, Some(reads), RefreshLocks::new(None, options.refresh_lock_timeout))
+                // The hand-out audit file's own connections: never attached to the main pool's,
+                // since a `BEGIN IMMEDIATE` takes the write lock of every attached file.
+                let handout_audit = pool::sqlite_pool(
+                    &sqlite_path_str(&crate::handout_audit::side_path(path))?,
+                    crate::handout_audit::POOL_SIZE,
+                    options.sqlite_busy_timeout,
+                )?;
+                (pool, Some((reads, handout_audit)), RefreshLocks::new(None, options.refresh_lock_timeout))
             }
             Target::Postgres(url) => {
                 if apply_migrations {
@@ -196,7 +210,7 @@ impl Store {
         let store = Store {
             inner: Arc::new(Inner {
                 pool,
-                sqlite_reads,
+                sqlite_extra,
                 target,
                 options,
                 locks,
@@ -244,9 +258,17 @@ impl Store {
     /// The inline read pool of a SQLite store (see `read_conn!`).
     pub(crate) fn sqlite_reads(&self) -> Result<&deadpool_reads::Pool, StoreError> {
         self.inner
-            .sqlite_reads
+            .sqlite_extra
             .as_ref()
+            .map(|(reads, _)| reads)
             .ok_or_else(|| StoreError::Unavailable("no SQLite read pool on this store".into()))
+    }
+
+    /// SQLite only: the pool of connections to the hand-out audit file (`handout_audit.rs`).
+    pub(crate) fn handout_audit_pool(
+        &self,
+    ) -> Option<&diesel_async::pooled_connection::deadpool::Pool<crate::pool::SqliteConn>> {
+        self.inner.sqlite_extra.as_ref().map(|(_, handouts)| handouts)
     }
 
     /// SQLite only: the database file and the busy timeout, for a connection of its own outside

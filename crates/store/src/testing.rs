@@ -249,6 +249,14 @@ pub async fn count_rows(store: &Store, table: &str) -> Result<i64, StoreError> {
     let count: Count = with_conn!(store, |conn| {
         diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {table}")).get_result(conn).await.map_err(db_error)?
     });
+    // On SQLite the hand-out audit rows are in their own file (`handout_audit.rs`): the audit
+    // log is both tables.
+    if let (Some(pool), "audit_log") = (store.handout_audit_pool(), table) {
+        let mut conn = crate::pool::checkout_sqlite(pool, store.acquire_timeout()).await?;
+        let side: Count =
+            diesel::sql_query("SELECT COUNT(*) AS n FROM audit_log").get_result(&mut *conn).await.map_err(db_error)?;
+        return Ok(count.n + side.n);
+    }
     Ok(count.n)
 }
 
@@ -257,6 +265,14 @@ pub async fn count_rows(store: &Store, table: &str) -> Result<i64, StoreError> {
 pub async fn execute_sql(store: &Store, sql: &str) -> Result<usize, StoreError> {
     let affected = with_conn!(store, |conn| diesel::sql_query(sql).execute(conn).await.map_err(db_error)?);
     Ok(affected)
+}
+
+/// As [`execute_sql`], on the database that holds the hand-out audit rows: on SQLite their own
+/// file (`handout_audit.rs`), whose table is `audit_log` too; on PostgreSQL the one database.
+pub async fn execute_handout_audit_sql(store: &Store, sql: &str) -> Result<usize, StoreError> {
+    let Some(pool) = store.handout_audit_pool() else { return execute_sql(store, sql).await };
+    let mut conn = crate::pool::checkout_sqlite(pool, store.acquire_timeout()).await?;
+    diesel::sql_query(sql).execute(&mut *conn).await.map_err(db_error)
 }
 
 /// How many grants currently have an in-process refresh-lock entry (held or waited for): the

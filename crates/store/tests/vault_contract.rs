@@ -1463,3 +1463,81 @@ async fn audit_rows_are_pruned_before_a_cutoff_in_batches(db: TestDatabase, stor
     assert!(audit_actions(&store, &other.id).await.iter().all(|a| a == "app.create"), "{b}");
     assert_eq!(store.prune_audit(NOW.plus_seconds(-86_400 * 365), 10).await.unwrap(), 0, "{b}");
 }
+
+store_test!(handout_rows_list_prune_and_leave_with_their_app_among_the_others);
+/// Hand-out rows (on SQLite in a file of their own) are listed with the other audit rows,
+/// newest first, across pages, filtered alike; retention prunes them; deleting the app takes
+/// them along.
+async fn handout_rows_list_prune_and_leave_with_their_app_among_the_others(db: TestDatabase, store: Store) {
+    let b = db.backend();
+    let app = seed_app(&store).await;
+    let other = seed_app(&store).await;
+    seed_provider(&store, &app.id, "github", false).await;
+    let ann = seed_user(&store, &app.id, "ann").await;
+    let g = seed_grant(&store, &ann, "github", false, NOW).await;
+    let at = |s: i64| NOW.plus_seconds(s);
+    // Both kinds, one second apart: (second, is a hand-out). Listings are newest first, in
+    // reverse order of writing, so the seconds follow the order of writing here.
+    let write = |second: i64, handout: bool| {
+        let (store, grant) = (store.clone(), g.id.clone());
+        let entry =
+            AuditEntry { at: at(second), ..grant_audit(&g, if handout { "token.handout" } else { "x.change" }) };
+        async move {
+            if handout {
+                store.record_handout(&grant, None, &entry).await.unwrap();
+            } else {
+                AuditLog::append_audit(&store, &entry).await.unwrap();
+            }
+            entry.id
+        }
+    };
+    let mut written = Vec::new();
+    for (second, handout) in [(10, true), (11, false), (12, true), (13, true), (14, false)] {
+        written.push(write(second, handout).await);
+    }
+    store
+        .record_handout(
+            &g.id,
+            None,
+            &AuditEntry { app_id: other.id.clone(), ..audit(&other.id, "token.handout", at(12)) },
+        )
+        .await
+        .unwrap();
+
+    // Pages of two, newest first: the rows seeded before (at NOW) come last.
+    let list = |filter: AuditFilter| {
+        let store = store.clone();
+        let app = app.id.clone();
+        async move {
+            let (mut ids, mut cursor) = (Vec::new(), None);
+            loop {
+                let page = store.list_audit(&app, &filter, &PageRequest::new(Some(2), cursor).unwrap()).await.unwrap();
+                assert!(page.items.len() <= 2);
+                ids.extend(page.items.into_iter().map(|e| (e.at.0 - NOW.0, e.id)));
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => return ids,
+                }
+            }
+        }
+    };
+    let all = list(AuditFilter::default()).await;
+    let seconds: Vec<i64> = all.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seconds, vec![14, 13, 12, 11, 10, 0, 0, 0], "{b}");
+    let mine: Vec<&String> = all.iter().filter(|(s, _)| *s != 0).map(|(_, id)| id).collect();
+    assert_eq!(mine, written.iter().rev().collect::<Vec<_>>(), "{b}");
+    let handouts = list(AuditFilter { action: Some("token.handout".into()), user_id: None }).await;
+    assert_eq!(handouts.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![13, 12, 10], "{b}");
+
+    // Retention: two old rows go, one of each kind.
+    write(-90_000, true).await;
+    write(-89_999, false).await;
+    assert_eq!(count(&store, "audit_log").await, 12, "{b}");
+    assert_eq!(store.prune_audit(at(-86_400), 100).await.unwrap(), 2, "{b}");
+    assert_eq!(list(AuditFilter::default()).await.len(), 8, "{b}");
+
+    // Deleting the app takes its rows of both kinds, and only its own.
+    assert!(store.delete_app(&app.id).await.unwrap(), "{b}");
+    assert_eq!(count(&store, "audit_log").await, 2, "{b}: the other app's app.create and hand-out");
+    assert_eq!(audit_actions(&store, &other.id).await, vec!["app.create", "token.handout"], "{b}");
+}
