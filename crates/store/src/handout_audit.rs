@@ -220,21 +220,7 @@ pub(crate) async fn prune(store: &Store, before: i64, limit: u32) -> Result<u64,
         return Ok(0);
     }
     let conn: &mut SqliteConn = &mut *side_conn(store).await?;
-    let last_of_window: Option<i64> = audit_log::table
-        .select(audit_log::seq)
-        .order(audit_log::seq.asc())
-        .offset(i64::from(limit) - 1)
-        .limit(1)
-        .first(conn)
-        .await
-        .optional()
-        .map_err(db_error)?;
-    let deleted = diesel::delete(
-        audit_log::table.filter(audit_log::seq.le(last_of_window.unwrap_or(i64::MAX))).filter(audit_log::at.lt(before)),
-    )
-    .execute(conn)
-    .await
-    .map_err(db_error)?;
+    let deleted = prune_oldest_audit_rows!(conn, before, limit);
     Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
 }
 

@@ -121,3 +121,30 @@ macro_rules! with_scope {
         }
     };
 }
+
+/// Deletes, on `$conn` (either backend, or the SQLite hand-out audit file), the rows among the
+/// oldest `$limit` (a positive `u32`) of `audit_log` that were written before `$before` (unix
+/// seconds), with `?` on failure; evaluates to how many went (`usize`). The window ends at the
+/// last of the oldest `$limit` rows by the primary key, so rows added meanwhile come after it.
+macro_rules! prune_oldest_audit_rows {
+    ($conn:expr, $before:expr, $limit:expr) => {{
+        use $crate::schema::audit_log;
+        let last_of_window: Option<i64> = ::diesel_async::RunQueryDsl::first(
+            audit_log::table.select(audit_log::seq).order(audit_log::seq.asc()).offset(i64::from($limit) - 1).limit(1),
+            $conn,
+        )
+        .await
+        .optional()
+        .map_err($crate::error::db_error)?;
+        ::diesel_async::RunQueryDsl::execute(
+            ::diesel::delete(
+                audit_log::table
+                    .filter(audit_log::seq.le(last_of_window.unwrap_or(i64::MAX)))
+                    .filter(audit_log::at.lt($before)),
+            ),
+            $conn,
+        )
+        .await
+        .map_err($crate::error::db_error)?
+    }};
+}

@@ -30,8 +30,8 @@ use crate::models::{
 };
 use crate::pool::{BackendQueries as _, PgConn, SqliteConn};
 use crate::schema::{
-    audit_log, connect_states, credentials, grants, instance_secrets, membership_removals, policies, providers,
-    revocation_outbox, users, webhook_events,
+    connect_states, credentials, grants, instance_secrets, membership_removals, policies, providers, revocation_outbox,
+    users, webhook_events,
 };
 use crate::store::Store;
 use async_trait::async_trait;
@@ -1093,27 +1093,7 @@ impl Maintenance for Store {
         if limit == 0 {
             return Ok(0);
         }
-        let deleted = with_conn!(self, |conn| {
-            // The last of the oldest `limit` rows (by the primary key); rows added meanwhile
-            // come after it.
-            let last_of_window: Option<i64> = audit_log::table
-                .select(audit_log::seq)
-                .order(audit_log::seq.asc())
-                .offset(i64::from(limit) - 1)
-                .limit(1)
-                .first(conn)
-                .await
-                .optional()
-                .map_err(db_error)?;
-            diesel::delete(
-                audit_log::table
-                    .filter(audit_log::seq.le(last_of_window.unwrap_or(i64::MAX)))
-                    .filter(audit_log::at.lt(before.0)),
-            )
-            .execute(conn)
-            .await
-            .map_err(db_error)?
-        });
+        let deleted = with_conn!(self, |conn| prune_oldest_audit_rows!(conn, before.0, limit));
         let deleted = u64::try_from(deleted).unwrap_or(u64::MAX);
         if let crate::pool::DbPool::Sqlite(_) = self.pool() {
             // Then the hand-out rows in their own file (`handout_audit.rs`), within what is left
