@@ -107,36 +107,27 @@ impl Position {
     }
 }
 
-/// Up to `$limit` rows of `audit_log` on `$conn` (either file's) for the app, filtered, with a
-/// `seq` below `$below`, in reverse order of writing, as [`AuditRow`]s.
-macro_rules! audit_rows {
-    ($conn:expr, $app:expr, $filter:expr, $below:expr, $limit:expr) => {{
-        use audit_log as t;
-        let mut query = t::table
-            .filter(t::app_id.eq($app))
-            .filter(t::seq.lt($below))
-            .select((
-                t::seq,
-                t::id,
-                t::app_id,
-                t::at,
-                t::action,
-                t::actor,
-                t::user_id,
-                t::grant_id,
-                t::provider,
-                t::outcome,
-                t::detail,
-            ))
-            .into_boxed();
-        if let Some(action) = &$filter.action {
-            query = query.filter(t::action.eq(action.as_str()));
-        }
-        if let Some(user) = &$filter.user_id {
-            query = query.filter(t::user_id.eq(user.as_str()));
-        }
-        query.order(t::seq.desc()).limit($limit).load::<AuditRow>($conn).await.map_err(db_error)
-    }};
+/// Up to `limit` rows of `audit_log` on `conn` (either file's) for the app, filtered, with a
+/// `seq` below `below`, in reverse order of writing.
+async fn audit_rows(
+    conn: &mut SqliteConn,
+    app: &AppId,
+    filter: &AuditFilter,
+    below: i64,
+    limit: i64,
+) -> Result<Vec<AuditRow>, StoreError> {
+    let mut query = audit_log::table
+        .filter(audit_log::app_id.eq(app.as_str()))
+        .filter(audit_log::seq.lt(below))
+        .select(AuditRow::as_select())
+        .into_boxed();
+    if let Some(action) = &filter.action {
+        query = query.filter(audit_log::action.eq(action.as_str()));
+    }
+    if let Some(user) = &filter.user_id {
+        query = query.filter(audit_log::user_id.eq(user.as_str()));
+    }
+    query.order(audit_log::seq.desc()).limit(limit).load(conn).await.map_err(db_error)
 }
 
 /// One page of the app's audit trail on SQLite: both files' rows, merged (see
@@ -159,12 +150,12 @@ pub(crate) async fn list_page(
     let main: Vec<AuditRow> = {
         let mut conn = checkout_sqlite(main_pool, store.acquire_timeout()).await?;
         store.count_calls(&mut conn);
-        audit_rows!(&mut *conn, app.as_str(), filter, position.main_below, fetch)?
+        audit_rows(&mut conn, app, filter, position.main_below, fetch).await?
     };
     let side: Vec<AuditRow> = {
         let mut conn = checkout_sqlite(side_pool, store.acquire_timeout()).await?;
         store.count_calls(&mut conn);
-        audit_rows!(&mut *conn, app.as_str(), filter, position.side_below, fetch)?
+        audit_rows(&mut conn, app, filter, position.side_below, fetch).await?
     };
     let limit = usize::try_from(page.limit()).unwrap_or(usize::MAX);
     let mut rows = merge_newest_first(main, side, limit.saturating_add(1));
