@@ -201,7 +201,7 @@ pub(crate) fn sqlite_pragmas(busy_timeout: Duration) -> String {
 /// 2 GiB), which a larger value is lowered to. Pages past the mapping are read with `pread` into
 /// each connection's small page cache instead: with 1 GiB, the 1,000,000-user store of the
 /// benchmark (1.5 GB) spent about a tenth of its CPU there, and its CPU per hand-out was 1.6
-/// times the 1,000-user store's; with this mapping 1.2 times (`xtask bench`, one run).
+/// times the 1,000-user store's; with this mapping 1.3 times (`xtask bench`, medians of 3).
 const SQLITE_MMAP_BYTES: u64 = 0x7fff_0000;
 
 /// The SQLite file path as the string diesel opens.
