@@ -176,8 +176,9 @@ pub trait UserStore: Send + Sync {
     /// email and name (when the token carries them) and the token-sourced groups and roles,
     /// except groups removed by a lifecycle event after `token_issued_at`, and updates
     /// `last_seen_at` (writes may be skipped when nothing changed and it was updated less than a
-    /// minute ago). A deprovisioned user is returned unchanged. `new_user_id` is used only when
-    /// the user is created.
+    /// minute ago; when only `last_seen_at` is due, that one update may be written alone,
+    /// outside a transaction, since it can never move backwards). A deprovisioned user is
+    /// returned unchanged. `new_user_id` is used only when the user is created.
     async fn resolve_user(
         &self,
         app: &AppId,

@@ -1,5 +1,6 @@
 //! Group commit of hand-out records: the audit row every hand-out writes (and, at most once a
-//! minute per grant, its `last_used_at`).
+//! minute per grant, its `last_used_at`), and of sightings: a known, unchanged user's
+//! `last_seen_at`, due at most once a minute per user (see `identity.rs`).
 //!
 //! A hand-out must not answer before its audit row is durable, but committing one row per
 //! request makes the database's commit the hand-out's bottleneck (on SQLite every commit also
@@ -23,7 +24,7 @@
 use crate::error::db_error;
 use crate::models::NewAuditRow;
 use crate::pool::DbPool;
-use crate::schema::{audit_log, grants};
+use crate::schema::{audit_log, grants, users};
 use crate::Store;
 use custody_identity::audit::AuditEntry;
 use custody_identity::ports::StoreError;
@@ -48,6 +49,38 @@ macro_rules! touch_grant {
     };
 }
 
+/// The statement that sets a user's `last_seen_at` to `at` (a sighting), never moving it
+/// backwards either.
+macro_rules! touch_user {
+    ($user:expr, $at:expr) => {
+        diesel::update(
+            users::table
+                .filter(users::id.eq($user))
+                .filter(users::last_seen_at.is_null().or(users::last_seen_at.lt($at))),
+        )
+        .set(users::last_seen_at.eq(Some($at)))
+    };
+}
+
+/// Runs the `UPDATE` each of `$records` needs in the main file (a grant's `last_used_at`, a
+/// user's `last_seen_at`), with the `RunQueryDsl` named: diesel's synchronous one on SQLite,
+/// diesel-async's (awaited) on PostgreSQL.
+macro_rules! write_touches {
+    ($($run:ident)::+, $records:expr, $conn:ident $(, $await:ident)?) => {{
+        for record in $records {
+            match &record.work {
+                Work::Handout { grant, touch: Some(at), .. } => {
+                    $($run)::+::execute(touch_grant!(grant.as_str(), *at), $conn)$(.$await)??;
+                }
+                Work::Sighting { user, at } => {
+                    $($run)::+::execute(touch_user!(user.as_str(), *at), $conn)$(.$await)??;
+                }
+                Work::Handout { touch: None, .. } => {}
+            }
+        }
+    }};
+}
+
 /// The most records one transaction writes.
 const MAX_BATCH: usize = 256;
 
@@ -60,13 +93,49 @@ const MAX_BATCH: usize = 256;
 /// the delay applies only when the queue already held more than one record.
 const SQLITE_COMMIT_DELAY: Duration = Duration::from_micros(250);
 
-/// One hand-out's record.
+/// What one record writes.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "almost every record is a hand-out: boxing its audit entry would add an allocation to each"
+)]
+enum Work {
+    /// A hand-out's (or proxied request's) audit row, and its grant's `last_used_at` when due.
+    Handout {
+        grant: String,
+        /// The new `last_used_at`, when it is due.
+        touch: Option<i64>,
+        audit: AuditEntry,
+    },
+    /// A user's new `last_seen_at`.
+    Sighting { user: String, at: i64 },
+}
+
+/// One queued record and its waiter.
 struct Record {
-    grant: String,
-    /// The new `last_used_at`, when it is due.
-    touch: Option<i64>,
-    audit: AuditEntry,
+    work: Work,
     done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+impl Record {
+    fn audit(&self) -> Option<&AuditEntry> {
+        match &self.work {
+            Work::Handout { audit, .. } => Some(audit),
+            Work::Sighting { .. } => None,
+        }
+    }
+
+    /// Whether it writes the main file (SQLite) or a table besides the audit log.
+    fn touches(&self) -> bool {
+        matches!(self.work, Work::Handout { touch: Some(_), .. } | Work::Sighting { .. })
+    }
+}
+
+/// How a batch must be written: its audit rows as one `INSERT` and its touches as `UPDATE`s,
+/// inside `BEGIN`/`COMMIT` only when there is more than one statement (each is atomic alone).
+fn needs_transaction(records: &[Record]) -> bool {
+    let touches = records.iter().filter(|r| r.touches()).count();
+    let inserts = usize::from(records.iter().any(|r| r.audit().is_some()));
+    touches + inserts > 1
 }
 
 /// The queue in front of the writer, started on first use (on PostgreSQL, in the runtime of that
@@ -79,7 +148,7 @@ pub(crate) struct HandoutLog {
 }
 
 impl HandoutLog {
-    /// Writes the record and returns once it is committed (or failed).
+    /// Writes a hand-out's record and returns once it is committed (or failed).
     pub(crate) async fn record(
         &self,
         store: &Store,
@@ -87,6 +156,16 @@ impl HandoutLog {
         touch: Option<i64>,
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
+        self.submit(store, Work::Handout { grant: grant.to_owned(), touch, audit: audit.clone() }).await
+    }
+
+    /// Moves `user`'s `last_seen_at` to `at` (unless it is already later) and returns once that
+    /// is committed (or failed).
+    pub(crate) async fn record_sighting(&self, store: &Store, user: &str, at: i64) -> Result<(), StoreError> {
+        self.submit(store, Work::Sighting { user: user.to_owned(), at }).await
+    }
+
+    async fn submit(&self, store: &Store, work: Work) -> Result<(), StoreError> {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             match store.sqlite_file() {
@@ -113,7 +192,7 @@ impl HandoutLog {
             tx
         });
         let (done, answer) = oneshot::channel();
-        let record = Record { grant: grant.to_owned(), touch, audit: audit.clone(), done };
+        let record = Record { work, done };
         queue.send(record).map_err(|_| StoreError::Unavailable("the audit writer has stopped".into()))?;
         answer.await.map_err(|_| StoreError::Unavailable("the audit writer has stopped".into()))?
     }
@@ -228,31 +307,28 @@ fn open_sqlite(
     Ok(conn)
 }
 
-/// Writes `records` in one SQLite transaction. Without a `last_used_at` to move (most batches:
-/// it moves at most once a minute per grant) that is the one `INSERT` into the hand-out audit
-/// file, atomic by itself, with no `BEGIN` and `COMMIT` around it, and the main file is not
-/// written at all. A batch with touches also writes the main file: each file's part is atomic
-/// (SQLite with WAL does not make a transaction across files atomic as a whole), and a touch
-/// without its audit row, or the reverse, after a crash between the two is harmless, since
-/// `last_used_at` is a hint that the next hand-out moves again.
+/// Writes `records` in one SQLite transaction. Without a touch (most batches: `last_used_at`
+/// and `last_seen_at` move at most once a minute per grant and user) that is the one `INSERT`
+/// into the hand-out audit file, atomic by itself, with no `BEGIN` and `COMMIT` around it, and
+/// the main file is not written at all. A batch with touches also writes the main file: each
+/// file's part is atomic (SQLite with WAL does not make a transaction across files atomic as a
+/// whole), and a touch without its audit row, or the reverse, after a crash between the two is
+/// harmless, since both times are hints that the next request moves again.
 fn write_sqlite(conn: &mut SqliteConnection, records: &[Record]) -> Result<(), StoreError> {
-    let insert = |conn: &mut SqliteConnection| {
+    let write = |conn: &mut SqliteConnection| -> Result<(), diesel::result::Error> {
+        write_touches!(diesel::RunQueryDsl, records, conn);
         // One multi-row INSERT.
-        let rows: Vec<NewAuditRow<'_>> = records.iter().map(|r| NewAuditRow::from(&r.audit)).collect();
-        diesel::RunQueryDsl::execute(diesel::insert_into(audit_log::table).values(rows), conn).map(drop)
-    };
-    if records.iter().all(|r| r.touch.is_none()) {
-        return insert(conn).map_err(db_error);
-    }
-    conn.immediate_transaction::<_, diesel::result::Error, _>(|conn| {
-        for record in records {
-            if let Some(at) = record.touch {
-                diesel::RunQueryDsl::execute(touch_grant!(record.grant.as_str(), at), conn)?;
-            }
+        let rows: Vec<NewAuditRow<'_>> = records.iter().filter_map(Record::audit).map(NewAuditRow::from).collect();
+        if !rows.is_empty() {
+            diesel::RunQueryDsl::execute(diesel::insert_into(audit_log::table).values(rows), conn)?;
         }
-        insert(conn)
-    })
-    .map_err(db_error)
+        Ok(())
+    };
+    if needs_transaction(records) {
+        conn.immediate_transaction(write).map_err(db_error)
+    } else {
+        write(conn).map_err(db_error)
+    }
 }
 
 /// The PostgreSQL writer task.
@@ -270,8 +346,8 @@ async fn run_async(store: Weak<crate::store::Inner>, mut queue: mpsc::UnboundedR
     }
 }
 
-/// Writes `records` in one PostgreSQL transaction, or, with no `last_used_at` to move (most
-/// batches), as the one `INSERT` alone: one round trip instead of three.
+/// Writes `records` in one PostgreSQL transaction, or, with nothing to touch (most batches), as
+/// the one `INSERT` alone: one round trip instead of three.
 async fn write_postgres(store: &Store, records: &[Record]) -> Result<(), StoreError> {
     let DbPool::Postgres(pool) = store.pool() else {
         return Err(StoreError::Unavailable("the audit writer task serves PostgreSQL only".into()));
@@ -279,19 +355,15 @@ async fn write_postgres(store: &Store, records: &[Record]) -> Result<(), StoreEr
     let mut conn = crate::pool::checkout_postgres(pool, store.acquire_timeout()).await?;
     store.count_calls(&mut conn);
     let conn: &mut crate::pool::PgConn = &mut conn;
-    if records.iter().all(|r| r.touch.is_none()) {
-        return insert_postgres(conn, records).await.map_err(db_error);
-    }
-    diesel_async::AsyncConnection::transaction(conn, async |conn: &mut crate::pool::PgConn| {
-        for record in records {
-            if let Some(at) = record.touch {
-                diesel_async::RunQueryDsl::execute(touch_grant!(record.grant.as_str(), at), conn).await?;
-            }
-        }
+    let write = async |conn: &mut crate::pool::PgConn| -> Result<(), diesel::result::Error> {
+        write_touches!(diesel_async::RunQueryDsl, records, conn, await);
         insert_postgres(conn, records).await
-    })
-    .await
-    .map_err(db_error)
+    };
+    if needs_transaction(records) {
+        diesel_async::AsyncConnection::transaction(conn, write).await.map_err(db_error)
+    } else {
+        write(conn).await.map_err(db_error)
+    }
 }
 
 /// The audit rows of `records` in one `INSERT … SELECT FROM unnest(…)`: one array per column, so
@@ -299,7 +371,10 @@ async fn write_postgres(store: &Store, records: &[Record]) -> Result<(), StoreEr
 /// (a multi-row `VALUES` is a new statement, parsed and planned, for every batch size).
 async fn insert_postgres(conn: &mut crate::pool::PgConn, records: &[Record]) -> Result<(), diesel::result::Error> {
     use diesel::sql_types::{Array, BigInt, Nullable, Text};
-    let rows: Vec<NewAuditRow<'_>> = records.iter().map(|r| NewAuditRow::from(&r.audit)).collect();
+    let rows: Vec<NewAuditRow<'_>> = records.iter().filter_map(Record::audit).map(NewAuditRow::from).collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
     let query = diesel::sql_query(
         "INSERT INTO audit_log (id, app_id, at, action, actor, user_id, grant_id, provider, outcome, detail) \
          SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], \
@@ -368,6 +443,40 @@ mod tests {
         assert_eq!(crate::testing::count_rows(&store, "audit_log").await.unwrap(), 3);
         drop(store);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Sightings in one batch (requests finishing out of order) leave the latest time, and a
+    /// batch of touches alone writes no audit row.
+    #[tokio::test]
+    async fn a_batch_of_sightings_keeps_the_latest_time() {
+        let (store, dir) = sqlite_store(Default::default()).await;
+        for sql in [
+            "INSERT INTO apps (id, name, created_at) VALUES ('a', 'a', 0)",
+            "INSERT INTO users (id, app_id, subject, status, groups_json, roles_json, created_at, last_seen_at) \
+             VALUES ('u', 'a', 's', 'active', '[]', '[]', 0, 50)",
+        ] {
+            assert_eq!(crate::testing::execute_sql(&store, sql).await.unwrap(), 1);
+        }
+        let (path, busy_timeout) = store.sqlite_file().unwrap();
+        let mut conn = open_sqlite(path, busy_timeout, &store.call_counter()).unwrap();
+        let sighting = |at| Record { work: Work::Sighting { user: "u".into(), at }, done: oneshot::channel().0 };
+        write_sqlite(&mut conn, &[sighting(200), sighting(100)]).unwrap();
+        write_sqlite(&mut conn, &[sighting(150)]).unwrap();
+        let seen: SeenRow = diesel::RunQueryDsl::get_result(
+            diesel::sql_query("SELECT last_seen_at FROM custody.users WHERE id = 'u'"),
+            &mut conn,
+        )
+        .unwrap();
+        assert_eq!(seen.last_seen_at, Some(200));
+        assert_eq!(crate::testing::count_rows(&store, "audit_log").await.unwrap(), 0);
+        drop((conn, store));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[derive(diesel::QueryableByName)]
+    struct SeenRow {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+        last_seen_at: Option<i64>,
     }
 
     #[tokio::test]

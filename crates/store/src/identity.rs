@@ -43,6 +43,21 @@ fn lock_still_holds(version: i64, locked_at: Option<i64>, lock: LockGuard) -> bo
     locked_at.is_some() && version >= lock.idp_version
 }
 
+/// What the read-only hot path of [`UserStore::resolve_user`] found.
+enum ReadOnlyResolution {
+    /// Nothing to write: the user is deprovisioned, or known, unchanged and recently seen.
+    Settled(User),
+    /// Known and unchanged, but not seen within the minute: only `last_seen_at` moves, which
+    /// the hand-out log's writer group-commits (a sighting) instead of a write transaction of
+    /// its own. That is what every active user's first request of each minute needs, so on a
+    /// busy SQLite store it was a stream of single-row commits on the one write lock, each
+    /// emptying every reader's page cache.
+    Sighting(User),
+    /// New, changed, or the configuration is not what the token was mapped with: the write
+    /// transaction decides.
+    Write,
+}
+
 /// The new state of a user after a token, when it must be written.
 #[derive(Debug, PartialEq, Eq)]
 struct UserUpdate {
@@ -96,16 +111,14 @@ fn plan_update(
 
 impl Store {
     /// The read-only hot path of [`UserStore::resolve_user`] for an already locked
-    /// configuration: one SELECT of the IdP row joined with the user. `Some` when that settles
-    /// it (the user is deprovisioned, or known, unchanged and recently seen); `None` when the
-    /// write path must run.
+    /// configuration: one SELECT of the IdP row joined with the user, and what it settles.
     async fn resolve_user_read_only(
         &self,
         app: &AppId,
         lock: LockGuard,
         identity: &ExtractedIdentity,
         now: UnixTime,
-    ) -> Result<Option<User>, ResolveUserError> {
+    ) -> Result<ReadOnlyResolution, ResolveUserError> {
         let row: Option<(i64, Option<i64>, Option<UserRow>)> = read_conn!(self, |conn| {
             idp_configs::table
                 .left_join(
@@ -123,9 +136,15 @@ impl Store {
         if !lock_still_holds(version, locked_at, lock) {
             return Err(ResolveUserError::ConfigChanged);
         }
-        let Some(user) = user else { return Ok(None) };
+        let Some(user) = user else { return Ok(ReadOnlyResolution::Write) };
         let user = user.into_domain()?;
-        Ok(user.settled_by(identity, now).then_some(user))
+        Ok(if user.settled_by(identity, now) {
+            ReadOnlyResolution::Settled(user)
+        } else if user.status != UserStatus::Deprovisioned && user.agrees_with(identity) {
+            ReadOnlyResolution::Sighting(user)
+        } else {
+            ReadOnlyResolution::Write
+        })
     }
 
     /// The write path of [`UserStore::resolve_user`]: one transaction that checks or takes
@@ -530,8 +549,15 @@ impl UserStore for Store {
         // lock on PostgreSQL. Everything else runs as one write transaction that re-checks all
         // it relies on, so the read above is only ever an optimisation.
         if lock.already_locked {
-            if let Some(user) = self.resolve_user_read_only(app, lock, identity, now).await? {
-                return Ok(user);
+            match self.resolve_user_read_only(app, lock, identity, now).await? {
+                ReadOnlyResolution::Settled(user) => return Ok(user),
+                // The same change the transaction would make for an unchanged user (see
+                // `plan_update`), durable before the answer like it.
+                ReadOnlyResolution::Sighting(user) => {
+                    self.handout_log().record_sighting(self, user.id.as_str(), now.0).await?;
+                    return Ok(User { last_seen_at: Some(now), ..user });
+                }
+                ReadOnlyResolution::Write => {}
             }
         }
         self.resolve_user_in_transaction(app, lock, identity, token_issued_at, new_user_id, now).await

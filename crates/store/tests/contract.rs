@@ -403,6 +403,29 @@ async fn groups_roles_and_profile_follow_the_token(db: TestDatabase, store: Stor
     assert_eq!(resolve(&store, &app.id, &next, Some(t3), t3).await.last_seen_at, Some(t3), "{b}");
 }
 
+store_test!(a_known_unchanged_user_back_after_a_minute_is_one_read_and_one_update);
+async fn a_known_unchanged_user_back_after_a_minute_is_one_read_and_one_update(db: TestDatabase, store: Store) {
+    let b = db.backend();
+    let (app, _) = seed_app_with_idp(&store).await;
+    let who = identity("fay", &["a"], &["r"]);
+    let first = resolve(&store, &app.id, &who, Some(NOW), NOW).await;
+    let config = store.get_idp(&app.id).await.unwrap().unwrap();
+    let lock = LockGuard { idp_version: config.version, already_locked: true };
+    let later = NOW.plus_seconds(61);
+    let before = store.database_calls();
+    let seen = store.resolve_user(&app.id, lock, &who, Some(NOW), &new_user_id(), later).await.unwrap();
+    // The read, then the sighting's UPDATE (group-committed with the hand-out log): no
+    // transaction of its own.
+    assert_eq!(store.database_calls() - before, 2, "{b}");
+    assert_eq!(seen, User { last_seen_at: Some(later), ..first.clone() }, "{b}");
+    assert_eq!(store.get_user(&app.id, &first.id).await.unwrap(), Some(seen.clone()), "{b}");
+    // A token that says something new still takes the write transaction.
+    let changed = identity("fay", &["a", "b"], &["r"]);
+    let much_later = later.plus_seconds(61);
+    let written = store.resolve_user(&app.id, lock, &changed, Some(later), &new_user_id(), much_later).await.unwrap();
+    assert_eq!((written.groups, written.last_seen_at), (set(&["a", "b"]), Some(much_later)), "{b}");
+}
+
 store_test!(deprovisioned_user_is_returned_unchanged_and_never_recreated);
 async fn deprovisioned_user_is_returned_unchanged_and_never_recreated(db: TestDatabase, store: Store) {
     let b = db.backend();

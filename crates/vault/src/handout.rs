@@ -15,7 +15,9 @@
 //!   the request starts over on the ordinary path, which reads the configuration afresh;
 //! - the user is read in the same statement, so a deprovisioned or suspended user is refused on
 //!   the very next request; a user the token says something new about (or who was not seen
-//!   for a while, or never) takes the ordinary path, which writes.
+//!   for a while, or never) is resolved on the ordinary path, which writes, and a known user's
+//!   grant is then taken from the one read (it was joined on the user's id, which the write
+//!   does not change).
 //!
 //! The audit row is written as every hand-out's is: group-committed, durable before the answer.
 
@@ -165,16 +167,21 @@ impl HandoutService {
         let now = self.clock.now();
         let user = match user {
             Some(user) if user.settled_by(&identity, now) => user,
-            // New, changed or not seen for a while: the ordinary resolution writes, and the
-            // grant is read again for the user as written.
-            _ => {
-                let user = self.identity.resolve_verified(config, &verified).await;
-                let user = match user {
+            // New, changed or not seen for a while: the ordinary resolution writes.
+            stored => {
+                let resolved = self.identity.resolve_verified(config, &verified).await;
+                let resolved = match resolved {
                     Err(ResolveError::ConfigChanged) => return self.ordinary(&key, token, selector).await,
                     other => other?,
                 };
-                user.ensure_active().map_err(ResolveError::from)?;
-                return Ok(self.vault.hand_out(&user, selector).await?);
+                resolved.ensure_active().map_err(ResolveError::from)?;
+                // The grant, policy and credential were read joined on the stored user's id, so
+                // they are this user's as written (the policy is applied to the user as written
+                // below). A user created by this request had nothing to join: read again.
+                if stored.is_some_and(|stored| stored.id == resolved.id) {
+                    return Ok(self.vault.hand_out_viewed(&resolved, view_of(&resolved, view)).await?);
+                }
+                return Ok(self.vault.hand_out(&resolved, selector).await?);
             }
         };
         user.ensure_active().map_err(ResolveError::from)?;

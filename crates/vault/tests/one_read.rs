@@ -10,9 +10,11 @@ use custody_identity::audit::Actor;
 use custody_identity::ports::Clock as _;
 use custody_identity::service::{AddIdp, IdentityService, ResolveError};
 use custody_identity::user::UserRefused;
-use custody_identity::{AppName, IdpKind, IdpPatch, RequestedClaims, TokenRejection, UserStatus};
+use custody_identity::user::LAST_SEEN_GRANULARITY_SECS;
+use custody_identity::{AppName, ClaimPath, IdpKind, IdpPatch, RequestedClaims, TokenRejection, UserStatus};
 use custody_testkit::{FakeIdp, ManualClock, MemoryStore, SeqRandom};
 use custody_vault::handout::{HandoutError, HandoutPorts, HandoutService};
+use custody_vault::policy::TokenAccess;
 use custody_vault::service::{GrantSelector, GrantUseError};
 use serde_json::json;
 use std::sync::Arc;
@@ -39,7 +41,7 @@ async fn world() -> World {
         issuer_url: ISSUER.into(),
         audience: Some("api".into()),
         kind: Some(IdpKind::from_static("custom_oidc")),
-        claims: RequestedClaims::default(),
+        claims: RequestedClaims { group: Some(Some(ClaimPath::parse("groups").unwrap())), ..Default::default() },
     };
     identity.add_idp(&app.id, add, &Actor::operator()).await.unwrap();
     let vault = Vault::on(store.clone(), clock.clone(), random, app.id.clone());
@@ -51,14 +53,23 @@ async fn world() -> World {
 
 impl World {
     fn token(&self, sub: &str) -> String {
+        self.token_in(sub, &[])
+    }
+
+    fn token_in(&self, sub: &str, groups: &[&str]) -> String {
         let now = self.vault.clock.now().0;
-        self.idp.token(&json!({"iss": ISSUER, "aud": "api", "sub": sub, "iat": now, "exp": now + 600}))
+        self.idp
+            .token(&json!({"iss": ISSUER, "aud": "api", "sub": sub, "groups": groups, "iat": now, "exp": now + 600}))
     }
 
     async fn hand_out(&self, sub: &str) -> Result<String, HandoutError> {
+        self.hand_out_with(&self.token(sub)).await
+    }
+
+    async fn hand_out_with(&self, token: &str) -> Result<String, HandoutError> {
         let caller = self.handouts.admit(&self.key).await.unwrap().expect("the key is live");
         let selector = GrantSelector::Provider(self.vault.provider_name());
-        let handout = self.handouts.hand_out(&caller, &self.token(sub), &selector).await?;
+        let handout = self.handouts.hand_out(&caller, token, &selector).await?;
         Ok(handout.access_token.expose().to_owned())
     }
 }
@@ -124,4 +135,30 @@ async fn an_edited_configuration_applies_to_the_next_handout() {
         matches!(refused, Err(HandoutError::Resolve(ResolveError::InvalidToken(TokenRejection::WrongAudience { .. })))),
         "{refused:?}"
     );
+}
+
+#[tokio::test]
+async fn a_returning_or_changed_user_is_written_and_served_as_written() {
+    let w = world().await;
+    w.hand_out("alice").await.unwrap_err();
+    let alice = w.vault.store.user_by_subject(&w.vault.app, "alice").unwrap();
+    w.vault.grant(&alice, "access-alice", None, 3600).await;
+
+    // Back after more than a minute: `last_seen_at` moves, and the grant of the one read serves.
+    w.vault.clock.advance(LAST_SEEN_GRANULARITY_SECS + 1);
+    assert_eq!(w.hand_out("alice").await.unwrap(), "access-alice");
+    let seen = w.vault.store.user_by_subject(&w.vault.app, "alice").unwrap();
+    assert_eq!(seen.last_seen_at, Some(w.vault.clock.now()));
+
+    // The policy asks for a group the stored user lacks: refused. A token that carries it
+    // changes the user, and the policy applies to the user as written: served.
+    w.vault.policy(&["engineering"], TokenAccess::Handout).await;
+    let refused = w.hand_out("alice").await;
+    assert!(matches!(refused, Err(HandoutError::Use(GrantUseError::PolicyDenied(_)))), "{refused:?}");
+    assert_eq!(w.hand_out_with(&w.token_in("alice", &["engineering"])).await.unwrap(), "access-alice");
+    let changed = w.vault.store.user_by_subject(&w.vault.app, "alice").unwrap();
+    assert_eq!(changed.groups.iter().collect::<Vec<_>>(), ["engineering"]);
+    // And taken away again by the next token without it.
+    let refused = w.hand_out("alice").await;
+    assert!(matches!(refused, Err(HandoutError::Use(GrantUseError::PolicyDenied(_)))), "{refused:?}");
 }
