@@ -45,10 +45,17 @@ macro_rules! uuid_id {
             }
         }
 
+        /// As [`Self::parse`], keeping the string's buffer (an id read from storage arrives
+        /// owned; this spares the hot path a copy per id).
         impl TryFrom<String> for $name {
             type Error = InvalidId;
-            fn try_from(s: String) -> Result<Self, InvalidId> {
-                Self::parse(&s)
+            fn try_from(mut s: String) -> Result<Self, InvalidId> {
+                s.make_ascii_lowercase();
+                if is_canonical_uuid(&s) {
+                    Ok(Self(s))
+                } else {
+                    Err(InvalidId)
+                }
             }
         }
 
@@ -91,6 +98,8 @@ mod tests {
     fn accepts_canonical_and_normalises_case() {
         let id = AppId::parse("0F8FAD5B-D9CB-469F-A165-70867728950E").unwrap();
         assert_eq!(id.as_str(), "0f8fad5b-d9cb-469f-a165-70867728950e");
+        let owned = AppId::try_from("0F8FAD5B-D9CB-469F-A165-70867728950E".to_owned()).unwrap();
+        assert_eq!(owned, id);
     }
 
     #[test]
@@ -103,6 +112,7 @@ mod tests {
             "0f8fad5b-d9cb-469f-a165-70867728950g",
         ] {
             assert_eq!(UserId::parse(bad), Err(InvalidId), "{bad}");
+            assert_eq!(UserId::try_from(bad.to_owned()), Err(InvalidId), "{bad}");
         }
     }
 }

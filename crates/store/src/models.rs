@@ -25,12 +25,14 @@ use custody_vault::provider::{ProviderConfig, ProviderName};
 use diesel::prelude::*;
 use std::collections::BTreeSet;
 
-pub(crate) fn app_id(s: &str) -> Result<AppId, StoreError> {
-    AppId::parse(s).map_err(|_| corrupt("app id"))
+/// Borrowed text is copied; an owned `String` (a decoded row's field) becomes the id itself.
+pub(crate) fn app_id(s: impl Into<String>) -> Result<AppId, StoreError> {
+    AppId::try_from(s.into()).map_err(|_| corrupt("app id"))
 }
 
-pub(crate) fn user_id(s: &str) -> Result<UserId, StoreError> {
-    UserId::parse(s).map_err(|_| corrupt("user id"))
+/// Borrowed text is copied; an owned `String` (a decoded row's field) becomes the id itself.
+pub(crate) fn user_id(s: impl Into<String>) -> Result<UserId, StoreError> {
+    UserId::try_from(s.into()).map_err(|_| corrupt("user id"))
 }
 
 fn claim_path(s: &str) -> Result<ClaimPath, StoreError> {
@@ -57,8 +59,9 @@ fn strings_from_json(json: &str, what: &'static str) -> Result<Vec<String>, Stor
     serde_json::from_str(json).map_err(|_| corrupt(what))
 }
 
-pub(crate) fn grant_id(s: &str) -> Result<GrantId, StoreError> {
-    GrantId::parse(s).map_err(|_| corrupt("grant id"))
+/// Borrowed text is copied; an owned `String` (a decoded row's field) becomes the id itself.
+pub(crate) fn grant_id(s: impl Into<String>) -> Result<GrantId, StoreError> {
+    GrantId::try_from(s.into()).map_err(|_| corrupt("grant id"))
 }
 
 pub(crate) fn provider_name(s: &str) -> Result<ProviderName, StoreError> {
@@ -92,7 +95,7 @@ pub(crate) struct AppRow {
 impl AppRow {
     pub(crate) fn into_domain(self) -> Result<App, StoreError> {
         Ok(App {
-            id: app_id(&self.id)?,
+            id: app_id(self.id)?,
             name: AppName::parse(&self.name).map_err(|_| corrupt("app name"))?,
             created_at: UnixTime(self.created_at),
         })
@@ -127,8 +130,8 @@ pub(crate) struct ApiKeyRow {
 impl ApiKeyRow {
     pub(crate) fn into_domain(self) -> Result<ApiKeyRecord, StoreError> {
         Ok(ApiKeyRecord {
-            id: ApiKeyId::parse(&self.id).map_err(|_| corrupt("api key id"))?,
-            app_id: app_id(&self.app_id)?,
+            id: ApiKeyId::try_from(self.id).map_err(|_| corrupt("api key id"))?,
+            app_id: app_id(self.app_id)?,
             prefix: self.prefix,
             hash: self.hash,
             created_at: UnixTime(self.created_at),
@@ -185,7 +188,7 @@ impl IdpRow {
     pub(crate) fn into_domain(self) -> Result<IdpConfig, StoreError> {
         Ok(IdpConfig {
             id: IdpId::parse(&self.id).map_err(|_| corrupt("idp id"))?,
-            app_id: app_id(&self.app_id)?,
+            app_id: app_id(self.app_id)?,
             kind: IdpKind::parse(&self.kind).ok_or_else(|| corrupt("idp kind"))?,
             issuer: Issuer::new(self.issuer),
             jwks_uri: self.jwks_uri,
@@ -267,8 +270,8 @@ pub(crate) struct UserRow {
 impl UserRow {
     pub(crate) fn into_domain(self) -> Result<User, StoreError> {
         Ok(User {
-            id: user_id(&self.id)?,
-            app_id: app_id(&self.app_id)?,
+            id: user_id(self.id)?,
+            app_id: app_id(self.app_id)?,
             subject: self.subject,
             status: UserStatus::parse(&self.status).ok_or_else(|| corrupt("user status"))?,
             email: self.email,
@@ -335,7 +338,7 @@ impl AuditRow {
     pub(crate) fn into_domain(self) -> Result<AuditEntry, StoreError> {
         Ok(AuditEntry {
             id: self.id,
-            app_id: app_id(&self.app_id)?,
+            app_id: app_id(self.app_id)?,
             at: UnixTime(self.at),
             action: self.action,
             actor: self.actor,
@@ -403,7 +406,7 @@ pub(crate) struct ProviderRow {
 impl ProviderRow {
     pub(crate) fn into_domain(self) -> Result<ProviderConfig, StoreError> {
         Ok(ProviderConfig {
-            app_id: app_id(&self.app_id)?,
+            app_id: app_id(self.app_id)?,
             name: provider_name(&self.name)?,
             authorization_url: self.authorization_url,
             token_url: self.token_url,
@@ -466,7 +469,7 @@ pub(crate) struct PolicyRow {
 impl PolicyRow {
     pub(crate) fn into_domain(self) -> Result<Policy, StoreError> {
         Ok(Policy {
-            app_id: app_id(&self.app_id)?,
+            app_id: app_id(self.app_id)?,
             provider: provider_name(&self.provider)?,
             allow_groups: names_from_json(&self.allow_groups_json).map_err(|_| corrupt("policy groups"))?,
             allow_roles: names_from_json(&self.allow_roles_json).map_err(|_| corrupt("policy roles"))?,
@@ -528,9 +531,9 @@ pub(crate) struct GrantRow {
 impl GrantRow {
     pub(crate) fn into_domain(self) -> Result<Grant, StoreError> {
         Ok(Grant {
-            id: grant_id(&self.id)?,
-            app_id: app_id(&self.app_id)?,
-            user_id: user_id(&self.user_id)?,
+            id: grant_id(self.id)?,
+            app_id: app_id(self.app_id)?,
+            user_id: user_id(self.user_id)?,
             provider: provider_name(&self.provider)?,
             status: GrantStatus::parse(&self.status).ok_or_else(|| corrupt("grant status"))?,
             scopes: strings_from_json(&self.scopes_json, "grant scopes")?,
@@ -591,7 +594,7 @@ pub(crate) struct CredentialRow {
 impl CredentialRow {
     pub(crate) fn into_domain(self) -> Result<Credential, StoreError> {
         Ok(Credential {
-            grant_id: grant_id(&self.grant_id)?,
+            grant_id: grant_id(self.grant_id)?,
             access_token: SealedBox(self.access_token),
             refresh_token: self.refresh_token.map(SealedBox),
             token_type: self.token_type,
@@ -644,8 +647,8 @@ impl ConnectStateRow {
     pub(crate) fn into_domain(self) -> Result<ConnectState, StoreError> {
         Ok(ConnectState {
             state_hash: self.state_hash,
-            app_id: app_id(&self.app_id)?,
-            user_id: user_id(&self.user_id)?,
+            app_id: app_id(self.app_id)?,
+            user_id: user_id(self.user_id)?,
             provider: provider_name(&self.provider)?,
             return_url: self.return_url,
             scopes: strings_from_json(&self.scopes_json, "connect scopes")?,
@@ -709,8 +712,8 @@ impl OutboxRow {
     pub(crate) fn into_domain(self) -> Result<OutboxItem, StoreError> {
         Ok(OutboxItem {
             id: self.id,
-            app_id: app_id(&self.app_id)?,
-            grant_id: grant_id(&self.grant_id)?,
+            app_id: app_id(self.app_id)?,
+            grant_id: grant_id(self.grant_id)?,
             provider: provider_name(&self.provider)?,
             token_kind: token_kind(&self.token_kind)?,
             token: SealedBox(self.token),

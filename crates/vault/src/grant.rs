@@ -14,7 +14,7 @@ pub struct GrantId(String);
 impl GrantId {
     pub fn parse(s: &str) -> Result<Self, custody_identity::InvalidId> {
         // Reuse the identity crate's canonical-UUID rule.
-        custody_identity::UserId::parse(s).map(|u| GrantId(u.as_str().to_owned()))
+        custody_identity::UserId::parse(s).map(|u| GrantId(u.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -22,10 +22,11 @@ impl GrantId {
     }
 }
 
+/// As [`GrantId::parse`], keeping the string's buffer.
 impl TryFrom<String> for GrantId {
     type Error = custody_identity::InvalidId;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::parse(&s)
+    fn try_from(s: String) -> Result<Self, custody_identity::InvalidId> {
+        custody_identity::UserId::try_from(s).map(|u| GrantId(u.into()))
     }
 }
 
