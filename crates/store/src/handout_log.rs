@@ -294,8 +294,8 @@ fn open_sqlite(
     let main = crate::pool::sqlite_path_str(path).map_err(|e| unavailable(&e))?;
     let mut conn = SqliteConnection::establish(&side).map_err(|e| unavailable(&e))?;
     conn.batch_execute(&crate::pool::sqlite_pragmas(busy_timeout)).map_err(|e| unavailable(&e))?;
-    // The main file, for the `last_used_at` touches: `grants` is found there by name, since the
-    // side file has no such table.
+    // The main file, for the touches (`last_used_at`, `last_seen_at`): `grants` and `users` are
+    // found there by name, since the side file has no such tables.
     diesel::RunQueryDsl::execute(
         diesel::sql_query("ATTACH DATABASE ? AS custody").bind::<diesel::sql_types::Text, _>(&main),
         &mut conn,
