@@ -188,12 +188,28 @@ pub fn precheck_issuer(token: &str, expected: &Issuer) -> Result<(), TokenReject
     let mut parts = token.split('.');
     let (Some(_), Some(payload)) = (parts.next(), parts.next()) else { return Ok(()) };
     let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else { return Ok(()) };
-    let Ok(Value::Object(claims)) = serde_json::from_slice::<Value>(&bytes) else { return Ok(()) };
-    match claims.get("iss") {
-        Some(Value::String(iss)) if iss != expected.as_str() => Err(wrong_issuer(expected, claims.get("iss"))),
-        Some(Value::String(_)) | None => Ok(()),
-        Some(other) => Err(wrong_issuer(expected, Some(other))),
+    let Ok(IssuerOnly { iss }) = serde_json::from_slice::<IssuerOnly>(&bytes) else { return Ok(()) };
+    match iss {
+        Some(Value::String(iss)) if iss == expected.as_str() => Ok(()),
+        None => Ok(()),
+        Some(other) => Err(wrong_issuer(expected, Some(&other))),
     }
+}
+
+/// The one member of a token's payload that [`precheck_issuer`] reads. Every other member is
+/// skipped as it is parsed, without building a value for it: the precheck runs on every
+/// runtime request, before the verified-token cache, and a whole claims tree per request was a
+/// visible share of a cached hand-out's CPU. A payload that is not an object, or names `iss`
+/// twice, does not deserialize, and so passes the precheck like any unreadable payload.
+#[derive(serde::Deserialize)]
+struct IssuerOnly {
+    /// `None` only when absent: a JSON `null` is a present, wrong issuer.
+    #[serde(default, deserialize_with = "present")]
+    iss: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<Option<Value>, D::Error> {
+    <Value as serde::Deserialize>::deserialize(value).map(Some)
 }
 
 /// Whether the token's `aud` (a string or an array of strings) names `audience`.
@@ -311,5 +327,12 @@ mod tests {
             precheck_issuer(&token(json!({"iss": "https://evil.example/"})), &issuer),
             Err(wrong_iss("`https://evil.example/`"))
         );
+        // Other members, of any shape, are skipped; an `iss` that is not a string is refused.
+        let busy =
+            json!({"sub": "x", "groups": [{"a": [1, 2.5, null]}], "iss": "https://idp.example.com/", "z": "é\n"});
+        assert_eq!(precheck_issuer(&token(busy), &issuer), Ok(()));
+        assert_eq!(precheck_issuer(&token(json!({"iss": 7, "sub": "x"})), &issuer), Err(wrong_iss("7")));
+        assert_eq!(precheck_issuer(&token(json!({"iss": null})), &issuer), Err(wrong_iss("null")));
+        assert_eq!(precheck_issuer(&token(json!(["not", "an", "object"])), &issuer), Ok(()));
     }
 }
