@@ -24,7 +24,7 @@
 use crate::error::db_error;
 use crate::models::NewAuditRow;
 use crate::pool::DbPool;
-use crate::schema::{audit_log, grants, users};
+use crate::schema::{grants, users};
 use crate::Store;
 use custody_identity::audit::AuditEntry;
 use custody_identity::ports::StoreError;
@@ -130,12 +130,92 @@ impl Record {
     }
 }
 
-/// How a batch must be written: its audit rows as one `INSERT` and its touches as `UPDATE`s,
-/// inside `BEGIN`/`COMMIT` only when there is more than one statement (each is atomic alone).
-fn needs_transaction(records: &[Record]) -> bool {
+/// How a batch must be written: its touches as `UPDATE`s and its audit rows as the
+/// `insert_statements(rows)` `INSERT`s of the backend, inside `BEGIN`/`COMMIT` only when there
+/// is more than one statement (each is atomic alone).
+fn needs_transaction(records: &[Record], insert_statements: fn(usize) -> usize) -> bool {
     let touches = records.iter().filter(|r| r.touches()).count();
-    let inserts = usize::from(records.iter().any(|r| r.audit().is_some()));
-    touches + inserts > 1
+    let rows = records.iter().filter(|r| r.audit().is_some()).count();
+    touches + insert_statements(rows) > 1
+}
+
+/// SQLite's audit `INSERT` of exactly `N` rows. Each `N` is a statement type of its own, which
+/// diesel prepares once per connection and finds again by type, so no batch is parsed.
+///
+/// diesel's own multi-row insert of a `Vec` is a new statement, parsed and compiled by SQLite,
+/// for every batch (2% of a reused-token hand-out's CPU in `cargo xtask bench`), and its
+/// fixed-size arrays are cached only when their rows own their values, which would copy every
+/// string of the batch. The column list is the one `NewAuditRow` inserts; the hand-out log's
+/// tests read every column back.
+struct InsertAuditRows<'a, const N: usize>(&'a [NewAuditRow<'a>; N]);
+
+impl<const N: usize> diesel::query_builder::QueryId for InsertAuditRows<'_, N> {
+    type QueryId = InsertAuditRows<'static, N>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<const N: usize> diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite> for InsertAuditRows<'_, N> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::sqlite::Sqlite>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{BigInt, Nullable, Text};
+        out.push_sql(
+            "INSERT INTO audit_log (id, app_id, at, action, actor, user_id, grant_id, provider, outcome, detail) VALUES ",
+        );
+        for (i, row) in self.0.iter().enumerate() {
+            out.push_sql(if i == 0 { "(" } else { ", (" });
+            out.push_bind_param::<Text, str>(row.id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, str>(row.app_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<BigInt, i64>(&row.at)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, str>(row.action)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, str>(row.actor)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Nullable<Text>, Option<&str>>(&row.user_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Nullable<Text>, Option<&str>>(&row.grant_id)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Nullable<Text>, Option<&str>>(&row.provider)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Text, str>(row.outcome)?;
+            out.push_sql(", ");
+            out.push_bind_param::<Nullable<Text>, Option<&str>>(&row.detail)?;
+            out.push_sql(")");
+        }
+        Ok(())
+    }
+}
+
+impl<const N: usize> diesel::RunQueryDsl<SqliteConnection> for InsertAuditRows<'_, N> {}
+
+/// The sizes of the statements [`insert_sqlite`] writes a batch with, largest first: `n` rows
+/// are `n`'s binary decomposition.
+macro_rules! insert_in_chunks {
+    ($conn:ident, $rows:expr, [$($size:literal),+]) => {{
+        let mut rows: &[NewAuditRow<'_>] = $rows;
+        $(
+            while let Some((chunk, rest)) = rows.split_first_chunk::<$size>() {
+                diesel::RunQueryDsl::execute(InsertAuditRows(chunk), $conn)?;
+                rows = rest;
+            }
+        )+
+    }};
+}
+
+/// How many `INSERT`s [`insert_sqlite`] writes `rows` rows with: at most
+/// [`MAX_BATCH`] / 128 + 7, one when `rows` is a power of two.
+fn sqlite_insert_statements(rows: usize) -> usize {
+    rows / 128 + (rows % 128).count_ones() as usize
+}
+
+/// The audit rows of a batch, in the statements [`sqlite_insert_statements`] counts.
+fn insert_sqlite(conn: &mut SqliteConnection, rows: &[NewAuditRow<'_>]) -> Result<(), diesel::result::Error> {
+    insert_in_chunks!(conn, rows, [128, 64, 32, 16, 8, 4, 2, 1]);
+    Ok(())
 }
 
 /// The queue in front of the writer, started on first use (on PostgreSQL, in the runtime of that
@@ -308,23 +388,19 @@ fn open_sqlite(
 }
 
 /// Writes `records` in one SQLite transaction. Without a touch (most batches: `last_used_at`
-/// and `last_seen_at` move at most once a minute per grant and user) that is the one `INSERT`
-/// into the hand-out audit file, atomic by itself, with no `BEGIN` and `COMMIT` around it, and
-/// the main file is not written at all. A batch with touches also writes the main file: each
+/// and `last_seen_at` move at most once a minute per grant and user) that writes only the
+/// hand-out audit file: a batch whose row count is a power of two is one `INSERT`, atomic by
+/// itself, with no `BEGIN` and `COMMIT` around it; the main file is not written at all. A batch with touches also writes the main file: each
 /// file's part is atomic (SQLite with WAL does not make a transaction across files atomic as a
 /// whole), and a touch without its audit row, or the reverse, after a crash between the two is
 /// harmless, since both times are hints that the next request moves again.
 fn write_sqlite(conn: &mut SqliteConnection, records: &[Record]) -> Result<(), StoreError> {
     let write = |conn: &mut SqliteConnection| -> Result<(), diesel::result::Error> {
         write_touches!(diesel::RunQueryDsl, records, conn);
-        // One multi-row INSERT.
         let rows: Vec<NewAuditRow<'_>> = records.iter().filter_map(Record::audit).map(NewAuditRow::from).collect();
-        if !rows.is_empty() {
-            diesel::RunQueryDsl::execute(diesel::insert_into(audit_log::table).values(rows), conn)?;
-        }
-        Ok(())
+        insert_sqlite(conn, &rows)
     };
-    if needs_transaction(records) {
+    if needs_transaction(records, sqlite_insert_statements) {
         conn.immediate_transaction(write).map_err(db_error)
     } else {
         write(conn).map_err(db_error)
@@ -359,7 +435,7 @@ async fn write_postgres(store: &Store, records: &[Record]) -> Result<(), StoreEr
         write_touches!(diesel_async::RunQueryDsl, records, conn, await);
         insert_postgres(conn, records).await
     };
-    if needs_transaction(records) {
+    if needs_transaction(records, |rows| usize::from(rows > 0)) {
         diesel_async::AsyncConnection::transaction(conn, write).await.map_err(db_error)
     } else {
         write(conn).await.map_err(db_error)
@@ -471,6 +547,61 @@ mod tests {
         assert_eq!(crate::testing::count_rows(&store, "audit_log").await.unwrap(), 0);
         drop((conn, store));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Every batch size is written whole, as its binary decomposition of cached `INSERT`s (in a
+    /// transaction when there is more than one), with every column as given; and a batch whose
+    /// last statement fails leaves none of its rows.
+    #[tokio::test]
+    async fn audit_batches_of_any_size_are_written_whole_in_fixed_size_statements() {
+        let (store, dir) = sqlite_store(Default::default()).await;
+        let (path, busy_timeout) = store.sqlite_file().unwrap();
+        let mut conn = open_sqlite(path, busy_timeout, &store.call_counter()).unwrap();
+        let record = |audit: AuditEntry| Record {
+            work: Work::Handout { grant: "g".into(), touch: None, audit },
+            done: oneshot::channel().0,
+        };
+        let mut written = 0;
+        for size in [1, 2, 3, 7, 128, 200, MAX_BATCH - 1, MAX_BATCH] {
+            let batch: Vec<Record> = (0..size).map(|_| record(handout_audit())).collect();
+            let before = store.database_calls();
+            write_sqlite(&mut conn, &batch).unwrap();
+            let inserts = sqlite_insert_statements(size);
+            let expected = if inserts > 1 { inserts + 2 } else { inserts };
+            assert_eq!(store.database_calls() - before, expected as u64, "statements for {size} rows");
+            written += size;
+            assert_eq!(crate::testing::count_rows(&store, "audit_log").await.unwrap(), written as i64);
+        }
+        assert_eq!((sqlite_insert_statements(7), sqlite_insert_statements(256)), (3, 2));
+
+        // Every column of the statement lands in its own column.
+        let full = AuditEntry {
+            user_id: Some(custody_identity::UserId::parse("00000000-0000-4000-8000-000000000003").unwrap()),
+            grant_id: Some("grant".into()),
+            provider: Some("github".into()),
+            outcome: AuditOutcome::Denied,
+            detail: Some("detail".into()),
+            at: UnixTime(42),
+            ..handout_audit()
+        };
+        write_sqlite(&mut conn, &[record(handout_audit()), record(full.clone())]).unwrap();
+        let row: crate::models::AuditRow = audit_log_row(&mut conn, &full.id);
+        assert_eq!(row.into_domain().unwrap(), full);
+
+        // Three rows are an `INSERT` of two and one of one: the second fails (a duplicate id),
+        // and the first is rolled back with it, so retrying the records one by one cannot write
+        // a row twice.
+        let first = handout_audit();
+        let batch = [record(first.clone()), record(handout_audit()), record(first)];
+        assert!(write_sqlite(&mut conn, &batch).is_err());
+        assert_eq!(crate::testing::count_rows(&store, "audit_log").await.unwrap(), written as i64 + 2);
+        drop((conn, store));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn audit_log_row(conn: &mut SqliteConnection, id: &str) -> crate::models::AuditRow {
+        use crate::schema::audit_log;
+        audit_log::table.filter(audit_log::id.eq(id)).select(crate::models::AuditRow::as_select()).first(conn).unwrap()
     }
 
     #[derive(diesel::QueryableByName)]
