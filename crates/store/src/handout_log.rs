@@ -442,31 +442,84 @@ async fn write_postgres(store: &Store, records: &[Record]) -> Result<(), StoreEr
     }
 }
 
-/// The audit rows of `records` in one `INSERT … SELECT FROM unnest(…)`: one array per column, so
-/// the statement text is the same for every batch size and each connection prepares it once
-/// (a multi-row `VALUES` is a new statement, parsed and planned, for every batch size).
+/// The audit rows of `records` in one [`InsertAuditArrays`].
 async fn insert_postgres(conn: &mut crate::pool::PgConn, records: &[Record]) -> Result<(), diesel::result::Error> {
-    use diesel::sql_types::{Array, BigInt, Nullable, Text};
     let rows: Vec<NewAuditRow<'_>> = records.iter().filter_map(Record::audit).map(NewAuditRow::from).collect();
     if rows.is_empty() {
         return Ok(());
     }
-    let query = diesel::sql_query(
-        "INSERT INTO audit_log (id, app_id, at, action, actor, user_id, grant_id, provider, outcome, detail) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], \
-         $8::text[], $9::text[], $10::text[])",
-    )
-    .bind::<Array<Text>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(rows.iter().map(|r| r.app_id).collect::<Vec<_>>())
-    .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.at).collect::<Vec<i64>>())
-    .bind::<Array<Text>, _>(rows.iter().map(|r| r.action).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(rows.iter().map(|r| r.actor).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(rows.iter().map(|r| r.user_id).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(rows.iter().map(|r| r.grant_id).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(rows.iter().map(|r| r.provider).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(rows.iter().map(|r| r.outcome).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(rows.iter().map(|r| r.detail).collect::<Vec<_>>());
-    diesel_async::RunQueryDsl::execute(query, conn).await.map(drop)
+    diesel_async::RunQueryDsl::execute(InsertAuditArrays::of(&rows), conn).await.map(drop)
+}
+
+/// PostgreSQL's audit `INSERT … SELECT FROM unnest(…)`: one array per column, so the statement
+/// text is the same for every batch size (a multi-row `VALUES` is a new statement for every
+/// size). A query type of its own with a `'static` query id, so that diesel prepares it once per
+/// connection and finds it again by type: `sql_query` is never cached, and with it every batch
+/// was parsed and planned again (`pg_stat_statements` counted as many plans as calls).
+struct InsertAuditArrays<'a> {
+    id: Vec<&'a str>,
+    app_id: Vec<&'a str>,
+    at: Vec<i64>,
+    action: Vec<&'a str>,
+    actor: Vec<&'a str>,
+    user_id: Vec<Option<&'a str>>,
+    grant_id: Vec<Option<&'a str>>,
+    provider: Vec<Option<&'a str>>,
+    outcome: Vec<&'a str>,
+    detail: Vec<Option<&'a str>>,
+}
+
+impl<'a> InsertAuditArrays<'a> {
+    fn of(rows: &[NewAuditRow<'a>]) -> Self {
+        Self {
+            id: rows.iter().map(|r| r.id).collect(),
+            app_id: rows.iter().map(|r| r.app_id).collect(),
+            at: rows.iter().map(|r| r.at).collect(),
+            action: rows.iter().map(|r| r.action).collect(),
+            actor: rows.iter().map(|r| r.actor).collect(),
+            user_id: rows.iter().map(|r| r.user_id).collect(),
+            grant_id: rows.iter().map(|r| r.grant_id).collect(),
+            provider: rows.iter().map(|r| r.provider).collect(),
+            outcome: rows.iter().map(|r| r.outcome).collect(),
+            detail: rows.iter().map(|r| r.detail).collect(),
+        }
+    }
+}
+
+impl diesel::query_builder::QueryId for InsertAuditArrays<'_> {
+    type QueryId = InsertAuditArrays<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for InsertAuditArrays<'_> {
+    fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
+        use diesel::sql_types::{Array, BigInt, Nullable, Text};
+        out.push_sql(
+            "INSERT INTO audit_log (id, app_id, at, action, actor, user_id, grant_id, provider, outcome, detail) \
+             SELECT * FROM unnest(",
+        );
+        out.push_bind_param::<Array<Text>, _>(&self.id)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.app_id)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<BigInt>, _>(&self.at)?;
+        out.push_sql("::int8[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.action)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.actor)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.user_id)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.grant_id)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.provider)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.outcome)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.detail)?;
+        out.push_sql("::text[])");
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -475,6 +528,7 @@ mod tests {
     use custody_identity::audit::AuditOutcome;
     use custody_identity::AppId;
     use custody_identity::UnixTime;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
     fn handout_audit() -> AuditEntry {
@@ -557,10 +611,7 @@ mod tests {
         let (store, dir) = sqlite_store(Default::default()).await;
         let (path, busy_timeout) = store.sqlite_file().unwrap();
         let mut conn = open_sqlite(path, busy_timeout, &store.call_counter()).unwrap();
-        let record = |audit: AuditEntry| Record {
-            work: Work::Handout { grant: "g".into(), touch: None, audit },
-            done: oneshot::channel().0,
-        };
+        let record = handout_record;
         let mut written = 0;
         for size in [1, 2, 3, 7, 128, 200, MAX_BATCH - 1, MAX_BATCH] {
             let batch: Vec<Record> = (0..size).map(|_| record(handout_audit())).collect();
@@ -602,6 +653,47 @@ mod tests {
     fn audit_log_row(conn: &mut SqliteConnection, id: &str) -> crate::models::AuditRow {
         use crate::schema::audit_log;
         audit_log::table.filter(audit_log::id.eq(id)).select(crate::models::AuditRow::as_select()).first(conn).unwrap()
+    }
+
+    /// Each SQLite statement size is prepared once per connection: batches after the first of
+    /// their sizes prepare nothing. (A multi-row insert of a `Vec`, or `sql_query`, is never
+    /// cached: prepared again on every batch, it would count no cache event here at all.)
+    #[tokio::test]
+    async fn each_audit_statement_size_is_prepared_once_per_connection() {
+        let (store, dir) = sqlite_store(Default::default()).await;
+        let (path, busy_timeout) = store.sqlite_file().unwrap();
+        let mut conn = open_sqlite(path, busy_timeout, &store.call_counter()).unwrap();
+        let cached = Arc::new(AtomicU64::new(0));
+        diesel::Connection::set_instrumentation(&mut conn, CachedStatements(cached.clone()));
+        let batch = |rows: usize| (0..rows).map(|_| handout_record(handout_audit())).collect::<Vec<_>>();
+        write_sqlite(&mut conn, &batch(3)).unwrap();
+        assert_eq!(cached.load(Ordering::Relaxed), 2, "two rows and one row");
+        write_sqlite(&mut conn, &batch(3)).unwrap();
+        write_sqlite(&mut conn, &batch(2)).unwrap();
+        write_sqlite(&mut conn, &batch(1)).unwrap();
+        assert_eq!(cached.load(Ordering::Relaxed), 2, "the same sizes again");
+        write_sqlite(&mut conn, &batch(4)).unwrap();
+        assert_eq!(cached.load(Ordering::Relaxed), 3, "a new size");
+        assert_eq!(crate::testing::count_rows(&store, "audit_log").await.unwrap(), 13);
+        // PostgreSQL's one statement is cached by type as well.
+        const { assert!(<InsertAuditArrays as diesel::query_builder::QueryId>::HAS_STATIC_QUERY_ID) };
+        drop((conn, store));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Counts the statements a connection prepares into its statement cache.
+    struct CachedStatements(Arc<AtomicU64>);
+
+    impl diesel::connection::Instrumentation for CachedStatements {
+        fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
+            if let diesel::connection::InstrumentationEvent::CacheQuery { .. } = event {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn handout_record(audit: AuditEntry) -> Record {
+        Record { work: Work::Handout { grant: "g".into(), touch: None, audit }, done: oneshot::channel().0 }
     }
 
     #[derive(diesel::QueryableByName)]
