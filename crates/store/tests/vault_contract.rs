@@ -397,6 +397,51 @@ async fn current_grant_prefers_the_active_one_then_the_latest(db: TestDatabase, 
     assert_eq!(store.current_grant(&other.id, &ann.id, &name("google")).await.unwrap(), None, "{b}");
 }
 
+store_test!(the_handout_context_picks_the_grant_handout_view_picks);
+async fn the_handout_context_picks_the_grant_handout_view_picks(db: TestDatabase, store: Store) {
+    let b = db.backend();
+    let app = seed_app(&store).await;
+    let key = support::key_for(&app.id, NOW);
+    store.create_api_key(&key, &audit(&app.id, "api_key.create", NOW)).await.unwrap();
+    seed_provider(&store, &app.id, "google", false).await;
+    let ann = seed_user(&store, &app.id, "ann").await;
+    let google = GrantSelector::Provider(name("google"));
+    let context = |selector: GrantSelector| {
+        let (store, prefix) = (store.clone(), key.prefix.clone());
+        async move { store.handout_context(&prefix, "ann", &selector).await.unwrap() }
+    };
+    assert_eq!(store.handout_context("no-such-prefix", "ann", &google).await.unwrap(), None, "{b}");
+    let none_yet = context(google.clone()).await.unwrap();
+    assert_eq!((none_yet.key, none_yet.user.map(|u| u.id), none_yet.view), (key.clone(), Some(ann.id.clone()), None));
+
+    // Three grants, one row each: revoked ones on both sides of the active one in time.
+    let revoke = |g: &Grant, at: i64| {
+        let (store, g) = (store.clone(), g.clone());
+        async move {
+            let scope = RevokeScope::Grant(g.id.clone());
+            store.revoke_grants(&g.app_id, &scope, NOW.plus_seconds(at), &grant_audit(&g, "r")).await.unwrap();
+        }
+    };
+    let first = seed_grant(&store, &ann, "google", false, NOW).await;
+    revoke(&first, 10).await;
+    let latest = seed_grant(&store, &ann, "google", false, NOW.plus_seconds(30)).await;
+    revoke(&latest, 40).await;
+    let active = seed_grant(&store, &ann, "google", false, NOW.plus_seconds(20)).await;
+    let chosen = context(google.clone()).await.unwrap().view.unwrap();
+    assert_eq!(chosen.grant.id, active.id, "{b}: the active grant first, though another is newer");
+    assert_eq!(Some(chosen), store.handout_view(&app.id, &ann.id, &google).await.unwrap(), "{b}");
+
+    // None active: the most recently updated, as `handout_view` orders them.
+    revoke(&active, 15).await;
+    let chosen = context(google.clone()).await.unwrap().view.unwrap();
+    assert_eq!(chosen.grant.id, latest.id, "{b}: the most recently updated");
+    assert_eq!(Some(chosen), store.handout_view(&app.id, &ann.id, &google).await.unwrap(), "{b}");
+
+    // By id, the grant named, whatever its rank.
+    let by_id = context(GrantSelector::Id(first.id.clone())).await.unwrap().view.unwrap();
+    assert_eq!((by_id.grant.id, by_id.grant.status), (first.id.clone(), GrantStatus::Revoked), "{b}");
+}
+
 store_test!(handout_view_reads_grant_policy_and_credential_together);
 async fn handout_view_reads_grant_policy_and_credential_together(db: TestDatabase, store: Store) {
     let b = db.backend();
