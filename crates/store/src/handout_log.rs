@@ -81,8 +81,9 @@ macro_rules! write_touches {
     }};
 }
 
-/// The most records one transaction writes.
+/// The most records one transaction writes. A power of two: a full batch is one SQLite `INSERT`.
 const MAX_BATCH: usize = 256;
+const _: () = assert!(MAX_BATCH.is_power_of_two());
 
 /// SQLite only: how long the writer lets a batch fill when other hand-outs were already waiting
 /// behind the one that woke it (PostgreSQL's `commit_delay` with `commit_siblings`, in spirit).
@@ -206,15 +207,15 @@ macro_rules! insert_in_chunks {
     }};
 }
 
-/// How many `INSERT`s [`insert_sqlite`] writes `rows` rows with: at most
-/// [`MAX_BATCH`] / 128 + 7, one when `rows` is a power of two.
+/// How many `INSERT`s [`insert_sqlite`] writes `rows` rows with (`rows` is at most
+/// [`MAX_BATCH`], a power of two): one when `rows` is a power of two, at most eight.
 fn sqlite_insert_statements(rows: usize) -> usize {
-    rows / 128 + (rows % 128).count_ones() as usize
+    rows / MAX_BATCH + (rows % MAX_BATCH).count_ones() as usize
 }
 
 /// The audit rows of a batch, in the statements [`sqlite_insert_statements`] counts.
 fn insert_sqlite(conn: &mut SqliteConnection, rows: &[NewAuditRow<'_>]) -> Result<(), diesel::result::Error> {
-    insert_in_chunks!(conn, rows, [128, 64, 32, 16, 8, 4, 2, 1]);
+    insert_in_chunks!(conn, rows, [256, 128, 64, 32, 16, 8, 4, 2, 1]);
     Ok(())
 }
 
@@ -305,8 +306,9 @@ fn settle(batch: &mut Vec<Record>, result: Result<(), StoreError>) -> bool {
     }
 }
 
-/// The SQLite writer thread: takes everything queued (up to [`MAX_BATCH`]), commits it on its
-/// own connection, answers, and blocks for more. Returns when the queue is closed.
+/// The SQLite writer thread: takes everything queued (up to [`MAX_BATCH`]), commits what
+/// [`one_statement_batch`] says on its own connection, answers, and goes on with the rest, or
+/// blocks for more. Returns when the queue is closed and nothing is left.
 fn run_sqlite(
     path: &Path,
     busy_timeout: Duration,
@@ -315,13 +317,22 @@ fn run_sqlite(
 ) {
     let mut conn: Option<SqliteConnection> = None;
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = queue.blocking_recv() {
-        batch.push(first);
+    // Records taken from the queue but left for the next batch (see `one_statement_batch`).
+    let mut carried = Vec::new();
+    loop {
+        batch.append(&mut carried);
+        if batch.is_empty() {
+            match queue.blocking_recv() {
+                Some(first) => batch.push(first),
+                None => return,
+            }
+        }
         drain_into(&mut queue, &mut batch);
         if batch.len() > 1 && batch.len() < MAX_BATCH {
             std::thread::sleep(SQLITE_COMMIT_DELAY);
             drain_into(&mut queue, &mut batch);
         }
+        carried = batch.split_off(one_statement_batch(&batch));
         let db = match conn.as_mut() {
             Some(db) => db,
             None => match open_sqlite(path, busy_timeout, &counter) {
@@ -347,6 +358,17 @@ fn run_sqlite(
             conn = None;
         }
     }
+}
+
+/// How many of the records taken (oldest first) the SQLite writer commits now: as many as one
+/// `INSERT` can hold, the largest power of two (see [`insert_sqlite`]), so that the commit is
+/// that statement alone, without `BEGIN` and `COMMIT` around several; the rest start the next
+/// batch at once. All of them when one touches a row, since that batch is a transaction anyway.
+fn one_statement_batch(taken: &[Record]) -> usize {
+    if taken.iter().any(Record::touches) {
+        return taken.len();
+    }
+    taken.len().checked_ilog2().map_or(0, |power| 1 << power)
 }
 
 /// Moves what is queued into `batch`, up to [`MAX_BATCH`], without waiting.
@@ -623,7 +645,7 @@ mod tests {
             written += size;
             assert_eq!(crate::testing::count_rows(&store, "audit_log").await.unwrap(), written as i64);
         }
-        assert_eq!((sqlite_insert_statements(7), sqlite_insert_statements(256)), (3, 2));
+        assert_eq!((sqlite_insert_statements(7), sqlite_insert_statements(256)), (3, 1));
 
         // Every column of the statement lands in its own column.
         let full = AuditEntry {
@@ -639,11 +661,12 @@ mod tests {
         let row: crate::models::AuditRow = audit_log_row(&mut conn, &full.id);
         assert_eq!(row.into_domain().unwrap(), full);
 
-        // Three rows are an `INSERT` of two and one of one: the second fails (a duplicate id),
-        // and the first is rolled back with it, so retrying the records one by one cannot write
-        // a row twice.
-        let first = handout_audit();
-        let batch = [record(first.clone()), record(handout_audit()), record(first)];
+        // Three rows are an `INSERT` of two and one of one: the second fails (the side file
+        // refuses its row), and the first is rolled back with it, so retrying the records one by
+        // one cannot write a row twice.
+        refuse_in_side_file(&store, "refused");
+        let refused = AuditEntry { action: "refused".into(), ..handout_audit() };
+        let batch = [record(handout_audit()), record(handout_audit()), record(refused)];
         assert!(write_sqlite(&mut conn, &batch).is_err());
         assert_eq!(crate::testing::count_rows(&store, "audit_log").await.unwrap(), written as i64 + 2);
         drop((conn, store));
@@ -653,6 +676,20 @@ mod tests {
     fn audit_log_row(conn: &mut SqliteConnection, id: &str) -> crate::models::AuditRow {
         use crate::schema::audit_log;
         audit_log::table.filter(audit_log::id.eq(id)).select(crate::models::AuditRow::as_select()).first(conn).unwrap()
+    }
+
+    /// The SQLite writer commits the largest power of two of plain hand-outs (one `INSERT`), and
+    /// everything when a touch makes the batch a transaction anyway.
+    #[test]
+    fn a_batch_of_plain_handouts_is_one_statement() {
+        let plain = |n: usize| (0..n).map(|_| handout_record(handout_audit())).collect::<Vec<_>>();
+        let taken: Vec<usize> = [1, 2, 3, 7, 8, 9, 255, 256].map(|n| one_statement_batch(&plain(n))).to_vec();
+        assert_eq!(taken, [1, 2, 2, 4, 8, 8, 128, 256]);
+        assert!(taken.iter().all(|&n| sqlite_insert_statements(n) == 1));
+        let mut touching = plain(6);
+        touching.push(Record { work: Work::Sighting { user: "u".into(), at: 1 }, done: oneshot::channel().0 });
+        assert_eq!(one_statement_batch(&touching), 7);
+        assert_eq!(one_statement_batch(&[]), 0);
     }
 
     /// Each SQLite statement size is prepared once per connection: batches after the first of
@@ -692,6 +729,20 @@ mod tests {
         }
     }
 
+    /// Makes the side file of `store` refuse every audit row whose action is `action`, as a
+    /// full disk or a broken file would: the one way left to fail a single row, since the side
+    /// file has no unique index on ids.
+    fn refuse_in_side_file(store: &Store, action: &str) {
+        let (path, _) = store.sqlite_file().unwrap();
+        let side = crate::handout_audit::side_path(path);
+        let mut conn = SqliteConnection::establish(side.to_str().unwrap()).unwrap();
+        conn.batch_execute(&format!(
+            "CREATE TRIGGER IF NOT EXISTS refuse_{action} BEFORE INSERT ON audit_log \
+             WHEN NEW.action = '{action}' BEGIN SELECT RAISE(ABORT, 'refused'); END;"
+        ))
+        .unwrap();
+    }
+
     fn handout_record(audit: AuditEntry) -> Record {
         Record { work: Work::Handout { grant: "g".into(), touch: None, audit }, done: oneshot::channel().0 }
     }
@@ -709,11 +760,13 @@ mod tests {
         // pooled connections: once the last `Store` is gone, only this copy may remain. (Counting
         // threads by name raced with the other tests' stores.)
         let calls = store.call_counter();
-        let audit = handout_audit();
-        store.handout_log().record(&store, "g", None, &audit).await.unwrap();
-        // The same id again: the row fails its unique index, alone, and the writer lives on.
-        let result = store.handout_log().record(&store, "g", None, &audit).await;
+        refuse_in_side_file(&store, "refused");
+        store.handout_log().record(&store, "g", None, &handout_audit()).await.unwrap();
+        // A row the side file refuses fails alone, and the writer lives on.
+        let refused = AuditEntry { action: "refused".into(), ..handout_audit() };
+        let result = store.handout_log().record(&store, "g", None, &refused).await;
         assert!(result.is_err(), "{result:?}");
+        store.handout_log().record(&store, "g", None, &handout_audit()).await.unwrap();
         assert!(store.handout_log().thread.get().is_some(), "the writer thread started");
         let clone = store.clone();
         drop(store);

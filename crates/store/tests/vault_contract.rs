@@ -506,6 +506,14 @@ async fn concurrent_handout_records_are_all_committed_and_a_bad_one_fails_alone(
     let ann = seed_user(&store, &app.id, "ann").await;
     let g = seed_grant(&store, &ann, "google", false, NOW).await;
     let before = count(&store, "audit_log").await;
+    // The SQLite side file has no unique index on audit ids (nothing looks them up, and every
+    // group commit paid for it); this test adds one, so that a taken id fails its row there too.
+    custody_store::testing::execute_handout_audit_sql(
+        &store,
+        "CREATE UNIQUE INDEX IF NOT EXISTS audit_log_test_id_idx ON audit_log (id)",
+    )
+    .await
+    .unwrap();
 
     // Many at once, so the writer groups them; every caller returns only once its row is in.
     let taken = grant_audit(&g, "token.handout");
