@@ -27,8 +27,9 @@
 //! reconnections left revoked or expired ones behind; the partial unique index allows one
 //! active), and [`preferred`] picks the one `handout_view` picks: the active grant first, then
 //! the most recently updated. The database used to pick it with `ORDER BY … LIMIT 1`, which on
-//! PostgreSQL is a sort node set up on every execution for the one row it nearly always has
-//! (its whole hand-out statement ran 19% faster without it, measured with `pgbench`).
+//! PostgreSQL is a sort node set up on every execution for the one row it nearly always has:
+//! without it the statement ran 3% to 19% faster in three `pgbench` runs (16 clients), and
+//! `pg_stat_statements` put its execution at 26 µs instead of 36 in `cargo xtask bench`.
 
 use crate::error::db_error;
 use crate::models::{ApiKeyRow, CredentialRow, GrantRow, PolicyRow, UserRow};

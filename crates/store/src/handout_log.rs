@@ -412,10 +412,11 @@ fn open_sqlite(
 /// Writes `records` in one SQLite transaction. Without a touch (most batches: `last_used_at`
 /// and `last_seen_at` move at most once a minute per grant and user) that writes only the
 /// hand-out audit file: a batch whose row count is a power of two is one `INSERT`, atomic by
-/// itself, with no `BEGIN` and `COMMIT` around it; the main file is not written at all. A batch with touches also writes the main file: each
-/// file's part is atomic (SQLite with WAL does not make a transaction across files atomic as a
-/// whole), and a touch without its audit row, or the reverse, after a crash between the two is
-/// harmless, since both times are hints that the next request moves again.
+/// itself, with no `BEGIN` and `COMMIT` around it; the main file is not written at all. A batch
+/// with touches also writes the main file: each file's part is atomic (SQLite with WAL does not
+/// make a transaction across files atomic as a whole), and a touch without its audit row, or
+/// the reverse, after a crash between the two is harmless, since both times are hints that the
+/// next request moves again.
 fn write_sqlite(conn: &mut SqliteConnection, records: &[Record]) -> Result<(), StoreError> {
     let write = |conn: &mut SqliteConnection| -> Result<(), diesel::result::Error> {
         write_touches!(diesel::RunQueryDsl, records, conn);
