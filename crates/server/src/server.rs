@@ -113,6 +113,9 @@ struct Limits {
 
 async fn serve(listener: TcpListener, state: Arc<AppState>, limits: Limits, mut shutdown: watch::Receiver<bool>) {
     let router = Arc::new(Router::new(limits.body));
+    // Read once: `getpid` is a system call (glibc no longer caches it), and every request id
+    // carries the process id.
+    let process_id = std::process::id();
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let mut builder = http1::Builder::new();
@@ -155,7 +158,7 @@ async fn serve(listener: TcpListener, state: Arc<AppState>, limits: Limits, mut 
             async move {
                 let started = Instant::now();
                 let id = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
-                let request_id = format!("{:x}-{id:x}", std::process::id());
+                let request_id = format!("{process_id:x}-{id:x}");
                 let span = tracing::info_span!("request", request_id = %request_id, method = %request.method(), route = tracing::field::Empty, status = tracing::field::Empty);
                 let (mut response, route) =
                     router.handle(state.clone(), request, Some(peer)).instrument(span.clone()).await;
