@@ -23,8 +23,8 @@ pub struct ClaimExpectations<'a> {
 /// Claims that passed signature verification and the checks in [`validate_claims`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifiedClaims {
-    /// All claims of the token.
-    pub claims: Map<String, Value>,
+    /// All claims of the token (shared with the verifier's cache of verified tokens).
+    pub claims: std::sync::Arc<Map<String, Value>>,
     /// The `exp` claim.
     pub expires_at: UnixTime,
     /// The `iat` claim, when present.
@@ -99,7 +99,7 @@ fn time_claim(claims: &Map<String, Value>, name: &'static str) -> Result<Option<
 
 /// Checks the registered claims of a signature-verified token.
 pub fn validate_claims(
-    claims: Map<String, Value>,
+    claims: std::sync::Arc<Map<String, Value>>,
     expect: &ClaimExpectations<'_>,
     now: UnixTime,
 ) -> Result<VerifiedClaims, TokenRejection> {
@@ -231,7 +231,7 @@ mod tests {
     fn check(v: Value, audience: Option<&str>) -> Result<VerifiedClaims, TokenRejection> {
         let issuer = Issuer::new("https://idp.example.com/");
         let expect = ClaimExpectations { issuer: &issuer, audience, leeway_secs: 60 };
-        validate_claims(v.as_object().cloned().unwrap(), &expect, NOW)
+        validate_claims(std::sync::Arc::new(v.as_object().cloned().unwrap()), &expect, NOW)
     }
 
     fn base() -> Value {

@@ -270,7 +270,13 @@ pub trait TokenVerifier: Send + Sync {
     /// allowed algorithm (RS256, PS256, ES256, EdDSA) by a key in the JWKS at `config.jwks_uri`
     /// whose parameters agree with the algorithm, and returns its payload claims. It does not
     /// check `exp`, `iss` or `aud`: [`crate::jwt::validate_claims`] does, with the caller's `now`.
-    async fn verify_signature(&self, config: &IdpConfig, token: &str) -> Result<Map<String, Value>, TokenRejection>;
+    /// The claims are shared, so a verifier that remembers verified tokens answers a repeated
+    /// token without copying its claims.
+    async fn verify_signature(
+        &self,
+        config: &IdpConfig,
+        token: &str,
+    ) -> Result<std::sync::Arc<Map<String, Value>>, TokenRejection>;
 
     /// Forgets whatever is cached for this app's IdP (keys, verified tokens), after its
     /// configuration changed or went away.

@@ -127,7 +127,7 @@ proptest! {
     ) {
         let issuer = Issuer::new("a");
         let expect = ClaimExpectations { issuer: &issuer, audience: audience.as_deref(), leeway_secs: 60 };
-        if let Ok(ok) = validate_claims(claims.clone(), &expect, UnixTime(now)) {
+        if let Ok(ok) = validate_claims(std::sync::Arc::new(claims.clone()), &expect, UnixTime(now)) {
             prop_assert_eq!(claims.get("iss"), Some(&json!("a")));
             prop_assert!(now < ok.expires_at.seconds().saturating_add(60));
             if let Some(aud) = &audience {
@@ -146,7 +146,7 @@ proptest! {
         let issuer = Issuer::new("https://idp.example/");
         let claims = json!({"iss": "https://idp.example/", "sub": sub, "aud": "api", "exp": now + exp_in});
         let expect = ClaimExpectations { issuer: &issuer, audience: Some("api"), leeway_secs: 60 };
-        prop_assert!(validate_claims(claims.as_object().cloned().unwrap(), &expect, UnixTime(now)).is_ok());
+        prop_assert!(validate_claims(std::sync::Arc::new(claims.as_object().cloned().unwrap()), &expect, UnixTime(now)).is_ok());
     }
 
     #[test]

@@ -79,7 +79,11 @@ impl Discovery for FakeIdp {
 
 #[async_trait]
 impl TokenVerifier for FakeIdp {
-    async fn verify_signature(&self, _config: &IdpConfig, token: &str) -> Result<Map<String, Value>, TokenRejection> {
+    async fn verify_signature(
+        &self,
+        _config: &IdpConfig,
+        token: &str,
+    ) -> Result<std::sync::Arc<Map<String, Value>>, TokenRejection> {
         let mut parts = token.split('.');
         let (Some(_), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
         else {
@@ -90,7 +94,7 @@ impl TokenVerifier for FakeIdp {
         }
         let bytes = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenRejection::Malformed)?;
         match serde_json::from_slice(&bytes) {
-            Ok(Value::Object(claims)) => Ok(claims),
+            Ok(Value::Object(claims)) => Ok(std::sync::Arc::new(claims)),
             _ => Err(TokenRejection::Malformed),
         }
     }
