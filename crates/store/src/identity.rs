@@ -324,11 +324,18 @@ impl AppStore for Store {
     }
 
     async fn delete_app(&self, id: &AppId) -> Result<bool, StoreError> {
-        // Keys, IdP, users (and their removal records) and audit rows go with the app through
-        // ON DELETE CASCADE, in the same statement (on SQLite, hand-out rows just after).
-        let deleted = with_conn!(self, |conn| {
-            diesel::delete(apps::table.find(id.as_str())).execute(conn).await.map_err(db_error)?
-        });
+        // Keys, IdP, users (and their removal records) go with the app through ON DELETE
+        // CASCADE, in the same statement. Its audit rows go in the same transaction: on
+        // PostgreSQL `audit_log` has no foreign key to `apps` (its check and row lock on every
+        // audit row cost the hand-out; see the 2026-12-07 migration), on SQLite the cascade has
+        // already taken them and the second statement finds none. (On SQLite the hand-out rows
+        // go just after, from their own file.)
+        let deleted = transaction!(self, |conn| -> Result<usize, TxError<StoreError>> {
+            let deleted = diesel::delete(apps::table.find(id.as_str())).execute(conn).await?;
+            diesel::delete(audit_log::table.filter(audit_log::app_id.eq(id.as_str()))).execute(conn).await?;
+            Ok(deleted)
+        })
+        .map_err(TxError::into_domain)?;
         if let crate::pool::DbPool::Sqlite(_) = self.pool() {
             // And its hand-out rows, in their own file (`handout_audit.rs`): after the app, so
             // a failure here leaves unlisted rows for retention to prune, never an app without

@@ -142,6 +142,27 @@ async fn apps_crud_and_cascade_delete(db: TestDatabase, store: Store) {
     assert!(!store.delete_app(&app.id).await.unwrap(), "{b}");
 }
 
+store_test!(audit_rows_need_an_app_row_only_on_sqlite);
+async fn audit_rows_need_an_app_row_only_on_sqlite(db: TestDatabase, store: Store) {
+    let b = db.backend();
+    // On PostgreSQL `audit_log` has no foreign key to `apps` (2026-12-07 migration): a row
+    // written by a request that raced its app's deletion is kept, unlisted, until retention
+    // prunes it. SQLite's main file keeps the key and refuses it.
+    let ghost = AppId::parse(&uuid()).unwrap();
+    let appended = store.append_audit(&audit(&ghost, "user.suspend", NOW)).await;
+    let rows = testing::count_rows(&store, "audit_log").await.unwrap();
+    match b {
+        Backend::Postgres => {
+            appended.unwrap();
+            assert_eq!(rows, 1, "{b}");
+        }
+        Backend::Sqlite => {
+            assert!(appended.is_err(), "{b}");
+            assert_eq!(rows, 0, "{b}");
+        }
+    }
+}
+
 store_test!(api_keys_create_find_touch_delete);
 async fn api_keys_create_find_touch_delete(db: TestDatabase, store: Store) {
     let b = db.backend();
