@@ -867,9 +867,18 @@ fn token_digest(token: &str) -> [u8; 32] {
     hasher.update(token.as_bytes());
     hasher.finish()
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use josekit::jwk::KeyPair as _;
+    use josekit::jws::JwsHeader;
+    use josekit::jwt::JwtPayload;
+    use serde_json::json;
+
+    fn cfg() -> JwksSettings {
+        JwksSettings::default()
+    }
 
     /// The cache key is the token's SHA-256 (FIPS 180-2's test vectors), however it is computed.
     #[test]
@@ -878,14 +887,6 @@ mod tests {
         assert_eq!(hex(token_digest("abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         let two_blocks = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
         assert_eq!(hex(token_digest(two_blocks)), "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
-    }
-    use josekit::jwk::KeyPair as _;
-    use josekit::jws::JwsHeader;
-    use josekit::jwt::JwtPayload;
-    use serde_json::json;
-
-    fn cfg() -> JwksSettings {
-        JwksSettings::default()
     }
 
     #[test]
