@@ -34,6 +34,7 @@
 use crate::error::db_error;
 use crate::models::{ApiKeyRow, CredentialRow, GrantRow, PolicyRow, UserRow};
 use crate::pool::{checkout_postgres, checkout_sqlite_read, DbPool, PgConn};
+use crate::rendered::{Rendered, SqlPieces};
 use crate::schema::{api_keys, credentials, grants, idp_configs, policies, users};
 use crate::store::Store;
 use async_trait::async_trait;
@@ -42,6 +43,7 @@ use custody_vault::grant::GrantStatus;
 use custody_vault::policy::PolicyLookup;
 use custody_vault::ports::{GrantSelector, HandoutContext, HandoutContexts, HandoutView, IdpStamp};
 use diesel::prelude::*;
+use std::sync::OnceLock;
 
 /// One row of the hand-out's read: the key, the IdP's version and lock time, and the user, grant,
 /// policy and credential (each `None` when its row does not exist).
@@ -80,20 +82,36 @@ macro_rules! with_context_query {
     }};
 }
 
-/// Runs the hand-out statement for `selector` on `$conn` with the `load` of the `RunQueryDsl`
-/// named (diesel's synchronous one on SQLite, diesel-async's, awaited with `$($await)?`, on
-/// PostgreSQL; one text for both), and keeps the [`preferred`] row.
-macro_rules! context_row {
-    ($($run:ident)::+, $conn:ident, $prefix:expr, $subject:expr, $selector:expr $(, $await:ident)?) => {
+/// The text of the hand-out statement on each backend, by provider and by grant id, rendered
+/// once (see `rendered.rs`).
+static SQLITE_BY_PROVIDER: OnceLock<SqlPieces> = OnceLock::new();
+static SQLITE_BY_ID: OnceLock<SqlPieces> = OnceLock::new();
+static POSTGRES_BY_PROVIDER: OnceLock<SqlPieces> = OnceLock::new();
+static POSTGRES_BY_ID: OnceLock<SqlPieces> = OnceLock::new();
+
+/// The hand-out statement for `$selector` on `$backend` with its binds, as a [`Rendered`]
+/// statement of the DSL query: its text comes from `$by_provider` or `$by_id`. The binds are in
+/// the order the DSL query pushes them (the subject in the users join, the selector in the grants
+/// join, the key prefix in the `WHERE`), which the tests check against the DSL query.
+macro_rules! context_statement {
+    ($backend:ty, [$by_provider:expr, $by_id:expr], $prefix:expr, $subject:expr, $selector:expr, |$statement:ident| $body:expr) => {
         match $selector {
             GrantSelector::Provider(provider) => {
-                with_context_query!($prefix, $subject, grants::provider.eq(provider.as_str().to_owned()), |query| {
-                    $($run)::+::load::<ContextRow>(query, $conn)$(.$await)?.map(preferred)
+                with_context_query!("", "", grants::provider.eq(String::new()), |witness| {
+                    let binds = [$subject.to_owned(), provider.as_str().to_owned(), $prefix.to_owned()];
+                    match Rendered::new::<$backend>(&$by_provider, &witness, binds) {
+                        Ok($statement) => $body,
+                        Err(e) => Err(e),
+                    }
                 })
             }
             GrantSelector::Id(id) => {
-                with_context_query!($prefix, $subject, grants::id.eq(id.as_str().to_owned()), |query| {
-                    $($run)::+::load::<ContextRow>(query, $conn)$(.$await)?.map(preferred)
+                with_context_query!("", "", grants::id.eq(String::new()), |witness| {
+                    let binds = [$subject.to_owned(), id.as_str().to_owned(), $prefix.to_owned()];
+                    match Rendered::new::<$backend>(&$by_id, &witness, binds) {
+                        Ok($statement) => $body,
+                        Err(e) => Err(e),
+                    }
                 })
             }
         }
@@ -126,17 +144,33 @@ impl HandoutContexts for Store {
             DbPool::Sqlite(_) => {
                 let mut pooled = checkout_sqlite_read(self.sqlite_reads()?, self.acquire_timeout()).await?;
                 self.count_calls(&mut pooled);
-                let (prefix, subject, selector) = (key_prefix.to_owned(), subject.to_owned(), selector.clone());
-                pooled
-                    .spawn_blocking(move |conn| context_row!(diesel::RunQueryDsl, conn, &prefix, &subject, &selector))
-                    .await
-                    .map_err(db_error)?
+                context_statement!(
+                    diesel::sqlite::Sqlite,
+                    [SQLITE_BY_PROVIDER, SQLITE_BY_ID],
+                    key_prefix,
+                    subject,
+                    selector,
+                    |statement| pooled
+                        .spawn_blocking(
+                            move |conn| diesel::RunQueryDsl::load::<ContextRow>(statement, conn).map(preferred)
+                        )
+                        .await
+                )
+                .map_err(db_error)?
             }
             DbPool::Postgres(pool) => {
                 let mut pooled = checkout_postgres(pool, self.acquire_timeout()).await?;
                 self.count_calls(&mut pooled);
                 let conn: &mut PgConn = &mut pooled;
-                context_row!(diesel_async::RunQueryDsl, conn, key_prefix, subject, selector, await).map_err(db_error)?
+                context_statement!(
+                    diesel::pg::Pg,
+                    [POSTGRES_BY_PROVIDER, POSTGRES_BY_ID],
+                    key_prefix,
+                    subject,
+                    selector,
+                    |statement| diesel_async::RunQueryDsl::load::<ContextRow>(statement, conn).await.map(preferred)
+                )
+                .map_err(db_error)?
             }
         };
         let Some((key, idp_version, claims_locked_at, user, grant, policy, credential)) = row else {
@@ -162,21 +196,51 @@ impl HandoutContexts for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use diesel::query_builder::QueryId;
+    use custody_vault::grant::GrantId;
+    use custody_vault::provider::ProviderName;
+    use diesel::pg::Pg;
+    use diesel::sqlite::Sqlite;
 
-    fn has_static_query_id<Q: QueryId + diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite>>(_: &Q) -> bool {
-        Q::HAS_STATIC_QUERY_ID
+    /// The hand-out statement for `selector`, rendered with its binds by the DSL query and by the
+    /// [`Rendered`] statement that runs in its place, on `$backend`.
+    macro_rules! both_renderings {
+        ($backend:ty, $cells:tt, $selector:expr) => {{
+            let (prefix, subject) = ("ck_0a1b", "auth0|alice");
+            let dsl = match $selector {
+                GrantSelector::Provider(provider) => {
+                    with_context_query!(prefix, subject, grants::provider.eq(provider.as_str().to_owned()), |query| {
+                        diesel::debug_query::<$backend, _>(&query).to_string()
+                    })
+                }
+                GrantSelector::Id(id) => {
+                    with_context_query!(prefix, subject, grants::id.eq(id.as_str().to_owned()), |query| {
+                        diesel::debug_query::<$backend, _>(&query).to_string()
+                    })
+                }
+            };
+            let rendered = context_statement!($backend, $cells, prefix, subject, $selector, |statement| {
+                Ok::<_, diesel::result::Error>(diesel::debug_query::<$backend, _>(&statement).to_string())
+            })
+            .expect("the statement renders");
+            (dsl, rendered)
+        }};
     }
 
-    /// diesel caches a prepared statement by its query's type only when the type identifies the
-    /// SQL text; otherwise it renders the SQL on every call to look the statement up, which is
-    /// what the synchronous SQLite path is there to avoid.
+    /// The statement that runs is the DSL query's, placeholders and bind order included (the
+    /// debug rendering lists the binds in order), on both backends and for both selectors.
     #[test]
-    fn both_statements_are_cached_by_type() {
-        let by_provider =
-            with_context_query!("prefix", "subject", grants::provider.eq("github".to_owned()), |query| query);
-        assert!(has_static_query_id(&by_provider));
-        let by_id = with_context_query!("prefix", "subject", grants::id.eq("g".to_owned()), |query| query);
-        assert!(has_static_query_id(&by_id));
+    fn the_rendered_statements_are_the_dsl_queries_binds_included() {
+        let selectors = [
+            GrantSelector::Provider(ProviderName::parse("github").unwrap()),
+            GrantSelector::Id(GrantId::parse("00000000-0000-4000-8000-000000000001").unwrap()),
+        ];
+        for selector in &selectors {
+            let (dsl, rendered) = both_renderings!(Sqlite, [SQLITE_BY_PROVIDER, SQLITE_BY_ID], selector);
+            assert_eq!(rendered, dsl);
+            assert!(rendered.contains("auth0|alice") && rendered.matches('?').count() == 3, "{rendered}");
+            let (dsl, rendered) = both_renderings!(Pg, [POSTGRES_BY_PROVIDER, POSTGRES_BY_ID], selector);
+            assert_eq!(rendered, dsl);
+            assert!(rendered.contains("$3") && !rendered.contains("$4"), "{rendered}");
+        }
     }
 }

@@ -50,6 +50,7 @@ mod models;
 mod pool;
 mod portal;
 mod refresh_lock;
+mod rendered;
 mod schema;
 mod signin;
 mod store;
