@@ -13,7 +13,7 @@
 //! The file is `<database file>-handouts` (next to SQLite's own `-wal` and `-shm`), in WAL mode
 //! like the main one, with an `audit_log` table of the same columns. The hand-out log's writer thread opens it
 //! as its main database and attaches the main file as `custody`, for the rare batch that also
-//! moves a grant's `last_used_at` or a user's `last_seen_at` (see `handout_log.rs`). A small pool of its own serves
+//! moves a grant's `last_used_at` or a user's `last_seen_at` (see `handout_log/mod.rs`). A small pool of its own serves
 //! listing, pruning and deleting an app's rows. The main pool's connections never attach it: a
 //! `BEGIN IMMEDIATE` takes the write lock of every attached file, so each of their transactions
 //! would have stalled the hand-out writer, and taken the two files' locks in the opposite order

@@ -75,7 +75,7 @@ pub(crate) struct Inner {
     target: Target,
     options: StoreOptions,
     locks: RefreshLocks,
-    /// Group commit of hand-out records (see `handout_log.rs`).
+    /// Group commit of hand-out records (see `handout_log/mod.rs`).
     handout_log: crate::handout_log::HandoutLog,
     /// Statements sent to the database (see [`Store::database_calls`]), shared with the
     /// [`CallCounter`] of every pooled connection.
