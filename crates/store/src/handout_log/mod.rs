@@ -17,7 +17,8 @@
 //! the transaction is synchronous anyway, and handing every batch to tokio's blocking pool (two
 //! thread handoffs, a pooled checkout and the futex wake-ups in between) cost more CPU than the
 //! writing. The thread blocks on the queue, so it costs nothing while idle, and it ends (joined)
-//! when the last `Store` is dropped. Its rows go to the hand-out audit file, not the main one, so
+//! when the last `Store` is dropped. It never checkpoints: a thread of its own does that (see
+//! `checkpoint.rs`), so no hand-out waits for a checkpoint's writes. Its rows go to the hand-out audit file, not the main one, so
 //! that its commits leave the readers' page caches alone (see `handout_audit.rs`). On PostgreSQL
 //! the writer is a task on the runtime, since its connection is asynchronous.
 
@@ -36,8 +37,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
+mod checkpoint;
 mod postgres;
 
+use checkpoint::Checkpointer;
 use postgres::{insert_postgres, Touches};
 
 /// SQLite: runs the `UPDATE` each of `records` needs in the main file (a grant's `last_used_at`,
@@ -308,6 +311,8 @@ fn run_sqlite(
     mut queue: mpsc::UnboundedReceiver<Record>,
 ) {
     let mut conn: Option<SqliteConnection> = None;
+    // Dropped when this returns: ends (and joins) the checkpoint thread.
+    let mut checkpointer = Checkpointer::start(path, busy_timeout, &counter);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // Records taken from the queue but left for the next batch (see `one_statement_batch`).
     let mut carried = Vec::new();
@@ -344,6 +349,7 @@ fn run_sqlite(
                 let _ = record.done.send(result);
             }
         }
+        checkpointer.committed();
         // A connection whose rollback failed cannot start another transaction: open a new one
         // for the next batch.
         if AnsiTransactionManager::is_broken_transaction_manager(db) {
@@ -374,7 +380,8 @@ fn drain_into(queue: &mut mpsc::UnboundedReceiver<Record>, batch: &mut Vec<Recor
 }
 
 /// The writer thread's connection: on the hand-out audit file (see `handout_audit.rs`), with the
-/// main file attached, set up as the pooled ones are.
+/// main file attached, set up as the pooled ones are, except that its commits never checkpoint
+/// either file: the checkpoint thread does (see `checkpoint.rs`), on a connection opened here too.
 fn open_sqlite(
     path: &Path,
     busy_timeout: Duration,
@@ -395,7 +402,8 @@ fn open_sqlite(
         &mut conn,
     )
     .map_err(|e| unavailable(&e))?;
-    conn.batch_execute("PRAGMA custody.synchronous = NORMAL;").map_err(|e| unavailable(&e))?;
+    conn.batch_execute("PRAGMA custody.synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;")
+        .map_err(|e| unavailable(&e))?;
     // Counted from here on, as the pools' connections are after their setup.
     diesel::Connection::set_instrumentation(&mut conn, crate::store::CallCounter(counter.0.clone()));
     Ok(conn)
@@ -470,7 +478,7 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
-    fn handout_audit() -> AuditEntry {
+    pub(super) fn handout_audit() -> AuditEntry {
         AuditEntry {
             id: uuid::Uuid::new_v4().to_string(),
             app_id: AppId::parse("00000000-0000-4000-8000-000000000002").unwrap(),
@@ -486,7 +494,7 @@ mod tests {
     }
 
     /// A fresh SQLite store in a directory of its own, which the caller removes.
-    async fn sqlite_store(options: crate::StoreOptions) -> (Store, std::path::PathBuf) {
+    pub(super) async fn sqlite_store(options: crate::StoreOptions) -> (Store, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("custody-handout-log-{}", uuid::Uuid::new_v4().simple()));
         let store = Store::connect(&format!("sqlite://{}", dir.join("c.db").display()), options).await.unwrap();
         (store, dir)
@@ -722,7 +730,7 @@ mod tests {
         .unwrap();
     }
 
-    fn handout_record(audit: AuditEntry) -> Record {
+    pub(super) fn handout_record(audit: AuditEntry) -> Record {
         Record { work: Work::Handout { grant: "g".into(), touch: None, audit }, done: oneshot::channel().0 }
     }
 
