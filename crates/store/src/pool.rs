@@ -182,12 +182,12 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, ConnectError> {
 ///
 /// Measured and left as is (issue #16, `xtask bench --quick`, on a machine shared with other
 /// builds): `mmap_size = 0` (every commit makes each reader unmap the whole mapping, IPIs
-/// included, where without it the reader re-reads a few pages with `pread`), and checkpointing
-/// from the hand-out log's writer thread (`wal_autocheckpoint = 0` there, a PASSIVE checkpoint
-/// every 64 batches) instead of SQLite's automatic one. Neither moved hand-outs/s or CPU per
-/// hand-out beyond the run-to-run noise (±20%), so neither is worth the change; remeasure on a
-/// quiet machine before trying again. (Checkpoints run in the connection whose commit passes the
-/// threshold: for the hand-out audit file, its writer thread; readers never commit.)
+/// included, where without it the reader re-reads a few pages with `pread`); it did not move
+/// hand-outs/s or CPU per hand-out beyond the run-to-run noise (±20%). These connections keep
+/// SQLite's automatic checkpoint (it runs in the connection whose commit passes the threshold;
+/// readers never commit). The hand-out log's writer has it off: a thread of its own checkpoints
+/// the hand-out audit file and the main file (`handout_log/checkpoint.rs`), which lowered p99
+/// rather than CPU per hand-out.
 pub(crate) fn sqlite_pragmas(busy_timeout: Duration) -> String {
     format!(
         "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \

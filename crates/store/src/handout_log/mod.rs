@@ -18,9 +18,10 @@
 //! thread handoffs, a pooled checkout and the futex wake-ups in between) cost more CPU than the
 //! writing. The thread blocks on the queue, so it costs nothing while idle, and it ends (joined)
 //! when the last `Store` is dropped. It never checkpoints: a thread of its own does that (see
-//! `checkpoint.rs`), so no hand-out waits for a checkpoint's writes. Its rows go to the hand-out audit file, not the main one, so
-//! that its commits leave the readers' page caches alone (see `handout_audit.rs`). On PostgreSQL
-//! the writer is a task on the runtime, since its connection is asynchronous.
+//! `checkpoint.rs`), so no hand-out waits for a checkpoint's writes. Its rows go to the hand-out
+//! audit file, not the main one, so that its commits leave the readers' page caches alone (see
+//! `handout_audit.rs`). On PostgreSQL the writer is a task on the runtime, since its connection
+//! is asynchronous.
 
 use crate::error::db_error;
 use crate::models::NewAuditRow;
