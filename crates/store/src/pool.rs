@@ -537,6 +537,32 @@ mod tests {
         assert!(matches!(parse_url("user@host:secret"), Err(ConnectError::InvalidUrl(_))));
     }
 
+    /// The bundled SQLite is built with `.cargo/config.toml`'s `LIBSQLITE3_FLAGS`: an edit there
+    /// that dropped one (or a build that ignored the variable) would pass every other test and
+    /// only show in `cargo xtask bench`.
+    #[test]
+    fn bundled_sqlite_has_the_workspace_compile_options() {
+        use diesel::sql_types::Text;
+        use diesel::Connection as _;
+
+        #[derive(diesel::QueryableByName)]
+        struct CompileOption {
+            #[diesel(sql_type = Text)]
+            compile_options: String,
+        }
+        let mut conn = diesel::SqliteConnection::establish(":memory:").unwrap();
+        let options: Vec<String> =
+            diesel::RunQueryDsl::load::<CompileOption>(diesel::sql_query("PRAGMA compile_options"), &mut conn)
+                .unwrap()
+                .into_iter()
+                .map(|o| o.compile_options)
+                .collect();
+        for wanted in ["THREADSAFE=2", "DEFAULT_MEMSTATUS=0", "OMIT_SHARED_CACHE", "TEMP_STORE=2", "ENABLE_QPSG"] {
+            assert!(options.iter().any(|o| o == wanted), "SQLite lacks {wanted}: {options:?}");
+        }
+        assert!(!options.iter().any(|o| o == "ENABLE_STAT4"), "{options:?}");
+    }
+
     #[test]
     fn target_debug_hides_postgres_url() {
         let t = parse_url("postgres://u:hunter2@h/db").unwrap();
