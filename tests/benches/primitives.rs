@@ -2,7 +2,7 @@
 //! verifier with a warm key cache (RS256, ES256, EdDSA), the claim checks, sealing and opening a
 //! credential with the AES-256-GCM key ring, and the keyed hash of an API key.
 //!
-//! `cargo bench -p custody-tests --bench primitives` (also run by `cargo xtask bench`).
+//! `cargo bench -p custody-tests --bench primitives`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 

@@ -651,7 +651,7 @@ impl UserStore for Store {
                 .await
                 .map_err(db_error)?
         });
-        into_page(rows, page, |r| (r.created_at, r.id.as_str()), UserRow::into_domain)
+        into_page(rows, page, |r| (r.body.created_at, r.body.id.as_str()), UserRow::into_domain)
     }
 }
 

@@ -255,9 +255,18 @@ impl<'a> From<&'a IdpConfig> for NewIdpRow<'a> {
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = users, check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 pub(crate) struct UserRow {
-    pub id: String,
     pub app_id: String,
     pub subject: String,
+    #[diesel(embed)]
+    pub body: UserBody,
+}
+
+/// A user's columns other than the app and subject it is found by: what a read that already
+/// knows those two (the hand-out's, see `handout.rs`) decodes.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = users, check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+pub(crate) struct UserBody {
+    pub id: String,
     pub status: String,
     pub email: Option<String>,
     pub name: Option<String>,
@@ -269,10 +278,17 @@ pub(crate) struct UserRow {
 
 impl UserRow {
     pub(crate) fn into_domain(self) -> Result<User, StoreError> {
+        self.body.into_user(app_id(self.app_id)?, self.subject)
+    }
+}
+
+impl UserBody {
+    /// The user of `app` whose subject is `subject` that this row holds.
+    pub(crate) fn into_user(self, app_id: AppId, subject: String) -> Result<User, StoreError> {
         Ok(User {
             id: user_id(self.id)?,
-            app_id: app_id(self.app_id)?,
-            subject: self.subject,
+            app_id,
+            subject,
             status: UserStatus::parse(&self.status).ok_or_else(|| corrupt("user status"))?,
             email: self.email,
             name: self.name,
@@ -460,6 +476,15 @@ impl<'a> From<&'a ProviderConfig> for NewProviderRow<'a> {
 pub(crate) struct PolicyRow {
     pub app_id: String,
     pub provider: String,
+    #[diesel(embed)]
+    pub body: PolicyBody,
+}
+
+/// A policy's columns other than its key (app and provider): what a read that joined it on a
+/// grant's app and provider (the hand-out's, see `handout.rs`) decodes.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = policies, check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+pub(crate) struct PolicyBody {
     pub allow_groups_json: String,
     pub allow_roles_json: String,
     pub updated_at: i64,
@@ -468,9 +493,22 @@ pub(crate) struct PolicyRow {
 
 impl PolicyRow {
     pub(crate) fn into_domain(self) -> Result<Policy, StoreError> {
+        self.body.into_policy(app_id(self.app_id)?, provider_name(&self.provider)?)
+    }
+
+    /// The lookup this row means: a policy, or [`PolicyLookup::Unreadable`] (deny) when any
+    /// part of it does not decode.
+    pub(crate) fn into_lookup(self) -> PolicyLookup {
+        lookup(self.into_domain())
+    }
+}
+
+impl PolicyBody {
+    /// The policy of `app` for `provider` that this row holds.
+    pub(crate) fn into_policy(self, app_id: AppId, provider: ProviderName) -> Result<Policy, StoreError> {
         Ok(Policy {
-            app_id: app_id(self.app_id)?,
-            provider: provider_name(&self.provider)?,
+            app_id,
+            provider,
             allow_groups: names_from_json(&self.allow_groups_json).map_err(|_| corrupt("policy groups"))?,
             allow_roles: names_from_json(&self.allow_roles_json).map_err(|_| corrupt("policy roles"))?,
             token_access: TokenAccess::parse(&self.token_access).ok_or_else(|| corrupt("policy token access"))?,
@@ -478,13 +516,18 @@ impl PolicyRow {
         })
     }
 
-    /// The lookup this row means: a policy, or [`PolicyLookup::Unreadable`] (deny) when any
-    /// part of it does not decode.
-    pub(crate) fn into_lookup(self) -> PolicyLookup {
-        match self.into_domain() {
-            Ok(policy) => PolicyLookup::Found(policy),
-            Err(_) => PolicyLookup::Unreadable,
-        }
+    /// As [`PolicyRow::into_lookup`].
+    pub(crate) fn into_lookup(self, app_id: AppId, provider: ProviderName) -> PolicyLookup {
+        lookup(self.into_policy(app_id, provider))
+    }
+}
+
+/// The lookup a decoded policy row means: deny ([`PolicyLookup::Unreadable`]) when it did not
+/// decode.
+fn lookup(policy: Result<Policy, StoreError>) -> PolicyLookup {
+    match policy {
+        Ok(policy) => PolicyLookup::Found(policy),
+        Err(_) => PolicyLookup::Unreadable,
     }
 }
 
@@ -515,9 +558,18 @@ impl<'a> From<&'a Policy> for NewPolicyRow<'a> {
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = grants, check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 pub(crate) struct GrantRow {
-    pub id: String,
     pub app_id: String,
     pub user_id: String,
+    #[diesel(embed)]
+    pub body: GrantBody,
+}
+
+/// A grant's columns other than its app and user: what a read that joined it on a user (the
+/// hand-out's, see `handout.rs`) decodes.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = grants, check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+pub(crate) struct GrantBody {
+    pub id: String,
     pub provider: String,
     pub status: String,
     pub scopes_json: String,
@@ -530,10 +582,17 @@ pub(crate) struct GrantRow {
 
 impl GrantRow {
     pub(crate) fn into_domain(self) -> Result<Grant, StoreError> {
+        self.body.into_grant(app_id(self.app_id)?, user_id(self.user_id)?)
+    }
+}
+
+impl GrantBody {
+    /// The grant of `user` (of `app`) that this row holds.
+    pub(crate) fn into_grant(self, app_id: AppId, user_id: UserId) -> Result<Grant, StoreError> {
         Ok(Grant {
             id: grant_id(self.id)?,
-            app_id: app_id(self.app_id)?,
-            user_id: user_id(self.user_id)?,
+            app_id,
+            user_id,
             provider: provider_name(&self.provider)?,
             status: GrantStatus::parse(&self.status).ok_or_else(|| corrupt("grant status"))?,
             scopes: strings_from_json(&self.scopes_json, "grant scopes")?,
@@ -584,6 +643,15 @@ impl<'a> From<&'a Grant> for NewGrantRow<'a> {
 #[diesel(table_name = credentials, check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
 pub(crate) struct CredentialRow {
     pub grant_id: String,
+    #[diesel(embed)]
+    pub body: CredentialBody,
+}
+
+/// A credential's columns other than its grant's id: what a read that joined it on its grant
+/// (the hand-out's, see `handout.rs`) decodes.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = credentials, check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+pub(crate) struct CredentialBody {
     pub access_token: Vec<u8>,
     pub refresh_token: Option<Vec<u8>>,
     pub token_type: String,
@@ -593,14 +661,21 @@ pub(crate) struct CredentialRow {
 
 impl CredentialRow {
     pub(crate) fn into_domain(self) -> Result<Credential, StoreError> {
-        Ok(Credential {
-            grant_id: grant_id(self.grant_id)?,
+        Ok(self.body.into_credential(grant_id(self.grant_id)?))
+    }
+}
+
+impl CredentialBody {
+    /// The credential of the grant `grant_id` that this row holds.
+    pub(crate) fn into_credential(self, grant_id: GrantId) -> Credential {
+        Credential {
+            grant_id,
             access_token: SealedBox(self.access_token),
             refresh_token: self.refresh_token.map(SealedBox),
             token_type: self.token_type,
             expires_at: self.expires_at.map(UnixTime),
             version: self.version,
-        })
+        }
     }
 }
 

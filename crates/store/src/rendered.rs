@@ -19,7 +19,7 @@ use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::Error as DieselError;
 use diesel::serialize::ToSql;
-use diesel::sql_types::{HasSqlType, Text};
+use diesel::sql_types::{Binary, HasSqlType, Text};
 use diesel::sqlite::Sqlite;
 use diesel::QueryResult;
 use std::marker::PhantomData;
@@ -104,17 +104,26 @@ impl SqlPieces {
     }
 }
 
-/// The statement of the DSL query type `Q`, as [`SqlPieces`] rendered from it, with `N` text
-/// binds in the order the DSL query pushes them.
+/// The value of one bind of a [`Rendered`] statement, of the SQL type the DSL query gives it.
+#[derive(Debug)]
+pub(crate) enum Bind {
+    /// `TEXT` (`Text`).
+    Text(String),
+    /// `BLOB` on SQLite, `bytea` on PostgreSQL (`Binary`).
+    Binary(Vec<u8>),
+}
+
+/// The statement of the DSL query type `Q`, as [`SqlPieces`] rendered from it, with `N` binds in
+/// the order the DSL query pushes them.
 pub(crate) struct Rendered<Q, const N: usize> {
     pieces: &'static SqlPieces,
-    binds: [String; N],
+    binds: [Bind; N],
     query: PhantomData<fn() -> Q>,
 }
 
 impl<Q, const N: usize> Rendered<Q, N> {
     /// The statement `witness`'s text with `binds`; its pieces come from (or go to) `cell`.
-    pub(crate) fn new<DB>(cell: &'static OnceLock<SqlPieces>, witness: &Q, binds: [String; N]) -> QueryResult<Self>
+    pub(crate) fn new<DB>(cell: &'static OnceLock<SqlPieces>, witness: &Q, binds: [Bind; N]) -> QueryResult<Self>
     where
         DB: Placeholders,
         DB::QueryBuilder: Default,
@@ -126,14 +135,18 @@ impl<Q, const N: usize> Rendered<Q, N> {
 
 impl<Q, DB, const N: usize> QueryFragment<DB> for Rendered<Q, N>
 where
-    DB: Backend + HasSqlType<Text>,
+    DB: Backend + HasSqlType<Text> + HasSqlType<Binary>,
     String: ToSql<Text, DB>,
+    Vec<u8>: ToSql<Binary, DB>,
 {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         let Some((first, rest)) = self.pieces.0.split_first() else { return Ok(()) };
         out.push_sql(first);
         for (bind, piece) in self.binds.iter().zip(rest) {
-            out.push_bind_param::<Text, String>(bind)?;
+            match bind {
+                Bind::Text(text) => out.push_bind_param::<Text, String>(text)?,
+                Bind::Binary(bytes) => out.push_bind_param::<Binary, Vec<u8>>(bytes)?,
+            }
             out.push_sql(piece);
         }
         Ok(())

@@ -208,7 +208,7 @@ macro_rules! impl_vault_tx {
                         .execute(&mut *self)
                         .await?;
                 });
-                revoked_rows.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+                revoked_rows.sort_by(|a, b| (b.body.created_at, &b.body.id).cmp(&(a.body.created_at, &a.body.id)));
                 Ok(revoked_rows)
             }
 
@@ -698,7 +698,7 @@ impl GrantStore for Store {
                 .await
                 .map_err(db_error)?
         });
-        into_page(rows, page, |r| (r.created_at, r.id.as_str()), GrantRow::into_domain)
+        into_page(rows, page, |r| (r.body.created_at, r.body.id.as_str()), GrantRow::into_domain)
     }
 
     async fn save_grant(

@@ -9,6 +9,7 @@
 #[macro_use]
 mod support;
 
+use custody_identity::app::ApiKeyRecord;
 use custody_identity::audit::{AuditEntry, AuditFilter};
 use custody_identity::cipher::SealedBox;
 use custody_identity::claims::{ClaimMappings, ClaimPath, ExtractedIdentity};
@@ -407,12 +408,24 @@ async fn the_handout_context_picks_the_grant_handout_view_picks(db: TestDatabase
     let ann = seed_user(&store, &app.id, "ann").await;
     let google = GrantSelector::Provider(name("google"));
     let context = |selector: GrantSelector| {
-        let (store, prefix) = (store.clone(), key.prefix.clone());
-        async move { store.handout_context(&prefix, "ann", &selector).await.unwrap() }
+        let (store, key) = (store.clone(), key.clone());
+        async move { store.handout_context(&key, "ann", &selector).await.unwrap() }
     };
-    assert_eq!(store.handout_context("no-such-prefix", "ann", &google).await.unwrap(), None, "{b}");
+    // Nothing under a key that is not stored as admitted: no such prefix, or the prefix of a key
+    // with another id or hash (one deleted and created again).
+    let unknown = ApiKeyRecord { prefix: "no-such-prefix".to_owned(), ..key.clone() };
+    let other_id = ApiKeyRecord { id: support::key_for(&app.id, NOW).id, ..key.clone() };
+    let other_hash = ApiKeyRecord { hash: vec![0; 32], ..key.clone() };
+    for stale in [unknown, other_id, other_hash] {
+        assert_eq!(store.handout_context(&stale, "ann", &google).await.unwrap(), None, "{b}: {stale:?}");
+    }
     let none_yet = context(google.clone()).await.unwrap();
-    assert_eq!((none_yet.key, none_yet.user.map(|u| u.id), none_yet.view), (key.clone(), Some(ann.id.clone()), None));
+    assert_eq!((none_yet.user, none_yet.view), (Some(ann.clone()), None), "{b}");
+    assert_eq!(
+        store.handout_context(&key, "nobody", &google).await.unwrap().map(|c| (c.user, c.view)),
+        Some((None, None)),
+        "{b}: an unknown subject is no user, under a live key"
+    );
 
     // Three grants, one row each: revoked ones on both sides of the active one in time.
     let revoke = |g: &Grant, at: i64| {
@@ -439,7 +452,16 @@ async fn the_handout_context_picks_the_grant_handout_view_picks(db: TestDatabase
 
     // By id, the grant named, whatever its rank.
     let by_id = context(GrantSelector::Id(first.id.clone())).await.unwrap().view.unwrap();
-    assert_eq!((by_id.grant.id, by_id.grant.status), (first.id.clone(), GrantStatus::Revoked), "{b}");
+    assert_eq!((&by_id.grant.id, by_id.grant.status), (&first.id, GrantStatus::Revoked), "{b}");
+    assert_eq!(
+        Some(by_id),
+        store.handout_view(&app.id, &ann.id, &GrantSelector::Id(first.id.clone())).await.unwrap(),
+        "{b}"
+    );
+
+    // Once the key is deleted, nothing.
+    assert!(store.delete_api_key(&app.id, &key.id, &audit(&app.id, "api_key.delete", NOW)).await.unwrap());
+    assert_eq!(context(google.clone()).await, None, "{b}: a deleted key reads nothing");
 }
 
 store_test!(handout_view_reads_grant_policy_and_credential_together);

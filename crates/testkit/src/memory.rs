@@ -763,12 +763,15 @@ impl GrantStore for MemoryStore {
 impl HandoutContexts for MemoryStore {
     async fn handout_context(
         &self,
-        key_prefix: &str,
+        key: &ApiKeyRecord,
         subject: &str,
         selector: &GrantSelector,
     ) -> Result<Option<HandoutContext>, StoreError> {
         let data = self.data()?;
-        let Some(key) = data.api_keys.iter().find(|k| k.prefix == key_prefix).cloned() else { return Ok(None) };
+        let stored = data.api_keys.iter().find(|k| k.prefix == key.prefix);
+        if !stored.is_some_and(|stored| stored.id == key.id && stored.hash == key.hash) {
+            return Ok(None);
+        }
         let idp = data
             .idps
             .iter()
@@ -776,7 +779,7 @@ impl HandoutContexts for MemoryStore {
             .map(|c| IdpStamp { version: c.version, claims_locked: c.claims_locked() });
         let user = data.users.iter().find(|u| u.app_id == key.app_id && u.subject == subject).cloned();
         let view = user.as_ref().and_then(|u| data.handout_view(&key.app_id, &u.id, selector));
-        Ok(Some(HandoutContext { key, idp, user, view }))
+        Ok(Some(HandoutContext { idp, user, view }))
     }
 }
 

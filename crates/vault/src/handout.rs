@@ -9,8 +9,9 @@
 //! statement ([`HandoutContexts::handout_context`]) after verifying the token under the
 //! remembered configuration. That read also confirms what was remembered:
 //!
-//! - the key must still exist with the same id and hash, so a deleted key fails at once, on every
-//!   instance (nothing is trusted from memory alone);
+//! - the key must still exist with the same prefix, id and hash (the statement reads nothing
+//!   unless it does), so a deleted key fails at once, on every instance (nothing is trusted from
+//!   memory alone);
 //! - the IdP configuration must still be at the remembered version with its claims locked, else
 //!   the request starts over on the ordinary path, which reads the configuration afresh;
 //! - the user is read in the same statement, so a deprovisioned or suspended user is refused on
@@ -150,19 +151,16 @@ impl HandoutService {
         let verified = self.identity.verify_user_token(config, token).await?;
         let identity =
             config.claims.extract(&verified.claims).map_err(TokenRejection::from).map_err(ResolveError::from)?;
-        let context = self.contexts.handout_context(&caller.key.prefix, &identity.subject, selector).await?;
-        let Some(HandoutContext { key, idp, user, view }) = context else {
-            self.forget(&caller.key.prefix);
+        let key = &caller.key;
+        let context = self.contexts.handout_context(key, &identity.subject, selector).await?;
+        let Some(HandoutContext { idp, user, view }) = context else {
+            self.forget(&key.prefix);
             return Err(HandoutError::KeyNotValid);
         };
-        if key.id != caller.key.id || key.hash != caller.key.hash {
-            self.forget(&caller.key.prefix);
-            return Err(HandoutError::KeyNotValid);
-        }
         if !idp.is_some_and(|stamp| stamp.claims_locked && stamp.version == config.version) {
             // Edited since it was remembered: verify again under the stored configuration.
-            self.forget(&caller.key.prefix);
-            return self.ordinary(&key, token, selector).await;
+            self.forget(&key.prefix);
+            return self.ordinary(key, token, selector).await;
         }
         let now = self.clock.now();
         let user = match user {
@@ -171,7 +169,7 @@ impl HandoutService {
             stored => {
                 let resolved = self.identity.resolve_verified(config, &verified).await;
                 let resolved = match resolved {
-                    Err(ResolveError::ConfigChanged) => return self.ordinary(&key, token, selector).await,
+                    Err(ResolveError::ConfigChanged) => return self.ordinary(key, token, selector).await,
                     other => other?,
                 };
                 resolved.ensure_active().map_err(ResolveError::from)?;

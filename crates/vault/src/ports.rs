@@ -53,11 +53,10 @@ pub struct IdpStamp {
 }
 
 /// Everything one hand-out reads, read together in one statement by
-/// [`HandoutContexts::handout_context`]. A field is `None` when its row does not exist.
+/// [`HandoutContexts::handout_context`], under an API key that still exists as presented. A
+/// field is `None` when its row does not exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandoutContext {
-    /// The API key, as stored now (a deleted key has no row, and no context).
-    pub key: ApiKeyRecord,
     /// The key's app's identity provider configuration, as stored now.
     pub idp: Option<IdpStamp>,
     /// The app's user whose subject the token names.
@@ -71,14 +70,16 @@ pub struct HandoutContext {
 /// trip instead of one per rule.
 #[async_trait]
 pub trait HandoutContexts: Send + Sync {
-    /// In one statement: the API key whose prefix is `key_prefix`; the stamp of its app's IdP
-    /// configuration; the app's user whose subject is `subject`; and that user's grant chosen
-    /// by `selector` (as [`CredentialStore::handout_view`]: by provider, the active grant first,
-    /// then the most recently updated; by id, only the user's own), with its provider's policy
-    /// and its credential. `None` when no key has that prefix. Reads only: nothing is written.
+    /// In one statement, under the API key `key` as it was admitted: the stamp of its app's
+    /// IdP configuration; the app's user whose subject is `subject`; and that user's grant
+    /// chosen by `selector` (as [`CredentialStore::handout_view`]: by provider, the active grant
+    /// first, then the most recently updated; by id, only the user's own), with its provider's
+    /// policy and its credential. `None` when no stored key has `key`'s prefix, id and hash
+    /// (it was deleted or replaced since), so a deleted key fails in the same read. Reads only:
+    /// nothing is written.
     async fn handout_context(
         &self,
-        key_prefix: &str,
+        key: &ApiKeyRecord,
         subject: &str,
         selector: &GrantSelector,
     ) -> Result<Option<HandoutContext>, StoreError>;
