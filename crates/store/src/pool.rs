@@ -560,7 +560,9 @@ mod tests {
         for wanted in ["THREADSAFE=2", "DEFAULT_MEMSTATUS=0", "OMIT_SHARED_CACHE", "TEMP_STORE=2", "ENABLE_QPSG"] {
             assert!(options.iter().any(|o| o == wanted), "SQLite lacks {wanted}: {options:?}");
         }
-        assert!(!options.iter().any(|o| o == "ENABLE_STAT4"), "{options:?}");
+        for unwanted in ["ENABLE_STAT4", "ENABLE_MEMORY_MANAGEMENT"] {
+            assert!(!options.iter().any(|o| o == unwanted), "SQLite has {unwanted}: {options:?}");
+        }
     }
 
     #[test]
