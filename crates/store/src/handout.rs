@@ -112,22 +112,21 @@ macro_rules! context_statement {
     ($backend:ty, [$by_provider:expr, $by_id:expr], $key:expr, $subject:expr, $selector:expr, |$statement:ident| $body:expr) => {
         match $selector {
             GrantSelector::Provider(provider) => {
-                with_context_query!(["", "", b""], "", grants::provider.eq(String::new()), |witness| {
-                    let binds = context_binds($key, $subject, provider.as_str());
-                    match Rendered::new::<$backend>(&$by_provider, &witness, binds) {
-                        Ok($statement) => $body,
-                        Err(e) => Err(e),
-                    }
-                })
+                let witness =
+                    || with_context_query!(["", "", b""], "", grants::provider.eq(String::new()), |query| query);
+                let binds = context_binds($key, $subject, provider.as_str());
+                match Rendered::new::<$backend>(&$by_provider, witness, binds) {
+                    Ok($statement) => $body,
+                    Err(e) => Err(e),
+                }
             }
             GrantSelector::Id(id) => {
-                with_context_query!(["", "", b""], "", grants::id.eq(String::new()), |witness| {
-                    let binds = context_binds($key, $subject, id.as_str());
-                    match Rendered::new::<$backend>(&$by_id, &witness, binds) {
-                        Ok($statement) => $body,
-                        Err(e) => Err(e),
-                    }
-                })
+                let witness = || with_context_query!(["", "", b""], "", grants::id.eq(String::new()), |query| query);
+                let binds = context_binds($key, $subject, id.as_str());
+                match Rendered::new::<$backend>(&$by_id, witness, binds) {
+                    Ok($statement) => $body,
+                    Err(e) => Err(e),
+                }
             }
         }
     };

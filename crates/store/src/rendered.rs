@@ -88,9 +88,15 @@ impl SqlPieces {
 
     /// The pieces of `witness`'s text in `cell`, rendered on the first call.
     ///
-    /// `witness` is the DSL query (its bind values do not matter); the same `cell` must only
-    /// ever see the same query on the same backend.
-    pub(crate) fn of<DB, Q>(cell: &'static OnceLock<SqlPieces>, witness: &Q, binds: usize) -> QueryResult<&'static Self>
+    /// `witness` builds the DSL query (its bind values do not matter); it is only called on the
+    /// first call, since building a query of six joins moves a large value around several times
+    /// and clones parts of it. The same `cell` must only ever see the same query on the same
+    /// backend.
+    pub(crate) fn of<DB, Q>(
+        cell: &'static OnceLock<SqlPieces>,
+        witness: impl FnOnce() -> Q,
+        binds: usize,
+    ) -> QueryResult<&'static Self>
     where
         DB: Placeholders,
         DB::QueryBuilder: Default,
@@ -99,7 +105,7 @@ impl SqlPieces {
         if let Some(pieces) = cell.get() {
             return Ok(pieces);
         }
-        let pieces = Self::render::<DB, Q>(witness, binds)?;
+        let pieces = Self::render::<DB, Q>(&witness(), binds)?;
         Ok(cell.get_or_init(|| pieces))
     }
 }
@@ -122,8 +128,13 @@ pub(crate) struct Rendered<Q, const N: usize> {
 }
 
 impl<Q, const N: usize> Rendered<Q, N> {
-    /// The statement `witness`'s text with `binds`; its pieces come from (or go to) `cell`.
-    pub(crate) fn new<DB>(cell: &'static OnceLock<SqlPieces>, witness: &Q, binds: [Bind; N]) -> QueryResult<Self>
+    /// The statement of the text of the query `witness` builds, with `binds`; its pieces come
+    /// from (or go to) `cell`, so `witness` is only called the first time.
+    pub(crate) fn new<DB>(
+        cell: &'static OnceLock<SqlPieces>,
+        witness: impl FnOnce() -> Q,
+        binds: [Bind; N],
+    ) -> QueryResult<Self>
     where
         DB: Placeholders,
         DB::QueryBuilder: Default,
