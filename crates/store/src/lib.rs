@@ -17,9 +17,9 @@
 //! - `macros.rs`: `with_conn!` and `transaction!`, which run one diesel query text on either
 //!   backend; write transactions are `BEGIN IMMEDIATE` on SQLite.
 //! - `identity.rs`: the identity storage ports (apps, API keys, IdP configurations, users, audit).
-//! - `vault.rs`: the vault storage ports (providers, policies,
-//!   grants and credentials, revocation and its outbox, lifecycle events, connect states,
-//!   re-sealing).
+//! - `vault/`: the vault storage ports: grants and credentials, revocation and lifecycle
+//!   events (`mod.rs`); providers and policies (`catalog.rs`); connect states, the revocation
+//!   outbox and pruning (`housekeeping.rs`); re-sealing (`sealed.rs`).
 //! - `webhook.rs`: [`custody_vault::webhook::WebhookStore`], the lifecycle webhook settings of
 //!   an app's identity provider.
 //! - `signin.rs`: the sign-in storage ports: the app's OIDC client, pending

@@ -1,5 +1,5 @@
 //! [`Store`]: the handle the server holds. It owns the pool, knows how to migrate its database,
-//! and implements the ports (see `identity.rs`, `vault.rs` and `refresh_lock.rs`).
+//! and implements the ports (see `identity.rs`, `vault/` and `refresh_lock.rs`).
 
 use crate::error::{db_error, ConnectError, MigrationError};
 use crate::migrate::{self, Command, MigrationStatus, Outcome};

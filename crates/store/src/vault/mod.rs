@@ -21,34 +21,39 @@
 //! - a user has at most one active grant per provider (a partial unique index);
 //! - no active grant is saved for a deprovisioned user or for a provider that is gone
 //!   (`save_grant` share-locks both rows, the deletions lock them for update).
+//!
+//! The ports are split by what they keep: `catalog.rs` the providers and policies, `sealed.rs`
+//! every sealed value for re-sealing, `housekeeping.rs` connect states, the revocation outbox and
+//! pruning; grants, credentials and the lifecycle are here.
+//!
+//! [`ProviderStore`]: custody_vault::ports::ProviderStore
+//! [`PolicyStore`]: custody_vault::ports::PolicyStore
+//! [`Maintenance`]: custody_vault::ports::Maintenance
+//! [`SealedValues`]: custody_vault::ports::SealedValues
+//! [`ConnectStates`]: custody_vault::ports::ConnectStates
+//! [`RevocationOutbox`]: custody_vault::ports::RevocationOutbox
 
-use crate::cursor::{fetch_limit, into_page, into_page_with, Cursor, KeyCursor};
+use crate::cursor::{fetch_limit, into_page, Cursor};
 use crate::error::{db_error, is_unique_violation, TxError};
-use crate::models::{
-    grant_id, names_to_json, provider_name, token_kind, token_kind_str, ConnectStateRow, CredentialRow, GrantRow,
-    NewConnectStateRow, NewCredentialRow, NewGrantRow, NewPolicyRow, NewProviderRow, OutboxRow, PolicyRow, ProviderRow,
-};
+use crate::models::{names_to_json, token_kind_str, CredentialRow, GrantRow, NewCredentialRow, NewGrantRow, PolicyRow};
 use crate::pool::{BackendQueries as _, PgConn, SqliteConn};
 use crate::schema::{
-    connect_states, credentials, grants, instance_secrets, membership_removals, policies, providers, revocation_outbox,
-    users, webhook_events,
+    connect_states, credentials, grants, membership_removals, policies, providers, revocation_outbox, users,
+    webhook_events,
 };
 use crate::store::Store;
 use async_trait::async_trait;
 use custody_identity::audit::AuditEntry;
-use custody_identity::cipher::SealedBox;
 use custody_identity::page::{Page, PageRequest};
 use custody_identity::ports::StoreError;
 use custody_identity::{AppId, UnixTime, User, UserId, UserStatus};
 use custody_vault::grant::{Credential, Grant, GrantId, GrantStatus, TokenKind};
-use custody_vault::policy::{Policy, PolicyLookup};
+use custody_vault::policy::PolicyLookup;
 use custody_vault::ports::{
-    instance_secret_aad, ConnectState, ConnectStates, CredentialStore, GrantFilter, GrantSelector, GrantStore,
-    HandoutView, LifecycleChange, LifecycleEvent, LifecycleLedger, LifecycleOutcome, LifecyclePlan, Maintenance,
-    OutboxItem, PolicyStore, ProviderStore, RevocationOutbox, RevokeScope, SaveGrantError, SealedKind, SealedValue,
-    SealedValues,
+    CredentialStore, GrantFilter, GrantSelector, GrantStore, HandoutView, LifecycleChange, LifecycleEvent,
+    LifecycleLedger, LifecycleOutcome, LifecyclePlan, RevokeScope, SaveGrantError,
 };
-use custody_vault::provider::{ProviderConfig, ProviderName};
+use custody_vault::provider::ProviderName;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Binary, Integer, Text};
 use diesel::upsert::excluded;
@@ -56,12 +61,9 @@ use diesel_async::RunQueryDsl;
 use std::collections::BTreeSet;
 use std::future::Future;
 
-/// Most sealed values returned by one [`SealedValues::sealed_values`] call.
-const MAX_SEALED_BATCH: u32 = 1000;
-
-/// How long after its expiry an unconsumed connect state is kept (so a late callback still
-/// reports "expired" to the return URL) before `create_connect_state` deletes it.
-const CONNECT_STATE_RETENTION_SECS: i64 = 86_400;
+mod catalog;
+mod housekeeping;
+mod sealed;
 
 fn revoked() -> &'static str {
     GrantStatus::Revoked.as_str()
@@ -327,305 +329,6 @@ fn tx_domain<E: From<StoreError>>(e: StoreError) -> TxError<E> {
 /// it; the service's retry then fails the same way.
 fn gone(what: &str) -> TxError<SaveGrantError> {
     TxError::Domain(SaveGrantError::Store(StoreError::Unavailable(what.to_owned())))
-}
-
-/// The key parts of a sealed value's cursor, by kind.
-fn key_parts(kind: SealedKind) -> usize {
-    match kind {
-        SealedKind::ProviderSecret => 2,
-        _ => 1,
-    }
-}
-
-fn sealed_value(kind: SealedKind, key: &[&str], associated_data: Vec<u8>, sealed: Vec<u8>) -> SealedValue {
-    SealedValue { kind, cursor: KeyCursor::encode(key), associated_data, sealed: SealedBox(sealed) }
-}
-
-impl Store {
-    /// [`SealedValues::sealed_values`] for one kind, after the decoded cursor `after`.
-    async fn load_sealed(
-        &self,
-        kind: SealedKind,
-        after: Option<KeyCursor>,
-        limit: i64,
-    ) -> Result<Vec<SealedValue>, StoreError> {
-        match kind {
-            SealedKind::CredentialAccess | SealedKind::CredentialRefresh => {
-                let after = after.map(KeyCursor::into_single);
-                let rows: Vec<(String, Vec<u8>, Option<Vec<u8>>)> = with_conn!(self, |conn| {
-                    let mut query = credentials::table
-                        .select((credentials::grant_id, credentials::access_token, credentials::refresh_token))
-                        .order(credentials::grant_id.asc())
-                        .limit(limit)
-                        .into_boxed();
-                    if kind == SealedKind::CredentialRefresh {
-                        query = query.filter(credentials::refresh_token.is_not_null());
-                    }
-                    if let Some(after) = &after {
-                        query = query.filter(credentials::grant_id.gt(after.as_str()));
-                    }
-                    query.load(conn).await.map_err(db_error)?
-                });
-                rows.into_iter()
-                    .filter_map(|(grant, access, refresh)| {
-                        let (token_kind, sealed) = match kind {
-                            SealedKind::CredentialAccess => (TokenKind::Access, access),
-                            _ => (TokenKind::Refresh, refresh?),
-                        };
-                        Some(
-                            grant_id(&grant)
-                                .map(|id| sealed_value(kind, &[&grant], Credential::aad(&id, token_kind), sealed)),
-                        )
-                    })
-                    .collect()
-            }
-            SealedKind::ProviderSecret => {
-                let after = after.map(KeyCursor::into_pair);
-                let rows: Vec<(String, String, Vec<u8>)> = with_conn!(self, |conn| {
-                    let mut query = providers::table
-                        .select((providers::app_id, providers::name, providers::client_secret))
-                        .order((providers::app_id.asc(), providers::name.asc()))
-                        .limit(limit)
-                        .into_boxed();
-                    if let Some((app, name)) = &after {
-                        query = query.filter(
-                            providers::app_id
-                                .gt(app.as_str())
-                                .or(providers::app_id.eq(app.as_str()).and(providers::name.gt(name.as_str()))),
-                        );
-                    }
-                    query.load(conn).await.map_err(db_error)?
-                });
-                rows.into_iter()
-                    .map(|(app, name, sealed)| {
-                        let aad = ProviderConfig::secret_aad(&crate::models::app_id(&app)?, &provider_name(&name)?);
-                        Ok(sealed_value(kind, &[&app, &name], aad, sealed))
-                    })
-                    .collect()
-            }
-            SealedKind::OutboxToken | SealedKind::OutboxClientSecret => {
-                let after = after.map(KeyCursor::into_single);
-                #[allow(clippy::type_complexity)]
-                let rows: Vec<(String, String, String, String, String, Vec<u8>, Vec<u8>)> = with_conn!(self, |conn| {
-                    let mut query = revocation_outbox::table
-                        .select((
-                            revocation_outbox::id,
-                            revocation_outbox::app_id,
-                            revocation_outbox::grant_id,
-                            revocation_outbox::provider,
-                            revocation_outbox::token_kind,
-                            revocation_outbox::token,
-                            revocation_outbox::client_secret,
-                        ))
-                        .order(revocation_outbox::id.asc())
-                        .limit(limit)
-                        .into_boxed();
-                    if let Some(after) = &after {
-                        query = query.filter(revocation_outbox::id.gt(after.as_str()));
-                    }
-                    query.load(conn).await.map_err(db_error)?
-                });
-                rows.into_iter()
-                    .map(|(id, app, grant, provider, kind_text, token, secret)| {
-                        Ok(if kind == SealedKind::OutboxToken {
-                            let aad = Credential::aad(&grant_id(&grant)?, token_kind(&kind_text)?);
-                            sealed_value(kind, &[&id], aad, token)
-                        } else {
-                            let aad =
-                                ProviderConfig::secret_aad(&crate::models::app_id(&app)?, &provider_name(&provider)?);
-                            sealed_value(kind, &[&id], aad, secret)
-                        })
-                    })
-                    .collect()
-            }
-            SealedKind::ConnectVerifier => {
-                let after = after.map(KeyCursor::into_single);
-                let rows: Vec<(String, Vec<u8>)> = with_conn!(self, |conn| {
-                    let mut query = connect_states::table
-                        .select((connect_states::state_hash, connect_states::pkce_verifier))
-                        .order(connect_states::state_hash.asc())
-                        .limit(limit)
-                        .into_boxed();
-                    if let Some(after) = &after {
-                        query = query.filter(connect_states::state_hash.gt(after.as_str()));
-                    }
-                    query.load(conn).await.map_err(db_error)?
-                });
-                Ok(rows
-                    .into_iter()
-                    .map(|(hash, sealed)| sealed_value(kind, &[&hash], ConnectState::verifier_aad(&hash), sealed))
-                    .collect())
-            }
-            SealedKind::WebhookSecret => {
-                crate::webhook::sealed_secrets(self, after.map(KeyCursor::into_single), limit).await
-            }
-            SealedKind::InstanceSecret => {
-                let after = after.map(KeyCursor::into_single);
-                let rows: Vec<(String, Vec<u8>)> = with_conn!(self, |conn| {
-                    let mut query = instance_secrets::table
-                        .select((instance_secrets::name, instance_secrets::value))
-                        .order(instance_secrets::name.asc())
-                        .limit(limit)
-                        .into_boxed();
-                    if let Some(after) = &after {
-                        query = query.filter(instance_secrets::name.gt(after.as_str()));
-                    }
-                    query.load(conn).await.map_err(db_error)?
-                });
-                Ok(rows
-                    .into_iter()
-                    .map(|(name, sealed)| sealed_value(kind, &[&name], instance_secret_aad(&name), sealed))
-                    .collect())
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl ProviderStore for Store {
-    async fn put_provider(&self, provider: &ProviderConfig, audit: &AuditEntry) -> Result<(), StoreError> {
-        let result = transaction!(self, |conn| -> Result<(), TxError<StoreError>> {
-            // An existing provider keeps its `created_at`.
-            diesel::insert_into(providers::table)
-                .values(NewProviderRow::from(provider))
-                .on_conflict((providers::app_id, providers::name))
-                .do_update()
-                .set((
-                    providers::authorization_url.eq(excluded(providers::authorization_url)),
-                    providers::token_url.eq(excluded(providers::token_url)),
-                    providers::revocation_url.eq(excluded(providers::revocation_url)),
-                    providers::client_id.eq(excluded(providers::client_id)),
-                    providers::client_secret.eq(excluded(providers::client_secret)),
-                    providers::scopes_json.eq(excluded(providers::scopes_json)),
-                    providers::api_base_url.eq(excluded(providers::api_base_url)),
-                    providers::updated_at.eq(excluded(providers::updated_at)),
-                ))
-                .execute(conn)
-                .await?;
-            insert_audit!(conn, audit)?;
-            Ok(())
-        });
-        result.map_err(TxError::into_domain)
-    }
-
-    async fn get_provider(&self, app: &AppId, name: &ProviderName) -> Result<Option<ProviderConfig>, StoreError> {
-        let row: Option<ProviderRow> = with_conn!(self, |conn| {
-            providers::table
-                .find((app.as_str(), name.as_str()))
-                .select(ProviderRow::as_select())
-                .first(conn)
-                .await
-                .optional()
-                .map_err(db_error)?
-        });
-        row.map(ProviderRow::into_domain).transpose()
-    }
-
-    async fn list_providers(&self, app: &AppId, page: &PageRequest) -> Result<Page<ProviderConfig>, StoreError> {
-        let after = KeyCursor::of(page, 1)?.map(KeyCursor::into_single);
-        let rows: Vec<ProviderRow> = with_conn!(self, |conn| {
-            let mut query = providers::table
-                .filter(providers::app_id.eq(app.as_str()))
-                .select(ProviderRow::as_select())
-                .into_boxed();
-            if let Some(after) = &after {
-                query = query.filter(providers::name.gt(after.as_str()));
-            }
-            query.order(providers::name.asc()).limit(fetch_limit(page)).load(conn).await.map_err(db_error)?
-        });
-        into_page_with(rows, page, |r| KeyCursor::encode(&[&r.name]), ProviderRow::into_domain)
-    }
-
-    async fn delete_provider(
-        &self,
-        app: &AppId,
-        name: &ProviderName,
-        now: UnixTime,
-        audit: &AuditEntry,
-    ) -> Result<Option<Vec<Grant>>, StoreError> {
-        let scope = RevokeScope::Provider(name.clone());
-        let result = transaction!(self, |conn| -> Result<Option<Vec<GrantRow>>, TxError<StoreError>> {
-            // Locked first: a concurrent `save_grant` for this provider (which share-locks it)
-            // either commits before and its grant is revoked here, or finds the provider gone.
-            if !conn.provider_exists_for_update(app.as_str(), name.as_str()).await? {
-                return Ok(None);
-            }
-            // The outbox rows copy the provider's revocation settings: before it goes.
-            let revoked = conn.revoke_in_scope(app.as_str(), &scope, now.0).await?;
-            diesel::delete(providers::table.find((app.as_str(), name.as_str()))).execute(conn).await?;
-            insert_audit!(conn, audit)?;
-            Ok(Some(revoked))
-        });
-        result.map_err(TxError::into_domain)?.map(convert_grants).transpose()
-    }
-}
-
-#[async_trait]
-impl PolicyStore for Store {
-    async fn put_policy(&self, policy: &Policy, audit: &AuditEntry) -> Result<(), StoreError> {
-        let result = transaction!(self, |conn| -> Result<(), TxError<StoreError>> {
-            diesel::insert_into(policies::table)
-                .values(NewPolicyRow::from(policy))
-                .on_conflict((policies::app_id, policies::provider))
-                .do_update()
-                .set((
-                    policies::allow_groups_json.eq(excluded(policies::allow_groups_json)),
-                    policies::allow_roles_json.eq(excluded(policies::allow_roles_json)),
-                    policies::token_access.eq(excluded(policies::token_access)),
-                    policies::updated_at.eq(excluded(policies::updated_at)),
-                ))
-                .execute(conn)
-                .await?;
-            insert_audit!(conn, audit)?;
-            Ok(())
-        });
-        result.map_err(TxError::into_domain)
-    }
-
-    async fn get_policy(&self, app: &AppId, provider: &ProviderName) -> Result<PolicyLookup, StoreError> {
-        let row: Option<PolicyRow> = read_conn!(self, |conn| {
-            policies::table
-                .find((app.as_str(), provider.as_str()))
-                .select(PolicyRow::as_select())
-                .first(conn)
-                .await
-                .optional()
-                .map_err(db_error)?
-        });
-        Ok(row.map_or(PolicyLookup::None, PolicyRow::into_lookup))
-    }
-
-    async fn list_policies(&self, app: &AppId, page: &PageRequest) -> Result<Page<Policy>, StoreError> {
-        let after = KeyCursor::of(page, 1)?.map(KeyCursor::into_single);
-        let rows: Vec<PolicyRow> = with_conn!(self, |conn| {
-            let mut query =
-                policies::table.filter(policies::app_id.eq(app.as_str())).select(PolicyRow::as_select()).into_boxed();
-            if let Some(after) = &after {
-                query = query.filter(policies::provider.gt(after.as_str()));
-            }
-            query.order(policies::provider.asc()).limit(fetch_limit(page)).load(conn).await.map_err(db_error)?
-        });
-        // Strict, like every read but `get_policy`: a listing cannot say "unreadable" for one
-        // row, and skipping it would hide it from the operator who has to fix it.
-        into_page_with(rows, page, |r| KeyCursor::encode(&[&r.provider]), PolicyRow::into_domain)
-    }
-
-    async fn delete_policy(
-        &self,
-        app: &AppId,
-        provider: &ProviderName,
-        audit: &AuditEntry,
-    ) -> Result<bool, StoreError> {
-        let result = transaction!(self, |conn| -> Result<bool, TxError<StoreError>> {
-            let deleted = diesel::delete(policies::table.find((app.as_str(), provider.as_str()))).execute(conn).await?;
-            if deleted == 0 {
-                return Ok(false);
-            }
-            insert_audit!(conn, audit)?;
-            Ok(true)
-        });
-        result.map_err(TxError::into_domain)
-    }
 }
 
 #[async_trait]
@@ -1074,251 +777,6 @@ impl LifecycleLedger for Store {
             LifecycleTx::Ignored(reason) => LifecycleOutcome::Ignored(reason),
             LifecycleTx::Duplicate => LifecycleOutcome::Duplicate,
         })
-    }
-}
-
-#[async_trait]
-impl Maintenance for Store {
-    async fn prune_webhook_events(&self, before: UnixTime) -> Result<u64, StoreError> {
-        let deleted = with_conn!(self, |conn| {
-            diesel::delete(webhook_events::table.filter(webhook_events::received_at.lt(before.0)))
-                .execute(conn)
-                .await
-                .map_err(db_error)?
-        });
-        Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
-    }
-
-    async fn prune_audit(&self, before: UnixTime, limit: u32) -> Result<u64, StoreError> {
-        if limit == 0 {
-            return Ok(0);
-        }
-        let deleted = with_conn!(self, |conn| prune_oldest_audit_rows!(conn, before.0, limit));
-        let deleted = u64::try_from(deleted).unwrap_or(u64::MAX);
-        if let crate::pool::DbPool::Sqlite(_) = self.pool() {
-            // Then the hand-out rows in their own file (`handout_audit.rs`), within what is left
-            // of the limit.
-            let left = u32::try_from(u64::from(limit).saturating_sub(deleted)).unwrap_or(0);
-            return Ok(deleted + crate::handout_audit::prune(self, before.0, left).await?);
-        }
-        Ok(deleted)
-    }
-}
-
-#[async_trait]
-impl SealedValues for Store {
-    async fn sealed_values(
-        &self,
-        kind: SealedKind,
-        after: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<SealedValue>, StoreError> {
-        let after = after.map(|c| KeyCursor::decode(c, key_parts(kind))).transpose()?;
-        let limit = limit.min(MAX_SEALED_BATCH);
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        self.load_sealed(kind, after, i64::from(limit)).await
-    }
-
-    async fn replace_sealed(&self, value: &SealedValue, new: &SealedBox) -> Result<bool, StoreError> {
-        let key = KeyCursor::decode(&value.cursor, key_parts(value.kind))?;
-        let (old, new) = (value.sealed.0.as_slice(), new.0.as_slice());
-        // Compare-and-set on the old bytes: a value rewritten meanwhile (a refresh, a new
-        // secret) is left alone.
-        // One column of one row, by compare-and-set on its old bytes.
-        macro_rules! swap {
-            ($table:path, $row:expr, $column:path, $value:expr) => {
-                with_conn!(self, |conn| {
-                    diesel::update($table.filter($row).filter($column.eq(old)))
-                        .set($column.eq($value))
-                        .execute(conn)
-                        .await
-                        .map_err(db_error)?
-                })
-            };
-        }
-        let updated = match value.kind {
-            SealedKind::CredentialAccess => {
-                let grant = key.into_single();
-                swap!(credentials::table, credentials::grant_id.eq(grant.as_str()), credentials::access_token, new)
-            }
-            SealedKind::CredentialRefresh => {
-                let grant = key.into_single();
-                swap!(
-                    credentials::table,
-                    credentials::grant_id.eq(grant.as_str()),
-                    credentials::refresh_token,
-                    Some(new)
-                )
-            }
-            SealedKind::ProviderSecret => {
-                let (app, name) = key.into_pair();
-                let row = providers::app_id.eq(app.as_str()).and(providers::name.eq(name.as_str()));
-                swap!(providers::table, row, providers::client_secret, new)
-            }
-            SealedKind::OutboxToken => {
-                let id = key.into_single();
-                swap!(revocation_outbox::table, revocation_outbox::id.eq(id.as_str()), revocation_outbox::token, new)
-            }
-            SealedKind::OutboxClientSecret => {
-                let id = key.into_single();
-                let row = revocation_outbox::id.eq(id.as_str());
-                swap!(revocation_outbox::table, row, revocation_outbox::client_secret, new)
-            }
-            SealedKind::ConnectVerifier => {
-                let hash = key.into_single();
-                let row = connect_states::state_hash.eq(hash.as_str());
-                swap!(connect_states::table, row, connect_states::pkce_verifier, new)
-            }
-            SealedKind::WebhookSecret => {
-                crate::webhook::replace_sealed_secret(self, &key.into_single(), old, new).await?
-            }
-            SealedKind::InstanceSecret => {
-                let name = key.into_single();
-                swap!(instance_secrets::table, instance_secrets::name.eq(name.as_str()), instance_secrets::value, new)
-            }
-        };
-        Ok(updated == 1)
-    }
-}
-
-#[async_trait]
-impl ConnectStates for Store {
-    async fn create_connect_state(&self, state: &ConnectState) -> Result<(), StoreError> {
-        with_conn!(self, |conn| {
-            diesel::insert_into(connect_states::table)
-                .values(NewConnectStateRow::from(state))
-                .execute(conn)
-                .await
-                .map_err(db_error)?;
-            // Flows abandoned long ago: nothing else ever deletes them.
-            let stale = state.created_at.0.saturating_sub(CONNECT_STATE_RETENTION_SECS);
-            diesel::delete(connect_states::table.filter(connect_states::expires_at.lt(stale)))
-                .execute(conn)
-                .await
-                .map_err(db_error)?;
-        });
-        Ok(())
-    }
-
-    async fn peek_connect_state(&self, state_hash: &str) -> Result<Option<ConnectState>, StoreError> {
-        let row: Option<ConnectStateRow> = with_conn!(self, |conn| {
-            connect_states::table
-                .find(state_hash)
-                .select(ConnectStateRow::as_select())
-                .first(conn)
-                .await
-                .optional()
-                .map_err(db_error)?
-        });
-        row.map(ConnectStateRow::into_domain).transpose()
-    }
-
-    async fn bind_connect_state(&self, state_hash: &str, browser_hash: &str) -> Result<bool, StoreError> {
-        // Compare-and-set from NULL: of two browsers opening the same connect URL, one binds it.
-        let updated = with_conn!(self, |conn| {
-            diesel::update(connect_states::table.find(state_hash).filter(connect_states::browser_hash.is_null()))
-                .set(connect_states::browser_hash.eq(browser_hash))
-                .execute(conn)
-                .await
-                .map_err(db_error)?
-        });
-        Ok(updated == 1)
-    }
-
-    async fn consume_connect_state(&self, state_hash: &str) -> Result<Option<ConnectState>, StoreError> {
-        // One statement: of two concurrent consumers, exactly one deletes the row and gets it.
-        let row: Option<ConnectStateRow> = with_conn!(self, |conn| {
-            diesel::delete(connect_states::table.find(state_hash))
-                .returning(ConnectStateRow::as_returning())
-                .get_result(conn)
-                .await
-                .optional()
-                .map_err(db_error)?
-        });
-        row.map(ConnectStateRow::into_domain).transpose()
-    }
-}
-
-#[async_trait]
-impl RevocationOutbox for Store {
-    async fn due_revocations(&self, now: UnixTime, limit: u32) -> Result<Vec<OutboxItem>, StoreError> {
-        let rows: Vec<OutboxRow> = with_conn!(self, |conn| {
-            revocation_outbox::table
-                .filter(revocation_outbox::next_attempt_at.le(now.0))
-                .select(OutboxRow::as_select())
-                .order((
-                    revocation_outbox::next_attempt_at.asc(),
-                    revocation_outbox::created_at.asc(),
-                    revocation_outbox::id.asc(),
-                ))
-                .limit(i64::from(limit))
-                .load(conn)
-                .await
-                .map_err(db_error)?
-        });
-        rows.into_iter().map(OutboxRow::into_domain).collect()
-    }
-
-    async fn finish_revocation(&self, id: &str, audit: Option<&AuditEntry>) -> Result<(), StoreError> {
-        let result = transaction!(self, |conn| -> Result<(), TxError<StoreError>> {
-            let deleted = diesel::delete(revocation_outbox::table.find(id)).execute(conn).await?;
-            // Another instance finished it first (and wrote the audit row), or its app is gone.
-            if deleted == 0 {
-                return Ok(());
-            }
-            if let Some(entry) = audit {
-                insert_audit!(conn, entry)?;
-            }
-            Ok(())
-        });
-        result.map_err(TxError::into_domain)
-    }
-
-    async fn queue_revocations(&self, items: &[OutboxItem], now: UnixTime) -> Result<(), StoreError> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        let result = transaction!(self, |conn| -> Result<(), TxError<StoreError>> {
-            for item in items {
-                diesel::insert_into(revocation_outbox::table)
-                    .values((
-                        revocation_outbox::id.eq(item.id.as_str()),
-                        revocation_outbox::app_id.eq(item.app_id.as_str()),
-                        revocation_outbox::grant_id.eq(item.grant_id.as_str()),
-                        revocation_outbox::provider.eq(item.provider.as_str()),
-                        revocation_outbox::token_kind.eq(token_kind_str(item.token_kind)),
-                        revocation_outbox::token.eq(item.token.0.as_slice()),
-                        revocation_outbox::revocation_url.eq(item.revocation_url.as_str()),
-                        revocation_outbox::client_id.eq(item.client_id.as_str()),
-                        revocation_outbox::client_secret.eq(item.client_secret.0.as_slice()),
-                        revocation_outbox::attempts.eq(item.attempts),
-                        revocation_outbox::next_attempt_at.eq(item.next_attempt_at.0),
-                        revocation_outbox::created_at.eq(now.0),
-                    ))
-                    .on_conflict(revocation_outbox::id)
-                    .do_nothing()
-                    .execute(conn)
-                    .await?;
-            }
-            Ok(())
-        });
-        result.map_err(TxError::into_domain)
-    }
-
-    async fn retry_revocation(&self, id: &str, attempts: i32, next_attempt_at: UnixTime) -> Result<(), StoreError> {
-        with_conn!(self, |conn| {
-            diesel::update(revocation_outbox::table.find(id))
-                .set((
-                    revocation_outbox::attempts.eq(attempts),
-                    revocation_outbox::next_attempt_at.eq(next_attempt_at.0),
-                ))
-                .execute(conn)
-                .await
-                .map_err(db_error)?
-        });
-        Ok(())
     }
 }
 
