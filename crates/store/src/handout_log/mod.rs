@@ -350,7 +350,7 @@ fn run_sqlite(
                 let _ = record.done.send(result);
             }
         }
-        checkpointer.committed();
+        checkpointer.committed(db);
         // A connection whose rollback failed cannot start another transaction: open a new one
         // for the next batch.
         if AnsiTransactionManager::is_broken_transaction_manager(db) {
