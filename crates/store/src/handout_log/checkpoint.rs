@@ -22,7 +22,8 @@
 //! thread's checkpoint ran, so that moment never came: the audit file's WAL grew by every frame
 //! written, about 70 MB a second in `cargo xtask bench`, until the load stopped (or the disk was
 //! full). Every append past the end of the file made the kernel allocate and zero new page-cache
-//! pages, 9% of a reused-token hand-out's CPU. So after each of the thread's checkpoints, the
+//! pages (9% of a profile's samples; about 2 µs of CPU per hand-out measured without the
+//! profiler, see `docs/operations.md`). So after each of the thread's checkpoints, the
 //! writer copies back the few frames it appended meanwhile itself, between two batches
 //! ([`Checkpointer::committed`]); its next commit then starts the WAL again, and the WAL stays
 //! within a few hundred frames, rewriting the same pages.
